@@ -1,0 +1,1 @@
+"""Sandbox providers: how a session's sandbox agent is started, reached and stopped."""

@@ -1,0 +1,95 @@
+"""The seam between the API layer and the sandbox technology.
+
+The API layer (sessions, Execute relay) only ever sees `SandboxProvider` and
+`Sandbox`: a started agent reachable through an authenticated gRPC channel.
+The process provider and the Docker provider implement it; adding another
+(e.g. a remote VM) never touches the API layer.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Protocol
+
+import grpc
+
+from codemode.sandbox.v1 import agent_pb2_grpc
+
+
+@dataclasses.dataclass(frozen=True)
+class SandboxLimits:
+    """Effective limits of one sandbox, after server defaults were applied.
+
+    Field names follow the py-code-mode production guide where it has one.
+    A zero means "not limited" for that field.
+    """
+
+    timeout_seconds: float
+    memory_limit_bytes: int
+    cpu_quota: float
+    pids_limit: int
+    network_disabled: bool
+    allow_runtime_deps: bool
+    deps: tuple[str, ...]
+    sync_deps_on_start: bool
+    output_budget_bytes: int
+    image: str = ""
+
+    def pool_key(self) -> tuple:
+        """Sandboxes are interchangeable (warm-poolable) iff their keys match."""
+        return dataclasses.astuple(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class SandboxCapabilities:
+    """What a sandbox really enforces; mirrors codemode.v1.Capabilities."""
+
+    timeout: bool = False
+    process_isolation: bool = False
+    container_isolation: bool = False
+    network_isolation: bool = False
+    memory_limit: bool = False
+    cpu_limit: bool = False
+    reset: bool = False
+    deps_install: bool = False
+    filesystem_isolation: bool = False
+
+
+class Sandbox(abc.ABC):
+    """A running sandbox agent, reachable over mTLS + bearer token."""
+
+    sandbox_id: str
+    channel: grpc.aio.Channel
+    stub: agent_pb2_grpc.AgentServiceStub
+    capabilities: SandboxCapabilities
+
+    @abc.abstractmethod
+    def is_alive(self) -> bool:
+        """False once the agent process/container has exited."""
+
+    @abc.abstractmethod
+    async def stop(self) -> None:
+        """Stops the agent and everything it started; idempotent, never raises."""
+
+
+class SandboxStartError(Exception):
+    """The sandbox could not be started; the message says why."""
+
+
+class SandboxProvider(Protocol):
+    """Starts sandboxes of one kind."""
+
+    kind: str  # "process" or "docker"
+
+    def capabilities(self, limits: SandboxLimits) -> SandboxCapabilities:
+        """What a sandbox started with these limits will enforce."""
+
+    async def start(self, limits: SandboxLimits) -> Sandbox:
+        """Starts a sandbox, waits until its agent answers GetInfo, returns it.
+
+        Raises SandboxStartError on failure, leaving nothing behind.
+        """
+
+    async def close(self) -> None:
+        """Stops every sandbox this provider started (server shutdown)."""
