@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Creates the repo's virtualenv (.venv) and installs the server, the sandbox
+# agent and the Python client in editable mode with the dev and bench extras.
+#
+# Idempotent and fast on a second run: the install is skipped while a stamp
+# (a hash of every file that decides what gets installed) still matches, so
+# test-all.sh and serve.sh can call this unconditionally. pip's cache
+# (~/.cache/pip unless PIP_CACHE_DIR says otherwise) speeds up re-installs on
+# the same machine, but nothing depends on it being there.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+PYTHON_BIN="${PYTHON:-python3}"
+VENV=.venv
+STAMP="$VENV/.codemode-install-stamp"
+export PIP_CACHE_DIR="${PIP_CACHE_DIR:-$HOME/.cache/pip}"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+if ! command -v "$PYTHON_BIN" >/dev/null 2>&1; then
+  echo "00-python: '$PYTHON_BIN' not found on PATH; install Python >= 3.11 (Debian: apt-get install python3 python3-venv)" >&2
+  exit 1
+fi
+if ! "$PYTHON_BIN" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  echo "00-python: $("$PYTHON_BIN" --version 2>&1) is too old; codemode needs Python >= 3.11" >&2
+  exit 1
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "00-python: creating $VENV with $("$PYTHON_BIN" --version 2>&1)"
+  "$PYTHON_BIN" -m venv "$VENV"
+fi
+
+# Everything that changes what pip would install. Hashing the script itself
+# means a change to the install command below also forces a re-install.
+wanted="$(cat pyproject.toml clients/python/pyproject.toml "$0" | sha256sum | cut -d' ' -f1)"
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$wanted" ] \
+   && "$VENV/bin/python" -c 'import server, sandbox_agent, codemode.v1, grpc, pytest' 2>/dev/null; then
+  echo "00-python: $VENV is up to date ($("$VENV/bin/python" --version))"
+  exit 0
+fi
+
+echo "00-python: installing codemode, codemode-client and the dev/bench extras into $VENV"
+rm -f "$STAMP"
+"$VENV/bin/python" -m pip install -q -e clients/python -e '.[dev,bench]'
+"$VENV/bin/python" -c 'import server, sandbox_agent, codemode.v1, grpc, pytest'
+echo "$wanted" > "$STAMP"
+echo "00-python: done ($("$VENV/bin/python" --version))"
