@@ -34,7 +34,7 @@ fi
 # means a change to the install command below also forces a re-install.
 wanted="$(cat pyproject.toml clients/python/pyproject.toml "$0" | sha256sum | cut -d' ' -f1)"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$wanted" ] \
-   && "$VENV/bin/python" -c 'import server, sandbox_agent, codemode.v1, grpc, pytest' 2>/dev/null; then
+   && "$VENV/bin/python" -c 'import codemode.v1, grpc, grpc_tools, pytest' 2>/dev/null; then
   echo "00-python: $VENV is up to date ($("$VENV/bin/python" --version))"
   exit 0
 fi
@@ -42,6 +42,6 @@ fi
 echo "00-python: installing codemode, codemode-client and the dev/bench extras into $VENV"
 rm -f "$STAMP"
 "$VENV/bin/python" -m pip install -q -e clients/python -e '.[dev,bench]'
-"$VENV/bin/python" -c 'import server, sandbox_agent, codemode.v1, grpc, pytest'
+"$VENV/bin/python" -c 'import codemode.v1, grpc, grpc_tools, pytest'
 echo "$wanted" > "$STAMP"
 echo "00-python: done ($("$VENV/bin/python" --version))"
