@@ -1,0 +1,437 @@
+"""Asynchronous client (grpc.aio).
+
+Thin by design: it builds requests, maps errors and folds events; every rule
+(validation, limits, state) is the server's. Create the client anywhere, but use
+it from one event loop: grpc.aio channels are bound to the loop they start in.
+"""
+
+from __future__ import annotations
+
+from typing import Any, AsyncIterator, Mapping, Sequence, TypeVar
+
+import grpc
+import grpc.aio
+
+from codemode import _requests as req
+from codemode._channel import ChannelSettings, TLSSetting
+from codemode.errors import NotFoundError, from_rpc_error
+from codemode.results import (
+    DownloadedArtifact,
+    ExecutionEvent,
+    ExecutionResult,
+    Finished,
+    ResultBuilder,
+    event_from_proto,
+)
+from codemode.v1 import (
+    artifact_pb2,
+    artifact_pb2_grpc,
+    execute_pb2_grpc,
+    session_pb2,
+    session_pb2_grpc,
+    skill_pb2,
+    skill_pb2_grpc,
+)
+
+_Response = TypeVar("_Response")
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+
+
+class AsyncExecution:
+    """A running execution: an async iterator of events, in order, as they arrive.
+
+    Leaving early (``break``, an exception, task cancellation, ``cancel()``)
+    cancels the RPC, which makes the server interrupt the code. This is done
+    explicitly because grpc.aio never cancels an abandoned call (grpc#43462):
+    the code would otherwise keep running and the session stay busy.
+    """
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+        self._builder = ResultBuilder()
+        self._done = False
+
+    def __aiter__(self) -> "AsyncExecution":
+        return self
+
+    async def __anext__(self) -> ExecutionEvent:
+        if self._done:
+            raise StopAsyncIteration
+        try:
+            while True:
+                response = await self._call.read()
+                if response is grpc.aio.EOF:
+                    break
+                event = event_from_proto(response)
+                if event is not None:
+                    self._builder.add(event)
+                    return event
+        except grpc.RpcError as error:
+            self._stop()
+            raise from_rpc_error(error) from error
+        except BaseException:  # CancelledError included: stop the code, then re-raise
+            self._stop()
+            raise
+        self._done = True
+        raise StopAsyncIteration
+
+    @property
+    def finished(self) -> Finished | None:
+        """The final event once it has been received."""
+        return self._builder.finished
+
+    async def result(self) -> ExecutionResult:
+        """Reads the remaining events and folds everything into one result."""
+        async for _ in self:
+            pass
+        return self._builder.build()
+
+    def cancel(self) -> None:
+        """Stops the execution; iteration ends and the server interrupts the code."""
+        self._stop()
+
+    async def aclose(self) -> None:
+        self._stop()
+
+    async def __aenter__(self) -> "AsyncExecution":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop()
+
+    def _stop(self) -> None:
+        if not self._done:
+            self._done = True
+            self._call.cancel()
+
+    def __del__(self) -> None:
+        # Last resort for `async for ev in session.stream(...): break`.
+        if not getattr(self, "_done", True):
+            self._call.cancel()
+
+
+class AsyncSession:
+    """A handle on "sessions/{id}"; ``async with`` deletes the session on exit."""
+
+    def __init__(self, client: "AsyncClient", info: session_pb2.Session) -> None:
+        self._client = client
+        #: The session as last returned by the server (config, state, generation).
+        self.info = info
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def id(self) -> str:
+        return self.info.name.rsplit("/", 1)[-1]
+
+    def __repr__(self) -> str:
+        return f"AsyncSession({self.name!r})"
+
+    def stream(
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        deadline: float | None = None,
+        request_id: str | None = None,
+    ) -> AsyncExecution:
+        """Starts an execution and returns its event stream.
+
+        ``timeout`` is the execution timeout enforced by the sandbox; the RPC
+        deadline is ``timeout`` plus a margin (so a timeout comes back as a
+        result, not as DEADLINE_EXCEEDED) unless ``deadline`` is given.
+        """
+        request = req.execute_request(self.name, code, timeout, request_id)
+        rpc_deadline = req.execute_deadline(timeout, deadline, req.session_default_timeout(self.info))
+        call = self._client._execute_stub.Execute(request, timeout=rpc_deadline)
+        return AsyncExecution(call)
+
+    async def run(
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        deadline: float | None = None,
+        request_id: str | None = None,
+    ) -> ExecutionResult:
+        """Runs code and returns its result; failures of the code are in the result."""
+        execution = self.stream(code, timeout=timeout, deadline=deadline, request_id=request_id)
+        try:
+            return await execution.result()
+        finally:
+            execution.cancel()
+
+    async def reset(self) -> None:
+        """Fresh interpreter: user state is cleared, a dead interpreter is revived."""
+        response = await self._client._unary(
+            self._client._session_stub.ResetSession, session_pb2.ResetSessionRequest(name=self.name)
+        )
+        self.info = response.session
+
+    async def refresh(self) -> session_pb2.Session:
+        response = await self._client._unary(
+            self._client._session_stub.GetSession, session_pb2.GetSessionRequest(name=self.name)
+        )
+        self.info = response.session
+        return self.info
+
+    async def delete(self) -> None:
+        await self._client.delete_session(self.name)
+
+    async def __aenter__(self) -> "AsyncSession":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            await self.delete()
+        except NotFoundError:
+            pass  # already gone (expired or deleted inside the block): the goal is met
+
+
+class AsyncSkills:
+    """The tenant's skill library (``client.skills``)."""
+
+    def __init__(self, client: "AsyncClient") -> None:
+        self._client = client
+        self._stub = skill_pb2_grpc.SkillStoreServiceStub(client.channel)
+
+    async def create(self, name: str, source: str, *, description: str = "") -> skill_pb2.Skill:
+        request = req.create_skill_request(self._client.tenant, name, source, description)
+        return (await self._client._unary(self._stub.CreateSkill, request)).skill
+
+    async def get(self, name: str) -> skill_pb2.Skill:
+        request = skill_pb2.GetSkillRequest(tenant=self._client.tenant, name=req.qualify("skills", name))
+        return (await self._client._unary(self._stub.GetSkill, request)).skill
+
+    async def list(self, *, page_size: int = 0) -> AsyncIterator[skill_pb2.Skill]:
+        """All skills (without source), fetching pages as iteration proceeds."""
+        token = ""
+        while True:
+            request = skill_pb2.ListSkillsRequest(
+                tenant=self._client.tenant, page_size=page_size, page_token=token
+            )
+            response = await self._client._unary(self._stub.ListSkills, request)
+            for skill in response.skills:
+                yield skill
+            token = response.next_page_token
+            if not token:
+                return
+
+    async def search(self, query: str, *, limit: int = 0) -> Sequence[skill_pb2.SkillSearchResult]:
+        request = skill_pb2.SearchSkillsRequest(tenant=self._client.tenant, query=query, limit=limit)
+        return list((await self._client._unary(self._stub.SearchSkills, request)).results)
+
+    async def update(
+        self,
+        name: str,
+        *,
+        source: str | None = None,
+        description: str | None = None,
+        etag: str = "",
+    ) -> skill_pb2.Skill:
+        request = req.update_skill_request(self._client.tenant, name, source, description, etag)
+        return (await self._client._unary(self._stub.UpdateSkill, request)).skill
+
+    async def delete(self, name: str, *, etag: str = "") -> None:
+        request = skill_pb2.DeleteSkillRequest(
+            tenant=self._client.tenant, name=req.qualify("skills", name), etag=etag
+        )
+        await self._client._unary(self._stub.DeleteSkill, request)
+
+
+class AsyncArtifacts:
+    """Named data that outlives sessions (``client.artifacts``); moved in chunks."""
+
+    def __init__(self, client: "AsyncClient") -> None:
+        self._client = client
+        self._stub = artifact_pb2_grpc.ArtifactServiceStub(client.channel)
+
+    async def put(
+        self,
+        name: str,
+        data: Any,
+        *,
+        type: int | str | None = None,
+        description: str = "",
+        metadata: Mapping[str, Any] | None = None,
+    ) -> artifact_pb2.Artifact:
+        """Stores bytes (BYTES), str (TEXT) or any JSON value (JSON), replacing ``name``."""
+        requests = req.upload_requests(self._client.tenant, name, data, type, description, metadata)
+        call = self._stub.UploadArtifact(requests, timeout=self._client.default_deadline)
+        try:
+            return (await call).artifact
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from error
+        finally:
+            call.cancel()
+
+    async def get(self, name: str) -> DownloadedArtifact:
+        request = artifact_pb2.DownloadArtifactRequest(
+            tenant=self._client.tenant, name=req.qualify("artifacts", name)
+        )
+        call = self._stub.DownloadArtifact(request, timeout=self._client.default_deadline)
+        responses = []
+        try:
+            async for response in call:
+                responses.append(response)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from error
+        finally:
+            call.cancel()
+        meta, data = req.join_download(iter(responses))
+        return DownloadedArtifact(meta, data)
+
+    async def info(self, name: str) -> artifact_pb2.Artifact:
+        """Metadata only, without transferring the data."""
+        request = artifact_pb2.GetArtifactRequest(
+            tenant=self._client.tenant, name=req.qualify("artifacts", name)
+        )
+        return (await self._client._unary(self._stub.GetArtifact, request)).artifact
+
+    async def list(self, *, page_size: int = 0) -> AsyncIterator[artifact_pb2.Artifact]:
+        token = ""
+        while True:
+            request = artifact_pb2.ListArtifactsRequest(
+                tenant=self._client.tenant, page_size=page_size, page_token=token
+            )
+            response = await self._client._unary(self._stub.ListArtifacts, request)
+            for artifact in response.artifacts:
+                yield artifact
+            token = response.next_page_token
+            if not token:
+                return
+
+    async def delete(self, name: str) -> None:
+        request = artifact_pb2.DeleteArtifactRequest(
+            tenant=self._client.tenant, name=req.qualify("artifacts", name)
+        )
+        await self._client._unary(self._stub.DeleteArtifact, request)
+
+
+class AsyncClient:
+    """Entry point: ``async with AsyncClient("127.0.0.1:50051") as client: ...``.
+
+    Args:
+        target: "host:port" or "unix:/path".
+        token: API token, sent as ``authorization: Bearer``.
+        tls: None/False for plaintext, True for TLS with system roots, or a TLSConfig.
+        tenant: tenant for skills and artifacts ("" = the server's default).
+        default_deadline: seconds allowed for each non-execution RPC.
+        options: extra grpc channel options (override the defaults).
+        allow_insecure_token: permit sending the token in plaintext to a
+            non-loopback host (e.g. inside a trusted private network).
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        token: str | None = None,
+        tls: TLSSetting = None,
+        tenant: str = "",
+        default_deadline: float = req.DEFAULT_RPC_DEADLINE_SECONDS,
+        options: Sequence[tuple[str, Any]] = (),
+        allow_insecure_token: bool = False,
+    ) -> None:
+        self._settings = ChannelSettings(target, token, tls, tuple(options), allow_insecure_token)
+        self.tenant = tenant
+        self.default_deadline = default_deadline
+        self._channel: grpc.aio.Channel | None = None
+        self._skills: AsyncSkills | None = None
+        self._artifacts: AsyncArtifacts | None = None
+
+    @property
+    def target(self) -> str:
+        return self._settings.target
+
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        """Created on first use so the client can be constructed outside the loop."""
+        if self._channel is None:
+            self._channel = self._settings.aio_channel()
+        return self._channel
+
+    @property
+    def _session_stub(self) -> session_pb2_grpc.SessionServiceStub:
+        return session_pb2_grpc.SessionServiceStub(self.channel)
+
+    @property
+    def _execute_stub(self) -> execute_pb2_grpc.ExecuteServiceStub:
+        return execute_pb2_grpc.ExecuteServiceStub(self.channel)
+
+    @property
+    def skills(self) -> AsyncSkills:
+        if self._skills is None:
+            self._skills = AsyncSkills(self)
+        return self._skills
+
+    @property
+    def artifacts(self) -> AsyncArtifacts:
+        if self._artifacts is None:
+            self._artifacts = AsyncArtifacts(self)
+        return self._artifacts
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+            self._skills = self._artifacts = None
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _unary(self, method: Any, request: Any, deadline: float | None = None) -> Any:
+        try:
+            return await method(request, timeout=deadline or self.default_deadline)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from error
+
+    # --- sessions ---------------------------------------------------------
+
+    async def create_session(
+        self,
+        *,
+        config: req.SessionConfigInput = None,
+        session_id: str | None = None,
+        tenant: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        request_id: str | None = None,
+        deadline: float = req.CREATE_SESSION_DEADLINE_SECONDS,
+    ) -> AsyncSession:
+        """Starts a sandbox; returns once it is ready. ``config`` may be a dict
+        in the proto's JSON form, e.g. ``{"timeout": "30s", "memoryLimitBytes": 1e9}``."""
+        request = req.create_session_request(config, session_id, tenant, labels, request_id)
+        response = await self._unary(self._session_stub.CreateSession, request, deadline)
+        return AsyncSession(self, response.session)
+
+    async def get_session(self, name: str) -> AsyncSession:
+        """A handle on an existing session; ``name`` is "sessions/{id}" or the id."""
+        request = session_pb2.GetSessionRequest(name=req.qualify("sessions", name))
+        response = await self._unary(self._session_stub.GetSession, request)
+        return AsyncSession(self, response.session)
+
+    async def list_sessions(
+        self, *, page_size: int = 0, tenant: str | None = None
+    ) -> AsyncIterator[AsyncSession]:
+        """All live sessions, oldest first, fetching pages as iteration proceeds."""
+        token = ""
+        while True:
+            request = session_pb2.ListSessionsRequest(
+                page_size=page_size, page_token=token, tenant=tenant or ""
+            )
+            response = await self._unary(self._session_stub.ListSessions, request)
+            for info in response.sessions:
+                yield AsyncSession(self, info)
+            token = response.next_page_token
+            if not token:
+                return
+
+    async def delete_session(self, name: str) -> None:
+        request = session_pb2.DeleteSessionRequest(name=req.qualify("sessions", name))
+        await self._unary(self._session_stub.DeleteSession, request)

@@ -1,0 +1,375 @@
+"""Synchronous client, the same API as :mod:`codemode.aio` without ``await``.
+
+Built on the sync gRPC stubs (not by running the async client in a thread), so
+it works inside programs that already run an event loop and in plain scripts.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Mapping, Sequence
+
+import grpc
+
+from codemode import _requests as req
+from codemode._channel import ChannelSettings, TLSSetting
+from codemode.errors import NotFoundError, from_rpc_error
+from codemode.results import (
+    DownloadedArtifact,
+    ExecutionEvent,
+    ExecutionResult,
+    Finished,
+    ResultBuilder,
+    event_from_proto,
+)
+from codemode.v1 import (
+    artifact_pb2,
+    artifact_pb2_grpc,
+    execute_pb2_grpc,
+    session_pb2,
+    session_pb2_grpc,
+    skill_pb2,
+    skill_pb2_grpc,
+)
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+
+
+class Execution:
+    """A running execution: an iterator of events, in order, as they arrive.
+
+    Leaving early (``break``, an exception, Ctrl-C, ``cancel()``) cancels the
+    RPC, which makes the server interrupt the code and free the session.
+    """
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+        self._builder = ResultBuilder()
+        self._done = False
+
+    def __iter__(self) -> "Execution":
+        return self
+
+    def __next__(self) -> ExecutionEvent:
+        if self._done:
+            raise StopIteration
+        try:
+            for response in self._call:
+                event = event_from_proto(response)
+                if event is not None:
+                    self._builder.add(event)
+                    return event
+        except grpc.RpcError as error:
+            self._stop()
+            raise from_rpc_error(error) from error
+        except BaseException:  # KeyboardInterrupt included: stop the code, then re-raise
+            self._stop()
+            raise
+        self._done = True
+        raise StopIteration
+
+    @property
+    def finished(self) -> Finished | None:
+        """The final event once it has been received."""
+        return self._builder.finished
+
+    def result(self) -> ExecutionResult:
+        """Reads the remaining events and folds everything into one result."""
+        for _ in self:
+            pass
+        return self._builder.build()
+
+    def cancel(self) -> None:
+        """Stops the execution; iteration ends and the server interrupts the code."""
+        self._stop()
+
+    close = cancel
+
+    def __enter__(self) -> "Execution":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop()
+
+    def _stop(self) -> None:
+        if not self._done:
+            self._done = True
+            self._call.cancel()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_done", True):
+            self._call.cancel()
+
+
+class Session:
+    """A handle on "sessions/{id}"; ``with`` deletes the session on exit."""
+
+    def __init__(self, client: "Client", info: session_pb2.Session) -> None:
+        self._client = client
+        #: The session as last returned by the server (config, state, generation).
+        self.info = info
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def id(self) -> str:
+        return self.info.name.rsplit("/", 1)[-1]
+
+    def __repr__(self) -> str:
+        return f"Session({self.name!r})"
+
+    def stream(
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        deadline: float | None = None,
+        request_id: str | None = None,
+    ) -> Execution:
+        """Starts an execution and returns its event stream.
+
+        ``timeout`` is the execution timeout enforced by the sandbox; the RPC
+        deadline is ``timeout`` plus a margin (so a timeout comes back as a
+        result, not as DEADLINE_EXCEEDED) unless ``deadline`` is given.
+        """
+        request = req.execute_request(self.name, code, timeout, request_id)
+        rpc_deadline = req.execute_deadline(timeout, deadline, req.session_default_timeout(self.info))
+        return Execution(self._client._execute_stub.Execute(request, timeout=rpc_deadline))
+
+    def run(
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        deadline: float | None = None,
+        request_id: str | None = None,
+    ) -> ExecutionResult:
+        """Runs code and returns its result; failures of the code are in the result."""
+        with self.stream(code, timeout=timeout, deadline=deadline, request_id=request_id) as execution:
+            return execution.result()
+
+    def reset(self) -> None:
+        """Fresh interpreter: user state is cleared, a dead interpreter is revived."""
+        request = session_pb2.ResetSessionRequest(name=self.name)
+        self.info = self._client._unary(self._client._session_stub.ResetSession, request).session
+
+    def refresh(self) -> session_pb2.Session:
+        request = session_pb2.GetSessionRequest(name=self.name)
+        self.info = self._client._unary(self._client._session_stub.GetSession, request).session
+        return self.info
+
+    def delete(self) -> None:
+        self._client.delete_session(self.name)
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.delete()
+        except NotFoundError:
+            pass  # already gone (expired or deleted inside the block): the goal is met
+
+
+class Skills:
+    """The tenant's skill library (``client.skills``)."""
+
+    def __init__(self, client: "Client") -> None:
+        self._client = client
+        self._stub = skill_pb2_grpc.SkillStoreServiceStub(client.channel)
+
+    def create(self, name: str, source: str, *, description: str = "") -> skill_pb2.Skill:
+        request = req.create_skill_request(self._client.tenant, name, source, description)
+        return self._client._unary(self._stub.CreateSkill, request).skill
+
+    def get(self, name: str) -> skill_pb2.Skill:
+        request = skill_pb2.GetSkillRequest(tenant=self._client.tenant, name=req.qualify("skills", name))
+        return self._client._unary(self._stub.GetSkill, request).skill
+
+    def list(self, *, page_size: int = 0) -> Iterator[skill_pb2.Skill]:
+        """All skills (without source), fetching pages as iteration proceeds."""
+        token = ""
+        while True:
+            request = skill_pb2.ListSkillsRequest(
+                tenant=self._client.tenant, page_size=page_size, page_token=token
+            )
+            response = self._client._unary(self._stub.ListSkills, request)
+            yield from response.skills
+            token = response.next_page_token
+            if not token:
+                return
+
+    def search(self, query: str, *, limit: int = 0) -> Sequence[skill_pb2.SkillSearchResult]:
+        request = skill_pb2.SearchSkillsRequest(tenant=self._client.tenant, query=query, limit=limit)
+        return list(self._client._unary(self._stub.SearchSkills, request).results)
+
+    def update(
+        self,
+        name: str,
+        *,
+        source: str | None = None,
+        description: str | None = None,
+        etag: str = "",
+    ) -> skill_pb2.Skill:
+        request = req.update_skill_request(self._client.tenant, name, source, description, etag)
+        return self._client._unary(self._stub.UpdateSkill, request).skill
+
+    def delete(self, name: str, *, etag: str = "") -> None:
+        request = skill_pb2.DeleteSkillRequest(
+            tenant=self._client.tenant, name=req.qualify("skills", name), etag=etag
+        )
+        self._client._unary(self._stub.DeleteSkill, request)
+
+
+class Artifacts:
+    """Named data that outlives sessions (``client.artifacts``); moved in chunks."""
+
+    def __init__(self, client: "Client") -> None:
+        self._client = client
+        self._stub = artifact_pb2_grpc.ArtifactServiceStub(client.channel)
+
+    def put(
+        self,
+        name: str,
+        data: Any,
+        *,
+        type: int | str | None = None,
+        description: str = "",
+        metadata: Mapping[str, Any] | None = None,
+    ) -> artifact_pb2.Artifact:
+        """Stores bytes (BYTES), str (TEXT) or any JSON value (JSON), replacing ``name``."""
+        requests = req.upload_requests(self._client.tenant, name, data, type, description, metadata)
+        return self._client._unary(self._stub.UploadArtifact, requests).artifact
+
+    def get(self, name: str) -> DownloadedArtifact:
+        request = artifact_pb2.DownloadArtifactRequest(
+            tenant=self._client.tenant, name=req.qualify("artifacts", name)
+        )
+        call = self._stub.DownloadArtifact(request, timeout=self._client.default_deadline)
+        try:
+            meta, data = req.join_download(call)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from error
+        finally:
+            call.cancel()
+        return DownloadedArtifact(meta, data)
+
+    def info(self, name: str) -> artifact_pb2.Artifact:
+        """Metadata only, without transferring the data."""
+        request = artifact_pb2.GetArtifactRequest(
+            tenant=self._client.tenant, name=req.qualify("artifacts", name)
+        )
+        return self._client._unary(self._stub.GetArtifact, request).artifact
+
+    def list(self, *, page_size: int = 0) -> Iterator[artifact_pb2.Artifact]:
+        token = ""
+        while True:
+            request = artifact_pb2.ListArtifactsRequest(
+                tenant=self._client.tenant, page_size=page_size, page_token=token
+            )
+            response = self._client._unary(self._stub.ListArtifacts, request)
+            yield from response.artifacts
+            token = response.next_page_token
+            if not token:
+                return
+
+    def delete(self, name: str) -> None:
+        request = artifact_pb2.DeleteArtifactRequest(
+            tenant=self._client.tenant, name=req.qualify("artifacts", name)
+        )
+        self._client._unary(self._stub.DeleteArtifact, request)
+
+
+class Client:
+    """Entry point: ``with Client("127.0.0.1:50051") as client: ...``.
+
+    Args:
+        target: "host:port" or "unix:/path".
+        token: API token, sent as ``authorization: Bearer``.
+        tls: None/False for plaintext, True for TLS with system roots, or a TLSConfig.
+        tenant: tenant for skills and artifacts ("" = the server's default).
+        default_deadline: seconds allowed for each non-execution RPC.
+        options: extra grpc channel options (override the defaults).
+        allow_insecure_token: permit sending the token in plaintext to a
+            non-loopback host (e.g. inside a trusted private network).
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        token: str | None = None,
+        tls: TLSSetting = None,
+        tenant: str = "",
+        default_deadline: float = req.DEFAULT_RPC_DEADLINE_SECONDS,
+        options: Sequence[tuple[str, Any]] = (),
+        allow_insecure_token: bool = False,
+    ) -> None:
+        self._settings = ChannelSettings(target, token, tls, tuple(options), allow_insecure_token)
+        self.tenant = tenant
+        self.default_deadline = default_deadline
+        self.channel: grpc.Channel = self._settings.sync_channel()
+        self._session_stub = session_pb2_grpc.SessionServiceStub(self.channel)
+        self._execute_stub = execute_pb2_grpc.ExecuteServiceStub(self.channel)
+        self.skills = Skills(self)
+        self.artifacts = Artifacts(self)
+
+    @property
+    def target(self) -> str:
+        return self._settings.target
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _unary(self, method: Any, request: Any, deadline: float | None = None) -> Any:
+        try:
+            return method(request, timeout=deadline or self.default_deadline)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from error
+
+    # --- sessions ---------------------------------------------------------
+
+    def create_session(
+        self,
+        *,
+        config: req.SessionConfigInput = None,
+        session_id: str | None = None,
+        tenant: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        request_id: str | None = None,
+        deadline: float = req.CREATE_SESSION_DEADLINE_SECONDS,
+    ) -> Session:
+        """Starts a sandbox; returns once it is ready. ``config`` may be a dict
+        in the proto's JSON form, e.g. ``{"timeout": "30s", "memoryLimitBytes": 1e9}``."""
+        request = req.create_session_request(config, session_id, tenant, labels, request_id)
+        return Session(self, self._unary(self._session_stub.CreateSession, request, deadline).session)
+
+    def get_session(self, name: str) -> Session:
+        """A handle on an existing session; ``name`` is "sessions/{id}" or the id."""
+        request = session_pb2.GetSessionRequest(name=req.qualify("sessions", name))
+        return Session(self, self._unary(self._session_stub.GetSession, request).session)
+
+    def list_sessions(self, *, page_size: int = 0, tenant: str | None = None) -> Iterator[Session]:
+        """All live sessions, oldest first, fetching pages as iteration proceeds."""
+        token = ""
+        while True:
+            request = session_pb2.ListSessionsRequest(
+                page_size=page_size, page_token=token, tenant=tenant or ""
+            )
+            response = self._unary(self._session_stub.ListSessions, request)
+            for info in response.sessions:
+                yield Session(self, info)
+            token = response.next_page_token
+            if not token:
+                return
+
+    def delete_session(self, name: str) -> None:
+        request = session_pb2.DeleteSessionRequest(name=req.qualify("sessions", name))
+        self._unary(self._session_stub.DeleteSession, request)
