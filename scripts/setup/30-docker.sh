@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Makes a Docker engine and the codemode sandbox image available on a machine
+# that has no container registry (CI and the developers' machines): Debian's
+# docker.io, a base image made with mmdebstrap + `docker import`, and Python
+# packages installed in the image from wheels downloaded on the host.
+#
+# Idempotent; run as root. Every step is skipped when its result exists.
+# Environment knobs:
+#   CODEMODE_BASE_IMAGE     base image to build from (default codemode-base:bookworm,
+#                           made here; users with a registry can pass python:3.11-slim)
+#   CODEMODE_SANDBOX_IMAGE  tag of the sandbox image (default codemode-sandbox:dev)
+#   CODEMODE_CACHE_DIR      where the debootstrap tarball is cached (default /var/cache/codemode)
+#   CODEMODE_REBUILD=1      rebuild the sandbox image even when it exists
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT="$PWD"
+
+BASE_IMAGE="${CODEMODE_BASE_IMAGE:-codemode-base:bookworm}"
+SANDBOX_IMAGE="${CODEMODE_SANDBOX_IMAGE:-codemode-sandbox:dev}"
+CACHE_DIR="${CODEMODE_CACHE_DIR:-/var/cache/codemode}"
+DOCKERD_LOG="${CODEMODE_DOCKERD_LOG:-/var/log/codemode-dockerd.log}"
+PY="${PYTHON:-$ROOT/.venv/bin/python}"
+
+log() { printf '[30-docker] %s\n' "$*" >&2; }
+
+engine_answers() { docker info >/dev/null 2>&1; }
+
+apt_install() {
+  # `apt-get update` only once per run, and only when something is missing.
+  if [ -z "${_APT_UPDATED:-}" ]; then
+    apt-get update -qq
+    _APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+ensure_engine() {
+  if engine_answers; then
+    log "docker engine answers"
+    return
+  fi
+  if ! command -v dockerd >/dev/null 2>&1; then
+    log "installing docker.io from Debian"
+    apt_install docker.io
+  fi
+  if ! pgrep -x dockerd >/dev/null 2>&1; then
+    log "starting dockerd (log: $DOCKERD_LOG)"
+    # setsid: the daemon must outlive this script and the CI step that ran it.
+    setsid nohup dockerd >>"$DOCKERD_LOG" 2>&1 </dev/null &
+  fi
+  for _ in $(seq 1 120); do
+    engine_answers && { log "docker engine is up"; return; }
+    sleep 1
+  done
+  log "dockerd did not answer within 120 s; last log lines:"
+  tail -n 30 "$DOCKERD_LOG" >&2 || true
+  exit 1
+}
+
+ensure_base_image() {
+  if docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+    log "base image $BASE_IMAGE present"
+    return
+  fi
+  if [ "$BASE_IMAGE" != "codemode-base:bookworm" ]; then
+    log "base image $BASE_IMAGE is missing and only codemode-base:bookworm can be made here"
+    exit 1
+  fi
+  local tarball="$CACHE_DIR/codemode-base-bookworm.tar"
+  # The cache saves about a minute per run, but the script never depends on it:
+  # a missing or unreadable tarball is simply made again.
+  if [ ! -f "$tarball" ] || ! tar -tf "$tarball" >/dev/null 2>&1; then
+    rm -rf "$tarball"
+    command -v mmdebstrap >/dev/null 2>&1 || apt_install mmdebstrap
+    mkdir -p "$CACHE_DIR"
+    log "making a minimal bookworm with mmdebstrap (about a minute)"
+    local tmp="$CACHE_DIR/.codemode-base-bookworm.$$.tar"
+    rm -rf "$tmp"
+    mmdebstrap --quiet --format=tar --variant=apt \
+      --include=python3,python3-venv,ca-certificates \
+      bookworm "$tmp"
+    mv "$tmp" "$tarball"
+  fi
+  log "importing $tarball as $BASE_IMAGE"
+  docker import "$tarball" "$BASE_IMAGE" >/dev/null
+}
+
+build_wheelhouse() {
+  # Wheels only (no sdists, so nothing is compiled or executed at image build),
+  # for the image's interpreter: bookworm's python3 is 3.11 on x86_64/glibc,
+  # the same ABI as the host venv.
+  local wheelhouse="$1"
+  mkdir -p "$wheelhouse"
+  log "downloading agent wheels into the build context"
+  "$PY" -m pip download --quiet --only-binary=:all: \
+    --python-version 3.11 --implementation cp --platform manylinux2014_x86_64 \
+    --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 --platform any \
+    -r "$ROOT/docker/requirements-agent.txt" -d "$wheelhouse"
+  log "building the codemode-client wheel (generated stubs)"
+  "$PY" -m pip wheel --quiet --no-deps --no-build-isolation \
+    "$ROOT/clients/python" -w "$wheelhouse"
+}
+
+build_sandbox_image() {
+  if [ -z "${CODEMODE_REBUILD:-}" ] && docker image inspect "$SANDBOX_IMAGE" >/dev/null 2>&1 \
+    && [ "$(docker image inspect -f '{{ index .Config.Labels "dev.codemode.source-hash" }}' "$SANDBOX_IMAGE")" = "$(source_hash)" ]; then
+    log "sandbox image $SANDBOX_IMAGE is up to date"
+    return
+  fi
+  # A dedicated build context: only the agent, the wheels and the Dockerfile,
+  # never the repository (no server code, no venv, no secrets can leak in).
+  local ctx
+  ctx="$(mktemp -d /tmp/codemode-docker-ctx.XXXXXX)"
+  trap 'rm -rf "$ctx"' RETURN
+  cp "$ROOT/docker/Dockerfile" "$ROOT/docker/requirements-agent.txt" "$ctx/"
+  mkdir -p "$ctx/app"
+  tar -C "$ROOT" --exclude=__pycache__ --exclude='*.pyc' -cf - sandbox_agent | tar -C "$ctx/app" -xf -
+  build_wheelhouse "$ctx/wheelhouse"
+  log "building $SANDBOX_IMAGE from $BASE_IMAGE"
+  docker build --quiet -t "$SANDBOX_IMAGE" \
+    --build-arg BASE_IMAGE="$BASE_IMAGE" \
+    --label dev.codemode.source-hash="$(source_hash)" \
+    "$ctx" >/dev/null
+  log "built $SANDBOX_IMAGE"
+}
+
+source_hash() {
+  # Rebuild when the agent, the Dockerfile, the pinned wheels or the stubs change.
+  (cd "$ROOT" && find sandbox_agent clients/python/src docker/Dockerfile docker/requirements-agent.txt \
+      -type f ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 | sort -z | xargs -0 sha256sum) \
+    | sha256sum | cut -c1-16
+}
+
+ensure_engine
+ensure_base_image
+build_sandbox_image
