@@ -1,0 +1,1 @@
+"""Artifacts: named, typed data that outlives sessions."""

@@ -1,0 +1,1 @@
+"""Serves skills.* and artifacts.* calls made by sandboxed code."""

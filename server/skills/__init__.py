@@ -1,0 +1,1 @@
+"""Skills: validated, searchable, tenant-scoped Python functions run only in sandboxes."""

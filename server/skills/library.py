@@ -1,0 +1,104 @@
+"""The tenant-scoped skill operations shared by the gRPC service and host calls.
+
+Both entry points must apply identical validation and versioning, so the
+rules live here once and the callers only translate their wire formats.
+"""
+
+from __future__ import annotations
+
+from server.skills.search import BM25Ranker
+from server.skills.validation import DEFAULT_MAX_SOURCE_BYTES, validate_name, validate_skill
+from server.storage.base import Storage
+from server.storage.errors import EtagMismatchError, InvalidArgumentError
+from server.storage.records import SkillRecord, validate_tenant
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+DEFAULT_SEARCH_LIMIT = 10
+MAX_SEARCH_LIMIT = 100
+MAX_QUERY_LENGTH = 4096
+
+
+class SkillLibrary:
+    def __init__(
+        self,
+        storage: Storage,
+        ranker: BM25Ranker | None = None,
+        *,
+        max_source_bytes: int = DEFAULT_MAX_SOURCE_BYTES,
+    ) -> None:
+        self.storage = storage
+        self.ranker = ranker or BM25Ranker()
+        self.max_source_bytes = max_source_bytes
+
+    async def create(
+        self, tenant: str, name: str, source: str, description: str = ""
+    ) -> SkillRecord:
+        validate_tenant(tenant)
+        skill = validate_skill(name, source, description, max_source_bytes=self.max_source_bytes)
+        record = SkillRecord.new(skill.name, skill.description, skill.source, skill.parameters)
+        await self.storage.create_skill(tenant, record)
+        return record
+
+    async def get(self, tenant: str, name: str) -> SkillRecord:
+        validate_tenant(tenant)
+        return await self.storage.get_skill(tenant, validate_name(name))
+
+    async def update(
+        self,
+        tenant: str,
+        name: str,
+        *,
+        source: str | None = None,
+        description: str | None = None,
+        etag: str = "",
+    ) -> SkillRecord:
+        """Replaces source and/or description; a given etag must match the stored one."""
+        current = await self.get(tenant, name)
+        if etag and etag != current.etag:
+            raise EtagMismatchError(name)
+        new_source = current.source if source is None else source
+        # Re-derive the description from docstrings only when the caller replaces the
+        # source without giving one and the old description came from the old source.
+        new_description = current.description if description is None else description
+        skill = validate_skill(
+            name, new_source, new_description, max_source_bytes=self.max_source_bytes
+        )
+        record = current.updated(skill.description, skill.source, skill.parameters)
+        # CAS on the etag just read: a concurrent writer in any process makes this ABORTED.
+        await self.storage.replace_skill(tenant, record, current.etag)
+        return record
+
+    async def delete(self, tenant: str, name: str, etag: str = "") -> None:
+        validate_tenant(tenant)
+        await self.storage.delete_skill(tenant, validate_name(name), etag)
+
+    async def list(
+        self, tenant: str, page_size: int = 0, page_token: str = ""
+    ) -> tuple[list[SkillRecord], str]:
+        """A page of skills in name order; the token is the last name of the previous page."""
+        validate_tenant(tenant)
+        size = DEFAULT_PAGE_SIZE if page_size <= 0 else min(page_size, MAX_PAGE_SIZE)
+        if page_token:
+            validate_name_token(page_token)
+        records = await self.storage.list_skills(tenant, page_token, size + 1)
+        next_token = records[size - 1].name if len(records) > size else ""
+        return records[:size], next_token
+
+    async def search(
+        self, tenant: str, query: str, limit: int = 0
+    ) -> tuple[list[tuple[SkillRecord, float]], str]:
+        validate_tenant(tenant)
+        if len(query) > MAX_QUERY_LENGTH:
+            raise InvalidArgumentError(
+                f"query is {len(query)} characters; the limit is {MAX_QUERY_LENGTH}",
+                field="query",
+            )
+        n = DEFAULT_SEARCH_LIMIT if limit <= 0 else min(limit, MAX_SEARCH_LIMIT)
+        results = await self.ranker.search(self.storage, tenant, query, n)
+        return results, self.ranker.ranker_id
+
+
+def validate_name_token(token: str) -> None:
+    if len(token) > 1024 or not token.isprintable():
+        raise InvalidArgumentError("page_token is invalid", field="page_token")

@@ -1,0 +1,1 @@
+"""Persistence of skills and artifacts (files or Redis), scoped per tenant."""

@@ -1,0 +1,92 @@
+"""The one async interface every storage backend implements.
+
+Services and the host-call handler depend on this only, so FileStorage (the
+embedded default) and RedisStorage (shared by many server instances) are
+interchangeable. Every method is scoped by tenant; no method can reach
+another tenant's data. Backend failures surface as StorageUnavailableError,
+and every write is all-or-nothing.
+"""
+
+from __future__ import annotations
+
+import abc
+
+from server.storage.records import ArtifactRecord, SkillRecord
+
+
+class Storage(abc.ABC):
+    """Skills, their cached search vectors, and artifacts of many tenants."""
+
+    # Skills -----------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def create_skill(self, tenant: str, record: SkillRecord) -> None:
+        """Raises SkillAlreadyExistsError if the name is taken."""
+
+    @abc.abstractmethod
+    async def get_skill(self, tenant: str, name: str) -> SkillRecord:
+        """Raises SkillNotFoundError."""
+
+    @abc.abstractmethod
+    async def replace_skill(self, tenant: str, record: SkillRecord, expected_etag: str) -> None:
+        """Stores `record` iff the stored skill's etag is `expected_etag` (compare-and-set).
+
+        Raises SkillNotFoundError or EtagMismatchError.
+        """
+
+    @abc.abstractmethod
+    async def delete_skill(self, tenant: str, name: str, expected_etag: str = "") -> None:
+        """Raises SkillNotFoundError, or EtagMismatchError when an etag is given and stale."""
+
+    @abc.abstractmethod
+    async def list_skills(self, tenant: str, after: str, limit: int) -> list[SkillRecord]:
+        """Skills with names > `after`, in name order, at most `limit`."""
+
+    @abc.abstractmethod
+    async def all_skills(self, tenant: str) -> list[SkillRecord]:
+        """Every skill of the tenant (used to build the search index)."""
+
+    @abc.abstractmethod
+    async def skills_revision(self, tenant: str) -> str:
+        """Changes whenever any skill of the tenant changes.
+
+        Lets a process reuse its in-memory search index until another process
+        (or itself) writes, without reading every skill per search.
+        """
+
+    # Search vectors ---------------------------------------------------------
+
+    @abc.abstractmethod
+    async def get_vectors(self, tenant: str, model_id: str) -> dict[str, tuple[str, bytes]]:
+        """skill name -> (content hash, vector bytes) cached for that model."""
+
+    @abc.abstractmethod
+    async def put_vectors(
+        self, tenant: str, model_id: str, vectors: dict[str, tuple[str, bytes]]
+    ) -> None:
+        """Adds or replaces cached vectors for that model."""
+
+    # Artifacts --------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def put_artifact(self, tenant: str, record: ArtifactRecord, data: bytes) -> None:
+        """Creates or replaces an artifact, metadata and data together."""
+
+    @abc.abstractmethod
+    async def get_artifact(self, tenant: str, name: str) -> ArtifactRecord:
+        """Metadata only. Raises ArtifactNotFoundError."""
+
+    @abc.abstractmethod
+    async def read_artifact(self, tenant: str, name: str) -> tuple[ArtifactRecord, bytes]:
+        """Metadata and data, consistent with each other. Raises ArtifactNotFoundError."""
+
+    @abc.abstractmethod
+    async def list_artifacts(self, tenant: str, after: str, limit: int) -> list[ArtifactRecord]:
+        """Artifacts with names > `after`, in name order, at most `limit`."""
+
+    @abc.abstractmethod
+    async def delete_artifact(self, tenant: str, name: str) -> None:
+        """Raises ArtifactNotFoundError."""
+
+    async def close(self) -> None:
+        """Releases connections; idempotent."""

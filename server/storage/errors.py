@@ -1,0 +1,98 @@
+"""Domain errors of the skill and artifact stores.
+
+Each error carries the gRPC status code and ErrorInfo reason it maps to, so
+the gRPC services and the host-call handler classify failures from one table
+instead of re-deciding per call site.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class StoreError(Exception):
+    """Base of every error the stores raise on purpose."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    reason: str = "INTERNAL"
+    # The Python exception type sandboxed code sees for this error.
+    sandbox_type: str = "RuntimeError"
+
+    def __init__(self, message: str, *, field: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class InvalidArgumentError(StoreError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "INVALID_ARGUMENT"
+    sandbox_type = "ValueError"
+
+
+class SkillInvalidError(StoreError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "SKILL_INVALID"
+    sandbox_type = "ValueError"
+
+
+class SkillNotFoundError(StoreError):
+    code = grpc.StatusCode.NOT_FOUND
+    reason = "SKILL_NOT_FOUND"
+    sandbox_type = "SkillNotFoundError"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"Skill not found: {name}", field="name")
+        self.name = name
+
+
+class SkillAlreadyExistsError(StoreError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+    reason = "SKILL_ALREADY_EXISTS"
+    sandbox_type = "SkillExistsError"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"Skill already exists: {name}", field="name")
+        self.name = name
+
+
+class EtagMismatchError(StoreError):
+    code = grpc.StatusCode.ABORTED
+    reason = "ETAG_MISMATCH"
+    sandbox_type = "RuntimeError"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"Skill {name} was changed since the given etag was read; re-read it and retry",
+            field="etag",
+        )
+
+
+class ArtifactNotFoundError(StoreError):
+    code = grpc.StatusCode.NOT_FOUND
+    reason = "ARTIFACT_NOT_FOUND"
+    sandbox_type = "ArtifactNotFoundError"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"Artifact not found: {name}", field="name")
+        self.name = name
+
+
+class ArtifactInvalidError(StoreError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "ARTIFACT_INVALID"
+    sandbox_type = "ValueError"
+
+
+class ArtifactTooLargeError(StoreError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "ARTIFACT_TOO_LARGE"
+    sandbox_type = "ValueError"
+
+
+class StorageUnavailableError(StoreError):
+    """The backend cannot be reached; the caller may retry the same call later."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "STORAGE_UNAVAILABLE"
+    sandbox_type = "StorageUnavailableError"

@@ -1,0 +1,305 @@
+"""FileStorage: the embedded default backend, one directory tree per tenant.
+
+Layout under `root` (documented in docs/storage.md):
+
+    tenants/<tenant>/.lock                     flock'ed by every writer
+    tenants/<tenant>/skills/<name>.json        one SkillRecord document
+    tenants/<tenant>/skills.rev                counter bumped by every skill write
+    tenants/<tenant>/vectors/<model-hash>.json cached search vectors for one model
+    tenants/<tenant>/artifacts/<quoted>.artifact  header (8-byte length + JSON) + data
+
+Every file is written to a temporary file and `os.replace`d, so readers never
+see a torn document and need no lock. Writers take an exclusive `fcntl.flock`
+on the tenant's lock file, so read-check-write sequences (create, etag CAS,
+revision bump) stay correct across server processes sharing the directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import struct
+import tempfile
+import urllib.parse
+from pathlib import Path
+from typing import Callable, Iterator, TypeVar
+
+from server.storage.base import Storage
+from server.storage.errors import (
+    ArtifactNotFoundError,
+    EtagMismatchError,
+    SkillAlreadyExistsError,
+    SkillNotFoundError,
+    StorageUnavailableError,
+    StoreError,
+)
+from server.storage.records import ArtifactRecord, SkillRecord, validate_tenant
+
+T = TypeVar("T")
+_HEADER = struct.Struct(">Q")
+
+
+class FileStorage(Storage):
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    # Plumbing ---------------------------------------------------------------
+
+    def _tenant_dir(self, tenant: str) -> Path:
+        return self.root / "tenants" / validate_tenant(tenant)
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        """Runs blocking file I/O off the event loop; OS errors mean the store is unusable."""
+        try:
+            return await asyncio.to_thread(fn)
+        except StoreError:
+            raise
+        except OSError as exc:
+            raise StorageUnavailableError(f"file storage failed: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _locked(self, tenant: str) -> Iterator[Path]:
+        tdir = self._tenant_dir(tenant)
+        tdir.mkdir(parents=True, exist_ok=True)
+        with open(tdir / ".lock", "a+b") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            try:
+                yield tdir
+            finally:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+    @staticmethod
+    def _atomic_write(path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def _bump_revision(self, tdir: Path) -> None:
+        rev_path = tdir / "skills.rev"
+        try:
+            rev = int(rev_path.read_text() or "0")
+        except FileNotFoundError:
+            rev = 0
+        self._atomic_write(rev_path, str(rev + 1).encode())
+
+    @staticmethod
+    def _skill_path(tdir: Path, name: str) -> Path:
+        return tdir / "skills" / f"{name}.json"
+
+    @staticmethod
+    def _read_skill(path: Path, name: str) -> SkillRecord:
+        try:
+            return SkillRecord.from_json(path.read_bytes())
+        except FileNotFoundError:
+            raise SkillNotFoundError(name) from None
+
+    # Skills -----------------------------------------------------------------
+
+    async def create_skill(self, tenant: str, record: SkillRecord) -> None:
+        def op() -> None:
+            with self._locked(tenant) as tdir:
+                path = self._skill_path(tdir, record.name)
+                if path.exists():
+                    raise SkillAlreadyExistsError(record.name)
+                self._atomic_write(path, record.to_json().encode())
+                self._bump_revision(tdir)
+
+        await self._run(op)
+
+    async def get_skill(self, tenant: str, name: str) -> SkillRecord:
+        return await self._run(
+            lambda: self._read_skill(self._skill_path(self._tenant_dir(tenant), name), name)
+        )
+
+    async def replace_skill(self, tenant: str, record: SkillRecord, expected_etag: str) -> None:
+        def op() -> None:
+            with self._locked(tenant) as tdir:
+                path = self._skill_path(tdir, record.name)
+                current = self._read_skill(path, record.name)
+                if current.etag != expected_etag:
+                    raise EtagMismatchError(record.name)
+                self._atomic_write(path, record.to_json().encode())
+                self._bump_revision(tdir)
+
+        await self._run(op)
+
+    async def delete_skill(self, tenant: str, name: str, expected_etag: str = "") -> None:
+        def op() -> None:
+            with self._locked(tenant) as tdir:
+                path = self._skill_path(tdir, name)
+                current = self._read_skill(path, name)
+                if expected_etag and current.etag != expected_etag:
+                    raise EtagMismatchError(name)
+                path.unlink()
+                self._bump_revision(tdir)
+
+        await self._run(op)
+
+    def _skill_names(self, tenant: str) -> list[str]:
+        try:
+            files = os.listdir(self._tenant_dir(tenant) / "skills")
+        except FileNotFoundError:
+            return []
+        return sorted(f[:-5] for f in files if f.endswith(".json") and not f.startswith("."))
+
+    def _read_many(self, tenant: str, names: list[str]) -> list[SkillRecord]:
+        tdir = self._tenant_dir(tenant)
+        records = []
+        for name in names:
+            try:
+                records.append(self._read_skill(self._skill_path(tdir, name), name))
+            except SkillNotFoundError:
+                continue  # deleted between listdir and read
+        return records
+
+    async def list_skills(self, tenant: str, after: str, limit: int) -> list[SkillRecord]:
+        def op() -> list[SkillRecord]:
+            names = [n for n in self._skill_names(tenant) if n > after][:limit]
+            return self._read_many(tenant, names)
+
+        return await self._run(op)
+
+    async def all_skills(self, tenant: str) -> list[SkillRecord]:
+        return await self._run(lambda: self._read_many(tenant, self._skill_names(tenant)))
+
+    async def skills_revision(self, tenant: str) -> str:
+        def op() -> str:
+            try:
+                return (self._tenant_dir(tenant) / "skills.rev").read_text().strip() or "0"
+            except FileNotFoundError:
+                return "0"
+
+        return await self._run(op)
+
+    # Search vectors ---------------------------------------------------------
+
+    def _vector_path(self, tenant: str, model_id: str) -> Path:
+        digest = hashlib.sha256(model_id.encode()).hexdigest()[:24]
+        return self._tenant_dir(tenant) / "vectors" / f"{digest}.json"
+
+    def _read_vectors(self, path: Path, model_id: str) -> dict[str, tuple[str, bytes]]:
+        try:
+            doc = json.loads(path.read_bytes())
+        except (FileNotFoundError, ValueError):
+            return {}
+        if doc.get("model_id") != model_id:
+            return {}
+        return {
+            name: (entry[0], base64.b64decode(entry[1]))
+            for name, entry in doc.get("vectors", {}).items()
+        }
+
+    async def get_vectors(self, tenant: str, model_id: str) -> dict[str, tuple[str, bytes]]:
+        return await self._run(
+            lambda: self._read_vectors(self._vector_path(tenant, model_id), model_id)
+        )
+
+    async def put_vectors(
+        self, tenant: str, model_id: str, vectors: dict[str, tuple[str, bytes]]
+    ) -> None:
+        def op() -> None:
+            with self._locked(tenant):
+                path = self._vector_path(tenant, model_id)
+                merged = self._read_vectors(path, model_id)
+                merged.update(vectors)
+                doc = {
+                    "model_id": model_id,
+                    "vectors": {
+                        n: [h, base64.b64encode(v).decode()] for n, (h, v) in merged.items()
+                    },
+                }
+                self._atomic_write(path, json.dumps(doc).encode())
+
+        await self._run(op)
+
+    # Artifacts --------------------------------------------------------------
+
+    def _artifact_path(self, tenant: str, name: str) -> Path:
+        # Quoting maps every name (including '/') to one flat, traversal-free file name.
+        quoted = urllib.parse.quote(name, safe="")
+        return self._tenant_dir(tenant) / "artifacts" / f"{quoted}.artifact"
+
+    @staticmethod
+    def _read_header(f, name: str) -> ArtifactRecord:  # type: ignore[no-untyped-def]
+        (length,) = _HEADER.unpack(f.read(_HEADER.size))
+        return ArtifactRecord.from_json(f.read(length))
+
+    def _open_artifact(self, tenant: str, name: str):  # type: ignore[no-untyped-def]
+        try:
+            return open(self._artifact_path(tenant, name), "rb")
+        except FileNotFoundError:
+            raise ArtifactNotFoundError(name) from None
+
+    async def put_artifact(self, tenant: str, record: ArtifactRecord, data: bytes) -> None:
+        header = record.to_json().encode()
+
+        def op() -> None:
+            with self._locked(tenant):
+                self._atomic_write(
+                    self._artifact_path(tenant, record.name),
+                    _HEADER.pack(len(header)) + header + data,
+                )
+
+        await self._run(op)
+
+    async def get_artifact(self, tenant: str, name: str) -> ArtifactRecord:
+        def op() -> ArtifactRecord:
+            with self._open_artifact(tenant, name) as f:
+                return self._read_header(f, name)
+
+        return await self._run(op)
+
+    async def read_artifact(self, tenant: str, name: str) -> tuple[ArtifactRecord, bytes]:
+        def op() -> tuple[ArtifactRecord, bytes]:
+            with self._open_artifact(tenant, name) as f:
+                return self._read_header(f, name), f.read()
+
+        return await self._run(op)
+
+    async def list_artifacts(self, tenant: str, after: str, limit: int) -> list[ArtifactRecord]:
+        def op() -> list[ArtifactRecord]:
+            try:
+                files = os.listdir(self._tenant_dir(tenant) / "artifacts")
+            except FileNotFoundError:
+                return []
+            names = sorted(
+                urllib.parse.unquote(f[: -len(".artifact")])
+                for f in files
+                if f.endswith(".artifact") and not f.startswith(".")
+            )
+            records = []
+            for name in (n for n in names if n > after):
+                if len(records) >= limit:
+                    break
+                try:
+                    with self._open_artifact(tenant, name) as f:
+                        records.append(self._read_header(f, name))
+                except ArtifactNotFoundError:
+                    continue
+            return records
+
+        return await self._run(op)
+
+    async def delete_artifact(self, tenant: str, name: str) -> None:
+        def op() -> None:
+            with self._locked(tenant):
+                try:
+                    self._artifact_path(tenant, name).unlink()
+                except FileNotFoundError:
+                    raise ArtifactNotFoundError(name) from None
+
+        await self._run(op)
