@@ -1,0 +1,119 @@
+"""Runs a real control plane (``python -m server``) as a subprocess for tests.
+
+Shared by tests/client and tests/cli so both exercise the same real server,
+started exactly as users start it, and always stopped (no stray processes on
+a shared 2-core machine).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Sequence
+
+ROOT = Path(__file__).resolve().parents[2]
+PYTHONPATH = os.pathsep.join([str(ROOT), str(ROOT / "clients" / "python" / "src")])
+READY_TIMEOUT_SECONDS = 90.0
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """Environment in which `python -m server` / `-m server.cli` import this checkout."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = PYTHONPATH + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.pop("CODEMODE_API_TOKEN", None)
+    env.pop("CODEMODE_TARGET", None)
+    env.update(extra)
+    return env
+
+
+class ServerProcess:
+    """``python -m server --listen 127.0.0.1:0`` with its own data dir."""
+
+    def __init__(self, extra_args: Sequence[str] = ()) -> None:
+        self.extra_args = list(extra_args)
+        self.address = ""
+        self._data_dir = ""
+        self._proc: subprocess.Popen[str] | None = None
+        self._stderr_lines: list[str] = []
+
+    def start(self) -> "ServerProcess":
+        self._data_dir = tempfile.mkdtemp(prefix="codemode-test-server-")
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "server", "--listen", "127.0.0.1:0", "--data-dir", self._data_dir,
+             *self.extra_args],
+            cwd=str(ROOT),
+            env=subprocess_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        threading.Thread(target=self._drain_stderr, daemon=True).start()
+        line = self._read_ready_line()
+        try:
+            ready = json.loads(line)
+        except json.JSONDecodeError:
+            ready = {}
+        if not ready.get("ready"):
+            self.stop()
+            raise RuntimeError(
+                f"server did not report ready (stdout: {line!r}); stderr:\n{self.stderr_tail()}"
+            )
+        self.address = ready["address"]
+        threading.Thread(target=self._drain_stdout, daemon=True).start()
+        return self
+
+    def _read_ready_line(self) -> str:
+        assert self._proc is not None and self._proc.stdout is not None
+        result: list[str] = []
+        reader = threading.Thread(target=lambda: result.append(self._proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+        reader.start()
+        reader.join(READY_TIMEOUT_SECONDS)
+        return result[0] if result else ""
+
+    def _drain_stdout(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        for _ in self._proc.stdout:
+            pass
+
+    def _drain_stderr(self) -> None:
+        assert self._proc is not None and self._proc.stderr is not None
+        for line in self._proc.stderr:
+            self._stderr_lines.append(line)
+            del self._stderr_lines[:-200]
+
+    def stderr_tail(self) -> str:
+        return "".join(self._stderr_lines[-50:])
+
+    def stop(self) -> None:
+        """SIGTERM (the server stops its sandboxes), then SIGKILL the whole group."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
+        if proc is not None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # leftover sandboxes of this server only
+            except (ProcessLookupError, PermissionError):
+                pass
+            proc.wait(timeout=30)
+        if self._data_dir:
+            shutil.rmtree(self._data_dir, ignore_errors=True)
+            self._data_dir = ""
+
+    def __enter__(self) -> "ServerProcess":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
