@@ -1,0 +1,247 @@
+"""Wires the control plane together and runs it until SIGTERM/SIGINT.
+
+Shutdown order matters: first stop advertising (health NOT_SERVING) and refuse new
+work with SERVER_SHUTTING_DOWN, then give in-flight Executes `--shutdown-grace` to
+finish, then stop the gRPC server (cancelling what is left, which cancels the agent
+calls), and only then stop sandboxes, so no agent or interpreter outlives the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import signal
+from collections.abc import Callable
+
+import grpc
+from grpc_health.v1 import _async as health_async
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from codemode.v1 import session_pb2
+from server import telemetry
+from server.auth import ApiTokenInterceptor
+from server.config import ServerConfig
+from server.host_call_handler import HostCallHandler, NotImplementedHostCallHandler
+from server.pki import CertificateAuthority
+from server.providers.base import SandboxProvider
+from server.services import execute_service, session_service
+from server.sessions import SessionManager
+from server.warm_pool import WarmPool
+
+_log = logging.getLogger(__name__)
+MAX_RECEIVE_BYTES = 16 * 1024 * 1024
+SERVER_OPTIONS = [
+    ("grpc.so_reuseport", 0),
+    ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
+    # Pairs with clients that ping every 20 s (field notes §5.5): never GOAWAY them.
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+_STOP_AFTER_GRACE_SECONDS = 1.0
+
+
+@dataclasses.dataclass
+class StorageServices:
+    """Skill/artifact storage and libraries (modules owned by the storage engineers)."""
+
+    storage: object
+    skills: object
+    artifacts: object
+    service_names: list[str]
+
+    async def close(self) -> None:
+        close = getattr(self.storage, "close", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
+                await close()
+
+
+@dataclasses.dataclass
+class App:
+    """Everything one running server owns; tests reach into it for counters and state."""
+
+    config: ServerConfig
+    server: grpc.aio.Server
+    address: str
+    sessions: SessionManager
+    pool: WarmPool
+    provider: SandboxProvider
+    health: health_async.HealthServicer
+    inflight: execute_service.InflightTracker
+    ca: CertificateAuthority
+    service_names: list[str]
+    storage: StorageServices
+    stop_requested: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+
+    def request_stop(self) -> None:
+        self.stop_requested.set()
+
+
+def _load_ca(config: ServerConfig) -> CertificateAuthority:
+    if config.ca_cert and config.ca_key:
+        return CertificateAuthority.load_files(config.ca_cert, config.ca_key)
+    return CertificateAuthority.create()
+
+
+def _make_provider(config: ServerConfig, ca: CertificateAuthority) -> tuple[SandboxProvider, int]:
+    if config.sandbox == "docker":
+        from server.providers.docker import DockerSandboxProvider
+        from server.providers.docker_config import DockerProviderConfig
+
+        overrides = {"auth_token": config.auth_token, "interrupt_grace_seconds": config.interrupt_grace,
+                     "start_timeout_seconds": config.sandbox_start_timeout}
+        if config.image:
+            overrides["image"] = config.image
+        return DockerSandboxProvider(ca, DockerProviderConfig(**overrides)), session_pb2.SANDBOX_KIND_DOCKER
+    from server.providers.process import ProcessSandboxProvider
+
+    return ProcessSandboxProvider(config, ca), session_pb2.SANDBOX_KIND_PROCESS
+
+
+def _server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
+    if not config.tls_enabled:
+        return None
+    with open(config.tls_key, "rb") as key_file, open(config.tls_cert, "rb") as cert_file:  # type: ignore[arg-type]
+        pair = (key_file.read(), cert_file.read())
+    client_ca = None
+    if config.tls_client_ca:
+        with open(config.tls_client_ca, "rb") as ca_file:
+            client_ca = ca_file.read()
+    return grpc.ssl_server_credentials([pair], root_certificates=client_ca, require_client_auth=client_ca is not None)
+
+
+def _bound_address(listen: str, port: int) -> str:
+    if listen.startswith("unix:"):
+        return listen
+    host = listen.rsplit(":", 1)[0]
+    return f"{host}:{port}"
+
+
+def _register_storage_services(server: grpc.aio.Server, config: ServerConfig) -> StorageServices:
+    """SkillStoreService and ArtifactService: this is where they are plugged in."""
+    from server.artifacts.library import ArtifactLibrary
+    from server.services import artifact_service, skill_service
+    from server.skills.library import SkillLibrary
+
+    if config.storage == "redis":
+        from server.storage.redis_storage import RedisStorage
+
+        storage = RedisStorage(config.redis_url, config.redis_prefix)
+    else:
+        from server.storage.file_storage import FileStorage
+
+        storage = FileStorage(os.path.join(config.data_dir, "storage"))
+    skills = SkillLibrary(storage)
+    artifacts = ArtifactLibrary(storage)
+    names = [
+        skill_service.register(server, skills, config.tenant),
+        artifact_service.register(server, artifacts, config.tenant),
+    ]
+    return StorageServices(storage, skills, artifacts, names)
+
+
+def _host_call_handler(config: ServerConfig, storage: StorageServices) -> HostCallHandler:
+    """The host-calls owner may provide `server.host_calls.create_handler(...)`."""
+    from server import host_calls
+
+    factory = getattr(host_calls, "create_handler", None)
+    if factory is None:
+        return NotImplementedHostCallHandler()
+    return factory(config=config, skills=storage.skills, artifacts=storage.artifacts)
+
+
+async def build_app(config: ServerConfig, host_call_handler: HostCallHandler | None = None) -> App:
+    telemetry.configure_tracing()
+    os.makedirs(config.data_dir, mode=0o700, exist_ok=True)
+    ca = _load_ca(config)
+    provider, sandbox_kind = _make_provider(config, ca)
+    interceptors: list[grpc.aio.ServerInterceptor] = [telemetry.server_interceptor()]
+    if config.api_token:
+        interceptors.append(ApiTokenInterceptor(config.api_token))
+    server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
+
+    probe_sessions = SessionManager(config, None, sandbox_kind)  # type: ignore[arg-type]
+    pool = WarmPool(provider, probe_sessions.default_limits(), config.warm_pool_size)
+    sessions = SessionManager(config, pool, sandbox_kind)
+    inflight = execute_service.InflightTracker()
+    storage = _register_storage_services(server, config)
+    handler = host_call_handler or _host_call_handler(config, storage)
+
+    names = [
+        session_service.register(server, session_service.SessionService(sessions)),
+        execute_service.register(server, execute_service.ExecuteService(config, sessions, handler, inflight)),
+    ]
+    names += storage.service_names
+    health = health_async.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection([*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server)
+
+    credentials = _server_credentials(config)
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(config.listen)
+        else:
+            port = server.add_secure_port(config.listen, credentials)
+    except RuntimeError as exc:
+        raise OSError(f"cannot listen on {config.listen}: {exc}") from None
+    return App(config, server, _bound_address(config.listen, port), sessions, pool, provider, health, inflight, ca, names, storage)
+
+
+async def _set_health(app: App, status: int) -> None:
+    for name in ["", *app.service_names]:
+        await app.health.set(name, status)
+
+
+async def start(app: App) -> None:
+    await app.server.start()
+    app.pool.start()
+    app.sessions.start_expiry()
+    await _set_health(app, health_pb2.HealthCheckResponse.SERVING)
+    _log.info("codemode serving on %s (%s sandboxes)", app.address, app.config.sandbox)
+
+
+async def shutdown(app: App) -> None:
+    """Graceful stop; safe to call once the server was started."""
+    _log.info("shutting down: draining %d in-flight executions", app.inflight.count)
+    app.sessions.shutting_down = True
+    await _set_health(app, health_pb2.HealthCheckResponse.NOT_SERVING)
+    if not await app.inflight.wait_idle(app.config.shutdown_grace):
+        _log.warning("%d executions still running after %.1fs; cancelling them", app.inflight.count, app.config.shutdown_grace)
+    await app.server.stop(_STOP_AFTER_GRACE_SECONDS)
+    await app.sessions.close()
+    await app.pool.close()
+    await app.provider.close()
+    await app.storage.close()
+    telemetry.shutdown_tracing()
+    _log.info("shutdown complete")
+
+
+async def serve(
+    config: ServerConfig,
+    ready_callback: Callable[[App], object] | None = None,
+    host_call_handler: HostCallHandler | None = None,
+) -> None:
+    """Runs until SIGTERM/SIGINT (or `App.request_stop()`), then shuts down gracefully."""
+    app = await build_app(config, host_call_handler)
+    loop = asyncio.get_running_loop()
+    installed: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, app.request_stop)
+            installed.append(sig)
+    try:
+        await start(app)
+        if ready_callback is not None:
+            ready_callback(app)
+        await app.stop_requested.wait()
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        await shutdown(app)

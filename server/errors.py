@@ -1,0 +1,82 @@
+"""One way to fail: a gRPC status carrying exactly one google.rpc.ErrorInfo.
+
+Clients branch on ErrorInfo.reason (never on messages), so every error the server
+produces goes through `ServiceError`, and anything unexpected is mapped to INTERNAL
+instead of leaking out as UNKNOWN.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from codemode.v1 import error_reason_pb2
+
+DOMAIN = "codemode.dev"
+_log = logging.getLogger(__name__)
+
+
+def reason_name(reason: int | str) -> str:
+    """ERROR_REASON_SESSION_BUSY / 4 / "SESSION_BUSY" -> "SESSION_BUSY"."""
+    if isinstance(reason, int):
+        reason = error_reason_pb2.ErrorReason.Name(reason)
+    return reason.removeprefix("ERROR_REASON_")
+
+
+class ServiceError(Exception):
+    """An error meant for the caller: status code, reason and dynamic details."""
+
+    def __init__(
+        self, code: grpc.StatusCode, reason: int | str, message: str, metadata: Mapping[str, object] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason_name(reason)
+        self.message = message
+        self.metadata = {k: str(v) for k, v in (metadata or {}).items()}
+
+    def to_status(self) -> grpc.Status:
+        info = error_details_pb2.ErrorInfo(reason=self.reason, domain=DOMAIN, metadata=self.metadata)
+        detail = any_pb2.Any()
+        detail.Pack(info)
+        status = status_pb2.Status(code=self.code.value[0], message=self.message, details=[detail])
+        return rpc_status.to_status(status)
+
+    async def abort(self, context: grpc.aio.ServicerContext) -> None:
+        await context.abort_with_status(self.to_status())
+
+
+def invalid_argument(message: str, field: str, reason: int | str = error_reason_pb2.ERROR_REASON_INVALID_ARGUMENT, **metadata: object) -> ServiceError:
+    return ServiceError(grpc.StatusCode.INVALID_ARGUMENT, reason, message, {"field": field, **metadata})
+
+
+def internal(message: str = "internal server error") -> ServiceError:
+    return ServiceError(grpc.StatusCode.INTERNAL, error_reason_pb2.ERROR_REASON_INTERNAL, message)
+
+
+def from_exception(exc: BaseException) -> ServiceError:
+    """Maps any exception to what the caller sees; unknown ones become INTERNAL."""
+    if isinstance(exc, ServiceError):
+        return exc
+    _log.exception("unhandled error in handler", exc_info=exc)
+    return internal(f"internal server error ({type(exc).__name__})")
+
+
+def error_info_of(status: status_pb2.Status | None) -> error_details_pb2.ErrorInfo | None:
+    """Extracts the ErrorInfo of a google.rpc.Status (tests and the relay use it)."""
+    if status is None:
+        return None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info
+    return None
+
+
+__all__ = ["DOMAIN", "ServiceError", "code_pb2", "error_info_of", "from_exception", "internal", "invalid_argument", "reason_name"]

@@ -1,0 +1,343 @@
+"""Process sandboxes: one local `python -m sandbox_agent` per session.
+
+The agent runs in its own session (setsid) with a scrubbed environment and a private
+0700 directory holding its unix socket and working dir; credentials arrive through an
+inherited pipe so they never appear in argv, the environment or on disk. Stopping kills
+every process of that OS session, including interpreters the agent started in their
+own process groups, so nothing survives the sandbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import sys
+import tempfile
+import time
+
+import grpc
+
+from codemode.sandbox.v1 import agent_pb2, agent_pb2_grpc
+from server import telemetry
+from server.config import ServerConfig
+from server.pki import CONTROL_PLANE_IDENTITY, CertificateAuthority, sandbox_dns_name
+from server.providers.base import Sandbox, SandboxCapabilities, SandboxLimits, SandboxStartError
+
+_log = logging.getLogger(__name__)
+_UNIX_PATH_MAX = 100  # sun_path is 108 bytes; leave room for the terminator and slack
+_MAX_MESSAGE = 16 * 1024 * 1024
+_STOP_GRACE_SECONDS = 2.0
+
+
+def _import_roots() -> list[str]:
+    """Directories the agent needs on sys.path (the repo and the generated stubs)."""
+    import codemode
+    import sandbox_agent
+
+    roots = []
+    for module in (sandbox_agent, codemode):
+        package_dir = os.path.dirname(os.path.abspath(module.__file__ or ""))
+        roots.append(os.path.dirname(package_dir))
+    return list(dict.fromkeys(roots))
+
+
+def _session_members(session_id: int) -> list[int]:
+    """PIDs whose OS session is `session_id` (the agent and everything it spawned)."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as stat_file:
+                stat = stat_file.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        # fields: state ppid pgrp session ...
+        if len(fields) > 3 and fields[3] == str(session_id) and fields[0] != "Z":
+            members.append(int(entry))
+    return members
+
+
+def _signal_session(session_id: int, sig: int) -> int:
+    count = 0
+    for pid in _session_members(session_id):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+            count += 1
+    return count
+
+
+class ProcessSandbox(Sandbox):
+    def __init__(
+        self,
+        sandbox_id: str,
+        process: asyncio.subprocess.Process,
+        channel: grpc.aio.Channel,
+        capabilities: SandboxCapabilities,
+        private_dirs: list[str],
+        info: agent_pb2.GetInfoResponse,
+    ) -> None:
+        self.sandbox_id = sandbox_id
+        self.process = process
+        self.channel = channel
+        self.stub = agent_pb2_grpc.AgentServiceStub(channel)
+        self.capabilities = capabilities
+        self.private_dirs = private_dirs
+        self.info = info
+        self._stopped = False
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def is_alive(self) -> bool:
+        if self._stopped or self.process.returncode is not None:
+            return False
+        # The child watcher may not have reaped it yet; /proc tells the truth sooner.
+        try:
+            with open(f"/proc/{self.process.pid}/stat", encoding="ascii", errors="replace") as stat_file:
+                state = stat_file.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return False
+        return state not in ("Z", "X")
+
+    def exit_description(self) -> str:
+        code = self.process.returncode
+        if code is None:
+            return "the sandbox agent process exited"
+        if code < 0:
+            return f"the sandbox agent process was killed by signal {signal.Signals(-code).name}"
+        return f"the sandbox agent process exited with status {code}"
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        try:
+            await _terminate_session(self.process)
+        except Exception:  # noqa: BLE001 - stop() never raises
+            _log.exception("stopping sandbox %s failed", self.sandbox_id)
+        with contextlib.suppress(Exception):
+            await self.channel.close()
+        for path in self.private_dirs:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+async def _terminate_session(process: asyncio.subprocess.Process) -> None:
+    """SIGTERM the agent's OS session, wait briefly, then SIGKILL whatever is left."""
+    session_id = process.pid
+    _signal_session(session_id, signal.SIGTERM)
+    deadline = time.monotonic() + _STOP_GRACE_SECONDS
+    while time.monotonic() < deadline and _session_members(session_id):
+        await asyncio.sleep(0.05)
+    while _signal_session(session_id, signal.SIGKILL):
+        await asyncio.sleep(0.02)
+        if time.monotonic() > deadline + 5:
+            break
+    with contextlib.suppress(asyncio.TimeoutError, ProcessLookupError):
+        await asyncio.wait_for(process.wait(), timeout=5)
+
+
+class ProcessSandboxProvider:
+    """Starts agents as local processes; see the module docstring for the isolation model."""
+
+    kind = "process"
+
+    def __init__(self, config: ServerConfig, ca: CertificateAuthority) -> None:
+        self._config = config
+        self._ca = ca
+        self._client = ca.issue_client_cert(CONTROL_PLANE_IDENTITY)
+        self._sandboxes: set[ProcessSandbox] = set()
+        self._root = os.path.join(config.data_dir, "sandboxes")
+
+    def capabilities(self, limits: SandboxLimits) -> SandboxCapabilities:
+        return SandboxCapabilities(
+            timeout=True,
+            process_isolation=True,
+            reset=True,
+            memory_limit=limits.memory_limit_bytes > 0,
+            cpu_limit=self._config.cpu_time_limit > 0,
+        )
+
+    def _make_private_dirs(self, sandbox_id: str) -> tuple[str, str, list[str]]:
+        """Returns (socket path, workdir, dirs to delete); all 0700."""
+        os.makedirs(self._root, mode=0o700, exist_ok=True)
+        base = os.path.join(self._root, sandbox_id)
+        os.mkdir(base, 0o700)
+        workdir = os.path.join(base, "work")
+        os.mkdir(workdir, 0o700)
+        os.mkdir(os.path.join(workdir, "tmp"), 0o700)
+        cleanup = [base]
+        socket_path = os.path.join(base, "agent.sock")
+        if len(socket_path) > _UNIX_PATH_MAX:
+            # A deep data dir would overflow sun_path; fall back to a short private dir.
+            run_dir = tempfile.mkdtemp(prefix=f"codemode-{sandbox_id}-")
+            cleanup.append(run_dir)
+            socket_path = os.path.join(run_dir, "agent.sock")
+        return socket_path, workdir, cleanup
+
+    def _environment(self, workdir: str) -> dict[str, str]:
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "LANG": os.environ.get("LANG", "C.UTF-8"),
+            "HOME": workdir,
+            "TMPDIR": os.path.join(workdir, "tmp"),
+            "PYTHONPATH": os.pathsep.join(_import_roots()),
+        }
+        env.update(telemetry.otel_environment())
+        return env
+
+    def _bootstrap(self, sandbox_id: str, limits: SandboxLimits, workdir: str, token: str) -> bytes:
+        server_cert = self._ca.issue_sandbox_cert(sandbox_id)
+        document = {
+            "token": token,
+            "cert_pem": server_cert.cert_pem.decode(),
+            "key_pem": server_cert.key_pem.decode(),
+            "ca_pem": self._ca.cert_pem.decode(),
+            "sandbox_id": sandbox_id,
+            "client_identity": CONTROL_PLANE_IDENTITY,
+            "interpreter": {
+                "memory_limit_bytes": limits.memory_limit_bytes,
+                "cpu_time_limit_seconds": self._config.cpu_time_limit,
+                "max_processes": limits.pids_limit,
+                "workdir": workdir,
+                "env": {},
+                "interrupt_grace_seconds": self._config.interrupt_grace,
+            },
+        }
+        return json.dumps(document).encode()
+
+    def _channel(self, sandbox_id: str, socket_path: str, token: str) -> grpc.aio.Channel:
+        credentials = grpc.composite_channel_credentials(
+            grpc.ssl_channel_credentials(
+                root_certificates=self._ca.cert_pem,
+                private_key=self._client.key_pem,
+                certificate_chain=self._client.cert_pem,
+            ),
+            grpc.access_token_call_credentials(token),
+        )
+        return grpc.aio.secure_channel(
+            f"unix:{socket_path}",
+            credentials,
+            options=[
+                ("grpc.ssl_target_name_override", sandbox_dns_name(sandbox_id)),
+                ("grpc.default_authority", sandbox_dns_name(sandbox_id)),
+                ("grpc.max_receive_message_length", _MAX_MESSAGE),
+                ("grpc.max_send_message_length", _MAX_MESSAGE),
+            ],
+            interceptors=telemetry.client_interceptors(),
+        )
+
+    async def start(self, limits: SandboxLimits) -> ProcessSandbox:
+        with telemetry.tracer().start_as_current_span("sandbox.start", attributes={"codemode.sandbox.kind": self.kind}) as span:
+            sandbox_id = secrets.token_hex(6)
+            span.set_attribute("codemode.sandbox.id", sandbox_id)
+            return await self._start(sandbox_id, limits)
+
+    async def _start(self, sandbox_id: str, limits: SandboxLimits) -> ProcessSandbox:
+        token = self._config.auth_token or secrets.token_urlsafe(32)
+        socket_path, workdir, cleanup = self._make_private_dirs(sandbox_id)
+        log_path = os.path.join(cleanup[0], "agent.log")
+        read_fd, write_fd = os.pipe()
+        process: asyncio.subprocess.Process | None = None
+        channel: grpc.aio.Channel | None = None
+        try:
+            bootstrap = self._bootstrap(sandbox_id, limits, workdir, token)
+            with os.fdopen(write_fd, "wb") as writer:  # < pipe buffer, so this never blocks
+                writer.write(bootstrap)
+            with open(log_path, "ab") as log_file:
+                process = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "sandbox_agent",
+                    "--listen", f"unix:{socket_path}",
+                    "--credentials-fd", str(read_fd),
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=log_file,
+                    env=self._environment(workdir),
+                    cwd=workdir,
+                    pass_fds=(read_fd,),
+                    start_new_session=True,
+                )
+            os.close(read_fd)
+            read_fd = -1
+            await self._wait_ready(process, log_path)
+            channel = self._channel(sandbox_id, socket_path, token)
+            stub = agent_pb2_grpc.AgentServiceStub(channel)
+            try:
+                info = await stub.GetInfo(agent_pb2.GetInfoRequest(), timeout=self._config.sandbox_start_timeout)
+            except grpc.aio.AioRpcError as exc:
+                raise SandboxStartError(f"sandbox agent did not answer GetInfo: {exc.code().name}: {exc.details()}") from None
+            if info.session_id and info.session_id != sandbox_id:
+                raise SandboxStartError(f"sandbox agent reports id {info.session_id!r}, expected {sandbox_id!r}")
+            sandbox = ProcessSandbox(sandbox_id, process, channel, self.capabilities(limits), cleanup, info)
+            self._sandboxes.add(sandbox)
+            return sandbox
+        except BaseException as exc:
+            if read_fd >= 0:
+                os.close(read_fd)
+            if process is not None:
+                await _terminate_session(process)
+            if channel is not None:
+                with contextlib.suppress(Exception):
+                    await channel.close()
+            log_tail = _tail(log_path)
+            for path in cleanup:
+                shutil.rmtree(path, ignore_errors=True)
+            if isinstance(exc, SandboxStartError):
+                raise SandboxStartError(f"{exc}{log_tail}") from None
+            if isinstance(exc, Exception):
+                raise SandboxStartError(f"starting the sandbox agent failed: {exc}{log_tail}") from exc
+            raise
+
+    async def _wait_ready(self, process: asyncio.subprocess.Process, log_path: str) -> None:
+        assert process.stdout is not None
+        try:
+            line = await asyncio.wait_for(process.stdout.readline(), timeout=self._config.sandbox_start_timeout)
+        except asyncio.TimeoutError:
+            raise SandboxStartError(
+                f"sandbox agent was not ready within {self._config.sandbox_start_timeout:g}s"
+            ) from None
+        if not line:
+            await asyncio.wait_for(process.wait(), timeout=5)
+            raise SandboxStartError(f"sandbox agent exited during start (status {process.returncode})")
+        try:
+            ready = json.loads(line)
+        except json.JSONDecodeError:
+            raise SandboxStartError(f"sandbox agent printed an unexpected line: {line[:200]!r}") from None
+        if not isinstance(ready, dict) or ready.get("ready") is not True:
+            raise SandboxStartError(f"sandbox agent printed an unexpected line: {line[:200]!r}")
+        # Nothing else is read from stdout; drain it so a chatty agent never blocks.
+        asyncio.get_running_loop().create_task(_drain(process.stdout))
+
+    async def close(self) -> None:
+        sandboxes, self._sandboxes = list(self._sandboxes), set()
+        await asyncio.gather(*(sandbox.stop() for sandbox in sandboxes), return_exceptions=True)
+
+    def forget(self, sandbox: Sandbox) -> None:
+        """Drops a stopped sandbox from the provider's shutdown list."""
+        self._sandboxes.discard(sandbox)  # type: ignore[arg-type]
+
+
+async def _drain(stream: asyncio.StreamReader) -> None:
+    with contextlib.suppress(Exception):
+        while await stream.read(65536):
+            pass
+
+
+def _tail(path: str, limit: int = 2000) -> str:
+    try:
+        with open(path, "rb") as log_file:
+            log_file.seek(0, os.SEEK_END)
+            size = log_file.tell()
+            log_file.seek(max(0, size - limit))
+            text = log_file.read().decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
+    return f"; agent stderr: {text}" if text else ""

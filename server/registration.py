@@ -1,0 +1,146 @@
+"""Registers generated servicers with two safety nets the generated code lacks.
+
+1. Undecodable request bytes (e.g. invalid UTF-8 in a `string` field) make grpcio's
+   deserializer raise, which the client sees as INTERNAL/UNKNOWN with no detail. We
+   wrap `request_deserializer` so a DecodeError becomes a sentinel, and the handler
+   answers INVALID_ARGUMENT with a clear message.
+2. Exceptions escaping a handler become UNKNOWN in grpcio. We map `ServiceError` to its
+   status and everything else to INTERNAL (reason INTERNAL).
+
+We reuse the generated `add_*Servicer_to_server` function by handing it a recording
+fake server, so method tables are never duplicated by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from server.errors import ServiceError, from_exception, invalid_argument
+
+
+@dataclasses.dataclass(frozen=True)
+class UndecodableRequest:
+    """Stands in for a request whose bytes were not a valid message."""
+
+    error: str
+
+
+def _safe_deserializer(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def deserializer(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except (DecodeError, UnicodeDecodeError, ValueError) as exc:
+            return UndecodableRequest(str(exc) or type(exc).__name__)
+
+    return deserializer
+
+
+def _reject_undecodable(request: Any) -> None:
+    if isinstance(request, UndecodableRequest):
+        raise invalid_argument(
+            f"request could not be decoded (strings must be valid UTF-8): {request.error}", field="request"
+        )
+
+
+async def _abort_for(exc: BaseException, context: grpc.aio.ServicerContext) -> None:
+    await from_exception(exc).abort(context)
+
+
+def _wrap_unary(behavior: Callable) -> Callable:
+    async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            _reject_undecodable(request)
+            return await behavior(request, context)
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - mapped to a status below
+            await _abort_for(exc, context)
+
+    return handler
+
+
+def _wrap_stream_response(behavior: Callable) -> Callable:
+    if not inspect.isasyncgenfunction(behavior) and not inspect.isasyncgenfunction(getattr(behavior, "__func__", None)):
+        async def writer(request: Any, context: grpc.aio.ServicerContext) -> None:
+            try:
+                _reject_undecodable(request)
+                await behavior(request, context)
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception as exc:  # noqa: BLE001
+                await _abort_for(exc, context)
+
+        return writer
+
+    async def generator(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            _reject_undecodable(request)
+            async for item in behavior(request, context):
+                yield item
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as exc:  # noqa: BLE001
+            await _abort_for(exc, context)
+
+    return generator
+
+
+def _wrap_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    if handler.request_streaming:
+        # Client-streaming methods receive an iterator; decode errors surface while
+        # iterating, so only the exception mapping applies.
+        deserializer = handler.request_deserializer
+    else:
+        deserializer = _safe_deserializer(handler.request_deserializer)
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(
+            _wrap_unary(handler.unary_unary), deserializer, handler.response_serializer
+        )
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(
+            _wrap_stream_response(handler.unary_stream), deserializer, handler.response_serializer
+        )
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(
+            _wrap_unary(handler.stream_unary), deserializer, handler.response_serializer
+        )
+    return grpc.stream_stream_rpc_method_handler(
+        _wrap_stream_response(handler.stream_stream), deserializer, handler.response_serializer
+    )
+
+
+class _RecordingServer:
+    """Captures what a generated add_*Servicer_to_server function registers."""
+
+    def __init__(self) -> None:
+        self.service_name = ""
+        self.handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def add_generic_rpc_handlers(self, generic_handlers: Any) -> None:
+        pass
+
+    def add_registered_method_handlers(self, service_name: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        self.service_name = service_name
+        self.handlers = dict(handlers)
+
+
+def register_servicer(server: grpc.aio.Server, add_to_server: Callable[[Any, Any], None], servicer: Any) -> str:
+    """Registers `servicer` with decode-error and exception mapping; returns the service name."""
+    recorder = _RecordingServer()
+    add_to_server(servicer, recorder)
+    if not recorder.service_name:
+        raise RuntimeError(f"{add_to_server.__name__} registered no methods")
+    wrapped = {name: _wrap_handler(handler) for name, handler in recorder.handlers.items()}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(recorder.service_name, wrapped),))
+    server.add_registered_method_handlers(recorder.service_name, wrapped)
+    return recorder.service_name
+
+
+__all__ = ["ServiceError", "UndecodableRequest", "register_servicer"]

@@ -1,0 +1,244 @@
+"""Relays one execution between the client's Execute stream and the agent's.
+
+It owns the per-execution stream contract: sequence numbers 1, 2, 3... without gaps,
+`started` first, `finished` last (even if the agent dies), heartbeats when the stream
+has been silent for the heartbeat interval, and host calls answered concurrently
+with reading agent events so a slow skill lookup never stalls output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from codemode.sandbox.v1 import agent_pb2
+from codemode.v1 import error_reason_pb2 as reasons
+from codemode.v1 import execute_pb2
+from server import telemetry
+from server.errors import ServiceError
+from server.host_call_handler import HostCallHandler
+from server.sessions import Session, SessionManager
+
+_log = logging.getLogger(__name__)
+_DEATH_CONFIRM_SECONDS = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecutionPlan:
+    execution_id: str
+    code: str
+    timeout_seconds: float
+    output_budget_bytes: int
+    heartbeat_interval: float
+
+
+class _AgentStreamBroken(Exception):
+    def __init__(self, error: grpc.aio.AioRpcError | None) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _duration(seconds: float) -> duration_pb2.Duration:
+    value = duration_pb2.Duration()
+    value.FromNanoseconds(int(seconds * 1e9))
+    return value
+
+
+class Relay:
+    def __init__(self, session: Session, manager: SessionManager, host_calls: HostCallHandler, plan: ExecutionPlan) -> None:
+        self._session = session
+        self._manager = manager
+        self._host_calls = host_calls
+        self._plan = plan
+        self._sequence = 0
+        self._events: asyncio.Queue = asyncio.Queue()
+        self._write_lock = asyncio.Lock()
+        self._host_tasks: set[asyncio.Task] = set()
+        self._started_at = time.monotonic()
+        self.finished: execute_pb2.ExecutionFinished | None = None
+
+    def _stamp(self, **event: object) -> execute_pb2.ExecuteResponse:
+        self._sequence += 1
+        return execute_pb2.ExecuteResponse(sequence=self._sequence, **event)
+
+    def _started_event(self, generation: int) -> execute_pb2.ExecuteResponse:
+        start_time = timestamp_pb2.Timestamp()
+        start_time.GetCurrentTime()
+        return self._stamp(
+            started=execute_pb2.ExecutionStarted(
+                execution=f"{self._session.name}/executions/{self._plan.execution_id}",
+                start_time=start_time,
+                interpreter_generation=generation,
+            )
+        )
+
+    async def run(self, time_remaining: float | None) -> AsyncIterator[execute_pb2.ExecuteResponse]:
+        sandbox = self._session.sandbox
+        assert sandbox is not None
+        span = telemetry.tracer().start_span(
+            "codemode.execute", attributes={"codemode.session": self._session.name}
+        )
+        call: grpc.aio.StreamStreamCall | None = None
+        reader: asyncio.Task | None = None
+        try:
+            with telemetry.trace.use_span(span, end_on_exit=False):
+                # Created inside the span so the agent's spans become its children.
+                call = sandbox.stub.Execute(timeout=time_remaining)
+                try:
+                    await call.write(agent_pb2.ExecuteRequest(start=self._start_message()))
+                except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
+                    await self._raise_unreachable(exc if isinstance(exc, grpc.aio.AioRpcError) else None)
+                reader = asyncio.get_running_loop().create_task(self._read_agent(call))
+                async for event in self._events_with_heartbeats(reader):
+                    yield event
+        finally:
+            if reader is not None:
+                reader.cancel()
+            for task in self._host_tasks:
+                task.cancel()
+            if call is not None:
+                call.cancel()
+            finished = self.finished
+            if finished is not None:
+                span.set_attribute("codemode.execution.status", execute_pb2.ExecutionStatus.Name(finished.status))
+                span.set_attribute("codemode.output.stdout_bytes", finished.stdout_bytes)
+                span.set_attribute("codemode.output.stderr_bytes", finished.stderr_bytes)
+                span.set_attribute(
+                    "codemode.output.truncated_bytes", finished.stdout_truncated_bytes + finished.stderr_truncated_bytes
+                )
+            else:
+                span.set_attribute("codemode.execution.status", "ABORTED")
+            span.end()
+
+    def _start_message(self) -> agent_pb2.ExecuteStart:
+        return agent_pb2.ExecuteStart(
+            execution_id=self._plan.execution_id,
+            code=self._plan.code,
+            timeout=_duration(self._plan.timeout_seconds),
+            output_budget_bytes=self._plan.output_budget_bytes,
+        )
+
+    async def _read_agent(self, call: grpc.aio.StreamStreamCall) -> None:
+        """Moves agent events onto the queue; a broken or ended stream becomes a marker.
+
+        Iterates (rather than call.read()) because tracing interceptors replace the
+        response iterator, and keeps reading after `finished` until the agent closes
+        the stream so the client span ends properly.
+        """
+        finished = False
+        try:
+            async for message in call:
+                if message.WhichOneof("event") == "host_call":
+                    task = asyncio.get_running_loop().create_task(self._answer_host_call(call, message.host_call))
+                    self._host_tasks.add(task)
+                    task.add_done_callback(self._host_tasks.discard)
+                    continue
+                await self._events.put(message)
+                if message.WhichOneof("event") == "finished":
+                    finished = True
+                    with contextlib.suppress(Exception):
+                        await call.done_writing()
+            if not finished:
+                await self._events.put(_AgentStreamBroken(None))
+        except grpc.aio.AioRpcError as exc:
+            if not finished:
+                await self._events.put(_AgentStreamBroken(exc))
+
+    async def _answer_host_call(self, call: grpc.aio.StreamStreamCall, host_call: agent_pb2.HostCall) -> None:
+        try:
+            result = await self._host_calls.handle(self._session, host_call)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - becomes an exception in sandboxed code
+            _log.exception("host call %s failed", host_call.method)
+            result = agent_pb2.HostCallResult(error=agent_pb2.HostCallError(type="RuntimeError", message=f"host call failed: {exc}"))
+        result.call_id = host_call.call_id
+        async with self._write_lock:
+            with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                await call.write(agent_pb2.ExecuteRequest(host_call_result=result))
+
+    async def _events_with_heartbeats(self, reader: asyncio.Task) -> AsyncIterator[execute_pb2.ExecuteResponse]:
+        started_sent = False
+        while True:
+            try:
+                item = await asyncio.wait_for(self._events.get(), timeout=self._plan.heartbeat_interval)
+            except asyncio.TimeoutError:
+                if started_sent:
+                    yield self._stamp(heartbeat=execute_pb2.Heartbeat())
+                continue
+            if isinstance(item, _AgentStreamBroken):
+                if not started_sent:
+                    if not await self._sandbox_died():
+                        await self._raise_unreachable(item.error)
+                    yield self._started_event(self._session.interpreter_generation)
+                async for event in self._finish_after_break(item.error):
+                    yield event
+                return
+            kind = item.WhichOneof("event")
+            if kind == "started":
+                self._session.agent_generation = item.started.interpreter_generation
+                started_sent = True
+                yield self._started_event(self._session.interpreter_generation)
+            elif not started_sent:
+                # The agent skipped `started` (contract drift); keep our stream valid.
+                started_sent = True
+                yield self._started_event(self._session.interpreter_generation)
+            if kind == "output":
+                yield self._stamp(output=item.output)
+            elif kind == "result":
+                yield self._stamp(result=item.result)
+            elif kind == "error":
+                yield self._stamp(error=item.error)
+            elif kind == "finished":
+                self.finished = item.finished
+                if item.finished.state_lost:
+                    # The agent already replaced (or will replace) the interpreter.
+                    self._session.agent_generation += 1
+                yield self._stamp(finished=item.finished)
+                return
+
+    async def _sandbox_died(self) -> bool:
+        sandbox = self._session.sandbox
+        if sandbox is None:
+            return True
+        deadline = time.monotonic() + _DEATH_CONFIRM_SECONDS
+        while sandbox.is_alive():
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+    async def _finish_after_break(self, error: grpc.aio.AioRpcError | None) -> AsyncIterator[execute_pb2.ExecuteResponse]:
+        if error is not None and error.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
+            # The client's own deadline/cancel; grpc ends the client call with that status.
+            raise ServiceError(error.code(), reasons.ERROR_REASON_INTERNAL, error.details() or "call ended")
+        if await self._sandbox_died():
+            sandbox = self._session.sandbox
+            describe = getattr(sandbox, "exit_description", None)
+            message = describe() if describe else "the sandbox exited"
+            self._session.mark_failed(f"{message}; ResetSession restarts it")
+            self.finished = execute_pb2.ExecutionFinished(
+                status=execute_pb2.EXECUTION_STATUS_SANDBOX_DIED,
+                duration=_duration(time.monotonic() - self._started_at),
+                state_lost=True,
+                message=f"{message} during the execution; the session is FAILED until ResetSession",
+            )
+            yield self._stamp(finished=self.finished)
+            return
+        await self._raise_unreachable(error)
+
+    async def _raise_unreachable(self, error: grpc.aio.AioRpcError | None) -> None:
+        detail = f"{error.code().name}: {error.details()}" if error is not None else "stream ended without finished"
+        raise ServiceError(
+            grpc.StatusCode.UNAVAILABLE,
+            reasons.ERROR_REASON_SANDBOX_UNAVAILABLE,
+            f"the sandbox agent of {self._session.name} cannot be reached ({detail})",
+            {"session": self._session.name},
+        )

@@ -1,0 +1,1 @@
+"""gRPC servicers of the public API; each module registers one service."""

@@ -1,0 +1,90 @@
+"""OpenTelemetry wiring: tracing across client -> control plane -> agent.
+
+Nothing is exported unless the standard OTEL_* variables ask for it, so a default
+install sends no data anywhere. Interceptors take the provider explicitly, which keeps
+tests independent of the process-global provider.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+
+from opentelemetry import trace
+from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+_log = logging.getLogger(__name__)
+TRACER_NAME = "codemode.server"
+_provider: trace.TracerProvider | None = None
+
+
+def _otlp_requested(environ: Mapping[str, str]) -> bool:
+    exporters = environ.get("OTEL_TRACES_EXPORTER", "").lower()
+    if exporters:
+        return "otlp" in exporters.split(",")
+    return bool(environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+
+
+def configure_tracing(environ: Mapping[str, str] | None = None) -> trace.TracerProvider:
+    """Installs (once) an SDK provider, with an OTLP exporter only when OTEL_* says so.
+
+    If something else (a test, an embedding app) already installed an SDK provider, we
+    use that one instead of fighting over the global.
+    """
+    global _provider
+    if _provider is not None:
+        return _provider
+    env = os.environ if environ is None else environ
+    existing = trace.get_tracer_provider()
+    if isinstance(existing, TracerProvider):
+        _provider = existing
+        return existing
+    if env.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        _provider = existing
+        return existing
+    resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME", "codemode-server")})
+    provider = TracerProvider(resource=resource)
+    if _otlp_requested(env):
+        try:
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        except Exception:  # noqa: BLE001 - telemetry must never stop the server
+            _log.exception("could not configure the OTLP trace exporter")
+    trace.set_tracer_provider(provider)
+    _provider = trace.get_tracer_provider()
+    return _provider
+
+
+def shutdown_tracing() -> None:
+    """Flushes pending spans (BatchSpanProcessor) before the process exits."""
+    provider = _provider
+    if isinstance(provider, TracerProvider):
+        try:
+            provider.force_flush(5000)
+        except Exception:  # noqa: BLE001
+            _log.warning("flushing spans failed", exc_info=True)
+
+
+def tracer() -> trace.Tracer:
+    return trace.get_tracer(TRACER_NAME)
+
+
+def server_interceptor():  # type: ignore[no-untyped-def]
+    return aio_server_interceptor(tracer_provider=_provider)
+
+
+def client_interceptors() -> list:
+    """For agent channels, so `traceparent` reaches the agent."""
+    return list(aio_client_interceptors(tracer_provider=_provider))
+
+
+def otel_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The OTEL_* variables passed through to sandbox agents."""
+    env = os.environ if environ is None else environ
+    # The agent names itself; the rest (endpoint, propagators, sampler) is shared.
+    return {k: v for k, v in env.items() if k.startswith("OTEL_") and k != "OTEL_SERVICE_NAME"}
