@@ -9,9 +9,15 @@ from __future__ import annotations
 
 import grpc
 
+from server.errors import ServiceError
 
-class StoreError(Exception):
-    """Base of every error the stores raise on purpose."""
+
+class StoreError(ServiceError):
+    """Base of every error the stores raise on purpose.
+
+    A ServiceError, so gRPC handlers can let it propagate: the registration
+    wrapper turns it into its status code with the matching ErrorInfo.
+    """
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
     reason: str = "INTERNAL"
@@ -19,8 +25,7 @@ class StoreError(Exception):
     sandbox_type: str = "RuntimeError"
 
     def __init__(self, message: str, *, field: str = "") -> None:
-        super().__init__(message)
-        self.message = message
+        super().__init__(self.code, self.reason, message, {"field": field} if field else None)
         self.field = field
 
 
