@@ -1,0 +1,11 @@
+export { CodemodeClient, type CallOptions, type ConnectOptions, type TlsOptions } from "./client.js";
+export { Session, type RunOptions, type RunResult, ExecutionStatus, OutputStream } from "./session.js";
+export { Skills, skillName } from "./skills.js";
+export { CodemodeError, ERROR_DOMAIN, type GrpcCodeName } from "./errors.js";
+export type { ErrorInfo } from "./error-info.js";
+// The generated messages and services, for anything the wrapper leaves out.
+export * from "./gen/codemode/v1/execute_pb.js";
+export * from "./gen/codemode/v1/session_pb.js";
+export * from "./gen/codemode/v1/skill_pb.js";
+export * from "./gen/codemode/v1/artifact_pb.js";
+export * from "./gen/codemode/v1/error_reason_pb.js";

@@ -1,0 +1,67 @@
+import type { Client } from "@connectrpc/connect";
+import type { Skill, SkillSearchResult } from "./gen/codemode/v1/skill_pb.js";
+import { SkillStoreService } from "./gen/codemode/v1/skill_pb.js";
+import type { CallOptions } from "./client.js";
+import { toCodemodeError } from "./errors.js";
+
+/** "greet" → "skills/greet". */
+export function skillName(id: string): string {
+  return `skills/${id}`;
+}
+
+/**
+ * A tenant's library of reusable Python functions. Sandboxed code calls a
+ * skill as `await skills.<name>(**kwargs)`.
+ */
+export class Skills {
+  constructor(
+    private readonly client: Client<typeof SkillStoreService>,
+    private readonly tenant: string,
+  ) {}
+
+  /** Stores a new skill; `source` must define `async def run(...)`. */
+  async create(id: string, description: string, source: string, options: CallOptions = {}): Promise<Skill> {
+    return call(async () => (await this.client.createSkill({ tenant: this.tenant, skillId: id, skill: { description, source } }, options)).skill!);
+  }
+
+  /** The skill, source included. */
+  async get(id: string, options: CallOptions = {}): Promise<Skill> {
+    return call(async () => (await this.client.getSkill({ tenant: this.tenant, name: skillName(id) }, options)).skill!);
+  }
+
+  /** Every skill (without source), following pagination. */
+  async list(options: CallOptions = {}): Promise<Skill[]> {
+    return call(async () => {
+      const all: Skill[] = [];
+      let pageToken = "";
+      do {
+        const page = await this.client.listSkills({ tenant: this.tenant, pageToken }, options);
+        all.push(...page.skills);
+        pageToken = page.nextPageToken;
+      } while (pageToken);
+      return all;
+    });
+  }
+
+  /** Skills ranked by relevance to a natural-language query; limit 0 means the server default. */
+  async search(query: string, limit = 0, options: CallOptions = {}): Promise<SkillSearchResult[]> {
+    return call(async () => (await this.client.searchSkills({ tenant: this.tenant, query, limit }, options)).results);
+  }
+
+  /** Replaces description and source; a non-empty etag must match (ABORTED otherwise). */
+  async update(id: string, description: string, source: string, etag = "", options: CallOptions = {}): Promise<Skill> {
+    return call(async () => (await this.client.updateSkill({ tenant: this.tenant, skill: { name: skillName(id), description, source, etag } }, options)).skill!);
+  }
+
+  async delete(id: string, options: CallOptions = {}): Promise<void> {
+    await call(() => this.client.deleteSkill({ tenant: this.tenant, name: skillName(id) }, options));
+  }
+}
+
+async function call<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (error) {
+    throw toCodemodeError(error);
+  }
+}
