@@ -1,0 +1,73 @@
+"""Process hardening applied by the interpreter child to itself at start."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import resource
+import signal
+import sys
+from typing import Any
+
+PR_SET_PDEATHSIG = 1
+PR_CAPBSET_DROP = 24
+CAP_SYS_PTRACE = 19
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+_RLIMITS = (
+    ("memory_limit_bytes", resource.RLIMIT_AS),
+    ("cpu_time_limit_seconds", resource.RLIMIT_CPU),
+    ("max_open_files", resource.RLIMIT_NOFILE),
+    ("max_processes", resource.RLIMIT_NPROC),
+)
+
+
+def _libc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def die_with_parent(agent_pid: int) -> None:
+    """SIGKILL when the agent dies, so no interpreter outlives its agent."""
+    libc = _libc()
+    if libc is not None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != agent_pid:  # the agent died before prctl took effect
+        os._exit(1)
+
+
+def apply_rlimits(config: dict[str, Any]) -> None:
+    for key, limit in _RLIMITS:
+        value = int(config.get(key) or 0)
+        if value > 0:
+            _soft, hard = resource.getrlimit(limit)
+            if hard != resource.RLIM_INFINITY:
+                value = min(value, hard)
+            resource.setrlimit(limit, (value, value))
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def drop_ptrace_capability() -> None:
+    """When run as root, CAP_SYS_PTRACE would let user code read the agent's
+    memory and /proc/<agent>/environ despite PR_SET_DUMPABLE=0; drop it."""
+    libc = _libc()
+    if libc is None or os.geteuid() != 0:
+        return
+    libc.prctl(PR_CAPBSET_DROP, CAP_SYS_PTRACE, 0, 0, 0)
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    if libc.capget(ctypes.byref(header), data) != 0:
+        return
+    mask = ~(1 << CAP_SYS_PTRACE) & 0xFFFFFFFF
+    data[0].effective &= mask
+    data[0].permitted &= mask
+    data[0].inheritable &= mask
+    libc.capset(ctypes.byref(header), data)
