@@ -38,7 +38,7 @@ class InvalidArgumentError(StoreError):
 class SkillInvalidError(StoreError):
     code = grpc.StatusCode.INVALID_ARGUMENT
     reason = "SKILL_INVALID"
-    sandbox_type = "ValueError"
+    sandbox_type = "SkillInvalidError"
 
 
 class SkillNotFoundError(StoreError):
@@ -54,7 +54,7 @@ class SkillNotFoundError(StoreError):
 class SkillAlreadyExistsError(StoreError):
     code = grpc.StatusCode.ALREADY_EXISTS
     reason = "SKILL_ALREADY_EXISTS"
-    sandbox_type = "SkillExistsError"
+    sandbox_type = "SkillAlreadyExistsError"
 
     def __init__(self, name: str) -> None:
         super().__init__(f"Skill already exists: {name}", field="name")
@@ -86,13 +86,13 @@ class ArtifactNotFoundError(StoreError):
 class ArtifactInvalidError(StoreError):
     code = grpc.StatusCode.INVALID_ARGUMENT
     reason = "ARTIFACT_INVALID"
-    sandbox_type = "ValueError"
+    sandbox_type = "ArtifactInvalidError"
 
 
 class ArtifactTooLargeError(StoreError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
     reason = "ARTIFACT_TOO_LARGE"
-    sandbox_type = "ValueError"
+    sandbox_type = "ArtifactTooLargeError"
 
 
 class StorageUnavailableError(StoreError):
