@@ -98,6 +98,10 @@ class CertificateAuthority:
             raise ValueError("sandbox CA certificate has expired")
         return cls(cert, key)
 
+    def key_pem(self) -> bytes:
+        """The CA key, for writing a CA that other replicas load with --ca-key."""
+        return _key_pem(self._key)
+
     @classmethod
     def load_files(cls, cert_path: str, key_path: str) -> CertificateAuthority:
         with open(cert_path, "rb") as cert_file, open(key_path, "rb") as key_file:

@@ -1,0 +1,62 @@
+"""Small helpers for black-box tests against a real server."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from codemode.v1 import execute_pb2, execute_pb2_grpc, session_pb2, session_pb2_grpc
+
+
+@dataclasses.dataclass
+class Client:
+    channel: grpc.aio.Channel
+    sessions: session_pb2_grpc.SessionServiceStub
+    execute: execute_pb2_grpc.ExecuteServiceStub
+
+    async def create(self, **fields: object) -> session_pb2.Session:
+        reply = await self.sessions.CreateSession(session_pb2.CreateSessionRequest(**fields), timeout=60)
+        return reply.session
+
+    async def run(self, session: str, code: str, timeout: float = 60, **fields: object) -> list[execute_pb2.ExecuteResponse]:
+        request = execute_pb2.ExecuteRequest(session=session, code=code, **fields)
+        return [event async for event in self.execute.Execute(request, timeout=timeout)]
+
+
+def connect(address: str) -> Client:
+    channel = grpc.aio.insecure_channel(address)
+    return Client(channel, session_pb2_grpc.SessionServiceStub(channel), execute_pb2_grpc.ExecuteServiceStub(channel))
+
+
+def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
+    """The single ErrorInfo of a failed call (asserts there is exactly one)."""
+    status = rpc_status.from_call(error)
+    assert status is not None, f"no google.rpc.Status in {error!r}"
+    infos = []
+    for detail in status.details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            infos.append(info)
+    assert len(infos) == 1, status
+    assert infos[0].domain == "codemode.dev"
+    return infos[0]
+
+
+def kinds(events: list[execute_pb2.ExecuteResponse]) -> list[str]:
+    return [event.WhichOneof("event") for event in events]
+
+
+def stdout(events: list[execute_pb2.ExecuteResponse]) -> bytes:
+    return b"".join(
+        e.output.data for e in events if e.WhichOneof("event") == "output" and e.output.stream == execute_pb2.OUTPUT_STREAM_STDOUT
+    )
+
+
+def assert_stream_contract(events: list[execute_pb2.ExecuteResponse]) -> None:
+    """started first, finished last, sequence 1..n without gaps."""
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+    assert kinds(events)[0] == "started"
+    assert kinds(events)[-1] == "finished"
