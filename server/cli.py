@@ -141,22 +141,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Builds the config with the server's own parser rules, then runs ``serve()``."""
+    """Builds the config with the server's own rules, then runs ``server.app.serve``.
+
+    Mirrors ``python -m server`` (same ready line on stdout) so scripts can use
+    either; logging is configured before any gRPC object exists (grpc#43421).
+    """
     import asyncio
+    import logging
 
-    from server import app, config as server_config
+    from server import config as server_config
 
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     try:
         config = server_config.config_from_namespace(args)
     except server_config.ConfigError as error:
         print(f"codemode serve: {error}", file=sys.stderr)
         return EXIT_USAGE
-    result = app.serve(config)
-    if asyncio.iscoroutine(result):
-        try:
-            asyncio.run(result)
-        except KeyboardInterrupt:
-            pass
+
+    from server.app import App, serve
+
+    def announce(app: App) -> None:
+        print(json.dumps({"ready": True, "address": app.address}), flush=True)
+        print(f"codemode: serving on {app.address} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+
+    try:
+        asyncio.run(serve(config, ready_callback=announce))
+    except OSError as error:
+        print(f"codemode serve: {error}", file=sys.stderr)
+        return EXIT_CODE_ERROR
     return EXIT_OK
 
 
