@@ -147,14 +147,11 @@ def _register_storage_services(server: grpc.aio.Server, config: ServerConfig) ->
     return StorageServices(storage, skills, artifacts, names)
 
 
-def _host_call_handler(config: ServerConfig, storage: StorageServices) -> HostCallHandler:
-    """The host-calls owner may provide `server.host_calls.create_handler(...)`."""
-    from server import host_calls
+def _host_call_handler(storage: StorageServices) -> HostCallHandler:
+    """skills.* and artifacts.* are served from storage; anything else is NotImplemented."""
+    from server.host_calls.handler import StoreHostCallHandler
 
-    factory = getattr(host_calls, "create_handler", None)
-    if factory is None:
-        return NotImplementedHostCallHandler()
-    return factory(config=config, skills=storage.skills, artifacts=storage.artifacts)
+    return StoreHostCallHandler(storage.skills, storage.artifacts, fallback=NotImplementedHostCallHandler())  # type: ignore[arg-type]
 
 
 async def build_app(config: ServerConfig, host_call_handler: HostCallHandler | None = None) -> App:
@@ -172,7 +169,7 @@ async def build_app(config: ServerConfig, host_call_handler: HostCallHandler | N
     sessions = SessionManager(config, pool, sandbox_kind)
     inflight = execute_service.InflightTracker()
     storage = _register_storage_services(server, config)
-    handler = host_call_handler or _host_call_handler(config, storage)
+    handler = host_call_handler or _host_call_handler(storage)
 
     names = [
         session_service.register(server, session_service.SessionService(sessions)),
