@@ -97,8 +97,13 @@ build_wheelhouse() {
     --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 --platform any \
     -r "$ROOT/docker/requirements-agent.txt" -d "$wheelhouse"
   log "building the codemode-client wheel (generated stubs)"
-  "$PY" -m pip wheel --quiet --no-deps --no-build-isolation \
-    "$ROOT/clients/python" -w "$wheelhouse"
+  # From a copy: setuptools leaves build/ and egg-info next to the sources.
+  local src
+  src="$(mktemp -d /tmp/codemode-client-src.XXXXXX)"
+  tar -C "$ROOT/clients/python" --exclude=build --exclude='*.egg-info' --exclude=__pycache__ -cf - . \
+    | tar -C "$src" -xf -
+  "$PY" -m pip wheel --quiet --no-deps --no-build-isolation "$src" -w "$wheelhouse"
+  rm -rf "$src"
 }
 
 build_sandbox_image() {
@@ -121,6 +126,10 @@ build_sandbox_image() {
     --build-arg BASE_IMAGE="$BASE_IMAGE" \
     --label dev.codemode.source-hash="$(source_hash)" \
     "$ctx" >/dev/null
+  # The legacy builder keeps the build stage as an untagged image, and the
+  # previous sandbox image loses its tag; prune only those (dangling + our labels).
+  docker image prune -f --filter label=dev.codemode.build-stage=true >/dev/null || true
+  docker image prune -f --filter label=dev.codemode.image=sandbox >/dev/null || true
   log "built $SANDBOX_IMAGE"
 }
 

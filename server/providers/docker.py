@@ -1,0 +1,458 @@
+"""Docker sandboxes: one hardened container per session, reached over mTLS + token.
+
+Each sandbox gets a private 0700 host directory, bind-mounted at /run/codemode,
+holding its token, key pair, the CA certificate and the agent's unix socket, so
+the control plane reaches a container started with `network_mode="none"`.
+Nothing else crosses into the container: no Docker socket, no storage
+credentials, no server environment. docker-py is blocking, so every engine
+call runs in a worker thread; one background thread follows the engine's
+event stream to notice containers that die (killed, OOM, engine restart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import threading
+import time
+from typing import Any
+
+import docker
+import docker.errors
+import grpc
+import requests.exceptions
+
+from codemode.sandbox.v1 import agent_pb2, agent_pb2_grpc
+from server import telemetry
+from server.pki import CONTROL_PLANE_IDENTITY, CertificateAuthority, sandbox_dns_name
+from server.providers import docker_spec
+from server.providers.base import Sandbox, SandboxCapabilities, SandboxLimits, SandboxStartError
+from server.providers.docker_config import (
+    CONTAINER_TCP_PORT,
+    DEFAULT_SANDBOX_UID,
+    DockerProviderConfig,
+)
+from server.providers.docker_spec import LABEL_INSTANCE, LABEL_MANAGED, LABEL_SANDBOX_ID
+from server.providers.docker_workdir import (
+    SandboxFiles,
+    container_user,
+    create_sandbox_dir,
+    remove_sandbox_dir,
+)
+
+_log = logging.getLogger(__name__)
+_MAX_MESSAGE = 16 * 1024 * 1024
+# docker-py would ask the engine for its version when the client is created;
+# pinning the API version (Docker 20.10, Debian bookworm's docker.io) lets the
+# provider be built while the engine is down and report UNAVAILABLE per start.
+_DOCKER_API_VERSION = "1.41"
+_ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
+
+
+class DockerSandbox(Sandbox):
+    """A running container whose agent answered GetInfo."""
+
+    def __init__(
+        self,
+        provider: DockerSandboxProvider,
+        sandbox_id: str,
+        container_id: str,
+        host_dir: str,
+        channel: grpc.aio.Channel,
+        capabilities: SandboxCapabilities,
+        info: agent_pb2.GetInfoResponse,
+        target: str,
+    ) -> None:
+        self.sandbox_id = sandbox_id
+        self.container_id = container_id
+        self.host_dir = host_dir
+        self.channel = channel
+        self.stub = agent_pb2_grpc.AgentServiceStub(channel)
+        self.capabilities = capabilities
+        self.info = info
+        self.target = target
+        self._provider = provider
+        self._stopped = False
+        self._exit_reason: str | None = None
+
+    def is_alive(self) -> bool:
+        return not self._stopped and self._exit_reason is None
+
+    def exit_description(self) -> str:
+        return self._exit_reason or "the sandbox container is running"
+
+    def mark_dead(self, reason: str) -> None:
+        """Called from the engine-event thread; a plain attribute write is atomic."""
+        if self._exit_reason is None:
+            self._exit_reason = reason
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        with contextlib.suppress(Exception):
+            await self.channel.close()
+        await self._provider.remove_container(self.container_id)
+        await asyncio.to_thread(remove_sandbox_dir, self.host_dir)
+        self._provider.forget(self)
+
+
+class DockerSandboxProvider:
+    """Starts sandboxes as containers; see the module docstring."""
+
+    kind = "docker"
+
+    def __init__(self, ca: CertificateAuthority, config: DockerProviderConfig | None = None) -> None:
+        self._ca = ca
+        self._config = config or DockerProviderConfig()
+        self._client_pair = ca.issue_client_cert(CONTROL_PLANE_IDENTITY)
+        self._docker = docker.DockerClient(
+            base_url=self._config.docker_host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock",
+            version=_DOCKER_API_VERSION,
+            timeout=60,
+            max_pool_size=32,
+        )
+        self._sandboxes: dict[str, DockerSandbox] = {}
+        self._uid_by_image: dict[str, int] = {}
+        self._orphans_checked = False
+        self._orphan_lock = asyncio.Lock()
+        self._watcher: threading.Thread | None = None
+        self._events: Any = None
+        self._closing = False
+
+    @property
+    def config(self) -> DockerProviderConfig:
+        return self._config
+
+    @property
+    def docker_client(self) -> docker.DockerClient:
+        return self._docker
+
+    def capabilities(self, limits: SandboxLimits) -> SandboxCapabilities:
+        return docker_spec.capabilities(self._config, limits)
+
+    # --- lifecycle ----------------------------------------------------------
+
+    async def remove_orphans(self) -> int:
+        """Removes containers and directories a previous server with our instance id left.
+
+        Called once before the first start and by the server at boot. Returns
+        how many containers were removed. Containers of live sandboxes of this
+        provider are never touched.
+        """
+        live = {sandbox.container_id for sandbox in self._sandboxes.values()}
+        containers = await asyncio.to_thread(
+            self._docker.containers.list,
+            all=True,
+            filters={"label": [f"{LABEL_MANAGED}=true", f"{LABEL_INSTANCE}={self._config.instance_id}"]},
+        )
+        removed = 0
+        for container in containers:
+            if container.id in live:
+                continue
+            await self.remove_container(container.id)
+            removed += 1
+        live_dirs = {sandbox.host_dir for sandbox in self._sandboxes.values()}
+        await asyncio.to_thread(self._remove_stale_dirs, live_dirs)
+        if removed:
+            _log.info("removed %d orphaned sandbox containers", removed)
+        self._orphans_checked = True
+        return removed
+
+    def _remove_stale_dirs(self, live_dirs: set[str]) -> None:
+        state_dir = self._config.state_dir
+        if not os.path.isdir(state_dir):
+            return
+        for name in os.listdir(state_dir):
+            path = os.path.join(state_dir, name)
+            if path not in live_dirs and os.path.isdir(path) and not os.path.islink(path):
+                remove_sandbox_dir(path)
+
+    async def remove_container(self, container_id: str) -> None:
+        """Force-removes a container; never raises (a down engine leaves it for remove_orphans)."""
+        def remove() -> None:
+            try:
+                self._docker.api.remove_container(container_id, force=True, v=True)
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as exc:
+                # 409 "removal already in progress" is success for us.
+                if exc.status_code != 409:
+                    raise
+
+        try:
+            await asyncio.to_thread(remove)
+        except Exception:  # noqa: BLE001 - stop() never raises
+            _log.warning("could not remove container %s", container_id[:12], exc_info=True)
+
+    async def close(self) -> None:
+        self._closing = True
+        sandboxes = list(self._sandboxes.values())
+        await asyncio.gather(*(sandbox.stop() for sandbox in sandboxes), return_exceptions=True)
+        events = self._events
+        if events is not None:
+            with contextlib.suppress(Exception):
+                events.close()
+        if self._watcher is not None:
+            await asyncio.to_thread(self._watcher.join, 5)
+        with contextlib.suppress(Exception):
+            self._docker.close()
+
+    def forget(self, sandbox: Sandbox) -> None:
+        self._sandboxes.pop(sandbox.sandbox_id, None)
+
+    # --- start ----------------------------------------------------------------
+
+    async def start(self, limits: SandboxLimits) -> DockerSandbox:
+        with telemetry.tracer().start_as_current_span(
+            "sandbox.start", attributes={"codemode.sandbox.kind": self.kind}
+        ) as span:
+            sandbox_id = secrets.token_hex(6)
+            span.set_attribute("codemode.sandbox.id", sandbox_id)
+            return await self._start(sandbox_id, limits)
+
+    async def _start(self, sandbox_id: str, limits: SandboxLimits) -> DockerSandbox:
+        if limits.network_disabled and self._config.transport == "tcp":
+            raise SandboxStartError(
+                "network_disabled needs the unix-socket transport: a published TCP port "
+                "requires a container network"
+            )
+        try:
+            if not self._orphans_checked:
+                async with self._orphan_lock:
+                    if not self._orphans_checked:
+                        await self.remove_orphans()
+            self._ensure_watcher()
+            uid = await self._sandbox_uid(limits.image or self._config.image)
+        except SandboxStartError:
+            raise
+        except _ENGINE_ERRORS as exc:
+            raise SandboxStartError(f"docker engine unavailable: {_engine_message(exc)}") from None
+
+        token = self._config.auth_token or secrets.token_urlsafe(32)
+        server_pair = self._ca.issue_sandbox_cert(sandbox_id)
+        user = container_user(uid)
+        files = SandboxFiles(
+            token=token,
+            cert_pem=server_pair.cert_pem,
+            key_pem=server_pair.key_pem,
+            ca_pem=self._ca.cert_pem,
+            agent_config={
+                **docker_spec.agent_config(sandbox_id, limits, self._config),
+                "client_identity": CONTROL_PLANE_IDENTITY,
+            },
+        )
+        try:
+            sandbox_dir = await asyncio.to_thread(
+                create_sandbox_dir, self._config.state_dir, sandbox_id, files, user
+            )
+        except (OSError, ValueError) as exc:
+            raise SandboxStartError(f"cannot prepare the sandbox directory: {exc}") from None
+
+        container_id: str | None = None
+        channel: grpc.aio.Channel | None = None
+        try:
+            try:
+                kwargs = docker_spec.run_kwargs(
+                    sandbox_id=sandbox_id, limits=limits, config=self._config,
+                    host_dir=sandbox_dir.path, user=user,
+                )
+            except ValueError as exc:
+                raise SandboxStartError(str(exc)) from None
+            container_id = await self._run(kwargs)
+            target = await self._target(container_id, sandbox_dir.socket_path)
+            channel = self._channel(sandbox_id, target, token)
+            stub = agent_pb2_grpc.AgentServiceStub(channel)
+            info = await self._wait_ready(container_id, sandbox_dir.socket_path, stub)
+            if info.session_id and info.session_id != sandbox_id:
+                raise SandboxStartError(f"sandbox agent reports id {info.session_id!r}, expected {sandbox_id!r}")
+            sandbox = DockerSandbox(
+                self, sandbox_id, container_id, sandbox_dir.path, channel,
+                self.capabilities(limits), info, target,
+            )
+            self._sandboxes[sandbox_id] = sandbox
+            return sandbox
+        except BaseException as exc:
+            logs = await self._logs_tail(container_id) if container_id else ""
+            if channel is not None:
+                with contextlib.suppress(Exception):
+                    await channel.close()
+            if container_id is not None:
+                await self.remove_container(container_id)
+            await asyncio.to_thread(remove_sandbox_dir, sandbox_dir.path)
+            if isinstance(exc, SandboxStartError):
+                raise SandboxStartError(f"{exc}{logs}") from None
+            if isinstance(exc, _ENGINE_ERRORS):
+                raise SandboxStartError(f"docker engine unavailable: {_engine_message(exc)}") from None
+            if isinstance(exc, Exception):
+                raise SandboxStartError(f"starting the sandbox container failed: {exc}{logs}") from exc
+            raise
+
+    async def _run(self, kwargs: dict[str, Any]) -> str:
+        try:
+            container = await asyncio.to_thread(self._docker.containers.run, **kwargs)
+        except docker.errors.ImageNotFound:
+            raise SandboxStartError(
+                f"sandbox image {kwargs['image']!r} not found; build it with scripts/setup/30-docker.sh"
+            ) from None
+        except docker.errors.APIError as exc:
+            raise SandboxStartError(f"docker refused to start the sandbox: {_engine_message(exc)}") from None
+        return str(container.id)
+
+    async def _sandbox_uid(self, image: str) -> int:
+        if self._config.sandbox_uid is not None:
+            return self._config.sandbox_uid
+        if image not in self._uid_by_image:
+            try:
+                attrs = await asyncio.to_thread(self._docker.api.inspect_image, image)
+            except docker.errors.ImageNotFound:
+                raise SandboxStartError(
+                    f"sandbox image {image!r} not found; build it with scripts/setup/30-docker.sh"
+                ) from None
+            labels = (attrs.get("Config") or {}).get("Labels") or {}
+            self._uid_by_image[image] = int(labels.get("dev.codemode.sandbox-uid", DEFAULT_SANDBOX_UID))
+        return self._uid_by_image[image]
+
+    async def _target(self, container_id: str, socket_path: str) -> str:
+        if self._config.transport == "unix":
+            return f"unix:{socket_path}"
+        attrs = await asyncio.to_thread(self._docker.api.inspect_container, container_id)
+        bindings = ((attrs.get("NetworkSettings") or {}).get("Ports") or {}).get(f"{CONTAINER_TCP_PORT}/tcp") or []
+        for binding in bindings:
+            if binding.get("HostIp") == "127.0.0.1" and binding.get("HostPort"):
+                return f"127.0.0.1:{binding['HostPort']}"
+        raise SandboxStartError("docker did not publish the agent port on 127.0.0.1")
+
+    def _channel(self, sandbox_id: str, target: str, token: str) -> grpc.aio.Channel:
+        credentials = grpc.composite_channel_credentials(
+            grpc.ssl_channel_credentials(
+                root_certificates=self._ca.cert_pem,
+                private_key=self._client_pair.key_pem,
+                certificate_chain=self._client_pair.cert_pem,
+            ),
+            grpc.access_token_call_credentials(token),
+        )
+        return grpc.aio.secure_channel(
+            target,
+            credentials,
+            options=[
+                ("grpc.ssl_target_name_override", sandbox_dns_name(sandbox_id)),
+                ("grpc.default_authority", sandbox_dns_name(sandbox_id)),
+                ("grpc.max_receive_message_length", _MAX_MESSAGE),
+                ("grpc.max_send_message_length", _MAX_MESSAGE),
+                # While the agent boots, connects fail; retry fast instead of gRPC's 1 s backoff.
+                ("grpc.initial_reconnect_backoff_ms", 50),
+                ("grpc.min_reconnect_backoff_ms", 50),
+                ("grpc.max_reconnect_backoff_ms", 500),
+                ("grpc.so_reuseport", 0),
+            ],
+            interceptors=telemetry.client_interceptors(),
+        )
+
+    async def _wait_ready(
+        self, container_id: str, socket_path: str, stub: agent_pb2_grpc.AgentServiceStub
+    ) -> agent_pb2.GetInfoResponse:
+        """Polls until GetInfo answers; fails fast when the container exits."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._config.start_timeout_seconds
+        next_status_check = loop.time() + 0.5
+        last_error = "no answer"
+        while True:
+            now = loop.time()
+            if now >= deadline:
+                raise SandboxStartError(
+                    f"sandbox agent was not ready within {self._config.start_timeout_seconds:g}s ({last_error})"
+                )
+            if now >= next_status_check:
+                next_status_check = now + 0.5
+                await self._raise_if_exited(container_id)
+            if self._config.transport == "unix" and not os.path.exists(socket_path):
+                await asyncio.sleep(0.01)
+                continue
+            try:
+                return await stub.GetInfo(
+                    agent_pb2.GetInfoRequest(), timeout=min(2.0, deadline - now), wait_for_ready=True
+                )
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                    raise SandboxStartError(f"sandbox agent rejected the control plane: {exc.details()}") from None
+                last_error = f"{exc.code().name}: {exc.details()}"
+                await self._raise_if_exited(container_id)
+                await asyncio.sleep(0.02)
+
+    async def _raise_if_exited(self, container_id: str) -> None:
+        attrs = await asyncio.to_thread(self._docker.api.inspect_container, container_id)
+        state = attrs.get("State") or {}
+        if state.get("Status") not in ("created", "running"):
+            raise SandboxStartError(
+                f"sandbox container exited during start (status {state.get('ExitCode')}"
+                f"{', out of memory' if state.get('OOMKilled') else ''})"
+            )
+
+    async def _logs_tail(self, container_id: str) -> str:
+        try:
+            raw = await asyncio.to_thread(self._docker.api.logs, container_id, tail=20)
+        except Exception:  # noqa: BLE001 - best effort diagnostics
+            return ""
+        text = raw.decode("utf-8", "replace").strip()
+        return f"; container output: {text[-2000:]}" if text else ""
+
+    # --- death detection ------------------------------------------------------
+
+    def _ensure_watcher(self) -> None:
+        if self._watcher is None or not self._watcher.is_alive():
+            self._watcher = threading.Thread(target=self._watch_events, name="codemode-docker-events", daemon=True)
+            self._watcher.start()
+
+    def _watch_events(self) -> None:
+        """Marks sandboxes dead on `die` events; reconnects after engine restarts."""
+        filters = {
+            "type": "container",
+            "event": ["die", "oom"],
+            "label": [f"{LABEL_INSTANCE}={self._config.instance_id}"],
+        }
+        oom: set[str] = set()
+        while not self._closing:
+            try:
+                self._events = self._docker.api.events(decode=True, filters=filters)
+                # Anything that died while we were not listening.
+                self._reconcile()
+                for event in self._events:
+                    attributes = (event.get("Actor") or {}).get("Attributes") or {}
+                    sandbox = self._sandboxes.get(attributes.get(LABEL_SANDBOX_ID, ""))
+                    if sandbox is None:
+                        continue
+                    if event.get("status") == "oom" or event.get("Action") == "oom":
+                        oom.add(sandbox.sandbox_id)
+                        continue
+                    reason = f"the sandbox container exited with status {attributes.get('exitCode', '?')}"
+                    if sandbox.sandbox_id in oom:
+                        reason += " after running out of memory"
+                    sandbox.mark_dead(reason)
+            except Exception:  # noqa: BLE001 - engine down; retry below
+                _log.debug("docker event stream interrupted", exc_info=True)
+                self._reconcile()
+            if not self._closing:
+                time.sleep(1.0)
+
+    def _reconcile(self) -> None:
+        for sandbox in list(self._sandboxes.values()):
+            try:
+                attrs = self._docker.api.inspect_container(sandbox.container_id)
+            except docker.errors.NotFound:
+                sandbox.mark_dead("the sandbox container no longer exists")
+                continue
+            except Exception:  # noqa: BLE001 - engine down: containers die with it unless live-restore
+                continue
+            if (attrs.get("State") or {}).get("Status") != "running":
+                sandbox.mark_dead("the sandbox container is not running")
+
+
+def _engine_message(exc: BaseException) -> str:
+    if isinstance(exc, docker.errors.APIError):
+        return str(exc.explanation or exc)
+    return str(exc) or type(exc).__name__
+

@@ -1,0 +1,78 @@
+"""Settings of the Docker sandbox provider that are not per-session limits.
+
+Per-session limits (memory, CPUs, pids, network) come in `SandboxLimits`; this
+object holds what an operator sets once per server: which image, where the
+per-sandbox credential directories live, how the control plane reaches the
+agent, and the size of the writable tmpfs mounts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import tempfile
+
+DEFAULT_IMAGE = "codemode-sandbox:dev"
+
+# The uid baked into docker/Dockerfile (label dev.codemode.sandbox-uid); used
+# when an image does not carry the label.
+DEFAULT_SANDBOX_UID = 10001
+
+# Where the per-sandbox host directory is mounted inside the container.
+CONTAINER_RUN_DIR = "/run/codemode"
+CONTAINER_SOCKET = f"{CONTAINER_RUN_DIR}/agent.sock"
+CONTAINER_WORKDIR = "/workspace"
+# The port the agent listens on inside the container in TCP mode.
+CONTAINER_TCP_PORT = 7000
+
+MIB = 1024 * 1024
+
+
+def default_instance_id(state_dir: str) -> str:
+    """Stable per data directory, so a restarted server finds its predecessor's containers."""
+    return hashlib.sha256(os.path.abspath(state_dir).encode()).hexdigest()[:16]
+
+
+@dataclasses.dataclass(frozen=True)
+class DockerProviderConfig:
+    """Operator settings; the defaults are the hardened ones."""
+
+    image: str = DEFAULT_IMAGE
+    # Host directory holding one 0700 subdirectory per sandbox (credentials +
+    # agent socket). Short on purpose: unix socket paths are limited to 107 bytes.
+    state_dir: str = dataclasses.field(
+        default_factory=lambda: os.path.join(tempfile.gettempdir(), "codemode-docker")
+    )
+    # Label value identifying this server's containers; "" = derived from state_dir.
+    instance_id: str = ""
+    # "unix": socket in the bind-mounted directory (works with network_mode=none).
+    # "tcp": agent port published on 127.0.0.1 only (the container needs a network).
+    transport: str = "unix"
+    # Docker endpoint; None = DOCKER_HOST or the default socket.
+    docker_host: str | None = None
+    workspace_size_bytes: int = 256 * MIB
+    tmp_size_bytes: int = 64 * MIB
+    # Memory for the agent itself on top of the interpreter's limit and the
+    # tmpfs mounts (both are charged to the container's memory cgroup).
+    agent_overhead_bytes: int = 128 * MIB
+    # Applied when SandboxLimits.pids_limit is 0: an unlimited pids cgroup lets
+    # one fork bomb exhaust the host's pid space.
+    default_pids_limit: int = 512
+    start_timeout_seconds: float = 30.0
+    interrupt_grace_seconds: float = 2.0
+    # A fixed agent token (from --auth-token/--auth-token-file); None = a fresh one per sandbox.
+    auth_token: str | None = None
+    # Extra environment for the sandbox (never secrets: sandboxed code can read it).
+    environment: tuple[tuple[str, str], ...] = ()
+    # None = read the image's dev.codemode.sandbox-uid label.
+    sandbox_uid: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.transport not in ("unix", "tcp"):
+            raise ValueError(f"docker transport must be 'unix' or 'tcp', not {self.transport!r}")
+        object.__setattr__(self, "state_dir", os.path.abspath(os.path.expanduser(self.state_dir)))
+        if not self.instance_id:
+            object.__setattr__(self, "instance_id", default_instance_id(self.state_dir))
+        if self.workspace_size_bytes <= 0 or self.tmp_size_bytes <= 0:
+            raise ValueError("docker tmpfs sizes must be positive")

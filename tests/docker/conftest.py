@@ -1,0 +1,67 @@
+"""Fixtures for tests against the real Docker engine.
+
+Under CI=true a missing engine or image is a failure (CI's setup builds both);
+locally the tests skip with the reason, so a laptop without Docker can still
+run the rest of the suite.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import uuid
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+for path in (ROOT, os.path.join(ROOT, "clients", "python", "src")):
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+from server.pki import CertificateAuthority  # noqa: E402
+from server.providers.docker import DockerSandboxProvider  # noqa: E402
+from server.providers.docker_config import DEFAULT_IMAGE, DockerProviderConfig  # noqa: E402
+from tests.docker.docker_helpers import engine_problem  # noqa: E402
+
+
+def _require_docker() -> None:
+    problem = engine_problem(DEFAULT_IMAGE)
+    if problem is None:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"Docker is required under CI=true: {problem}", pytrace=False)
+    pytest.skip(f"Docker not available: {problem} (run scripts/setup/30-docker.sh as root)")
+
+
+@pytest.fixture(scope="session")
+def docker_ready() -> None:
+    _require_docker()
+
+
+@pytest.fixture(scope="session")
+def ca() -> CertificateAuthority:
+    return CertificateAuthority.create()
+
+
+@pytest.fixture
+def state_dir():
+    # Short on purpose: the agent socket lives inside and sun_path is 108 bytes.
+    path = tempfile.mkdtemp(prefix="cm-dk-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def provider_config(state_dir: str, **overrides) -> DockerProviderConfig:
+    """A config whose instance id is unique to the test, so tests never reap each other."""
+    settings = {"state_dir": state_dir, "instance_id": f"test-{uuid.uuid4().hex[:12]}"}
+    settings.update(overrides)
+    return DockerProviderConfig(**settings)
+
+
+@pytest.fixture
+async def provider(docker_ready, ca, state_dir):
+    provider = DockerSandboxProvider(ca, provider_config(state_dir))
+    yield provider
+    await provider.close()

@@ -1,0 +1,80 @@
+"""Orphan cleanup, TCP transport, and an engine that goes away and comes back."""
+
+from __future__ import annotations
+
+import os
+
+import docker
+import docker.errors
+import pytest
+
+from codemode.v1 import execute_pb2
+from server.providers.base import SandboxStartError
+from server.providers.docker import DockerSandboxProvider
+from tests.docker.conftest import provider_config
+from tests.docker.docker_helpers import execute, limits
+from tests.docker.docker_proxy import EngineProxy
+
+
+def _exists(client: docker.DockerClient, container_id: str) -> bool:
+    try:
+        client.api.inspect_container(container_id)
+    except docker.errors.NotFound:
+        return False
+    return True
+
+
+async def test_restarted_server_removes_its_orphans_only(docker_ready, ca, state_dir, tmp_path):
+    config = provider_config(state_dir)
+    crashed = DockerSandboxProvider(ca, config)
+    other_dir = str(tmp_path)
+    other = DockerSandboxProvider(ca, provider_config(other_dir))
+    restarted = DockerSandboxProvider(ca, config)  # same data dir => same instance id
+    try:
+        orphan = await crashed.start(limits())
+        bystander = await other.start(limits())
+        assert await restarted.remove_orphans() == 1
+        client = restarted.docker_client
+        assert not _exists(client, orphan.container_id)
+        assert not os.path.exists(orphan.host_dir)
+        assert _exists(client, bystander.container_id)
+        assert bystander.is_alive()
+    finally:
+        for provider in (crashed, other, restarted):
+            await provider.close()
+
+
+async def test_tcp_transport_publishes_on_loopback_only(docker_ready, ca, state_dir):
+    provider = DockerSandboxProvider(ca, provider_config(state_dir, transport="tcp"))
+    try:
+        sandbox = await provider.start(limits(network_disabled=False))
+        assert sandbox.target.startswith("127.0.0.1:")
+        bindings = provider.docker_client.api.inspect_container(sandbox.container_id)["HostConfig"]["PortBindings"]
+        assert [b["HostIp"] for b in bindings["7000/tcp"]] == ["127.0.0.1"]
+        outcome = await execute(sandbox, "print(6 * 7)")
+        assert outcome.finished.status == execute_pb2.EXECUTION_STATUS_OK, outcome
+        assert outcome.text.strip() == "42"
+        assert not sandbox.capabilities.network_isolation
+        with pytest.raises(SandboxStartError, match="network_disabled"):
+            await provider.start(limits(network_disabled=True))
+    finally:
+        await provider.close()
+
+
+async def test_engine_down_is_a_start_error_and_recovers(docker_ready, ca, state_dir):
+    proxy = EngineProxy(os.path.join(state_dir, "engine.sock"))
+    await proxy.start()
+    provider = DockerSandboxProvider(ca, provider_config(os.path.join(state_dir, "s"), docker_host=proxy.docker_host))
+    try:
+        first = await provider.start(limits())
+        await proxy.stop()
+        with pytest.raises(SandboxStartError, match="docker engine unavailable"):
+            await provider.start(limits())
+        await proxy.start()
+        second = await provider.start(limits())
+        outcome = await execute(second, "print('back')")
+        assert outcome.text.strip() == "back"
+        assert first.is_alive()  # the engine kept running; only our path to it was cut
+    finally:
+        await provider.close()
+        await proxy.stop()
