@@ -1,0 +1,164 @@
+"""Health, reflection, API-token auth and graceful shutdown without orphans."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import shutil
+import time
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from codemode.v1 import execute_pb2, session_pb2, session_pb2_grpc
+from tests.server.helpers import connect, error_info
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+async def test_health_serving_and_reflection_lists_services(running_server) -> None:
+    server = await running_server()
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "codemode.v1.ExecuteService"):
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        call = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10)
+        try:
+            names = {s.name async for reply in call for s in reply.list_services_response.service}
+        finally:
+            call.cancel()
+        assert {"codemode.v1.SessionService", "codemode.v1.ExecuteService", "grpc.health.v1.Health"} <= names
+
+
+async def test_api_token_is_required_except_for_health(running_server) -> None:
+    server = await running_server(api_token="tok-" + "z" * 20)
+    client = connect(server.address)
+    async with client.channel:
+        with pytest.raises(grpc.aio.AioRpcError) as unary:
+            await client.sessions.ListSessions(session_pb2.ListSessionsRequest(), timeout=10)
+        assert unary.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert error_info(unary.value).reason == "UNAUTHENTICATED"
+        with pytest.raises(grpc.aio.AioRpcError) as stream:
+            await client.run("sessions/x", "1", timeout=10)
+        assert stream.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        wrong = (("authorization", "Bearer wrong"),)
+        with pytest.raises(grpc.aio.AioRpcError) as bad:
+            await client.sessions.ListSessions(session_pb2.ListSessionsRequest(), timeout=10, metadata=wrong)
+        assert bad.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        good = (("authorization", f"Bearer {server.config.api_token}"),)
+        await client.sessions.ListSessions(session_pb2.ListSessionsRequest(), timeout=10, metadata=good)
+        reply = await health_pb2_grpc.HealthStub(client.channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def _processes_mentioning(path: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                cmdline = handle.read()
+            with open(f"/proc/{entry}/stat") as handle:
+                state = handle.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if path.encode() in cmdline and state != "Z":
+            found.append(int(entry))
+    return found
+
+
+def _interpreter_pids_of(agent_pid: int) -> list[int]:
+    """Everything in the agent's OS session (its interpreters have their own groups)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[3] == str(agent_pid) and fields[0] != "Z":
+                pids.append(int(entry))
+    return pids
+
+
+async def test_sigterm_drains_in_flight_execute_and_leaves_no_orphans() -> None:
+    data_dir = tempfile.mkdtemp(prefix="cmt-")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEMODE_", "OTEL_"))}
+    env["PYTHONPATH"] = os.pathsep.join([ROOT, os.path.join(ROOT, "clients", "python", "src")])
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server", "--listen", "127.0.0.1:0", "--data-dir", data_dir,
+         "--warm-pool-size", "1", "--shutdown-grace", "20s"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=ROOT,
+    )
+    try:
+        ready = json.loads(process.stdout.readline())  # type: ignore[union-attr]
+        assert ready["ready"] is True
+        client = connect(ready["address"])
+        async with client.channel:
+            sessions = [await client.create() for _ in range(2)]
+            agent_pids = [p for p in _processes_mentioning(data_dir)]
+            assert agent_pids, "agents should be running"
+            interpreters = [pid for agent in agent_pids for pid in _interpreter_pids_of(agent) if pid not in agent_pids]
+            assert interpreters, "each agent should have an interpreter child"
+            call = client.execute.Execute(
+                execute_pb2.ExecuteRequest(
+                    session=sessions[0].name,
+                    code="import time\nprint('start', flush=True)\ntime.sleep(1.5)\nprint('done', flush=True)",
+                ),
+                timeout=60,
+            )
+            events = []
+            async for event in call:
+                events.append(event)
+                if event.HasField("output") and event.output.data.startswith(b"start"):
+                    process.send_signal(signal.SIGTERM)
+            # the in-flight execution was allowed to finish
+            assert events[-1].HasField("finished")
+            assert events[-1].finished.status == execute_pb2.EXECUTION_STATUS_OK
+            assert process.wait(timeout=60) == 0
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (_processes_mentioning(data_dir) or any(os.path.exists(f"/proc/{p}") and _alive(p) for p in interpreters)):
+            time.sleep(0.1)
+        assert _processes_mentioning(data_dir) == []
+        assert [p for p in interpreters if _alive(p)] == []
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+async def test_new_work_is_refused_while_shutting_down(running_server) -> None:
+    server = await running_server()
+    client = connect(server.address)
+    async with client.channel:
+        session = await client.create()
+        server.app.sessions.shutting_down = True
+        try:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await client.run(session.name, "1")
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert error_info(refused.value).reason == "SERVER_SHUTTING_DOWN"
+            with pytest.raises(grpc.aio.AioRpcError) as create:
+                await client.create()
+            assert error_info(create.value).reason == "SERVER_SHUTTING_DOWN"
+        finally:
+            server.app.sessions.shutting_down = False
