@@ -37,22 +37,22 @@ _STOPWORDS = frozenset(
 _CONCEPTS: tuple[frozenset[str], ...] = tuple(
     frozenset(group.split())
     for group in (
-        "download fetch retriev get pull request http https url urllib api endpoint web",
+        "download fetch retrieve get pull",
+        "request http https url urllib api endpoint web",
         "upload post send push put",
-        "json api payload respons",
-        "file path disk directori folder",
+        "file path disk directory folder",
         "checksum hash sha256 md5 digest",
-        "delet remov eras drop",
-        "comput calcul sum total count",
-        "pars decod extract read load",
-        "writ save stor persist dump",
-        "csv tabl spreadsheet row column datafram panda",
-        "imag pictur photo png jpg",
-        "text string word sentenc",
+        "delete remove erase drop",
+        "compute calculate sum total count add",
+        "parse decode extract read load",
+        "write save store persist dump",
+        "csv table spreadsheet row column dataframe pandas",
+        "image picture photo png jpg",
+        "text string word sentence",
         "list array item",
         "sort order rank",
-        "email mail smtp messag",
-        "date time timestamp datetim",
+        "email mail smtp message",
+        "date time timestamp datetime",
     )
 )
 
@@ -63,6 +63,8 @@ def _stem(word: str) -> str:
             return word[: -len(suffix)] + ("y" if suffix == "ies" else "")
     return word
 
+
+_CONCEPTS = tuple(frozenset(_stem(w) for w in group) for group in _CONCEPTS)
 
 _SPLIT_RE = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
 

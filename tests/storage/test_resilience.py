@@ -94,3 +94,37 @@ async def test_two_processes_writing_one_file_store_lose_nothing(tmp_path):
     assert sorted(final.description[len("start"):]) == ["a"] * 20 + ["b"] * 20
     assert final.version == 41
     assert len((await ArtifactLibrary(FileStorage(root)).list("acme", 1000))[0]) == 80
+
+
+async def test_grpc_maps_redis_outage_to_unavailable_and_recovers():
+    import grpc
+    from grpc_status import rpc_status
+
+    from codemode.v1 import skill_pb2, skill_pb2_grpc
+    from server.errors import error_info_of
+    from server.services import skill_service
+
+    redis = RedisServer()
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    try:
+        redis.start()
+        store = RedisStorage(redis.url, prefix="grpc-outage")
+        skill_service.register(server, SkillLibrary(store), "default")
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = skill_pb2_grpc.SkillStoreServiceStub(channel)
+            create = skill_pb2.CreateSkillRequest(skill_id="one", skill=skill_pb2.Skill(source=SRC))
+            redis.stop()
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.CreateSkill(create, timeout=30)
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert error_info_of(rpc_status.from_call(err.value)).reason == "STORAGE_UNAVAILABLE"
+            redis.start()
+            await stub.CreateSkill(create, timeout=30)
+            listed = await stub.ListSkills(skill_pb2.ListSkillsRequest(), timeout=30)
+            assert [s.name for s in listed.skills] == ["skills/one"]
+        await store.close()
+    finally:
+        await server.stop(None)
+        redis.close()
