@@ -156,3 +156,24 @@ async def test_wrong_token_is_unauthenticated(token_server, flavour):
             await collect(good.list_sessions())
             async with await good.create_session() as session:
                 assert (await session.run("6 * 7")).value == 42
+
+
+async def test_plain_break_from_async_stream_cancels_the_call(codemode_server):
+    """No helper, no context manager: grpc.aio alone would leave this call running."""
+    async with codemode.AsyncClient(codemode_server.address) as client:
+        async with await client.create_session() as session:
+            async for event in session.stream("import time\nflag = 1\nprint('go', flush=True)\ntime.sleep(60)\nflag = 2"):
+                if isinstance(event, codemode.Output):
+                    break
+            assert (await run_when_idle(session, "flag")).value == 1
+
+
+async def test_explicit_cancel_makes_result_raise_cancelled(client):
+    async with open_session(client) as session:
+        execution = session.stream("import time\nprint('go', flush=True)\ntime.sleep(60)")
+        async for event in iterate(execution):
+            if isinstance(event, codemode.Output):
+                execution.cancel()
+        with pytest.raises(codemode.ExecutionCancelledError):
+            await resolve(execution.result())
+        assert (await run_when_idle(session, "'ok'")).value == "ok"

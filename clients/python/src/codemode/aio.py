@@ -14,7 +14,7 @@ import grpc.aio
 
 from codemode import _requests as req
 from codemode._channel import ChannelSettings, TLSSetting
-from codemode.errors import NotFoundError, from_rpc_error
+from codemode.errors import ExecutionCancelledError, NotFoundError, from_rpc_error
 from codemode.results import (
     DownloadedArtifact,
     ExecutionEvent,
@@ -51,6 +51,7 @@ class AsyncExecution:
         self._call = call
         self._builder = ResultBuilder()
         self._done = False
+        self._cancelled = False
 
     def __aiter__(self) -> "AsyncExecution":
         return self
@@ -85,7 +86,7 @@ class AsyncExecution:
         """Reads the remaining events and folds everything into one result."""
         async for _ in self:
             pass
-        return self._builder.build()
+        return self._build()
 
     def cancel(self) -> None:
         """Stops the execution; iteration ends and the server interrupts the code."""
@@ -103,12 +104,23 @@ class AsyncExecution:
     def _stop(self) -> None:
         if not self._done:
             self._done = True
+            self._cancelled = self._builder.finished is None
             self._call.cancel()
+
+    def _build(self) -> ExecutionResult:
+        if self._cancelled:
+            raise ExecutionCancelledError(
+                grpc.StatusCode.CANCELLED, None, "the execution was cancelled by this client"
+            )
+        return self._builder.build()
 
     def __del__(self) -> None:
         # Last resort for `async for ev in session.stream(...): break`.
         if not getattr(self, "_done", True):
-            self._call.cancel()
+            try:
+                self._call.cancel()
+            except Exception:  # the loop may already be closed at interpreter exit
+                pass
 
 
 class AsyncSession:

@@ -12,7 +12,7 @@ import grpc
 
 from codemode import _requests as req
 from codemode._channel import ChannelSettings, TLSSetting
-from codemode.errors import NotFoundError, from_rpc_error
+from codemode.errors import ExecutionCancelledError, NotFoundError, from_rpc_error
 from codemode.results import (
     DownloadedArtifact,
     ExecutionEvent,
@@ -45,6 +45,7 @@ class Execution:
         self._call = call
         self._builder = ResultBuilder()
         self._done = False
+        self._cancelled = False
 
     def __iter__(self) -> "Execution":
         return self
@@ -76,7 +77,7 @@ class Execution:
         """Reads the remaining events and folds everything into one result."""
         for _ in self:
             pass
-        return self._builder.build()
+        return self._build()
 
     def cancel(self) -> None:
         """Stops the execution; iteration ends and the server interrupts the code."""
@@ -93,11 +94,22 @@ class Execution:
     def _stop(self) -> None:
         if not self._done:
             self._done = True
+            self._cancelled = self._builder.finished is None
             self._call.cancel()
+
+    def _build(self) -> ExecutionResult:
+        if self._cancelled:
+            raise ExecutionCancelledError(
+                grpc.StatusCode.CANCELLED, None, "the execution was cancelled by this client"
+            )
+        return self._builder.build()
 
     def __del__(self) -> None:
         if not getattr(self, "_done", True):
-            self._call.cancel()
+            try:
+                self._call.cancel()
+            except Exception:  # the channel may already be closed at interpreter exit
+                pass
 
 
 class Session:
