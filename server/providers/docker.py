@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import secrets
@@ -40,6 +41,7 @@ from server.providers.docker_workdir import (
     SandboxFiles,
     container_user,
     create_sandbox_dir,
+    ensure_state_dir,
     remove_sandbox_dir,
 )
 
@@ -122,6 +124,7 @@ class DockerSandboxProvider:
         self._watcher: threading.Thread | None = None
         self._events: Any = None
         self._closing = False
+        self._lock_fd: int | None = None
 
     @property
     def config(self) -> DockerProviderConfig:
@@ -143,6 +146,7 @@ class DockerSandboxProvider:
         how many containers were removed. Containers of live sandboxes of this
         provider are never touched.
         """
+        await asyncio.to_thread(self._lock_state_dir)
         live = {sandbox.container_id for sandbox in self._sandboxes.values()}
         containers = await asyncio.to_thread(
             self._docker.containers.list,
@@ -161,6 +165,28 @@ class DockerSandboxProvider:
             _log.info("removed %d orphaned sandbox containers", removed)
         self._orphans_checked = True
         return removed
+
+    def _lock_state_dir(self) -> None:
+        """Holds an flock on the state dir for the provider's lifetime.
+
+        Two live servers sharing a state dir (and so an instance id) would
+        reap each other's sandboxes as orphans; the lock makes the second one
+        fail instead. The kernel drops it when a server dies, so a restarted
+        server takes over.
+        """
+        if self._lock_fd is not None:
+            return
+        ensure_state_dir(self._config.state_dir)
+        fd = os.open(os.path.join(self._config.state_dir, ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise SandboxStartError(
+                f"another codemode server is using {self._config.state_dir}; "
+                "give each server its own --data-dir"
+            ) from None
+        self._lock_fd = fd
 
     def _remove_stale_dirs(self, live_dirs: set[str]) -> None:
         state_dir = self._config.state_dir
@@ -200,6 +226,9 @@ class DockerSandboxProvider:
             await asyncio.to_thread(self._watcher.join, 5)
         with contextlib.suppress(Exception):
             self._docker.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def forget(self, sandbox: Sandbox) -> None:
         self._sandboxes.pop(sandbox.sandbox_id, None)

@@ -29,9 +29,17 @@ CONTAINER_TCP_PORT = 7000
 MIB = 1024 * 1024
 
 
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def default_instance_id(state_dir: str) -> str:
     """Stable per data directory, so a restarted server finds its predecessor's containers."""
-    return hashlib.sha256(os.path.abspath(state_dir).encode()).hexdigest()[:16]
+    return _short_hash(os.path.abspath(state_dir))
+
+
+# Longest state_dir that still fits "<state_dir>/<12 hex>/agent.sock" in sun_path.
+_MAX_STATE_DIR = 107 - len("/0123456789ab/agent.sock")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,3 +84,19 @@ class DockerProviderConfig:
             object.__setattr__(self, "instance_id", default_instance_id(self.state_dir))
         if self.workspace_size_bytes <= 0 or self.tmp_size_bytes <= 0:
             raise ValueError("docker tmpfs sizes must be positive")
+
+    @classmethod
+    def for_data_dir(cls, data_dir: str, **overrides: object) -> DockerProviderConfig:
+        """The config a server with this --data-dir uses.
+
+        The instance id comes from the data dir, so a restarted server reaps
+        exactly what its predecessor left. The state dir lives under the data
+        dir unless that path is too long for a unix socket, then under /tmp.
+        """
+        data_dir = os.path.abspath(os.path.expanduser(data_dir))
+        state_dir = os.path.join(data_dir, "docker")
+        if len(state_dir) > _MAX_STATE_DIR:
+            state_dir = os.path.join(tempfile.gettempdir(), f"codemode-docker-{_short_hash(data_dir)}")
+        settings: dict[str, object] = {"state_dir": state_dir, "instance_id": _short_hash(data_dir)}
+        settings.update(overrides)
+        return cls(**settings)  # type: ignore[arg-type]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import sys
 
 import docker
 import docker.errors
@@ -26,21 +29,35 @@ def _exists(client: docker.DockerClient, container_id: str) -> bool:
 
 async def test_restarted_server_removes_its_orphans_only(docker_ready, ca, state_dir, tmp_path):
     config = provider_config(state_dir)
-    crashed = DockerSandboxProvider(ca, config)
-    other_dir = str(tmp_path)
-    other = DockerSandboxProvider(ca, provider_config(other_dir))
+    crashed = await asyncio.create_subprocess_exec(
+        sys.executable, os.path.join(os.path.dirname(__file__), "crashing_server.py"),
+        config.state_dir, config.instance_id, stdout=asyncio.subprocess.PIPE,
+    )
+    other = DockerSandboxProvider(ca, provider_config(str(tmp_path)))
     restarted = DockerSandboxProvider(ca, config)  # same data dir => same instance id
+    orphan: dict = {}
     try:
-        orphan = await crashed.start(limits())
+        line = await asyncio.wait_for(crashed.stdout.readline(), timeout=60)
+        orphan = json.loads(line)
         bystander = await other.start(limits())
+        # While the first server lives, a second one on its state dir refuses to start.
+        with pytest.raises(SandboxStartError, match="another codemode server"):
+            await restarted.start(limits())
+        crashed.kill()
+        await crashed.wait()
         assert await restarted.remove_orphans() == 1
         client = restarted.docker_client
-        assert not _exists(client, orphan.container_id)
-        assert not os.path.exists(orphan.host_dir)
+        assert not _exists(client, orphan["container_id"])
+        assert not os.path.exists(orphan["host_dir"])
         assert _exists(client, bystander.container_id)
         assert bystander.is_alive()
     finally:
-        for provider in (crashed, other, restarted):
+        if crashed.returncode is None:
+            crashed.kill()
+            await crashed.wait()
+        if orphan:  # never leave the container behind, even when an assertion failed
+            await restarted.remove_container(orphan["container_id"])
+        for provider in (other, restarted):
             await provider.close()
 
 
