@@ -47,31 +47,66 @@ def _import_roots() -> list[str]:
     return list(dict.fromkeys(roots))
 
 
-def _session_members(session_id: int) -> list[int]:
-    """PIDs whose OS session is `session_id` (the agent and everything it spawned)."""
-    members = []
+def _proc_table() -> dict[int, tuple[str, int, int, bytes]]:
+    """pid -> (state, ppid, session id, cmdline) for every readable process."""
+    table = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as stat_file:
                 stat = stat_file.read()
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline_file:
+                cmdline = cmdline_file.read()
         except OSError:
             continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        # fields: state ppid pgrp session ...
-        if len(fields) > 3 and fields[3] == str(session_id) and fields[0] != "Z":
-            members.append(int(entry))
-    return members
+        fields = stat[stat.rfind(")") + 2 :].split()  # state ppid pgrp session ...
+        if len(fields) > 3:
+            table[int(entry)] = (fields[0], int(fields[1]), int(fields[3]), cmdline)
+    return table
 
 
-def _signal_session(session_id: int, sig: int) -> int:
-    count = 0
-    for pid in _session_members(session_id):
+def _sandbox_processes(agent_pid: int, marker: str) -> set[int]:
+    """Live processes belonging to one sandbox.
+
+    The agent starts interpreters in their own OS session, and they are re-parented
+    to init if the agent dies first, so several nets are used: the agent's session,
+    its descendants, processes whose command line names the sandbox's private
+    directory, and interpreters started with `--agent-pid <agent pid>`.
+    """
+    table = _proc_table()
+    agent_marker = f"--agent-pid\0{agent_pid}\0".encode()
+    children: dict[int, list[int]] = {}
+    for pid, (_, ppid, _, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    found: set[int] = set()
+    pending = [agent_pid] if agent_pid in table else []
+    pending += [pid for pid, (_, _, sid, cmdline) in table.items() if sid == agent_pid or marker.encode() in cmdline or agent_marker in cmdline]
+    while pending:
+        pid = pending.pop()
+        if pid in found:
+            continue
+        found.add(pid)
+        pending.extend(children.get(pid, ()))
+    return {pid for pid in found if table[pid][0] not in ("Z", "X")}
+
+
+# Exec shim: asks the kernel to SIGKILL the agent if the control plane dies (even by
+# SIGKILL), so a crashed server leaves no sandboxes behind, then becomes the agent.
+# A shim, not preexec_fn, because running Python between fork and exec in a process
+# with gRPC threads crashes. PDEATHSIG survives execve.
+_PDEATHSIG_SHIM = (
+    "import ctypes,os,signal,sys;"
+    "ctypes.CDLL(None).prctl(1,signal.SIGKILL,0,0,0);"
+    "os.getppid()==int(sys.argv[1]) or os._exit(1);"
+    "os.execv(sys.executable,[sys.executable,'-m','sandbox_agent',*sys.argv[2:]])"
+)
+
+
+def _kill_all(pids: set[int], sig: int) -> None:
+    for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
-            count += 1
-    return count
 
 
 class ProcessSandbox(Sandbox):
@@ -121,7 +156,7 @@ class ProcessSandbox(Sandbox):
             return
         self._stopped = True
         try:
-            await _terminate_session(self.process)
+            await _terminate_sandbox(self.process, self.private_dirs[0] + os.sep)
         except Exception:  # noqa: BLE001 - stop() never raises
             _log.exception("stopping sandbox %s failed", self.sandbox_id)
         with contextlib.suppress(Exception):
@@ -130,17 +165,19 @@ class ProcessSandbox(Sandbox):
             shutil.rmtree(path, ignore_errors=True)
 
 
-async def _terminate_session(process: asyncio.subprocess.Process) -> None:
-    """SIGTERM the agent's OS session, wait briefly, then SIGKILL whatever is left."""
-    session_id = process.pid
-    _signal_session(session_id, signal.SIGTERM)
+async def _terminate_sandbox(process: asyncio.subprocess.Process, marker: str) -> None:
+    """SIGTERM the agent (it stops its interpreter), wait briefly, SIGKILL what is left."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGTERM)
     deadline = time.monotonic() + _STOP_GRACE_SECONDS
-    while time.monotonic() < deadline and _session_members(session_id):
+    while time.monotonic() < deadline and _sandbox_processes(process.pid, marker):
         await asyncio.sleep(0.05)
-    while _signal_session(session_id, signal.SIGKILL):
-        await asyncio.sleep(0.02)
-        if time.monotonic() > deadline + 5:
+    for _ in range(100):
+        remaining = _sandbox_processes(process.pid, marker)
+        if not remaining:
             break
+        _kill_all(remaining, signal.SIGKILL)
+        await asyncio.sleep(0.02)
     with contextlib.suppress(asyncio.TimeoutError, ProcessLookupError):
         await asyncio.wait_for(process.wait(), timeout=5)
 
@@ -254,7 +291,7 @@ class ProcessSandboxProvider:
                 writer.write(bootstrap)
             with open(log_path, "ab") as log_file:
                 process = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "sandbox_agent",
+                    sys.executable, "-c", _PDEATHSIG_SHIM, str(os.getpid()),
                     "--listen", f"unix:{socket_path}",
                     "--credentials-fd", str(read_fd),
                     stdin=asyncio.subprocess.DEVNULL,
@@ -283,7 +320,7 @@ class ProcessSandboxProvider:
             if read_fd >= 0:
                 os.close(read_fd)
             if process is not None:
-                await _terminate_session(process)
+                await _terminate_sandbox(process, cleanup[0] + os.sep)
             if channel is not None:
                 with contextlib.suppress(Exception):
                     await channel.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -76,19 +77,17 @@ def _processes_mentioning(path: str) -> list[int]:
     return found
 
 
-def _interpreter_pids_of(agent_pid: int) -> list[int]:
-    """Everything in the agent's OS session (its interpreters have their own groups)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as handle:
-                    fields = handle.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[3] == str(agent_pid) and fields[0] != "Z":
-                pids.append(int(entry))
-    return pids
+def _interpreters_of(agent_pids: list[int]) -> list[int]:
+    markers = [f"--agent-pid\0{pid}\0".encode() for pid in agent_pids]
+    return [int(e) for e in os.listdir("/proc") if e.isdigit() and any(m in _cmdline(int(e)) for m in markers)]
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read()
+    except OSError:
+        return b""
 
 
 async def test_sigterm_drains_in_flight_execute_and_leaves_no_orphans() -> None:
@@ -108,8 +107,7 @@ async def test_sigterm_drains_in_flight_execute_and_leaves_no_orphans() -> None:
             sessions = [await client.create() for _ in range(2)]
             agent_pids = [p for p in _processes_mentioning(data_dir)]
             assert agent_pids, "agents should be running"
-            interpreters = [pid for agent in agent_pids for pid in _interpreter_pids_of(agent) if pid not in agent_pids]
-            assert interpreters, "each agent should have an interpreter child"
+            interpreters: list[int] = []
             call = client.execute.Execute(
                 execute_pb2.ExecuteRequest(
                     session=sessions[0].name,
@@ -121,20 +119,26 @@ async def test_sigterm_drains_in_flight_execute_and_leaves_no_orphans() -> None:
             async for event in call:
                 events.append(event)
                 if event.HasField("output") and event.output.data.startswith(b"start"):
+                    interpreters = _interpreters_of(agent_pids)
                     process.send_signal(signal.SIGTERM)
             # the in-flight execution was allowed to finish
             assert events[-1].HasField("finished")
             assert events[-1].finished.status == execute_pb2.EXECUTION_STATUS_OK
             assert process.wait(timeout=60) == 0
+            assert interpreters, "the running code's interpreter should have been seen"
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and (_processes_mentioning(data_dir) or any(os.path.exists(f"/proc/{p}") and _alive(p) for p in interpreters)):
+        while time.monotonic() < deadline and (_processes_mentioning(data_dir) or any(_alive(p) for p in interpreters)):
             time.sleep(0.1)
         assert _processes_mentioning(data_dir) == []
         assert [p for p in interpreters if _alive(p)] == []
     finally:
         if process.poll() is None:
-            process.kill()
-            process.wait()
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
@@ -162,3 +166,38 @@ async def test_new_work_is_refused_while_shutting_down(running_server) -> None:
             assert error_info(create.value).reason == "SERVER_SHUTTING_DOWN"
         finally:
             server.app.sessions.shutting_down = False
+
+
+async def test_agents_die_with_a_hard_killed_server() -> None:
+    """PDEATHSIG: even SIGKILL of the control plane leaves no agents behind."""
+    data_dir = tempfile.mkdtemp(prefix="cmt-")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEMODE_", "OTEL_"))}
+    env["PYTHONPATH"] = os.pathsep.join([ROOT, os.path.join(ROOT, "clients", "python", "src")])
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server", "--listen", "127.0.0.1:0", "--data-dir", data_dir, "--warm-pool-size", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=ROOT,
+    )
+    try:
+        ready = json.loads(process.stdout.readline())  # type: ignore[union-attr]
+        client = connect(ready["address"])
+        async with client.channel:
+            session = await client.create()
+            await client.run(session.name, "1")
+        agents = _processes_mentioning(data_dir)
+        interpreters = _interpreters_of(agents)
+        assert agents and interpreters
+        process.kill()
+        process.wait(timeout=30)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (_processes_mentioning(data_dir) or any(_alive(p) for p in interpreters)):
+            time.sleep(0.1)
+        assert _processes_mentioning(data_dir) == []
+        assert [p for p in interpreters if _alive(p)] == []
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for pid in _processes_mentioning(data_dir):  # never leave strays on a shared machine
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(data_dir, ignore_errors=True)
