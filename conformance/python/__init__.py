@@ -1,0 +1,1 @@
+"""The Python client's conformance runner (driven by tests/conformance)."""
