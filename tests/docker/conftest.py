@@ -24,6 +24,7 @@ from server.pki import CertificateAuthority  # noqa: E402
 from server.providers.docker import DockerSandboxProvider  # noqa: E402
 from server.providers.docker_config import DEFAULT_IMAGE, DockerProviderConfig  # noqa: E402
 from tests.docker.docker_helpers import engine_problem  # noqa: E402
+from tests.docker.docker_proxy import EngineProxy  # noqa: E402
 
 
 def _require_docker() -> None:
@@ -65,3 +66,12 @@ async def provider(docker_ready, ca, state_dir):
     provider = DockerSandboxProvider(ca, provider_config(state_dir))
     yield provider
     await provider.close()
+
+
+@pytest.fixture
+async def engine_proxy(docker_ready, state_dir):
+    """A cuttable path to the real engine; request it before `running_server` so it outlives the server."""
+    proxy = EngineProxy(os.path.join(state_dir, "engine.sock"))
+    await proxy.start()
+    yield proxy
+    await proxy.stop()

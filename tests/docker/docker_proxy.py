@@ -23,6 +23,10 @@ class EngineProxy:
         self._writers: set[asyncio.StreamWriter] = set()
 
     @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    @property
     def docker_host(self) -> str:
         return f"unix://{self.path}"
 

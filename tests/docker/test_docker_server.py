@@ -7,10 +7,11 @@ import os
 
 import docker
 import docker.errors
+import grpc
 import pytest
 
 from codemode.v1 import execute_pb2, session_pb2
-from tests.server.helpers import assert_stream_contract, connect, stdout
+from tests.server.helpers import assert_stream_contract, connect, error_info, stdout
 
 State = session_pb2.Session.State
 
@@ -54,3 +55,26 @@ async def test_session_runs_in_a_container_and_survives_a_neighbour_being_killed
             engine.api.inspect_container(other.container_id)
         assert not os.path.exists(other.host_dir)
     engine.close()
+
+
+async def test_engine_outage_is_unavailable_and_the_server_recovers(docker_ready, engine_proxy, running_server, monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", engine_proxy.docker_host)
+    server = await running_server(sandbox="docker")
+    client = connect(server.address)
+    try:
+        async with client.channel:
+            before = await client.create()
+            await engine_proxy.stop()
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await client.create()
+            assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert error_info(raised.value).reason == "SANDBOX_START_FAILED"
+            assert "docker engine unavailable" in raised.value.details()
+            # Sessions whose containers still run keep working meanwhile.
+            assert stdout(await client.run(before.name, "print('still')")) == b"still\n"
+            await engine_proxy.start()
+            after = await client.create()
+            assert stdout(await client.run(after.name, "print('back')")) == b"back\n"
+    finally:
+        if not engine_proxy.running:  # the server's shutdown must reach the engine to remove containers
+            await engine_proxy.start()
