@@ -94,7 +94,7 @@ class ExecutionRun:
                 else:
                     event = await asyncio.wait_for(execution.events.get(), max(0.0, wake_at - time.monotonic()))
             except asyncio.TimeoutError:
-                self._escalate()
+                await self._escalate()
                 continue
             execution.consumed()
             return event
@@ -108,10 +108,10 @@ class ExecutionRun:
             return self._began + self._timeout
         return None
 
-    def _escalate(self) -> None:
+    async def _escalate(self) -> None:
         if self._interrupted_at is None:
             self._interrupted_at = time.monotonic()
-            self._host.interrupt()
+            await self._host.interrupt(self._execution.exec_id)
         elif not self._killed:
             self._killed = True
             self._host.force_kill()
@@ -177,7 +177,7 @@ class ExecutionRun:
         execution = self._execution
         if execution is None or execution.ended:
             return
-        self._host.interrupt()
+        await self._host.interrupt(execution.exec_id)
         deadline = time.monotonic() + self._grace
         try:
             while True:

@@ -306,8 +306,11 @@ class InterpreterHost:
             await asyncio.gather(self._replacing, return_exceptions=True)
         await self.kill()
 
-    def interrupt(self) -> None:
-        """SIGINT to the child's process group: KeyboardInterrupt in user code."""
+    async def interrupt(self, exec_id: str) -> None:
+        """SIGINT to the child's process group (KeyboardInterrupt in user code and its
+        subprocesses), plus an `interrupt` frame in case the signal beat the code's start."""
+        with contextlib.suppress(ConnectionError, OSError):
+            await self._send(protocol.encode({"type": protocol.INTERRUPT, "id": exec_id}))
         if self._proc is not None and self._proc.returncode is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self._proc.pid, signal.SIGINT)

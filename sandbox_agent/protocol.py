@@ -23,6 +23,7 @@ MAX_PAYLOAD_BYTES = 1024 * 1024 * 1024
 # Frame types, agent -> child.
 EXEC = "exec"  # {"id", "code"} + 2 fds (stdout and stderr write ends)
 REPLY = "reply"  # {"call_id", "result"} or {"call_id", "error": {"type", "message"}} + payload
+INTERRUPT = "interrupt"  # {"id"}: stop that execution even if SIGINT raced with its start
 # Frame types, child -> agent.
 READY = "ready"  # {"pid"}
 CALL = "call"  # {"call_id", "exec_id", "method", "params"} + payload

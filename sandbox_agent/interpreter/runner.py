@@ -44,6 +44,9 @@ class Runner:
         asyncio.set_event_loop(self._loop)
         self._requests: queue.Queue[tuple[dict[str, Any], list[int]] | None] = queue.Queue()
         self._in_user_code = False
+        self._state_lock = threading.Lock()
+        self._running_id: str | None = None
+        self._interrupted_ids: set[str] = set()
         self._counter = itertools.count(1)
         self._devnull = os.open(os.devnull, os.O_WRONLY)
 
@@ -74,8 +77,25 @@ class Runner:
                     self._requests.put((message, self._channel.take_fds(2)))
                 elif message["type"] == protocol.REPLY:
                     host.deliver_reply(message, payload)
+                elif message["type"] == protocol.INTERRUPT:
+                    self._interrupt(str(message.get("id")))
         finally:
             self._requests.put(None)
+
+    def _interrupt(self, exec_id: str) -> None:
+        """The agent's SIGINT may arrive before user code starts (and be ignored);
+        this frame closes that race: the id is remembered, or the code re-signalled."""
+        with self._state_lock:
+            self._interrupted_ids.add(exec_id)
+            if self._running_id == exec_id and self._in_user_code:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    def _enter_user_code(self, exec_id: str) -> None:
+        with self._state_lock:
+            self._running_id = exec_id
+            if exec_id in self._interrupted_ids:
+                raise KeyboardInterrupt
+            self._in_user_code = True
 
     def serve(self) -> None:
         self._prepare_process()
@@ -103,8 +123,11 @@ class Runner:
         host.begin_execution(message["id"])
         outcome: dict[str, Any] = {}
         try:
-            outcome = self._execute(str(message.get("code", "")))
+            outcome = self._execute(str(message["id"]), str(message.get("code", "")))
         finally:
+            with self._state_lock:
+                self._running_id = None
+                self._interrupted_ids.discard(str(message["id"]))
             self._flush_streams()
             host.end_execution()
             os.dup2(self._devnull, 1)
@@ -118,7 +141,7 @@ class Runner:
             except BaseException:  # noqa: BLE001 - a broken user stream must not stop the protocol
                 pass
 
-    def _execute(self, code: str) -> dict[str, Any]:
+    def _execute(self, exec_id: str, code: str) -> dict[str, Any]:
         filename = f"{FILENAME_PREFIX}-{next(self._counter)}>"
         linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
         try:
@@ -133,8 +156,8 @@ class Runner:
                 )
             except SyntaxError as exc:
                 return {"error": _describe_syntax_error(exc)}
-            self._in_user_code = True
             try:
+                self._enter_user_code(exec_id)
                 self._evaluate(body)
                 if expression is None:
                     return {}
