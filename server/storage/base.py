@@ -62,9 +62,17 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     async def put_vectors(
-        self, tenant: str, model_id: str, vectors: dict[str, tuple[str, bytes]]
+        self,
+        tenant: str,
+        model_id: str,
+        vectors: dict[str, tuple[str, bytes]],
+        *,
+        replace_all: bool = False,
     ) -> None:
-        """Adds or replaces cached vectors for that model."""
+        """Adds or replaces cached vectors for that model.
+
+        With replace_all, the given vectors become the whole set (drops deleted skills').
+        """
 
     # Artifacts --------------------------------------------------------------
 

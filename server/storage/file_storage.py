@@ -209,12 +209,17 @@ class FileStorage(Storage):
         )
 
     async def put_vectors(
-        self, tenant: str, model_id: str, vectors: dict[str, tuple[str, bytes]]
+        self,
+        tenant: str,
+        model_id: str,
+        vectors: dict[str, tuple[str, bytes]],
+        *,
+        replace_all: bool = False,
     ) -> None:
         def op() -> None:
             with self._locked(tenant):
                 path = self._vector_path(tenant, model_id)
-                merged = self._read_vectors(path, model_id)
+                merged = {} if replace_all else self._read_vectors(path, model_id)
                 merged.update(vectors)
                 doc = {
                     "model_id": model_id,

@@ -198,14 +198,27 @@ class RedisStorage(Storage):
         return out
 
     async def put_vectors(
-        self, tenant: str, model_id: str, vectors: dict[str, tuple[str, bytes]]
+        self,
+        tenant: str,
+        model_id: str,
+        vectors: dict[str, tuple[str, bytes]],
+        *,
+        replace_all: bool = False,
     ) -> None:
-        if not vectors:
-            return
+        key = self._vector_key(tenant, model_id)
         mapping = {
             name: json.dumps([h, base64.b64encode(v).decode()]) for name, (h, v) in vectors.items()
         }
-        await self._call(self._redis.hset(self._vector_key(tenant, model_id), mapping=mapping))
+
+        async def op() -> None:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                if replace_all:
+                    pipe.delete(key)
+                if mapping:
+                    pipe.hset(key, mapping=mapping)
+                await pipe.execute()
+
+        await self._call(op())
 
     # Artifacts --------------------------------------------------------------
 

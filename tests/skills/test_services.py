@@ -12,6 +12,7 @@ from server.artifacts.library import ArtifactLibrary
 from server.errors import error_info_of
 from server.services import artifact_service, skill_service
 from server.skills.library import SkillLibrary
+from server.skills.search import BM25Ranker
 
 SRC = '''"""Fetch JSON from URL."""
 import json, urllib.request
@@ -25,7 +26,7 @@ async def run(url: str, timeout: float = 10.0):
 @pytest.fixture
 async def stubs(storage):
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    skill_service.register(server, SkillLibrary(storage), "default")
+    skill_service.register(server, SkillLibrary(storage, BM25Ranker()), "default")
     artifact_service.register(server, ArtifactLibrary(storage, max_bytes=3 * 1024 * 1024), "default")
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
