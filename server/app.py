@@ -99,7 +99,7 @@ def _make_provider(config: ServerConfig, ca: CertificateAuthority) -> tuple[Sand
                      "start_timeout_seconds": config.sandbox_start_timeout}
         if config.image:
             overrides["image"] = config.image
-        return DockerSandboxProvider(ca, DockerProviderConfig(**overrides)), session_pb2.SANDBOX_KIND_DOCKER
+        return DockerSandboxProvider(ca, DockerProviderConfig.for_data_dir(config.data_dir, **overrides)), session_pb2.SANDBOX_KIND_DOCKER
     from server.providers.process import ProcessSandboxProvider
 
     return ProcessSandboxProvider(config, ca), session_pb2.SANDBOX_KIND_PROCESS
