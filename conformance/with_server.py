@@ -36,17 +36,22 @@ def codemode_server(python: str = sys.executable, token: str | None = None) -> I
     env["PYTHONPATH"] = os.pathsep.join(
         [ROOT, os.path.join(ROOT, "clients", "python", "src"), env.get("PYTHONPATH", "")]
     ).rstrip(os.pathsep)
+    log_path = os.path.join(data_dir, "server.log")
+    log = open(log_path, "wb")  # noqa: SIM115 - closed in finally
     process = subprocess.Popen(
         [python, "-m", "server", "--listen", "127.0.0.1:0", "--data-dir", data_dir, "--api-token", token],
         cwd=ROOT,
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
+        stderr=log,
         text=True,
     )
+    failed = True
     try:
         target = _wait_ready(process)
         yield target, token
+        failed = False
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -54,6 +59,11 @@ def codemode_server(python: str = sys.executable, token: str | None = None) -> I
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        log.close()
+        if failed or os.environ.get("CODEMODE_CONFORMANCE_SHOW_SERVER_LOG"):
+            with open(log_path, encoding="utf-8", errors="replace") as handle:
+                sys.stderr.write("--- codemode server log (last 100 lines) ---\n")
+                sys.stderr.writelines(handle.readlines()[-100:])
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
@@ -89,7 +99,11 @@ def main(argv: list[str]) -> int:
         return 2
     with codemode_server() as (target, token):
         env = dict(os.environ, CODEMODE_CONFORMANCE_TARGET=target, CODEMODE_CONFORMANCE_TOKEN=token)
-        return subprocess.call(argv, env=env)
+        status = subprocess.call(argv, env=env)
+        if status != 0:
+            # Show the server's side of a failure; the with-block exits normally.
+            os.environ["CODEMODE_CONFORMANCE_SHOW_SERVER_LOG"] = "1"
+        return status
 
 
 if __name__ == "__main__":
