@@ -7,7 +7,7 @@ it from one event loop: grpc.aio channels are bound to the loop they start in.
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Mapping, Sequence, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Sequence, TypeVar
 
 import grpc
 import grpc.aio
@@ -367,11 +367,11 @@ class AsyncClient:
         return self._channel
 
     @property
-    def _session_stub(self) -> session_pb2_grpc.SessionServiceStub:
+    def _session_stub(self) -> session_pb2_grpc.SessionServiceAsyncStub:
         return session_pb2_grpc.SessionServiceStub(self.channel)
 
     @property
-    def _execute_stub(self) -> execute_pb2_grpc.ExecuteServiceStub:
+    def _execute_stub(self) -> execute_pb2_grpc.ExecuteServiceAsyncStub:
         return execute_pb2_grpc.ExecuteServiceStub(self.channel)
 
     @property
@@ -398,7 +398,9 @@ class AsyncClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _unary(self, method: Any, request: Any, deadline: float | None = None) -> Any:
+    async def _unary(
+        self, method: Callable[..., Awaitable[_Response]], request: Any, deadline: float | None = None
+    ) -> _Response:
         try:
             return await method(request, timeout=deadline or self.default_deadline)
         except grpc.RpcError as error:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import grpc
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
 
 #: Domain the codemode server puts in every ErrorInfo; other domains (proxies,
 #: load balancers) are ignored so their reasons cannot be mistaken for ours.

@@ -6,7 +6,7 @@ it works inside programs that already run an event loop and in plain scripts.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
 import grpc
 
@@ -32,6 +32,8 @@ from codemode.v1 import (
 )
 
 DEFAULT_TARGET = "127.0.0.1:50051"
+
+_Response = TypeVar("_Response")
 
 
 class Execution:
@@ -340,7 +342,7 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _unary(self, method: Any, request: Any, deadline: float | None = None) -> Any:
+    def _unary(self, method: Callable[..., _Response], request: Any, deadline: float | None = None) -> _Response:
         try:
             return method(request, timeout=deadline or self.default_deadline)
         except grpc.RpcError as error:
