@@ -36,8 +36,10 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 class ServerProcess:
     """``python -m server --listen 127.0.0.1:0`` with its own data dir."""
 
-    def __init__(self, extra_args: Sequence[str] = ()) -> None:
+    def __init__(self, extra_args: Sequence[str] = (), module: Sequence[str] = ("server",)) -> None:
         self.extra_args = list(extra_args)
+        #: ``("server",)`` or ``("server.cli", "serve")``: both print the same ready line.
+        self.module = list(module)
         self.address = ""
         self._data_dir = ""
         self._proc: subprocess.Popen[str] | None = None
@@ -46,7 +48,7 @@ class ServerProcess:
     def start(self) -> "ServerProcess":
         self._data_dir = tempfile.mkdtemp(prefix="codemode-test-server-")
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "server", "--listen", "127.0.0.1:0", "--data-dir", self._data_dir,
+            [sys.executable, "-m", *self.module, "--listen", "127.0.0.1:0", "--data-dir", self._data_dir,
              *self.extra_args],
             cwd=str(ROOT),
             env=subprocess_env(),
@@ -93,13 +95,14 @@ class ServerProcess:
     def stderr_tail(self) -> str:
         return "".join(self._stderr_lines[-50:])
 
-    def stop(self) -> None:
+    def stop(self) -> int | None:
         """SIGTERM (the server stops its sandboxes), then SIGKILL the whole group."""
         proc, self._proc = self._proc, None
+        returncode = None
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(timeout=30)
+                returncode = proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 pass
         if proc is not None:
@@ -111,6 +114,7 @@ class ServerProcess:
         if self._data_dir:
             shutil.rmtree(self._data_dir, ignore_errors=True)
             self._data_dir = ""
+        return returncode
 
     def __enter__(self) -> "ServerProcess":
         return self.start()
