@@ -28,7 +28,7 @@ def main() -> None:
 
     hardening.die_with_parent(args.agent_pid)
     hardening.apply_rlimits(config)
-    hardening.drop_ptrace_capability()
+    hardening.drop_introspection_capabilities()
     os.set_inheritable(args.control_fd, False)
     sock = socket.socket(fileno=args.control_fd)
     sock.setblocking(True)

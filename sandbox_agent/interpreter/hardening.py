@@ -12,6 +12,11 @@ from typing import Any
 PR_SET_PDEATHSIG = 1
 PR_CAPBSET_DROP = 24
 CAP_SYS_PTRACE = 19
+CAP_SYS_ADMIN = 21
+CAP_PERFMON = 38
+# Any of these lets root read a non-dumpable process's /proc/<pid>/environ and memory
+# (checked on Linux 6.18: dropping CAP_SYS_PTRACE alone is not enough).
+_INTROSPECTION_CAPS = (CAP_SYS_PTRACE, CAP_SYS_ADMIN, CAP_PERFMON)
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 _RLIMITS = (
@@ -55,19 +60,22 @@ class _CapData(ctypes.Structure):
     _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
 
 
-def drop_ptrace_capability() -> None:
-    """When run as root, CAP_SYS_PTRACE would let user code read the agent's
-    memory and /proc/<agent>/environ despite PR_SET_DUMPABLE=0; drop it."""
+def drop_introspection_capabilities() -> None:
+    """When run as root, these capabilities would let user code read the agent's
+    memory and /proc/<agent>/environ despite PR_SET_DUMPABLE=0; drop them for good."""
     libc = _libc()
     if libc is None or os.geteuid() != 0:
         return
-    libc.prctl(PR_CAPBSET_DROP, CAP_SYS_PTRACE, 0, 0, 0)
+    for cap in _INTROSPECTION_CAPS:
+        libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
     header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
     data = (_CapData * 2)()
     if libc.capget(ctypes.byref(header), data) != 0:
         return
-    mask = ~(1 << CAP_SYS_PTRACE) & 0xFFFFFFFF
-    data[0].effective &= mask
-    data[0].permitted &= mask
-    data[0].inheritable &= mask
+    for cap in _INTROSPECTION_CAPS:
+        word, bit = divmod(cap, 32)
+        mask = ~(1 << bit) & 0xFFFFFFFF
+        data[word].effective &= mask
+        data[word].permitted &= mask
+        data[word].inheritable &= mask
     libc.capset(ctypes.byref(header), data)
