@@ -63,6 +63,9 @@ def from_exception(exc: BaseException) -> ServiceError:
     """Maps any exception to what the caller sees; unknown ones become INTERNAL."""
     if isinstance(exc, ServiceError):
         return exc
+    if isinstance(exc, NotImplementedError):
+        # What generated servicer base classes raise for methods nobody implemented.
+        return ServiceError(grpc.StatusCode.UNIMPLEMENTED, error_reason_pb2.ERROR_REASON_INTERNAL, "method not implemented")
     _log.exception("unhandled error in handler", exc_info=exc)
     return internal(f"internal server error ({type(exc).__name__})")
 

@@ -17,12 +17,13 @@ from collections.abc import AsyncIterator
 
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
+from grpc_status import rpc_status
 
 from codemode.sandbox.v1 import agent_pb2
 from codemode.v1 import error_reason_pb2 as reasons
 from codemode.v1 import execute_pb2
 from server import telemetry
-from server.errors import ServiceError
+from server.errors import DOMAIN, ServiceError, error_info_of
 from server.host_call_handler import HostCallHandler
 from server.sessions import Session, SessionManager
 
@@ -235,6 +236,9 @@ class Relay:
         await self._raise_unreachable(error)
 
     async def _raise_unreachable(self, error: grpc.aio.AioRpcError | None) -> None:
+        passthrough = _agent_service_error(error)
+        if passthrough is not None:
+            raise passthrough
         detail = f"{error.code().name}: {error.details()}" if error is not None else "stream ended without finished"
         raise ServiceError(
             grpc.StatusCode.UNAVAILABLE,
@@ -242,3 +246,18 @@ class Relay:
             f"the sandbox agent of {self._session.name} cannot be reached ({detail})",
             {"session": self._session.name},
         )
+
+
+def _agent_service_error(error: grpc.aio.AioRpcError | None) -> ServiceError | None:
+    """An agent refusal that carries our ErrorInfo (e.g. SESSION_BUSY) is relayed as is;
+    transport failures (UNAVAILABLE, no details) are not, they mean "unreachable"."""
+    if error is None or error.code() == grpc.StatusCode.UNAVAILABLE:
+        return None
+    try:
+        status = rpc_status.from_call(error)
+    except ValueError:
+        return None
+    info = error_info_of(status)
+    if info is None or info.domain != DOMAIN:
+        return None
+    return ServiceError(error.code(), info.reason, error.details() or info.reason, dict(info.metadata))
