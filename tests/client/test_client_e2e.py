@@ -177,3 +177,25 @@ async def test_explicit_cancel_makes_result_raise_cancelled(client):
         with pytest.raises(codemode.ExecutionCancelledError):
             await resolve(execution.result())
         assert (await run_when_idle(session, "'ok'")).value == "ok"
+
+
+async def test_rpc_deadline_is_separate_from_the_execution_timeout(client):
+    async with open_session(client) as session:
+        with pytest.raises(codemode.DeadlineExceededError):
+            await resolve(session.run("import time\ntime.sleep(30)", timeout=25, deadline=1))
+        assert (await run_when_idle(session, "'after deadline'")).value == "after deadline"
+
+
+async def test_second_concurrent_execute_is_session_busy(client):
+    async with open_session(client) as session:
+        execution = session.stream("import time\nprint('busy', flush=True)\ntime.sleep(60)")
+        try:
+            async for event in iterate(execution):
+                if isinstance(event, codemode.Output):
+                    break
+            with pytest.raises(codemode.FailedPreconditionError) as info:
+                await resolve(session.run("1"))
+            assert info.value.reason == "SESSION_BUSY"
+        finally:
+            execution.cancel()
+        assert (await run_when_idle(session, "2")).value == 2
