@@ -40,7 +40,8 @@ class RunningServer:
 async def running_server() -> AsyncIterator[Callable[..., Awaitable[RunningServer]]]:
     """Factory: `await running_server(warm_pool_size=0, ...)` starts a server on 127.0.0.1:0.
 
-    Keyword arguments override ServerConfig fields. Every server started is shut down
+    Keyword arguments override ServerConfig fields; `host_call_handler` replaces the
+    default skills/artifacts handler. Every server started is shut down
     (sandboxes included) and its data dir removed when the test ends.
     """
     import asyncio
@@ -50,14 +51,14 @@ async def running_server() -> AsyncIterator[Callable[..., Awaitable[RunningServe
 
     started: list[tuple[RunningServer, asyncio.Task]] = []
 
-    async def start(**overrides: object) -> RunningServer:
+    async def start(host_call_handler: object = None, **overrides: object) -> RunningServer:
         # Short path: sandbox unix sockets must fit in sun_path (108 bytes).
         data_dir = tempfile.mkdtemp(prefix="cmt-")
         fields = {"listen": "127.0.0.1:0", "data_dir": data_dir, "warm_pool_size": 0, "shutdown_grace": 5.0}
         fields.update(overrides)
         config = ServerConfig(**fields)  # type: ignore[arg-type]
         ready: asyncio.Future = asyncio.get_running_loop().create_future()
-        task = asyncio.get_running_loop().create_task(serve(config, ready_callback=ready.set_result))
+        task = asyncio.get_running_loop().create_task(serve(config, ready_callback=ready.set_result, host_call_handler=host_call_handler))  # type: ignore[arg-type]
         done, _ = await asyncio.wait({ready, task}, return_when=asyncio.FIRST_COMPLETED)
         if task in done:
             task.result()  # raises the start error
