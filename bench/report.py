@@ -22,8 +22,10 @@ LATENCY_ROWS = (
     ("floor", "(b) floor: bare grpcio unary echo, client → relay → backend"),
     ("execute_1plus1", "(a) codemode Execute `1+1`, Python client → server → agent → interpreter"),
     ("execute_1plus1_raw_stub", "(a') the same through the generated stub, without the client wrapper"),
+    ("agent_1plus1", "(a'') the agent alone: AgentService.Execute `1+1` on its unix socket, no TLS/token"),
     ("jupyter_1plus1", "(c) Jupyter kernel `1+1` (execute_reply + execute_result)"),
     ("first_stdout", "(d) codemode: first stdout of `print('a', flush=True); time.sleep(0.5)`"),
+    ("agent_first_stdout", "(d'') the agent alone: first stdout of the same code"),
     ("jupyter_first_stdout", "(c) Jupyter: first stream message of the same code"),
     ("create_cold", "(e) CreateSession, cold (warm pool size 0)"),
     ("create_warm", "(e) CreateSession from the warm pool"),
@@ -166,6 +168,9 @@ def render(results: "Results", plan: "Plan", command: str) -> str:
               f"{plan.execute} calls after {plan.execute // 10} warm-up calls; a sample ends when the stream has ended.",
               f"- (c) `jupyter_client.start_new_kernel` (ipykernel, loopback TCP); `1+1` ends when both the "
               f"execute_reply and the execute_result are read; first stdout ends at the first `stream` message.",
+              "- (a'') and (d'') start `python -m sandbox_agent --insecure-dev-no-auth` on a unix socket and call it "
+              "directly (`bench/agent_direct.py`): (a) minus (a'') is the cost of the client → control plane hop, "
+              "the relay and mTLS; (a) minus (a') is the client wrapper's.",
               f"- (d) time from sending the Execute to the first stdout chunk at the client ({plan.first_stdout} runs).",
               f"- (e) cold: a server with `--warm-pool-size 0`; warm: pool size {plan.warm_pool}, 1.5 s between "
               f"creates so the pool refills; each session is deleted right after.",

@@ -127,6 +127,14 @@ def bench_codemode_default_server(results: Results, plan: Plan) -> None:
         asyncio.run(body(server))
 
 
+def bench_agent_alone(results: Results, plan: Plan) -> None:
+    import agent_direct
+
+    samples = asyncio.run(agent_direct.measure(plan.execute, plan.execute // 10, plan.first_stdout))
+    results.add_latency("agent_1plus1", samples["one_plus_one"])
+    results.add_latency("agent_first_stdout", samples["first_stdout"])
+
+
 def bench_codemode_no_pool(results: Results, plan: Plan) -> None:
     """(h), (f) and (e) cold on a server without a warm pool, so every sandbox is the session's."""
     import codemode
@@ -144,30 +152,53 @@ def bench_codemode_no_pool(results: Results, plan: Plan) -> None:
         asyncio.run(body(server))
 
 
+def rerender(results_path: str, report_path: str) -> None:
+    """Rebuild the report from a saved run: the numbers stay those that were measured."""
+    with open(results_path) as raw:
+        saved = json.load(raw)
+    results = Results()
+    results.values = saved["values"]
+    results.errors = saved["errors"]
+    results.latency = {k: Latency(**v) for k, v in saved["latency"].items()}
+    plan_fields = dict(saved["values"]["plan"])
+    plan_fields["throughput_sizes"] = tuple(plan_fields["throughput_sizes"])
+    report.write_section(report_path, report.render(results, Plan(**plan_fields), saved["values"]["command"]))
+    print(f"[bench] re-rendered {os.path.relpath(report_path, REPO)} from {os.path.relpath(results_path, REPO)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer iterations (smoke check)")
     parser.add_argument("--report", default=os.path.join(REPO, "docs", "benchmarks.md"),
                         help="markdown file whose bench/run.py section is rewritten")
     parser.add_argument("--no-report", action="store_true", help="print the results only")
+    parser.add_argument("--rerender", action="store_true",
+                        help="re-write the report from bench/results/latest.json without measuring "
+                             "(after editing bench/analysis.md or bench/report.py)")
     args = parser.parse_args()
+    results_path = os.path.join(BENCH_DIR, "results", "latest.json")
+    if args.rerender:
+        rerender(results_path, args.report)
+        return
     plan = Plan.quick() if args.quick else Plan()
     command = ".venv/bin/python bench/run.py" + (" --quick" if args.quick else "")
 
     results = Results()
     results.values["machine"] = machine.describe()
+    results.values["plan"] = dataclasses.asdict(plan)
+    results.values["command"] = command
     started = time.monotonic()
     results.section("(b) two-hop grpcio floor", lambda: bench_floor(results, plan))
     results.section("(a, d, e-warm, g) codemode with warm pool", lambda: bench_codemode_default_server(results, plan))
+    results.section("(a, d) decomposition: the agent alone", lambda: bench_agent_alone(results, plan))
     results.section("(c) Jupyter kernel", lambda: bench_jupyter(results, plan))
     results.section("(e-cold, f, h) codemode without warm pool", lambda: bench_codemode_no_pool(results, plan))
     results.values["wall_seconds"] = time.monotonic() - started
 
     text = report.render(results, plan, command)
     print(text)
-    results_dir = os.path.join(BENCH_DIR, "results")
-    os.makedirs(results_dir, exist_ok=True)
-    with open(os.path.join(results_dir, "latest.json"), "w") as raw:
+    os.makedirs(os.path.dirname(results_path), exist_ok=True)
+    with open(results_path, "w") as raw:
         json.dump({"values": results.values, "errors": results.errors,
                    "latency": {k: dataclasses.asdict(v) for k, v in results.latency.items()},
                    "samples": results.raw}, raw, indent=1)
