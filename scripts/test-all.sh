@@ -13,7 +13,11 @@ cd "$(dirname "$0")/.."
 ROOT="$PWD"
 PY="$ROOT/.venv/bin/python"
 BUF="$ROOT/.venv/bin/buf"
-PYTEST_TIMEOUT="${PYTEST_TIMEOUT:-300}"
+PYTEST_TIMEOUT="${PYTEST_TIMEOUT:-300}"          # per test (pytest-timeout)
+PYTEST_RUN_TIMEOUT="${PYTEST_RUN_TIMEOUT:-2700}"  # whole pytest run, seconds
+CHECK_TIMEOUT="${CHECK_TIMEOUT:-1800}"            # each scripts/checks/*.sh, seconds
+# The caps keep a hung step from eating CI's 90 minutes silently: the step
+# fails, the summary still prints.
 # Directories produced by scripts/generate.sh; any change there after
 # regenerating means checked-in code is stale or was edited by hand.
 GENERATED_DIRS=(clients/python/src/codemode/v1 clients/python/src/codemode/sandbox)
@@ -98,11 +102,14 @@ step "generated code up to date" check_generated
 # --- 4. pytest --------------------------------------------------------------
 run_pytest() {
   local rc=0
-  "$PY" -m pytest tests -p no:cacheprovider --timeout="$PYTEST_TIMEOUT" -ra \
+  timeout --kill-after=30 "$PYTEST_RUN_TIMEOUT" \
+    "$PY" -m pytest tests -p no:cacheprovider --timeout="$PYTEST_TIMEOUT" -ra \
     2>&1 | tee "$LOG_DIR/pytest.log" || rc=$?
   PYTEST_SUMMARY="$(grep -E '^=+ .*( in [0-9.]+s).* =+$' "$LOG_DIR/pytest.log" | tail -n 1 | sed -E 's/^=+ //; s/ =+$//')"
   if [ "$rc" = 5 ]; then
     echo "test-all: pytest collected no tests (exit 5); that is a failure" >&2
+  elif [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+    echo "test-all: pytest did not finish within ${PYTEST_RUN_TIMEOUT}s and was stopped" >&2
   fi
   return "$rc"
 }
@@ -111,7 +118,7 @@ step "pytest tests/" run_pytest
 # --- 5. extra checks added by each component ------------------------------
 shopt -s nullglob
 for script in scripts/checks/*.sh; do
-  step "check $(basename "$script")" bash "$script"
+  step "check $(basename "$script")" timeout --kill-after=30 "$CHECK_TIMEOUT" bash "$script"
 done
 shopt -u nullglob
 
