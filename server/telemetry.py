@@ -57,11 +57,36 @@ def configure_tracing(environ: Mapping[str, str] | None = None) -> trace.TracerP
             _log.exception("could not configure the OTLP trace exporter")
     trace.set_tracer_provider(provider)
     _provider = trace.get_tracer_provider()
+    _configure_metrics(env, resource)
     return _provider
+
+
+def _configure_metrics(environ: Mapping[str, str], resource: Resource) -> None:
+    """Metrics (warm pool counters) are exported only when OTEL_METRICS_EXPORTER=otlp."""
+    if "otlp" not in environ.get("OTEL_METRICS_EXPORTER", "").lower().split(","):
+        return
+    try:
+        from opentelemetry import metrics
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+        reader = PeriodicExportingMetricReader(OTLPMetricExporter())
+        metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=[reader]))
+    except Exception:  # noqa: BLE001 - telemetry must never stop the server
+        _log.exception("could not configure the OTLP metric exporter")
 
 
 def shutdown_tracing() -> None:
     """Flushes pending spans (BatchSpanProcessor) before the process exits."""
+    from opentelemetry import metrics
+
+    meter_provider = metrics.get_meter_provider()
+    if hasattr(meter_provider, "force_flush"):
+        try:
+            meter_provider.force_flush(5000)
+        except Exception:  # noqa: BLE001
+            _log.warning("flushing metrics failed", exc_info=True)
     provider = _provider
     if isinstance(provider, TracerProvider):
         try:

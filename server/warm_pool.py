@@ -34,6 +34,23 @@ class WarmPoolMetrics:
     size: int = 0
 
 
+def _observe_pool_metrics(metrics: WarmPoolMetrics) -> None:
+    """Publishes the counters as OTel instruments (no-op unless a MeterProvider exports)."""
+    from opentelemetry import metrics as otel_metrics
+    from opentelemetry.metrics import Observation
+
+    meter = otel_metrics.get_meter("codemode.server")
+    meter.create_observable_gauge(
+        "codemode.warm_pool.size", callbacks=[lambda _options: [Observation(metrics.size)]],
+        description="Pre-started sandboxes ready to be handed out",
+    )
+    for name in ("hits", "misses", "discarded", "started", "start_failures"):
+        meter.create_observable_counter(
+            f"codemode.warm_pool.{name}",
+            callbacks=[lambda _options, name=name: [Observation(getattr(metrics, name))]],
+        )
+
+
 class WarmPool:
     def __init__(self, provider: SandboxProvider, default_limits: SandboxLimits, size: int) -> None:
         self._provider = provider
@@ -45,6 +62,7 @@ class WarmPool:
         self._wakeup = asyncio.Event()
         self._closed = False
         self.metrics = WarmPoolMetrics()
+        _observe_pool_metrics(self.metrics)
 
     def start(self) -> None:
         """Begins filling in the background (the server does not wait for it)."""
