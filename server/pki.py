@@ -134,6 +134,18 @@ class CertificateAuthority:
         dns = sandbox_dns_name(sandbox_id)
         return self._issue(dns, [x509.DNSName(dns)], ExtendedKeyUsageOID.SERVER_AUTH)
 
+    def issue_server_cert(self, hostnames: list[str]) -> KeyPair:
+        """A TLS certificate for the public API (dev setups and tests); IPs become IP SANs."""
+        import ipaddress
+
+        sans: list[x509.GeneralName] = []
+        for host in hostnames:
+            try:
+                sans.append(x509.IPAddress(ipaddress.ip_address(host)))
+            except ValueError:
+                sans.append(x509.DNSName(host))
+        return self._issue(hostnames[0], sans, ExtendedKeyUsageOID.SERVER_AUTH)
+
     def issue_client_cert(self, identity: str = CONTROL_PLANE_IDENTITY) -> KeyPair:
         """The control plane's client certificate; agents check its CN."""
         return self._issue(identity, [x509.DNSName(identity)], ExtendedKeyUsageOID.CLIENT_AUTH)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -121,6 +122,13 @@ async def test_sigterm_drains_in_flight_execute_and_leaves_no_orphans() -> None:
                 if event.HasField("output") and event.output.data.startswith(b"start"):
                     interpreters = _interpreters_of(agent_pids)
                     process.send_signal(signal.SIGTERM)
+                    health = health_pb2_grpc.HealthStub(client.channel)
+                    for _ in range(100):
+                        status = (await health.Check(health_pb2.HealthCheckRequest(), timeout=10)).status
+                        if status == health_pb2.HealthCheckResponse.NOT_SERVING:
+                            break
+                        await asyncio.sleep(0.02)
+                    assert status == health_pb2.HealthCheckResponse.NOT_SERVING
             # the in-flight execution was allowed to finish
             assert events[-1].HasField("finished")
             assert events[-1].finished.status == execute_pb2.EXECUTION_STATUS_OK
@@ -201,3 +209,29 @@ async def test_agents_die_with_a_hard_killed_server() -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def test_tls_and_client_certificates(running_server, tmp_path) -> None:
+    from server.pki import CertificateAuthority
+
+    ca = CertificateAuthority.create()
+    server_pair, client_pair = ca.issue_server_cert(["localhost", "127.0.0.1"]), ca.issue_client_cert("test-client")
+    paths = {}
+    for name, data in {"cert": server_pair.cert_pem, "key": server_pair.key_pem, "ca": ca.cert_pem}.items():
+        paths[name] = tmp_path / f"{name}.pem"
+        paths[name].write_bytes(data)
+    server = await running_server(
+        tls_cert=str(paths["cert"]), tls_key=str(paths["key"]), tls_client_ca=str(paths["ca"]), api_token="tls-token"
+    )
+    good = grpc.composite_channel_credentials(
+        grpc.ssl_channel_credentials(ca.cert_pem, client_pair.key_pem, client_pair.cert_pem),
+        grpc.access_token_call_credentials("tls-token"),
+    )
+    async with grpc.aio.secure_channel(server.address, good) as channel:
+        reply = await session_pb2_grpc.SessionServiceStub(channel).ListSessions(session_pb2.ListSessionsRequest(), timeout=10)
+        assert list(reply.sessions) == []
+    no_client_cert = grpc.ssl_channel_credentials(ca.cert_pem)
+    async with grpc.aio.secure_channel(server.address, no_client_cert) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await session_pb2_grpc.SessionServiceStub(channel).ListSessions(session_pb2.ListSessionsRequest(), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
