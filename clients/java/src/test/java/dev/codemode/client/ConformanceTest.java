@@ -1,0 +1,437 @@
+package dev.codemode.client;
+
+import static org.junit.jupiter.api.Assertions.fail;
+
+import com.google.gson.JsonArray;
+import com.google.gson.JsonElement;
+import com.google.gson.JsonObject;
+import com.google.gson.JsonParser;
+import com.google.protobuf.ByteString;
+import dev.codemode.v1.ExecuteResponse;
+import dev.codemode.v1.ExecutionError;
+import dev.codemode.v1.ExecutionFinished;
+import dev.codemode.v1.ExecutionOutput;
+import dev.codemode.v1.ExecutionResult;
+import dev.codemode.v1.OutputStream;
+import dev.codemode.v1.SessionConfig;
+import dev.codemode.v1.Skill;
+import io.grpc.Status;
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.security.SecureRandom;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.HexFormat;
+import java.util.List;
+import java.util.Map;
+import java.util.stream.Stream;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.Assumptions;
+import org.junit.jupiter.api.DynamicTest;
+import org.junit.jupiter.api.TestFactory;
+
+/**
+ * The Java client against conformance/cases.json. Field semantics are defined in
+ * conformance/README.md and shared with the Python, Go and TypeScript runners. Run through
+ * conformance/with_server.py, which starts a real server and passes its address in
+ * CODEMODE_CONFORMANCE_TARGET.
+ */
+class ConformanceTest {
+  private static final Duration RETRY_WHILE_BUSY = Duration.ofSeconds(30);
+  private static final Duration STEP_DEADLINE = Duration.ofSeconds(90);
+  private static final List<CodemodeClient> OPENED = new ArrayList<>();
+
+  /** What one execute step produced, in arrival order. */
+  private static final class Observed {
+    final List<ExecutionOutput> outputs = new ArrayList<>();
+    ExecutionResult result;
+    ExecutionError error;
+    ExecutionFinished finished;
+    long firstOutputAt = -1;
+    long finishedAt = -1;
+    CodemodeException callError;
+    boolean cancelled;
+
+    String text(OutputStream stream) {
+      ByteString all = ByteString.EMPTY;
+      for (ExecutionOutput output : outputs) {
+        if (output.getStream() == stream) {
+          all = all.concat(output.getData());
+        }
+      }
+      return all.toString(StandardCharsets.UTF_8);
+    }
+  }
+
+  @AfterAll
+  static void closeClients() {
+    OPENED.forEach(CodemodeClient::close);
+  }
+
+  @TestFactory
+  Stream<DynamicTest> conformance() throws IOException {
+    String target = System.getenv().getOrDefault("CODEMODE_CONFORMANCE_TARGET", "");
+    String token = System.getenv().getOrDefault("CODEMODE_CONFORMANCE_TOKEN", "");
+    if (target.isEmpty()) {
+      if (System.getenv("CI") != null) {
+        fail("CODEMODE_CONFORMANCE_TARGET is required under CI (run via conformance/with_server.py)");
+      }
+      Assumptions.abort("no server: run via `python conformance/with_server.py mvn test`");
+    }
+    Map<String, CodemodeClient> clients =
+        Map.of(
+            "token", open(CodemodeClient.builder(target).plaintext().token(token)),
+            "none", open(CodemodeClient.builder(target).plaintext()),
+            "wrong", open(CodemodeClient.builder(target).plaintext().token(token + "-wrong")));
+    return loadCases().stream()
+        .map(c -> DynamicTest.dynamicTest(c.get("name").getAsString(), () -> runCase(clients, c)));
+  }
+
+  private static CodemodeClient open(CodemodeClient.Builder builder) {
+    CodemodeClient client = builder.build();
+    OPENED.add(client);
+    return client;
+  }
+
+  private static List<JsonObject> loadCases() throws IOException {
+    Path path = Path.of(System.getProperty("codemode.conformance.cases", "../../conformance/cases.json"));
+    byte[] suffix = new byte[4];
+    new SecureRandom().nextBytes(suffix);
+    String raw =
+        Files.readString(path).replace("${uid}", "java" + HexFormat.of().formatHex(suffix));
+    List<JsonObject> cases = new ArrayList<>();
+    for (JsonElement c : JsonParser.parseString(raw).getAsJsonObject().getAsJsonArray("cases")) {
+      cases.add(c.getAsJsonObject());
+    }
+    return cases;
+  }
+
+  private static void runCase(Map<String, CodemodeClient> clients, JsonObject c) {
+    CodemodeClient client = clients.get("token").withDeadline(STEP_DEADLINE);
+    if (c.has("requires") && c.get("requires").getAsString().equals("skills")) {
+      try {
+        client.skills("").search("probe", 1);
+      } catch (CodemodeException e) {
+        Assumptions.assumeFalse(
+            e.code() == Status.Code.UNIMPLEMENTED, "the server does not implement SkillStoreService");
+        throw e;
+      }
+    }
+    JsonArray steps = c.getAsJsonArray("steps");
+    boolean needsSession = false;
+    for (JsonElement step : steps) {
+      JsonObject s = step.getAsJsonObject();
+      needsSession |= s.has("execute") && !s.getAsJsonObject("execute").has("session");
+    }
+    SessionConfig.Builder config = SessionConfig.newBuilder();
+    if (c.has("session")) {
+      config.setOutputBudgetBytes(c.getAsJsonObject("session").get("output_budget_bytes").getAsLong());
+    }
+    // try-with-resources deletes the session however the case ends.
+    try (Session session = needsSession ? client.createSession(config.build()) : null) {
+      for (int i = 0; i < steps.size(); i++) {
+        JsonObject step = steps.get(i).getAsJsonObject();
+        try {
+          runStep(clients, session, step);
+        } catch (AssertionError e) {
+          throw new AssertionError(
+              "step " + (i + 1) + " (" + step.keySet().iterator().next() + "): " + e.getMessage(), e);
+        }
+      }
+    }
+  }
+
+  private static void runStep(Map<String, CodemodeClient> clients, Session session, JsonObject step) {
+    JsonObject expect = step.has("expect") ? step.getAsJsonObject("expect") : new JsonObject();
+    if (step.has("execute")) {
+      checkExecute(execute(clients, session, step.getAsJsonObject("execute")), expect);
+      return;
+    }
+    Skills skills = clients.get("token").withDeadline(STEP_DEADLINE).skills("");
+    Skill skill = null;
+    try {
+      if (step.has("create_skill")) {
+        JsonObject spec = step.getAsJsonObject("create_skill");
+        skill = skills.create(str(spec, "id"), str(spec, "description"), str(spec, "source"));
+      } else if (step.has("get_skill")) {
+        skill = skills.get(str(step.getAsJsonObject("get_skill"), "id"));
+      } else if (step.has("search_skills")) {
+        List<String> names = new ArrayList<>();
+        skills.search(str(step.getAsJsonObject("search_skills"), "query"), 0)
+            .forEach(hit -> names.add(hit.getSkill().getName()));
+        if (expect.has("contains_name") && !names.contains(str(expect, "contains_name"))) {
+          fail(str(expect, "contains_name") + " not in search results " + names);
+        }
+      } else if (step.has("delete_skill")) {
+        skills.delete(str(step.getAsJsonObject("delete_skill"), "id"));
+      } else {
+        fail("unknown step " + step);
+      }
+    } catch (CodemodeException e) {
+      checkCallError(e, expect);
+      return;
+    }
+    if (expect.has("error_status")) {
+      fail("expected " + expect.getAsJsonObject("error_status") + ", the call succeeded");
+    }
+    if (expect.has("name") && !skill.getName().equals(str(expect, "name"))) {
+      fail("skill name " + skill.getName() + ", want " + str(expect, "name"));
+    }
+    if (expect.has("source_contains") && !skill.getSource().contains(str(expect, "source_contains"))) {
+      fail("source " + skill.getSource() + " lacks " + str(expect, "source_contains"));
+    }
+  }
+
+  private static Observed execute(Map<String, CodemodeClient> clients, Session session, JsonObject spec) {
+    String auth = spec.has("auth") ? str(spec, "auth") : "token";
+    String name = spec.has("session") ? str(spec, "session") : session.name();
+    long giveUp = System.nanoTime() + RETRY_WHILE_BUSY.toNanos();
+    while (true) {
+      Session handle = clients.get(auth).withDeadline(STEP_DEADLINE).session(name);
+      Observed observed = executeOnce(handle, spec);
+      boolean busy = observed.callError != null && observed.callError.reason().equals("SESSION_BUSY");
+      boolean retry = spec.has("retry_while_busy") && spec.get("retry_while_busy").getAsBoolean();
+      if (!(busy && retry && System.nanoTime() < giveUp)) {
+        return observed;
+      }
+      try {
+        Thread.sleep(100);
+      } catch (InterruptedException e) {
+        Thread.currentThread().interrupt();
+        return observed;
+      }
+    }
+  }
+
+  private static Observed executeOnce(Session session, JsonObject spec) {
+    Observed observed = new Observed();
+    Duration timeout = null;
+    if (spec.has("execution_timeout_seconds")) {
+      timeout = Duration.ofMillis((long) (spec.get("execution_timeout_seconds").getAsDouble() * 1000));
+    }
+    boolean cancelOnOutput =
+        spec.has("cancel_after_first_output") && spec.get("cancel_after_first_output").getAsBoolean();
+    try (ExecutionStream events = session.stream(str(spec, "code"), new RunOptions(timeout, ""))) {
+      while (events.hasNext()) {
+        ExecuteResponse event = events.next();
+        long now = System.nanoTime();
+        switch (event.getEventCase()) {
+          case OUTPUT -> {
+            observed.outputs.add(event.getOutput());
+            if (observed.firstOutputAt < 0) {
+              observed.firstOutputAt = now;
+            }
+            if (cancelOnOutput && !observed.cancelled) {
+              // The Java way: cancel the call's context; the stream then fails with CANCELLED.
+              observed.cancelled = true;
+              events.cancel();
+            }
+          }
+          case RESULT -> observed.result = event.getResult();
+          case ERROR -> observed.error = event.getError();
+          case FINISHED -> {
+            observed.finished = event.getFinished();
+            observed.finishedAt = now;
+          }
+          default -> {}
+        }
+      }
+    } catch (CodemodeException e) {
+      observed.callError = e;
+    }
+    return observed;
+  }
+
+  private static void checkCallError(CodemodeException error, JsonObject expect) {
+    if (!expect.has("error_status")) {
+      fail("unexpected call failure: " + error.getMessage());
+    }
+    JsonObject wanted = expect.getAsJsonObject("error_status");
+    if (!error.code().name().equals(str(wanted, "code"))) {
+      fail("status " + error.code() + ", want " + str(wanted, "code") + " (" + error.getMessage() + ")");
+    }
+    if (wanted.has("reason") && !error.reason().equals(str(wanted, "reason"))) {
+      fail("reason " + error.reason() + ", want " + str(wanted, "reason"));
+    }
+  }
+
+  private static String streamName(OutputStream stream) {
+    return stream == OutputStream.OUTPUT_STREAM_STDERR ? "stderr" : "stdout";
+  }
+
+  private static void checkExecute(Observed observed, JsonObject expect) {
+    boolean wantCancelled = expect.has("cancelled") && expect.get("cancelled").getAsBoolean();
+    if (observed.callError != null) {
+      if (wantCancelled) {
+        if (observed.callError.code() != Status.Code.CANCELLED) {
+          fail("cancel ended with " + observed.callError.getMessage());
+        }
+        return;
+      }
+      checkCallError(observed.callError, expect);
+      return;
+    }
+    if (expect.has("error_status")) {
+      fail("expected " + expect.getAsJsonObject("error_status") + ", the call succeeded");
+    }
+    if (wantCancelled) {
+      if (!observed.cancelled || observed.finished != null) {
+        fail("the call was not cancelled");
+      }
+      return;
+    }
+    ExecutionFinished finished = observed.finished;
+    if (finished == null) {
+      fail("no finished event");
+    }
+    if (expect.has("status")) {
+      String status = finished.getStatus().name().replaceFirst("^EXECUTION_STATUS_", "");
+      if (!status.equals(str(expect, "status"))) {
+        fail("status " + status + ", want " + str(expect, "status") + " (" + finished.getMessage() + ")");
+      }
+    }
+    if (expect.has("value")) {
+      if (observed.result == null || !observed.result.hasJson()) {
+        fail("no JSON value (result " + observed.result + ")");
+      }
+      JsonElement got = JsonParser.parseString(observed.result.getJson());
+      if (!jsonEquals(got, expect.get("value"))) {
+        fail("value " + observed.result.getJson() + ", want " + expect.get("value"));
+      }
+    }
+    if (expect.has("value_repr")
+        && (observed.result == null || !observed.result.getRepr().equals(str(expect, "value_repr")))) {
+      fail("repr of " + observed.result + ", want " + str(expect, "value_repr"));
+    }
+    if (expect.has("no_value") && expect.get("no_value").getAsBoolean() && observed.result != null) {
+      fail("unexpected value " + observed.result);
+    }
+    String stdout = observed.text(OutputStream.OUTPUT_STREAM_STDOUT);
+    String stderr = observed.text(OutputStream.OUTPUT_STREAM_STDERR);
+    if (expect.has("stdout") && !stdout.equals(str(expect, "stdout"))) {
+      fail("stdout " + quote(stdout) + ", want " + quote(str(expect, "stdout")));
+    }
+    if (expect.has("stderr") && !stderr.equals(str(expect, "stderr"))) {
+      fail("stderr " + quote(stderr) + ", want " + quote(str(expect, "stderr")));
+    }
+    if (expect.has("stdout_ends_with") && !stdout.endsWith(str(expect, "stdout_ends_with"))) {
+      fail("stdout does not end with " + quote(str(expect, "stdout_ends_with")));
+    }
+    if (expect.has("output_order")) {
+      List<String> order = new ArrayList<>();
+      for (ExecutionOutput output : observed.outputs) {
+        String name = streamName(output.getStream());
+        if (order.isEmpty() || !order.get(order.size() - 1).equals(name)) {
+          order.add(name);
+        }
+      }
+      List<String> wanted = new ArrayList<>();
+      expect.getAsJsonArray("output_order").forEach(e -> wanted.add(e.getAsString()));
+      if (!order.equals(wanted)) {
+        fail("output order " + order + ", want " + wanted);
+      }
+    }
+    if (expect.has("first_output_before_finished_seconds")) {
+      if (observed.firstOutputAt < 0 || observed.finishedAt < 0) {
+        fail("no output or no finished event");
+      }
+      double gap = (observed.finishedAt - observed.firstOutputAt) / 1e9;
+      if (gap < expect.get("first_output_before_finished_seconds").getAsDouble()) {
+        fail(String.format("first output only %.3fs before finished", gap));
+      }
+    }
+    if (expect.has("error")) {
+      JsonObject wanted = expect.getAsJsonObject("error");
+      ExecutionError error = observed.error;
+      if (error == null) {
+        fail("no error event");
+      }
+      if (!error.getType().equals(str(wanted, "type"))) {
+        fail("error type " + error.getType() + ", want " + str(wanted, "type"));
+      }
+      if (wanted.has("message_contains") && !error.getMessage().contains(str(wanted, "message_contains"))) {
+        fail("error message " + quote(error.getMessage()));
+      }
+      if (wanted.has("traceback_contains")) {
+        for (JsonElement fragment : wanted.getAsJsonArray("traceback_contains")) {
+          if (!error.getTraceback().contains(fragment.getAsString())) {
+            fail("traceback lacks " + fragment + ": " + error.getTraceback());
+          }
+        }
+      }
+    }
+    if (expect.has("truncated")) {
+      JsonObject truncated = expect.getAsJsonObject("truncated");
+      String stream = str(truncated, "stream");
+      long total = truncated.get("total_bytes").getAsLong();
+      boolean isStderr = stream.equals("stderr");
+      long written = isStderr ? finished.getStderrBytes() : finished.getStdoutBytes();
+      long dropped = isStderr ? finished.getStderrTruncatedBytes() : finished.getStdoutTruncatedBytes();
+      long received = 0;
+      long reported = 0;
+      for (ExecutionOutput output : observed.outputs) {
+        if (streamName(output.getStream()).equals(stream)) {
+          received += output.getData().size();
+          reported += output.getDroppedBytesBefore();
+        }
+      }
+      if (written != total) {
+        fail(stream + "_bytes " + written + ", want " + total);
+      }
+      if (dropped == 0) {
+        fail("nothing reported as truncated");
+      }
+      if (received + dropped != total) {
+        fail("received " + received + " + truncated " + dropped + " != " + total);
+      }
+      if (reported != dropped) {
+        fail("dropped_bytes_before adds up to " + reported + ", finished says " + dropped);
+      }
+    }
+  }
+
+  /** JSON equality where numbers compare by value, so 2 and 2.0 match as in the other runners. */
+  private static boolean jsonEquals(JsonElement a, JsonElement b) {
+    if (a.isJsonPrimitive() && b.isJsonPrimitive()
+        && a.getAsJsonPrimitive().isNumber() && b.getAsJsonPrimitive().isNumber()) {
+      return a.getAsBigDecimal().compareTo(b.getAsBigDecimal()) == 0;
+    }
+    if (a.isJsonArray() && b.isJsonArray()) {
+      JsonArray x = a.getAsJsonArray();
+      JsonArray y = b.getAsJsonArray();
+      if (x.size() != y.size()) {
+        return false;
+      }
+      for (int i = 0; i < x.size(); i++) {
+        if (!jsonEquals(x.get(i), y.get(i))) {
+          return false;
+        }
+      }
+      return true;
+    }
+    if (a.isJsonObject() && b.isJsonObject()) {
+      JsonObject x = a.getAsJsonObject();
+      JsonObject y = b.getAsJsonObject();
+      if (!x.keySet().equals(y.keySet())) {
+        return false;
+      }
+      for (String key : x.keySet()) {
+        if (!jsonEquals(x.get(key), y.get(key))) {
+          return false;
+        }
+      }
+      return true;
+    }
+    return a.equals(b);
+  }
+
+  private static String str(JsonObject object, String key) {
+    return object.has(key) ? object.get(key).getAsString() : "";
+  }
+
+  private static String quote(String s) {
+    return '"' + s.replace("\n", "\\n") + '"';
+  }
+}
