@@ -49,7 +49,11 @@ def apply_rlimits(config: dict[str, Any]) -> None:
             _soft, hard = resource.getrlimit(limit)
             if hard != resource.RLIM_INFINITY:
                 value = min(value, hard)
-            resource.setrlimit(limit, (value, value))
+            # RLIMIT_CPU: soft < hard, so the kernel sends SIGXCPU (reported as the CPU limit) before SIGKILL.
+            hard_value = value + 1 if limit == resource.RLIMIT_CPU else value
+            if hard != resource.RLIM_INFINITY:
+                hard_value = min(hard_value, hard)
+            resource.setrlimit(limit, (value, hard_value))
 
 
 class _CapHeader(ctypes.Structure):

@@ -49,6 +49,7 @@ class Runner:
         self._interrupted_ids: set[str] = set()
         self._counter = itertools.count(1)
         self._devnull = os.open(os.devnull, os.O_WRONLY)
+        self._pid = os.getpid()
 
     # --- setup -------------------------------------------------------------
 
@@ -125,6 +126,8 @@ class Runner:
         try:
             outcome = self._execute(str(message["id"]), str(message.get("code", "")))
         finally:
+            if os.getpid() != self._pid:
+                os._exit(0)  # a process forked by user code must never speak the protocol
             with self._state_lock:
                 self._running_id = None
                 self._interrupted_ids.discard(str(message["id"]))

@@ -1,0 +1,62 @@
+"""Process-level guarantees: CPU rlimit, death with the agent, forks never speak the protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import time
+
+from codemode.sandbox.v1 import agent_pb2, agent_pb2_grpc
+from codemode.v1 import execute_pb2
+from tests.agent.conftest import AgentProcess, credentials_document, execute, secure_channel
+
+
+async def test_cpu_time_limit_kills_with_sigxcpu_and_interpreter_is_replaced(pki):
+    agent = AgentProcess.start(credentials_document(pki, secrets.token_urlsafe(32), {"cpu_time_limit_seconds": 1}))
+    channel = secure_channel(agent, pki)
+    try:
+        stub = agent_pb2_grpc.AgentServiceStub(channel)
+        run = await execute(stub, "while True:\n    pass", timeout=60)
+        assert run.finished.status == execute_pb2.EXECUTION_STATUS_SANDBOX_DIED, run.responses
+        assert "SIGXCPU" in run.finished.message and run.finished.state_lost
+        assert (await execute(stub, "1+1")).result.json == "2"
+    finally:
+        await channel.close()
+        agent.stop()
+
+
+async def test_interpreter_dies_with_the_agent(pki):
+    agent = AgentProcess.start(credentials_document(pki, secrets.token_urlsafe(32)))
+    channel = secure_channel(agent, pki)
+    try:
+        info = await agent_pb2_grpc.AgentServiceStub(channel).GetInfo(agent_pb2.GetInfoRequest())
+        child = info.interpreter_pid
+        assert os.path.exists(f"/proc/{child}")
+    finally:
+        await channel.close()
+    agent.proc.send_signal(signal.SIGKILL)
+    agent.proc.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while _alive(child) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    agent.stop()
+    assert not _alive(child)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stream:
+            return stream.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def test_forked_user_process_does_not_answer_for_the_interpreter(stub):
+    code = "import os\npid = os.fork()\nif pid == 0:\n    print('child')\nelse:\n    os.waitpid(pid, 0)\n    print('parent')"
+    run = await execute(stub, code)
+    assert run.finished.status == execute_pb2.EXECUTION_STATUS_OK
+    assert sorted(run.stdout.split()) == [b"child", b"parent"]
+    for _ in range(3):
+        assert (await execute(stub, "'still' + ' one'")).result.json == '"still one"'
