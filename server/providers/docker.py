@@ -16,6 +16,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import re
 import secrets
 import threading
 import time
@@ -36,6 +37,16 @@ from server.providers.docker_config import (
     DEFAULT_SANDBOX_UID,
     DockerProviderConfig,
 )
+from server.providers.docker_deps import (
+    DepsInstaller,
+    DepsInstallError,
+    DepsSource,
+    DepsSpecError,
+    RuntimeDepsDisabledError,
+    base_name,
+    normalize_set,
+    normalize_spec,
+)
 from server.providers.docker_spec import LABEL_INSTANCE, LABEL_MANAGED, LABEL_SANDBOX_ID
 from server.providers.docker_workdir import (
     SandboxFiles,
@@ -52,6 +63,9 @@ _MAX_MESSAGE = 16 * 1024 * 1024
 # provider be built while the engine is down and report UNAVAILABLE per start.
 _DOCKER_API_VERSION = "1.41"
 _ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
+# Entries of the state dir that belong to a sandbox: "<id>" and "<id>-deps".
+_SANDBOX_ENTRY_RE = re.compile(r"^[0-9a-f]{12}(-deps)?$")
+_DEPS_CACHE_DIR = "deps-cache"
 
 
 class DockerSandbox(Sandbox):
@@ -67,6 +81,9 @@ class DockerSandbox(Sandbox):
         capabilities: SandboxCapabilities,
         info: agent_pb2.GetInfoResponse,
         target: str,
+        deps_dir: str,
+        limits: SandboxLimits,
+        configured_deps: tuple[str, ...],
     ) -> None:
         self.sandbox_id = sandbox_id
         self.container_id = container_id
@@ -76,9 +93,13 @@ class DockerSandbox(Sandbox):
         self.capabilities = capabilities
         self.info = info
         self.target = target
+        self.deps_dir = deps_dir
+        self._limits = limits
+        self._configured_deps = list(configured_deps)
         self._provider = provider
         self._stopped = False
         self._exit_reason: str | None = None
+        self._deps_lock = asyncio.Lock()
 
     def is_alive(self) -> bool:
         return not self._stopped and self._exit_reason is None
@@ -99,7 +120,48 @@ class DockerSandbox(Sandbox):
             await self.channel.close()
         await self._provider.remove_container(self.container_id)
         await asyncio.to_thread(remove_sandbox_dir, self.host_dir)
+        await asyncio.to_thread(remove_sandbox_dir, self.deps_dir)
         self._provider.forget(self)
+
+    # --- deps (the seed's deps namespace; called by the deps host-call handler) ---
+
+    def deps_list(self) -> list[str]:
+        return list(self._configured_deps)
+
+    def _require_runtime_deps(self) -> None:
+        if not self._limits.allow_runtime_deps:
+            raise RuntimeDepsDisabledError(
+                "runtime dependency changes are disabled for this session (allow_runtime_deps=false)"
+            )
+
+    async def deps_add(self, spec: str) -> dict[str, list[str]]:
+        """Validates, records and installs one package; importable in this session right after.
+
+        Raises RuntimeDepsDisabledError, DepsSpecError or DepsInstallError.
+        """
+        self._require_runtime_deps()
+        normalized = normalize_spec(spec)
+        async with self._deps_lock:
+            name = base_name(normalized)
+            self._configured_deps = [s for s in self._configured_deps if base_name(s) != name] + [normalized]
+            await self._provider.deps_installer.install(self.deps_dir, (normalized,))
+        return {"installed": [normalized]}
+
+    async def deps_remove(self, spec: str) -> bool:
+        """Forgets a package (like py-code-mode, the installed files stay until the sandbox ends)."""
+        self._require_runtime_deps()
+        name = base_name(normalize_spec(spec))
+        async with self._deps_lock:
+            before = len(self._configured_deps)
+            self._configured_deps = [s for s in self._configured_deps if base_name(s) != name]
+            return len(self._configured_deps) != before
+
+    async def deps_sync(self) -> dict[str, list[str]]:
+        """Installs every configured package; allowed even when runtime changes are not."""
+        async with self._deps_lock:
+            specs = tuple(self._configured_deps)
+            await self._provider.deps_installer.install(self.deps_dir, specs)
+        return {"installed": list(specs)}
 
 
 class DockerSandboxProvider:
@@ -125,6 +187,10 @@ class DockerSandboxProvider:
         self._events: Any = None
         self._closing = False
         self._lock_fd: int | None = None
+        self.deps_installer = DepsInstaller(
+            DepsSource(wheelhouse=self._config.deps_wheelhouse, index_url=self._config.deps_index_url),
+            cache_root=os.path.join(self._config.state_dir, _DEPS_CACHE_DIR),
+        )
 
     @property
     def config(self) -> DockerProviderConfig:
@@ -159,7 +225,7 @@ class DockerSandboxProvider:
                 continue
             await self.remove_container(container.id)
             removed += 1
-        live_dirs = {sandbox.host_dir for sandbox in self._sandboxes.values()}
+        live_dirs = {path for sandbox in self._sandboxes.values() for path in (sandbox.host_dir, sandbox.deps_dir)}
         await asyncio.to_thread(self._remove_stale_dirs, live_dirs)
         if removed:
             _log.info("removed %d orphaned sandbox containers", removed)
@@ -194,7 +260,12 @@ class DockerSandboxProvider:
             return
         for name in os.listdir(state_dir):
             path = os.path.join(state_dir, name)
-            if path not in live_dirs and os.path.isdir(path) and not os.path.islink(path):
+            if (
+                _SANDBOX_ENTRY_RE.match(name)
+                and path not in live_dirs
+                and os.path.isdir(path)
+                and not os.path.islink(path)
+            ):
                 remove_sandbox_dir(path)
 
     async def remove_container(self, container_id: str) -> None:
@@ -261,6 +332,7 @@ class DockerSandboxProvider:
         except _ENGINE_ERRORS as exc:
             raise SandboxStartError(f"docker engine unavailable: {_engine_message(exc)}") from None
 
+        deps_base_dir = await self._prepare_deps(limits)
         token = self._config.auth_token or secrets.token_urlsafe(32)
         server_pair = self._ca.issue_sandbox_cert(sandbox_id)
         user = container_user(uid)
@@ -280,14 +352,18 @@ class DockerSandboxProvider:
             )
         except (OSError, ValueError) as exc:
             raise SandboxStartError(f"cannot prepare the sandbox directory: {exc}") from None
+        deps_dir = sandbox_dir.path + "-deps"
 
         container_id: str | None = None
         channel: grpc.aio.Channel | None = None
         try:
+            # Root-owned and read-only in the container: only the control plane installs.
+            await asyncio.to_thread(os.mkdir, deps_dir, 0o755)
             try:
                 kwargs = docker_spec.run_kwargs(
                     sandbox_id=sandbox_id, limits=limits, config=self._config,
                     host_dir=sandbox_dir.path, user=user,
+                    deps_runtime_dir=deps_dir, deps_base_dir=deps_base_dir,
                 )
             except ValueError as exc:
                 raise SandboxStartError(str(exc)) from None
@@ -301,6 +377,7 @@ class DockerSandboxProvider:
             sandbox = DockerSandbox(
                 self, sandbox_id, container_id, sandbox_dir.path, channel,
                 self.capabilities(limits), info, target,
+                deps_dir, limits, normalize_set(limits.deps),
             )
             self._sandboxes[sandbox_id] = sandbox
             return sandbox
@@ -312,6 +389,7 @@ class DockerSandboxProvider:
             if container_id is not None:
                 await self.remove_container(container_id)
             await asyncio.to_thread(remove_sandbox_dir, sandbox_dir.path)
+            await asyncio.to_thread(remove_sandbox_dir, deps_dir)
             if isinstance(exc, SandboxStartError):
                 raise SandboxStartError(f"{exc}{logs}") from None
             if isinstance(exc, _ENGINE_ERRORS):
@@ -319,6 +397,23 @@ class DockerSandboxProvider:
             if isinstance(exc, Exception):
                 raise SandboxStartError(f"starting the sandbox container failed: {exc}{logs}") from exc
             raise
+
+    async def _prepare_deps(self, limits: SandboxLimits) -> str | None:
+        """The cached, read-only package set for `deps` when it must be importable at start."""
+        try:
+            specs = normalize_set(limits.deps)
+        except DepsSpecError as exc:
+            raise SandboxStartError(f"invalid deps: {exc}") from None
+        if not specs or not limits.sync_deps_on_start:
+            return None
+        if not self.deps_installer.source.configured:
+            raise SandboxStartError(
+                "sync_deps_on_start needs a package source (a deps wheelhouse or index URL)"
+            )
+        try:
+            return await self.deps_installer.cached_set(specs)
+        except DepsInstallError as exc:
+            raise SandboxStartError(str(exc)) from None
 
     async def _run(self, kwargs: dict[str, Any]) -> str:
         try:

@@ -12,6 +12,7 @@ from typing import Any
 from docker.types import Mount
 
 from server.providers.base import SandboxCapabilities, SandboxLimits
+from server.providers.docker_deps import CONTAINER_DEPS_BASE, CONTAINER_DEPS_RUNTIME, INTERPRETER_PYTHONPATH
 from server.providers.docker_config import (
     CONTAINER_RUN_DIR,
     CONTAINER_SOCKET,
@@ -39,7 +40,7 @@ def capabilities(config: DockerProviderConfig, limits: SandboxLimits) -> Sandbox
         memory_limit=limits.memory_limit_bytes > 0,
         cpu_limit=limits.cpu_quota > 0,
         reset=True,
-        deps_install=False,
+        deps_install=bool(config.deps_wheelhouse or config.deps_index_url),
         filesystem_isolation=True,  # own read-only rootfs + private tmpfs
     )
 
@@ -69,7 +70,7 @@ def agent_config(sandbox_id: str, limits: SandboxLimits, config: DockerProviderC
             # pids cgroup (per container) is the process limit here.
             "max_processes": 0,
             "workdir": CONTAINER_WORKDIR,
-            "env": {"HOME": CONTAINER_WORKDIR, "TMPDIR": "/tmp"},
+            "env": {"HOME": CONTAINER_WORKDIR, "TMPDIR": "/tmp", "PYTHONPATH": INTERPRETER_PYTHONPATH},
             "interrupt_grace_seconds": config.interrupt_grace_seconds,
         },
     }
@@ -91,6 +92,8 @@ def run_kwargs(
     config: DockerProviderConfig,
     host_dir: str,
     user: tuple[int, int],
+    deps_runtime_dir: str | None = None,
+    deps_base_dir: str | None = None,
 ) -> dict[str, Any]:
     """Arguments for `client.containers.run(**kwargs)`."""
     uid, gid = user
@@ -99,6 +102,12 @@ def run_kwargs(
         listen = f"unix:{CONTAINER_SOCKET}"
     else:
         listen = f"0.0.0.0:{CONTAINER_TCP_PORT}"
+    mounts = [Mount(target=CONTAINER_RUN_DIR, source=host_dir, type="bind", read_only=False)]
+    # Packages are installed by the control plane; the sandbox only reads them.
+    if deps_runtime_dir:
+        mounts.append(Mount(target=CONTAINER_DEPS_RUNTIME, source=deps_runtime_dir, type="bind", read_only=True))
+    if deps_base_dir:
+        mounts.append(Mount(target=CONTAINER_DEPS_BASE, source=deps_base_dir, type="bind", read_only=True))
     kwargs: dict[str, Any] = {
         "image": limits.image or config.image,
         "command": ["--listen", listen, "--credentials-dir", CONTAINER_RUN_DIR],
@@ -112,7 +121,7 @@ def run_kwargs(
             LABEL_SANDBOX_ID: sandbox_id,
             LABEL_INSTANCE: config.instance_id,
         },
-        "mounts": [Mount(target=CONTAINER_RUN_DIR, source=host_dir, type="bind", read_only=False)],
+        "mounts": mounts,
         "read_only": True,
         "tmpfs": {
             CONTAINER_WORKDIR: f"rw,nosuid,nodev,size={config.workspace_size_bytes},mode=0700,uid={uid},gid={gid}",

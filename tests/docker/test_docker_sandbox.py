@@ -46,10 +46,12 @@ async def test_container_is_hardened(provider):
     assert labels[LABEL_MANAGED] == "true"
     assert labels[LABEL_SANDBOX_ID] == sandbox.sandbox_id
     assert labels[LABEL_INSTANCE] == provider.config.instance_id
-    # Exactly one bind mount, the sandbox's own directory; never the Docker socket.
-    assert [(m["Type"], m["Source"], m["Destination"]) for m in attrs["Mounts"]] == [
-        ("bind", sandbox.host_dir, "/run/codemode")
-    ]
+    # Only the sandbox's own directories (the deps one read-only); never the Docker socket.
+    mounts = sorted((m["Type"], m["Source"], m["Destination"], m["RW"]) for m in attrs["Mounts"])
+    assert mounts == sorted([
+        ("bind", sandbox.deps_dir, "/opt/codemode/deps/runtime", False),
+        ("bind", sandbox.host_dir, "/run/codemode", True),
+    ])
     caps = sandbox.capabilities
     assert caps.container_isolation and caps.network_isolation and caps.memory_limit and caps.cpu_limit
     assert caps.timeout and caps.process_isolation and caps.reset and caps.filesystem_isolation
@@ -97,6 +99,7 @@ async def test_stop_removes_container_and_directory(provider):
     with pytest.raises(docker.errors.NotFound):
         provider.docker_client.api.inspect_container(sandbox.container_id)
     assert not os.path.exists(sandbox.host_dir)
+    assert not os.path.exists(sandbox.deps_dir)
 
 
 async def test_close_removes_every_sandbox(docker_ready, ca, state_dir):
