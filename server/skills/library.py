@@ -6,11 +6,16 @@ rules live here once and the callers only translate their wire formats.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 from server.skills.search import Ranker, make_ranker
 from server.skills.validation import DEFAULT_MAX_SOURCE_BYTES, validate_name, validate_skill
 from server.storage.base import Storage
 from server.storage.errors import EtagMismatchError, InvalidArgumentError
 from server.storage.records import SkillRecord, validate_tenant
+
+_log = logging.getLogger(__name__)
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -39,6 +44,7 @@ class SkillLibrary:
         skill = validate_skill(name, source, description, max_source_bytes=self.max_source_bytes)
         record = SkillRecord.new(skill.name, skill.description, skill.source, skill.parameters)
         await self.storage.create_skill(tenant, record)
+        await self._prepare_search(tenant, record)
         return record
 
     async def get(self, tenant: str, name: str) -> SkillRecord:
@@ -68,7 +74,17 @@ class SkillLibrary:
         record = current.updated(skill.description, skill.source, skill.parameters)
         # CAS on the etag just read: a concurrent writer in any process makes this ABORTED.
         await self.storage.replace_skill(tenant, record, current.etag)
+        await self._prepare_search(tenant, record)
         return record
+
+    async def _prepare_search(self, tenant: str, record: SkillRecord) -> None:
+        """Best effort: the skill is stored; a failure here only defers work to the next search."""
+        try:
+            await self.ranker.prepare(self.storage, tenant, record)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001
+            _log.warning("could not precompute search data for skill %s", record.name, exc_info=True)
 
     async def delete(self, tenant: str, name: str, etag: str = "") -> None:
         validate_tenant(tenant)

@@ -162,6 +162,9 @@ class BM25Ranker:
         self._index.move_to_end(tenant)
         return cached
 
+    async def prepare(self, storage: Storage, tenant: str, record: SkillRecord) -> None:
+        """Nothing to precompute: the BM25 index is rebuilt from the skills themselves."""
+
     async def search(
         self, storage: Storage, tenant: str, query: str, limit: int
     ) -> list[tuple[SkillRecord, float]]:
@@ -201,6 +204,8 @@ class EmbeddingRanker:
         self._index: collections.OrderedDict[str, _VectorIndex] = collections.OrderedDict()
         self._locks: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self.max_cached_tenants = 256
+        self._query_cache: collections.OrderedDict[str, Any] = collections.OrderedDict()
+        self.max_cached_queries = 1024
         self.embedded_count = 0  # texts embedded by this process; tests check caching with it
 
     async def encoder(self) -> Any:
@@ -223,6 +228,29 @@ class EmbeddingRanker:
             r.name: (r.content_hash(), desc[i].tobytes() + src[i].tobytes())
             for i, r in enumerate(records)
         }
+
+    async def _query_vector(self, query: str) -> Any:
+        """Agents repeat queries; encoding one costs ~10-60 ms, a cache hit nothing.
+
+        Holds only query text -> vector, nothing of any tenant's skills, so sharing
+        it between tenants reveals nothing about their libraries.
+        """
+        vector = self._query_cache.get(query)
+        if vector is None:
+            encoder = await self.encoder()
+            vector = (await asyncio.to_thread(encoder.encode, [query], 64))[0]
+            self._query_cache[query] = vector
+            while len(self._query_cache) > self.max_cached_queries:
+                self._query_cache.popitem(last=False)
+        else:
+            self._query_cache.move_to_end(query)
+        return vector
+
+    async def prepare(self, storage: Storage, tenant: str, record: SkillRecord) -> None:
+        """Embeds one written skill at once, so no search ever has to embed a backlog."""
+        encoder = await self.encoder()
+        vectors = await asyncio.to_thread(self._embed, encoder, [record])
+        await storage.put_vectors(tenant, encoder.model_id, vectors)
 
     async def index_for(self, storage: Storage, tenant: str) -> _VectorIndex:
         import numpy as np
@@ -274,8 +302,7 @@ class EmbeddingRanker:
         index = await self.index_for(storage, tenant)
         if not index.skills or not query.strip():
             return []
-        encoder = await self.encoder()
-        q = (await asyncio.to_thread(encoder.encode, [query], 64))[0]
+        q = await self._query_vector(query)
         scores = DESCRIPTION_WEIGHT * (index.description @ q) + SOURCE_WEIGHT * (index.source @ q)
         k = min(limit, len(scores))
         top = np.argpartition(-scores, k - 1)[:k]
