@@ -2,41 +2,87 @@
 
 ``codemode.Client`` (sync) and ``codemode.AsyncClient`` (asyncio) expose the
 same API; results, events and errors are shared types.
+
+The public names are loaded lazily (PEP 562): the server and the sandbox agent
+import the generated ``codemode.v1`` / ``codemode.sandbox.v1`` stubs from this
+same package, and a sandbox agent's start-up should not pay for the client.
 """
 
-from codemode._channel import TLSConfig
-from codemode.aio import AsyncClient, AsyncExecution, AsyncSession
-from codemode.errors import (
-    AbortedError,
-    AlreadyExistsError,
-    CodemodeError,
-    DeadlineExceededError,
-    ExecutionCancelledError,
-    FailedPreconditionError,
-    InternalError,
-    InvalidArgumentError,
-    NotFoundError,
-    PermissionDeniedError,
-    ResourceExhaustedError,
-    UnauthenticatedError,
-    UnavailableError,
-    UnimplementedError,
-)
-from codemode.results import (
-    DownloadedArtifact,
-    Error,
-    ExecutionErrorInfo,
-    ExecutionEvent,
-    ExecutionResult,
-    ExecutionStatus,
-    Finished,
-    Output,
-    Result,
-    Started,
-)
-from codemode.sync import Client, Execution, Session
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from codemode._channel import TLSConfig
+    from codemode.aio import AsyncClient, AsyncExecution, AsyncSession
+    from codemode.errors import (
+        AbortedError,
+        AlreadyExistsError,
+        CodemodeError,
+        DeadlineExceededError,
+        ExecutionCancelledError,
+        FailedPreconditionError,
+        InternalError,
+        InvalidArgumentError,
+        NotFoundError,
+        PermissionDeniedError,
+        ResourceExhaustedError,
+        UnauthenticatedError,
+        UnavailableError,
+        UnimplementedError,
+    )
+    from codemode.results import (
+        DownloadedArtifact,
+        Error,
+        ExecutionErrorInfo,
+        ExecutionEvent,
+        ExecutionResult,
+        ExecutionStatus,
+        Finished,
+        Output,
+        Result,
+        Started,
+    )
+    from codemode.sync import Client, Execution, Session
 
 __version__ = "0.1.0"
+
+_MODULE_OF = {
+    "TLSConfig": "codemode._channel",
+    **dict.fromkeys(["AsyncClient", "AsyncExecution", "AsyncSession"], "codemode.aio"),
+    **dict.fromkeys(["Client", "Execution", "Session"], "codemode.sync"),
+    **dict.fromkeys(
+        [
+            "AbortedError", "AlreadyExistsError", "CodemodeError", "DeadlineExceededError",
+            "ExecutionCancelledError", "FailedPreconditionError", "InternalError",
+            "InvalidArgumentError", "NotFoundError", "PermissionDeniedError",
+            "ResourceExhaustedError", "UnauthenticatedError", "UnavailableError",
+            "UnimplementedError",
+        ],
+        "codemode.errors",
+    ),
+    **dict.fromkeys(
+        [
+            "DownloadedArtifact", "Error", "ExecutionErrorInfo", "ExecutionEvent",
+            "ExecutionResult", "ExecutionStatus", "Finished", "Output", "Result", "Started",
+        ],
+        "codemode.results",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'codemode' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
 
 __all__ = [
     "AbortedError",
