@@ -68,6 +68,8 @@ def test_session_is_reused_and_the_temporary_one_deleted(codemode_cli, cli_serve
 def test_output_is_live_and_ctrl_c_cancels(cli_server):
     """The first line reaches a reader while the code is still running."""
     code = "import time\nprint('first', flush=True)\ntime.sleep(60)\nprint('second')"
+    with codemode.Client(cli_server.address) as client:
+        before = {s.name for s in client.list_sessions()}
     proc = subprocess.Popen(
         [sys.executable, "-m", "server.cli", "run", code, "--target", cli_server.address],
         cwd=str(ROOT),
@@ -86,6 +88,8 @@ def test_output_is_live_and_ctrl_c_cancels(cli_server):
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=CLI_TIMEOUT_SECONDS) == 130
         assert "second" not in proc.stdout.read()
+        with codemode.Client(cli_server.address) as client:
+            assert {s.name for s in client.list_sessions()} <= before, "Ctrl-C must still delete the session"
     finally:
         if proc.poll() is None:
             proc.kill()
