@@ -77,8 +77,9 @@ async def test_stream_yields_output_before_the_code_finishes(client):
     assert kinds[0] == "Started" and kinds[-1] == "Finished"
     first_output = next(t for t, e in arrivals if isinstance(e, codemode.Output))
     finished_at = arrivals[-1][0]
-    # 'a' must arrive while the code is still sleeping, not batched at the end.
-    assert finished_at - first_output >= 0.5
+    # 'a' must arrive while the code is still sleeping, not batched at the end
+    # (a generous bound: load can only shrink the 1 s gap by delaying 'a' alone).
+    assert finished_at - first_output >= 0.3
     text = b"".join(e.data for _, e in arrivals if isinstance(e, codemode.Output))
     assert text == b"a\nb\n"
 
@@ -98,7 +99,8 @@ async def test_breaking_out_of_a_stream_interrupts_the_code(client):
 async def test_cancelling_the_task_cancels_the_call(codemode_server):
     async with codemode.AsyncClient(codemode_server.address) as client:
         async with await client.create_session() as session:
-            task = asyncio.create_task(session.run("import time\nfinished = False\ntime.sleep(60)\nfinished = True"))
+            await session.run("finished = False")
+            task = asyncio.create_task(session.run("import time\ntime.sleep(60)\nfinished = True"))
             await asyncio.sleep(1.5)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
