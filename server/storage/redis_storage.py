@@ -83,6 +83,7 @@ class RedisStorage(Storage):
         if not prefix or any(c in prefix for c in "{}"):
             raise InvalidArgumentError(f"Redis key prefix {prefix!r} must be non-empty without braces")
         self.prefix = prefix
+        self.url = url
         self._redis = aioredis.Redis.from_url(
             url,
             socket_connect_timeout=2.0,

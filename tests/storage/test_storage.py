@@ -159,9 +159,7 @@ async def test_persists_across_instances(storage, tmp_path):
     else:
         from server.storage.redis_storage import RedisStorage
 
-        again = RedisStorage(storage._redis.connection_pool.connection_kwargs and
-                             f"redis://127.0.0.1:{storage._redis.connection_pool.connection_kwargs['port']}/0",
-                             prefix=storage.prefix)
+        again = RedisStorage(storage.url, prefix=storage.prefix)
     assert (await SkillLibrary(again).get("acme", "kept")).description == "Kept"
     assert (await ArtifactLibrary(again).read("acme", "kept.txt"))[1] == b"hi"
     await again.close()
