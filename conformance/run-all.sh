@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs every client's conformance runner against the server named by
+# CODEMODE_CONFORMANCE_TARGET/_TOKEN (start one with conformance/with_server.py).
+# Every language runs even after a failure, so one run shows which clients
+# disagree; the exit status is non-zero if any runner failed.
+#
+#   .venv/bin/python conformance/with_server.py bash conformance/run-all.sh [python go typescript java]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+: "${CODEMODE_CONFORMANCE_TARGET:?start this through conformance/with_server.py}"
+PY="${PYTHON:-.venv/bin/python}"
+languages=("$@")
+[ "${#languages[@]}" -gt 0 ] || languages=(python go typescript java)
+
+run_python() { "$PY" -m pytest tests/conformance -p no:cacheprovider -q; }
+run_go() { go -C clients/go test -count=1 -v -run TestConformance .; }
+run_typescript() { npm --prefix clients/typescript test; }
+run_java() { mvn -B -q -Dstyle.color=never -f clients/java/pom.xml test && cat clients/java/target/surefire-reports/*.txt; }
+
+passed=0 failed=0 failures=""
+for language in "${languages[@]}"; do
+  printf '\n--- conformance: %s ---\n' "$language"
+  if "run_$language"; then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1)); failures="$failures $language"
+  fi
+done
+echo
+[ "$failed" = 0 ] || echo "conformance failed in:$failures"
+echo "conformance clients: $passed passed, $failed failed"
+[ "$failed" = 0 ]
