@@ -29,7 +29,7 @@ from server.host_call_handler import HostCallHandler, NotImplementedHostCallHand
 from server.pki import CertificateAuthority
 from server.providers.base import SandboxProvider
 from server.services import execute_service, session_service
-from server.sessions import SessionManager
+from server.sessions import SessionManager, default_limits
 from server.warm_pool import WarmPool
 
 _log = logging.getLogger(__name__)
@@ -164,8 +164,7 @@ async def build_app(config: ServerConfig, host_call_handler: HostCallHandler | N
         interceptors.append(ApiTokenInterceptor(config.api_token))
     server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
 
-    probe_sessions = SessionManager(config, None, sandbox_kind)  # type: ignore[arg-type]
-    pool = WarmPool(provider, probe_sessions.default_limits(), config.warm_pool_size)
+    pool = WarmPool(provider, default_limits(config), config.warm_pool_size)
     sessions = SessionManager(config, pool, sandbox_kind)
     inflight = execute_service.InflightTracker()
     storage = _register_storage_services(server, config)

@@ -25,7 +25,7 @@ from codemode.v1 import execute_pb2
 from server import telemetry
 from server.errors import DOMAIN, ServiceError, error_info_of
 from server.host_call_handler import HostCallHandler
-from server.sessions import Session, SessionManager
+from server.sessions import Session
 
 _log = logging.getLogger(__name__)
 _DEATH_CONFIRM_SECONDS = 2.0
@@ -53,9 +53,8 @@ def _duration(seconds: float) -> duration_pb2.Duration:
 
 
 class Relay:
-    def __init__(self, session: Session, manager: SessionManager, host_calls: HostCallHandler, plan: ExecutionPlan) -> None:
+    def __init__(self, session: Session, host_calls: HostCallHandler, plan: ExecutionPlan) -> None:
         self._session = session
-        self._manager = manager
         self._host_calls = host_calls
         self._plan = plan
         self._sequence = 0
@@ -222,6 +221,9 @@ class Relay:
             raise ServiceError(error.code(), reasons.ERROR_REASON_INTERNAL, error.details() or "call ended")
         if await self._sandbox_died():
             sandbox = self._session.sandbox
+            wait_exited = getattr(sandbox, "wait_exited", None)
+            if wait_exited is not None:
+                await wait_exited(_DEATH_CONFIRM_SECONDS)
             describe = getattr(sandbox, "exit_description", None)
             message = describe() if describe else "the sandbox exited"
             self._session.mark_failed(f"{message}; ResetSession restarts it")

@@ -151,6 +151,22 @@ class Session:
         return message
 
 
+def default_limits(config: ServerConfig) -> SandboxLimits:
+    """The server-wide limits a session gets when its request sets nothing."""
+    return SandboxLimits(
+        timeout_seconds=config.timeout,
+        memory_limit_bytes=config.memory_limit,
+        cpu_quota=config.cpu_quota,
+        pids_limit=config.pids_limit,
+        network_disabled=config.network_disabled,
+        allow_runtime_deps=config.allow_runtime_deps,
+        deps=tuple(config.deps),
+        sync_deps_on_start=config.sync_deps_on_start,
+        output_budget_bytes=config.output_budget,
+        image=config.image,
+    )
+
+
 def _not_found(session_id: str) -> ServiceError:
     return ServiceError(
         grpc.StatusCode.NOT_FOUND,
@@ -179,19 +195,7 @@ class SessionManager:
     # ---- limits -------------------------------------------------------------------
 
     def default_limits(self) -> SandboxLimits:
-        config = self._config
-        return SandboxLimits(
-            timeout_seconds=config.timeout,
-            memory_limit_bytes=config.memory_limit,
-            cpu_quota=config.cpu_quota,
-            pids_limit=config.pids_limit,
-            network_disabled=config.network_disabled,
-            allow_runtime_deps=config.allow_runtime_deps,
-            deps=tuple(config.deps),
-            sync_deps_on_start=config.sync_deps_on_start,
-            output_budget_bytes=config.output_budget,
-            image=config.image,
-        )
+        return default_limits(self._config)
 
     def _limits_from(self, requested: session_pb2.SessionConfig) -> tuple[SandboxLimits, float]:
         """Merges a request's config over the server defaults (unset/zero = default)."""
@@ -463,6 +467,9 @@ class SessionManager:
             await self._attach_sandbox(session)
         except ServiceError as exc:
             session.mark_failed(exc.message)
+            raise
+        except BaseException:
+            session.mark_failed("restarting the sandbox was interrupted; ResetSession again")
             raise
         session.generation_offset = next_generation - session.agent_generation
 

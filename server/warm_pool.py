@@ -13,6 +13,8 @@ import collections
 import contextlib
 import dataclasses
 import logging
+import weakref
+from collections.abc import Callable
 
 from codemode.sandbox.v1 import agent_pb2
 from server.providers.base import Sandbox, SandboxLimits, SandboxProvider
@@ -34,21 +36,36 @@ class WarmPoolMetrics:
     size: int = 0
 
 
-def _observe_pool_metrics(metrics: WarmPoolMetrics) -> None:
-    """Publishes the counters as OTel instruments (no-op unless a MeterProvider exports)."""
-    from opentelemetry import metrics as otel_metrics
+_LIVE_POOLS: weakref.WeakSet[WarmPool] = weakref.WeakSet()
+_instruments_registered = False
+
+
+def _observe(name: str) -> Callable[[object], list]:
     from opentelemetry.metrics import Observation
+
+    return lambda _options: [Observation(sum(getattr(pool.metrics, name) for pool in list(_LIVE_POOLS)))]
+
+
+def _register_otel_instruments() -> None:
+    """Publishes the counters of all live pools as OTel instruments, once per process.
+
+    Instruments are process-global in OTel (a second registration under the same name
+    is ignored), so they observe a registry of pools instead of one pool each. No-op
+    unless a MeterProvider exports.
+    """
+    global _instruments_registered
+    if _instruments_registered:
+        return
+    _instruments_registered = True
+    from opentelemetry import metrics as otel_metrics
 
     meter = otel_metrics.get_meter("codemode.server")
     meter.create_observable_gauge(
-        "codemode.warm_pool.size", callbacks=[lambda _options: [Observation(metrics.size)]],
+        "codemode.warm_pool.size", callbacks=[_observe("size")],
         description="Pre-started sandboxes ready to be handed out",
     )
     for name in ("hits", "misses", "discarded", "started", "start_failures"):
-        meter.create_observable_counter(
-            f"codemode.warm_pool.{name}",
-            callbacks=[lambda _options, name=name: [Observation(getattr(metrics, name))]],
-        )
+        meter.create_observable_counter(f"codemode.warm_pool.{name}", callbacks=[_observe(name)])
 
 
 class WarmPool:
@@ -62,7 +79,8 @@ class WarmPool:
         self._wakeup = asyncio.Event()
         self._closed = False
         self.metrics = WarmPoolMetrics()
-        _observe_pool_metrics(self.metrics)
+        _LIVE_POOLS.add(self)
+        _register_otel_instruments()
 
     def start(self) -> None:
         """Begins filling in the background (the server does not wait for it)."""
@@ -79,7 +97,12 @@ class WarmPool:
             sandbox = queue.popleft()
             self._update_size()
             self._wakeup.set()
-            if await self._healthy(sandbox):
+            try:
+                healthy = await self._healthy(sandbox)
+            except BaseException:  # cancelled: this sandbox was popped, so it is ours to stop
+                asyncio.get_running_loop().create_task(sandbox.stop())
+                raise
+            if healthy:
                 self.metrics.hits += 1
                 return sandbox
             self.metrics.discarded += 1

@@ -143,6 +143,11 @@ class ProcessSandbox(Sandbox):
             return False
         return state not in ("Z", "X")
 
+    async def wait_exited(self, timeout: float) -> None:
+        """Lets the child watcher record the exit status so exit_description is precise."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.process.wait()), timeout)
+
     def exit_description(self) -> str:
         code = self.process.returncode
         if code is None:

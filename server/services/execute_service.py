@@ -92,7 +92,7 @@ class ExecuteService(execute_pb2_grpc.ExecuteServiceServicer):
                 output_budget_bytes=session.limits.output_budget_bytes,
                 heartbeat_interval=self._config.heartbeat_interval,
             )
-            relay = Relay(session, self._sessions, self._host_calls, plan)
+            relay = Relay(session, self._host_calls, plan)
             async for event in relay.run(context.time_remaining()):
                 yield event
         finally:
