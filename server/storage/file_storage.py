@@ -22,6 +22,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import struct
 import tempfile
@@ -41,6 +42,7 @@ from server.storage.errors import (
 from server.storage.records import ArtifactRecord, SkillRecord, validate_tenant
 
 T = TypeVar("T")
+_log = logging.getLogger(__name__)
 _HEADER = struct.Struct(">Q")
 
 
@@ -164,6 +166,9 @@ class FileStorage(Storage):
                 records.append(self._read_skill(self._skill_path(tdir, name), name))
             except SkillNotFoundError:
                 continue  # deleted between listdir and read
+            except (ValueError, KeyError):
+                # One damaged file (e.g. edited by hand) must not hide the whole library.
+                _log.error("skipping unreadable skill document %s/%s", tdir, name)
         return records
 
     async def list_skills(self, tenant: str, after: str, limit: int) -> list[SkillRecord]:

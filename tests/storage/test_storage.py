@@ -163,3 +163,14 @@ async def test_persists_across_instances(storage, tmp_path):
     assert (await SkillLibrary(again).get("acme", "kept")).description == "Kept"
     assert (await ArtifactLibrary(again).read("acme", "kept.txt"))[1] == b"hi"
     await again.close()
+
+
+async def test_file_storage_skips_a_damaged_skill_document(tmp_path):
+    from server.storage.file_storage import FileStorage
+
+    storage = FileStorage(tmp_path)
+    lib = SkillLibrary(storage)
+    await lib.create("acme", "good", SRC)
+    await lib.create("acme", "bad", SRC)
+    (tmp_path / "tenants" / "acme" / "skills" / "bad.json").write_text("{not json")
+    assert [r.name for r in await storage.all_skills("acme")] == ["good"]
