@@ -201,3 +201,13 @@ async def test_second_concurrent_execute_is_session_busy(client):
         finally:
             execution.cancel()
         assert (await run_when_idle(session, "2")).value == 2
+
+
+async def test_plain_break_from_sync_stream_cancels_the_call(codemode_server):
+    with codemode.Client(codemode_server.address) as client:
+        with client.create_session() as session:
+            session.run("flag = 1")
+            for event in session.stream("import time\nprint('go', flush=True)\ntime.sleep(60)\nflag = 2"):
+                if isinstance(event, codemode.Output):
+                    break
+            assert (await run_when_idle(session, "flag")).value == 1
