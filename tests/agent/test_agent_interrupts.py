@@ -138,3 +138,23 @@ async def test_memory_error_under_rlimit_is_an_error(pki):
     finally:
         await channel.close()
         agent.stop()
+
+
+async def test_rpc_deadline_interrupts_the_code(stub):
+    await execute(stub, "survivor = 'here'")
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await execute(stub, "import time\ntime.sleep(30)\nlate2 = 1", rpc_timeout=1)
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    run = await execute(stub, "(survivor, 'late2' in globals())")
+    assert run.result.json == '["here", false]', run.responses
+
+
+async def test_execute_must_start_with_start(stub):
+    call = stub.Execute(timeout=30)
+    try:
+        await call.write(agent_pb2.ExecuteRequest(host_call_result=agent_pb2.HostCallResult(call_id=1)))
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call.read()
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        call.cancel()
