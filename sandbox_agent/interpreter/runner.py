@@ -29,6 +29,9 @@ from sandbox_agent.interpreter import host
 FILENAME_PREFIX = "<codemode-input"
 MAX_REPR_CHARS = 64 * 1024
 MAX_JSON_CHARS = 1024 * 1024
+# Sources kept for tracebacks of functions defined in earlier executions; older ones are
+# forgotten so a long session does not keep every submitted program forever.
+MAX_KEPT_SOURCES = 1000
 STDIN_CLOSED = "stdin is closed: codemode sandboxes take no interactive input"
 
 
@@ -145,8 +148,10 @@ class Runner:
                 pass
 
     def _execute(self, exec_id: str, code: str) -> dict[str, Any]:
-        filename = f"{FILENAME_PREFIX}-{next(self._counter)}>"
+        number = next(self._counter)
+        filename = f"{FILENAME_PREFIX}-{number}>"
         linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+        linecache.cache.pop(f"{FILENAME_PREFIX}-{number - MAX_KEPT_SOURCES}>", None)
         try:
             try:
                 tree = compile(code, filename, "exec", ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
@@ -209,7 +214,7 @@ def _describe_value(value: Any) -> dict[str, Any]:
 def _describe_syntax_error(exc: SyntaxError) -> dict[str, Any]:
     return {
         "type": type(exc).__name__,
-        "message": str(exc.msg),
+        "message": _printable(str(exc.msg)),
         "traceback": "".join(traceback.format_exception_only(type(exc), exc)),
         "line": int(exc.lineno or 0),
     }
@@ -230,4 +235,14 @@ def _describe_exception(exc: BaseException, filename: str) -> dict[str, Any]:
     message = str(exc)
     if isinstance(exc, SystemExit):
         message = f"SystemExit({exc.code!r}) was raised; the interpreter keeps running"
-    return {"type": type(exc).__name__, "message": message, "traceback": "".join(lines), "line": int(line or 0)}
+    return {
+        "type": type(exc).__name__,
+        "message": _printable(message),
+        "traceback": _printable("".join(lines)),
+        "line": int(line or 0),
+    }
+
+
+def _printable(text: str) -> str:
+    """Lone surrogates (possible in exception messages) cannot travel in a protobuf string."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -112,3 +112,10 @@ async def test_get_info(stub, agent):
     assert info.interpreter_alive
     assert info.agent_pid == agent.pid
     assert info.interpreter_pid > 0 and info.interpreter_pid != agent.pid
+
+
+async def test_interpreter_imports_no_grpc_and_odd_messages_survive(stub):
+    assert (await execute(stub, "import sys\n'grpc' in sys.modules")).result.json == "false"
+    run = await execute(stub, "raise ValueError('bad \\ud800 surrogate')")
+    assert run.error.type == "ValueError"
+    assert "surrogate" in run.error.message
