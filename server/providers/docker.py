@@ -187,6 +187,7 @@ class DockerSandboxProvider:
         self._events: Any = None
         self._closing = False
         self._lock_fd: int | None = None
+        self._pending_removal: set[str] = set()
         self.deps_installer = DepsInstaller(
             DepsSource(wheelhouse=self._config.deps_wheelhouse, index_url=self._config.deps_index_url),
             cache_root=os.path.join(self._config.state_dir, _DEPS_CACHE_DIR),
@@ -268,27 +269,59 @@ class DockerSandboxProvider:
             ):
                 remove_sandbox_dir(path)
 
-    async def remove_container(self, container_id: str) -> None:
-        """Force-removes a container; never raises (a down engine leaves it for remove_orphans)."""
-        def remove() -> None:
-            try:
-                self._docker.api.remove_container(container_id, force=True, v=True)
-            except docker.errors.NotFound:
-                pass
-            except docker.errors.APIError as exc:
-                # 409 "removal already in progress" is success for us.
-                if exc.status_code != 409:
-                    raise
-
+    def _remove_container_sync(self, container_id: str) -> None:
         try:
-            await asyncio.to_thread(remove)
+            self._docker.api.remove_container(container_id, force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            # 409 "removal already in progress" is success for us.
+            if exc.status_code != 409:
+                raise
+        self._pending_removal.discard(container_id)
+
+    async def remove_container(self, container_id: str) -> None:
+        """Force-removes a container; never raises.
+
+        When the engine is down the id is remembered and removed as soon as the
+        event watcher reconnects (and at close), so an outage leaves no orphans.
+        """
+        try:
+            await asyncio.to_thread(self._remove_container_sync, container_id)
         except Exception:  # noqa: BLE001 - stop() never raises
-            _log.warning("could not remove container %s", container_id[:12], exc_info=True)
+            self._pending_removal.add(container_id)
+            _log.warning("could not remove container %s; will retry", container_id[:12], exc_info=True)
+
+    def _retry_pending_removals(self) -> None:
+        for container_id in list(self._pending_removal):
+            try:
+                self._remove_container_sync(container_id)
+            except Exception:  # noqa: BLE001 - still down; next reconnect
+                return
 
     async def close(self) -> None:
+        """Stops every sandbox, then sweeps any container still carrying our instance label
+        (a start cut short by shutdown, a removal that failed during an outage)."""
         self._closing = True
         sandboxes = list(self._sandboxes.values())
         await asyncio.gather(*(sandbox.stop() for sandbox in sandboxes), return_exceptions=True)
+        try:
+            # Only while we hold the state-dir lock is the instance label ours alone.
+            if self._lock_fd is None:
+                raise LookupError("never started a sandbox; nothing of ours to sweep")
+            leftovers = await asyncio.to_thread(
+                self._docker.api.containers,
+                all=True,
+                quiet=True,
+                filters={"label": [f"{LABEL_INSTANCE}={self._config.instance_id}"]},
+            )
+            for entry in leftovers:
+                self._pending_removal.add(entry["Id"])
+            await asyncio.to_thread(self._retry_pending_removals)
+        except LookupError:
+            pass
+        except Exception:  # noqa: BLE001 - engine down: the next server on this data dir reaps them
+            _log.warning("could not sweep sandbox containers at shutdown", exc_info=True)
         events = self._events
         if events is not None:
             with contextlib.suppress(Exception):
@@ -542,8 +575,9 @@ class DockerSandboxProvider:
         while not self._closing:
             try:
                 self._events = self._docker.api.events(decode=True, filters=filters)
-                # Anything that died while we were not listening.
+                # Anything that died, or failed to be removed, while we were not listening.
                 self._reconcile()
+                self._retry_pending_removals()
                 for event in self._events:
                     attributes = (event.get("Actor") or {}).get("Attributes") or {}
                     sandbox = self._sandboxes.get(attributes.get(LABEL_SANDBOX_ID, ""))

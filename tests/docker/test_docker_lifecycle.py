@@ -95,3 +95,24 @@ async def test_engine_down_is_a_start_error_and_recovers(docker_ready, ca, state
     finally:
         await provider.close()
         await proxy.stop()
+
+
+async def test_stop_during_an_outage_removes_the_container_once_the_engine_is_back(docker_ready, ca, engine_proxy, state_dir):
+    provider = DockerSandboxProvider(ca, provider_config(os.path.join(state_dir, "s"), docker_host=engine_proxy.docker_host))
+    direct = docker.from_env()
+    try:
+        sandbox = await provider.start(limits())
+        await engine_proxy.stop()
+        await sandbox.stop()  # cannot reach the engine: never raises, remembers the container
+        assert _exists(direct, sandbox.container_id)
+        await engine_proxy.start()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while _exists(direct, sandbox.container_id) and loop.time() < deadline:
+            await asyncio.sleep(0.2)
+        assert not _exists(direct, sandbox.container_id)
+    finally:
+        if not engine_proxy.running:
+            await engine_proxy.start()
+        await provider.close()
+        direct.close()
