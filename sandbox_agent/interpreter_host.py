@@ -418,7 +418,11 @@ class InterpreterHost:
             self._current = None
 
     def force_kill(self) -> None:
-        """SIGKILL now; the control reader reports the death as a `died` event."""
+        """SIGKILL now; the control reader reports the death as a `died` event.
+
+        The process itself is signalled too, in case user code moved it out of its group."""
         if self._proc is not None and self._proc.returncode is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self._proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
