@@ -87,14 +87,16 @@ ensure_base_image() {
 
 build_wheelhouse() {
   # Wheels only (no sdists, so nothing is compiled or executed at image build),
-  # for the image's interpreter: bookworm's python3 is 3.11 on x86_64/glibc,
-  # the same ABI as the host venv.
+  # for the image's interpreter: bookworm's python3 is 3.11 on glibc 2.36, the
+  # host's architecture.
   local wheelhouse="$1"
   mkdir -p "$wheelhouse"
   log "downloading agent wheels into the build context"
+  local arch
+  arch="$(uname -m)"
   "$PY" -m pip download --quiet --only-binary=:all: \
-    --python-version 3.11 --implementation cp --platform manylinux2014_x86_64 \
-    --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 --platform any \
+    --python-version 3.11 --implementation cp --platform "manylinux2014_$arch" \
+    --platform "manylinux_2_17_$arch" --platform "manylinux_2_28_$arch" --platform any \
     -r "$ROOT/docker/requirements-agent.txt" -d "$wheelhouse"
   log "building the codemode-client wheel (generated stubs)"
   # From a copy: setuptools leaves build/ and egg-info next to the sources.
