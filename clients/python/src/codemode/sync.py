@@ -12,7 +12,7 @@ import grpc
 
 from codemode import _requests as req
 from codemode._channel import ChannelSettings, TLSSetting
-from codemode.errors import ExecutionCancelledError, NotFoundError, from_rpc_error
+from codemode.errors import CodemodeError, ExecutionCancelledError, NotFoundError, from_rpc_error
 from codemode.results import (
     DownloadedArtifact,
     ExecutionEvent,
@@ -48,6 +48,8 @@ class Execution:
         self._builder = ResultBuilder()
         self._done = False
         self._cancelled = False
+        #: The error that ended the stream, so a later result() reports it again.
+        self._error: CodemodeError | None = None
 
     def __iter__(self) -> "Execution":
         return self
@@ -62,8 +64,9 @@ class Execution:
                     self._builder.add(event)
                     return event
         except grpc.RpcError as error:
+            self._error = from_rpc_error(error)
             self._stop()
-            raise from_rpc_error(error) from error
+            raise self._error from error
         except BaseException:  # KeyboardInterrupt included: stop the code, then re-raise
             self._stop()
             raise
@@ -100,6 +103,8 @@ class Execution:
             self._call.cancel()
 
     def _build(self) -> ExecutionResult:
+        if self._error is not None:
+            raise self._error
         if self._cancelled:
             raise ExecutionCancelledError(
                 grpc.StatusCode.CANCELLED, None, "the execution was cancelled by this client"
