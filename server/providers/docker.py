@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import secrets
+import signal
 import threading
 import time
 from typing import Any
@@ -586,7 +587,7 @@ class DockerSandboxProvider:
                     if event.get("status") == "oom" or event.get("Action") == "oom":
                         oom.add(sandbox.sandbox_id)
                         continue
-                    reason = f"the sandbox container exited with status {attributes.get('exitCode', '?')}"
+                    reason = describe_exit(attributes.get("exitCode", ""))
                     if sandbox.sandbox_id in oom:
                         reason += " after running out of memory"
                     sandbox.mark_dead(reason)
@@ -607,6 +608,20 @@ class DockerSandboxProvider:
                 continue
             if (attrs.get("State") or {}).get("Status") != "running":
                 sandbox.mark_dead("the sandbox container is not running")
+
+
+def describe_exit(exit_code: str) -> str:
+    """`docker kill` shows up as 137; say SIGKILL, as the process provider does."""
+    try:
+        code = int(exit_code)
+    except ValueError:
+        return "the sandbox container exited"
+    if code > 128:
+        try:
+            return f"the sandbox container was killed by signal {signal.Signals(code - 128).name}"
+        except ValueError:
+            pass
+    return f"the sandbox container exited with status {code}"
 
 
 def _engine_message(exc: BaseException) -> str:

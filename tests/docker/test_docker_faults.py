@@ -37,7 +37,7 @@ async def test_docker_kill_mid_execution_ends_stream_and_marks_dead(provider):
         call.cancel()
     assert "finished" not in events
     assert await wait_until(lambda: not sandbox.is_alive(), timeout=20)
-    assert "exited" in sandbox.exit_description()
+    assert "SIGKILL" in sandbox.exit_description()
 
 
 async def test_memory_limit_gives_a_clear_error(provider):
