@@ -259,6 +259,7 @@ class InterpreterHost:
         if self._replacing is not None:
             await asyncio.shield(self._replacing)
         if not self.alive:
+            await self.kill()  # reap the dead one and close its socket before replacing it
             await self.start()
 
     def replace_soon(self) -> None:

@@ -60,3 +60,27 @@ async def test_forked_user_process_does_not_answer_for_the_interpreter(stub):
     assert sorted(run.stdout.split()) == [b"child", b"parent"]
     for _ in range(3):
         assert (await execute(stub, "'still' + ' one'")).result.json == '"still one"'
+
+
+async def test_interpreter_killed_while_idle_is_replaced_on_next_execute(stub):
+    info = await stub.GetInfo(agent_pb2.GetInfoRequest())
+    os.kill(info.interpreter_pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while _alive(info.interpreter_pid) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    run = await execute(stub, "'fresh'")
+    assert run.result.json == '"fresh"', run.responses
+    assert run.responses[0].started.interpreter_generation == info.interpreter_generation + 1
+    after = await stub.GetInfo(agent_pb2.GetInfoRequest())
+    assert after.interpreter_alive and after.interpreter_pid != info.interpreter_pid
+
+
+async def test_agent_leaks_no_file_descriptors(stub, agent):
+    await execute(stub, "1")
+    before = len(os.listdir(f"/proc/{agent.pid}/fd"))
+    for code in ("print('x')", "import os\nos._exit(3)", "1/0", "import time\ntime.sleep(5)"):
+        await execute(stub, code, timeout=0.3)
+    await execute(stub, "1")
+    await stub.Reset(agent_pb2.ResetRequest())
+    await execute(stub, "1")
+    assert len(os.listdir(f"/proc/{agent.pid}/fd")) == before
