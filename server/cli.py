@@ -25,6 +25,7 @@ EXIT_SERVICE_ERROR = 3
 EXIT_TIMEOUT = 124
 EXIT_CANCELLED = 130
 EXIT_SANDBOX_DIED = 137
+EXIT_BROKEN_PIPE = 141
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 
@@ -370,6 +371,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except KeyboardInterrupt:
         return EXIT_CANCELLED
+    except BrokenPipeError:
+        # `codemode run ... | head -1`: the reader left; the session was already
+        # cleaned up on the way out. Silence the flush at exit, like other tools.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except Exception as error:  # noqa: BLE001 - map service errors to a message + exit code
         from codemode import CodemodeError
 
