@@ -4,17 +4,18 @@
 # Every language runs even after a failure, so one run shows which clients
 # disagree; the exit status is non-zero if any runner failed.
 #
-#   .venv/bin/python conformance/with_server.py bash conformance/run-all.sh [python go typescript java]
+#   .venv/bin/python conformance/with_server.py bash conformance/run-all.sh [python go typescript java readme]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 : "${CODEMODE_CONFORMANCE_TARGET:?start this through conformance/with_server.py}"
 PY="${PYTHON:-.venv/bin/python}"
 languages=("$@")
-[ "${#languages[@]}" -gt 0 ] || languages=(python go typescript java)
+[ "${#languages[@]}" -gt 0 ] || languages=(python go typescript java readme)
 
 run_python() { "$PY" -m pytest tests/conformance -p no:cacheprovider -q; }
 run_go() { go -C clients/go test -count=1 -v -run TestConformance .; }
 run_typescript() { npm --prefix clients/typescript test; }
+run_readme() { "$PY" conformance/readme_examples.py; }  # each client README's example, as written
 run_java() { mvn -B -q -Dstyle.color=never -f clients/java/pom.xml test && cat clients/java/target/surefire-reports/*.txt; }
 
 passed=0 failed=0 failures=""
@@ -28,5 +29,5 @@ for language in "${languages[@]}"; do
 done
 echo
 [ "$failed" = 0 ] || echo "conformance failed in:$failures"
-echo "conformance clients: $passed passed, $failed failed"
+echo "conformance runs: $passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -32,7 +32,7 @@ echo "--- build TypeScript client ---"
 npm --prefix clients/typescript run --silent build || fail "TypeScript client does not build (tsc)"
 
 # The Java client is built and tested by the one Maven run inside run-all.sh.
-echo "--- conformance: python, go, typescript, java against one server ---"
+echo "--- conformance (python, go, typescript, java) and README examples against one server ---"
 "$PY" conformance/with_server.py bash conformance/run-all.sh || fail "conformance suite failed"
 
 [ "$failed" = 0 ] && echo "40-clients: generated code fresh, clients build, conformance passes in every language"
