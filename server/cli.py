@@ -7,7 +7,7 @@
 Exit codes of ``codemode run`` follow shell conventions so scripts can branch:
 0 ok, 1 the code raised, 124 timeout (as timeout(1)), 130 cancelled (as Ctrl-C),
 137 the interpreter died (as SIGKILL), 3 the service refused or failed the call,
-2 bad usage.
+2 bad usage, 141 the output pipe was closed (as SIGPIPE).
 """
 
 from __future__ import annotations
