@@ -16,6 +16,7 @@ import pytest  # noqa: E402
 
 from tests.client.server_process import ROOT, ServerProcess, subprocess_env  # noqa: E402
 
+#: Generous: a loaded 2-core machine may take seconds to start Python + a sandbox.
 CLI_TIMEOUT_SECONDS = 90
 
 

@@ -10,8 +10,9 @@ import threading
 import pytest
 
 import codemode
-from tests.cli.conftest import CLI_TIMEOUT_SECONDS
 from tests.client.server_process import ROOT, subprocess_env
+
+CLI_TIMEOUT_SECONDS = 90
 
 
 def test_run_prints_stdout(codemode_cli):

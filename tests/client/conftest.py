@@ -12,9 +12,7 @@ for _p in (_ROOT, _ROOT / "clients" / "python" / "src"):
 
 import pytest  # noqa: E402
 
-from tests.client.server_process import ServerProcess  # noqa: E402
-
-API_TOKEN = "test-token-" + "x" * 24
+from tests.client.server_process import TEST_API_TOKEN, ServerProcess  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -26,6 +24,6 @@ def codemode_server():
 
 @pytest.fixture(scope="session")
 def token_server():
-    """A server that requires ``authorization: Bearer API_TOKEN``."""
-    with ServerProcess(["--api-token", API_TOKEN, "--warm-pool-size", "0"]) as server:
+    """A server that requires ``authorization: Bearer TEST_API_TOKEN``."""
+    with ServerProcess(["--api-token", TEST_API_TOKEN, "--warm-pool-size", "0"]) as server:
         yield server

@@ -21,6 +21,8 @@ from typing import Sequence
 ROOT = Path(__file__).resolve().parents[2]
 PYTHONPATH = os.pathsep.join([str(ROOT), str(ROOT / "clients" / "python" / "src")])
 READY_TIMEOUT_SECONDS = 90.0
+#: The token the auth-enabled test server requires.
+TEST_API_TOKEN = "test-token-" + "x" * 24
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:

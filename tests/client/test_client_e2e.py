@@ -8,7 +8,7 @@ import time
 import pytest
 
 import codemode
-from tests.client.conftest import API_TOKEN
+from tests.client.server_process import TEST_API_TOKEN as API_TOKEN
 from tests.client.flavours import collect, iterate, open_session, resolve, run_when_idle
 
 
