@@ -195,9 +195,19 @@ def _client(args: argparse.Namespace) -> Any:
 
 
 def _write(stream: Any, data: bytes) -> None:
-    """Writes raw bytes and flushes, so output appears live even through a pipe."""
-    stream.buffer.write(data)
-    stream.buffer.flush()
+    """Writes raw bytes and flushes, so output appears live even through a pipe.
+
+    Falls back to text when the stream has no byte buffer (e.g. replaced by a
+    test harness or an embedding program).
+    """
+    buffer = getattr(stream, "buffer", None)
+    if buffer is None:
+        stream.write(data.decode("utf-8", errors="replace"))
+        stream.flush()
+        return
+    stream.flush()  # keep ordering with anything printed as text before
+    buffer.write(data)
+    buffer.flush()
 
 
 def _read_source(path: str) -> str:
