@@ -352,7 +352,11 @@ def cmd_artifacts_get(args: argparse.Namespace) -> int:
 
 
 def cmd_artifacts_put(args: argparse.Namespace) -> int:
-    data = sys.stdin.buffer.read() if args.file == "-" else open(args.file, "rb").read()
+    if args.file == "-":
+        data = sys.stdin.buffer.read()
+    else:
+        with open(args.file, "rb") as f:
+            data = f.read()
     payload: Any = data
     if args.type == "text":
         payload = data.decode("utf-8")
