@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import select
 import signal
 import socket
 import sys
@@ -197,6 +198,7 @@ class InterpreterHost:
         self.config = config
         self.generation = 0
         self._proc: asyncio.subprocess.Process | None = None
+        self._pidfd: int | None = None
         self._sock: socket.socket | None = None
         self._reader: asyncio.Task | None = None
         self._ready: asyncio.Future | None = None
@@ -214,7 +216,13 @@ class InterpreterHost:
 
     @property
     def alive(self) -> bool:
-        return self._proc is not None and self._proc.returncode is None and not self._exited.is_set()
+        if self._proc is None or self._proc.returncode is not None or self._exited.is_set():
+            return False
+        # A pidfd is readable as soon as the child exits, before the event loop has
+        # noticed: an Execute right after a death then gets a fresh interpreter.
+        if self._pidfd is not None and select.select([self._pidfd], [], [], 0)[0]:
+            return False
+        return True
 
     async def start(self) -> None:
         """Starts a fresh interpreter (generation + 1) and waits until it is ready."""
@@ -245,6 +253,11 @@ class InterpreterHost:
         parent.setblocking(False)
         self.generation += 1
         self._proc, self._sock = proc, parent
+        self._close_pidfd()
+        try:
+            self._pidfd = os.pidfd_open(proc.pid)
+        except (AttributeError, OSError):
+            self._pidfd = None
         self._exited = asyncio.Event()
         self._ready = loop.create_future()
         self._reader = asyncio.create_task(self._read_control(proc, parent, self._exited, self._ready))
@@ -299,7 +312,13 @@ class InterpreterHost:
             await asyncio.gather(self._reader, return_exceptions=True)
         if self._sock is not None:
             self._sock.close()
+        self._close_pidfd()
         self._proc, self._sock, self._reader = None, None, None
+
+    def _close_pidfd(self) -> None:
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
 
     async def close(self) -> None:
         self._closed = True
