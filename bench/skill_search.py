@@ -112,6 +112,7 @@ async def weight_study(tmp: str) -> None:
             await lib.create(TENANT, name, source, description)
         for weight in (1.0, 0.85, 0.7, 0.5, 0.3, 0.0):
             search.DESCRIPTION_WEIGHT, search.SOURCE_WEIGHT = weight, 1.0 - weight
+            ranker._index.clear()  # the embedding index bakes the weights in
             top1, rr = 0, 0.0
             for query, better, _ in LABELLED:
                 order = [r.name for r, _ in await ranker.search(storage, TENANT, query, 100)]
