@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from google.protobuf import duration_pb2
 
@@ -61,13 +61,14 @@ class ExecutionRun:
             await write(self._finished(_STATUS.EXECUTION_STATUS_SANDBOX_DIED, str(exc), state_lost=True))
             self._host.replace_soon()
             return
-        await write(agent_pb2.ExecuteResponse(started=agent_pb2.Started(interpreter_generation=self._execution.generation)))
+        execution = self._execution
+        await write(agent_pb2.ExecuteResponse(started=agent_pb2.Started(interpreter_generation=execution.generation)))
         while True:
-            event = await self._next_event()
-            if event.kind == "output":
+            event = await self._next_event(execution)
+            if event.kind == "output" and event.chunk is not None:
                 await write(_output(event.chunk))
             elif event.kind == "call":
-                message = event.message
+                message = event.message or {}
                 await write(
                     agent_pb2.ExecuteResponse(
                         host_call=agent_pb2.HostCall(
@@ -79,13 +80,12 @@ class ExecutionRun:
                     )
                 )
             else:
-                for response in self._final_events(event):
+                for response in self._final_events(execution, event):
                     await write(response)
                 return
 
-    async def _next_event(self) -> Event:
+    async def _next_event(self, execution: Execution) -> Event:
         """Waits for the next event, escalating SIGINT -> SIGKILL as deadlines pass."""
-        execution = self._execution
         while True:
             wake_at = self._wake_at()
             try:
@@ -94,7 +94,7 @@ class ExecutionRun:
                 else:
                     event = await asyncio.wait_for(execution.events.get(), max(0.0, wake_at - time.monotonic()))
             except asyncio.TimeoutError:
-                await self._escalate()
+                await self._escalate(execution)
                 continue
             execution.consumed()
             return event
@@ -108,16 +108,15 @@ class ExecutionRun:
             return self._began + self._timeout
         return None
 
-    async def _escalate(self) -> None:
+    async def _escalate(self, execution: Execution) -> None:
         if self._interrupted_at is None:
             self._interrupted_at = time.monotonic()
-            await self._host.interrupt(self._execution.exec_id)
+            await self._host.interrupt(execution.exec_id)
         elif not self._killed:
             self._killed = True
             self._host.force_kill()
 
-    def _final_events(self, event: Event) -> list[agent_pb2.ExecuteResponse]:
-        execution = self._execution
+    def _final_events(self, execution: Execution, event: Event) -> list[agent_pb2.ExecuteResponse]:
         responses = [_output(chunk) for chunk in execution.drain()]
         interrupted = self._interrupted_at is not None
         if event.kind == "done":
@@ -155,7 +154,7 @@ class ExecutionRun:
             )
         return text
 
-    def _finished(self, status: int, message: str, state_lost: bool) -> agent_pb2.ExecuteResponse:
+    def _finished(self, status: Any, message: str, state_lost: bool) -> agent_pb2.ExecuteResponse:
         duration = duration_pb2.Duration()
         duration.FromNanoseconds(int((time.monotonic() - self._began) * 1e9))
         budget = self._execution.budget if self._execution else None
@@ -191,7 +190,7 @@ class ExecutionRun:
                 execution.consumed()
                 if event.kind == "call":
                     await self._host.reply(
-                        int(event.message.get("call_id", 0)),
+                        int((event.message or {}).get("call_id", 0)),
                         error=("HostCallUnavailableError", "the execution was cancelled"),
                     )
                 elif event.kind in ("done", "died"):

@@ -84,7 +84,9 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             self._release()
         return agent_pb2.ResetResponse(interpreter_generation=self._host.generation)
 
-    async def Execute(self, request_iterator: object, context: grpc.aio.ServicerContext) -> None:
+    async def Execute(  # type: ignore[override]  # write-style handler: cancellation lands in our code
+        self, request_iterator: object, context: grpc.aio.ServicerContext
+    ) -> None:
         first = await context.read()
         if first is grpc.aio.EOF or not first.HasField("start"):
             await abort(
