@@ -41,6 +41,7 @@ def _build(document: dict[str, Any]) -> AgentCredentials:
     token = document["token"].strip()
     if len(token) < 16:
         raise CredentialsError("the token is too short (at least 16 characters)")
+    _check_pem(document)
     interpreter = document.get("interpreter") or {}
     if not isinstance(interpreter, dict):
         raise CredentialsError("interpreter must be a JSON object")
@@ -90,3 +91,22 @@ def from_dir(path: str) -> AgentCredentials:
             if key in config:
                 document[key] = config[key]
     return _build(document)
+
+
+def _check_pem(document: dict[str, Any]) -> None:
+    """Malformed PEM would otherwise surface only at the first handshake; refuse now."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        x509.load_pem_x509_certificate(document["cert_pem"].encode())
+    except ValueError as exc:
+        raise CredentialsError(f"cert_pem is not a PEM certificate: {exc}") from exc
+    try:
+        x509.load_pem_x509_certificates(document["ca_pem"].encode())
+    except ValueError as exc:
+        raise CredentialsError(f"ca_pem is not a PEM certificate: {exc}") from exc
+    try:
+        serialization.load_pem_private_key(document["key_pem"].encode(), password=None)
+    except (ValueError, TypeError) as exc:
+        raise CredentialsError(f"key_pem is not an unencrypted PEM private key: {exc}") from exc

@@ -39,6 +39,14 @@ def test_refuses_to_start_with_incomplete_credentials():
     assert b"refusing to start: missing credentials: cert_pem, key_pem, ca_pem" in done.stderr
 
 
+def test_refuses_to_start_with_malformed_pem(pki):
+    document = credentials_document(pki, secrets.token_urlsafe(32))
+    document["key_pem"] = "-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n"
+    done = _start_without_ready(["--listen", "127.0.0.1:0", "--credentials-fd", "0"], json.dumps(document).encode())
+    assert done.returncode == 2
+    assert b"refusing to start: key_pem is not" in done.stderr
+
+
 def test_refuses_to_start_with_missing_credentials_dir(tmp_path):
     done = _start_without_ready(["--listen", "127.0.0.1:0", "--credentials-dir", str(tmp_path / "nope")])
     assert done.returncode == 2
