@@ -235,3 +235,18 @@ async def test_tls_and_client_certificates(running_server, tmp_path) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await session_pb2_grpc.SessionServiceStub(channel).ListSessions(session_pb2.ListSessionsRequest(), timeout=10)
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_entry_point_refuses_unsafe_or_invalid_configuration() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEMODE_", "OTEL_"))}
+    env["PYTHONPATH"] = os.pathsep.join([ROOT, os.path.join(ROOT, "clients", "python", "src")])
+    for args, message in (
+        (["--listen", "0.0.0.0:0"], "non-loopback"),
+        (["--memory-limit", "huge"], "--memory-limit"),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "server", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=60
+        )
+        assert result.returncode == 2
+        assert message in result.stderr
+        assert result.stdout == ""
