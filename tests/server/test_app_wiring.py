@@ -250,3 +250,18 @@ def test_entry_point_refuses_unsafe_or_invalid_configuration() -> None:
         assert result.returncode == 2
         assert message in result.stderr
         assert result.stdout == ""
+
+
+async def test_shared_sandbox_ca_is_loaded_from_files(running_server, tmp_path) -> None:
+    from server.pki import CertificateAuthority
+
+    ca = CertificateAuthority.create()
+    (tmp_path / "ca.crt").write_bytes(ca.cert_pem)
+    (tmp_path / "ca.key").write_bytes(ca.key_pem())
+    server = await running_server(ca_cert=str(tmp_path / "ca.crt"), ca_key=str(tmp_path / "ca.key"))
+    assert server.app.ca.cert_pem == ca.cert_pem
+    client = connect(server.address)
+    async with client.channel:
+        session = await client.create()
+        events = await client.run(session.name, "print('signed by the shared CA')")
+        assert events[-1].finished.status == execute_pb2.EXECUTION_STATUS_OK
