@@ -130,6 +130,9 @@ def _register_storage_services(server: grpc.aio.Server, config: ServerConfig) ->
     from server.services import artifact_service, skill_service
     from server.skills.library import SkillLibrary
 
+    from server.storage.base import Storage
+
+    storage: Storage
     if config.storage == "redis":
         from server.storage.redis_storage import RedisStorage
 
@@ -227,7 +230,7 @@ async def serve(
     """Runs until SIGTERM/SIGINT (or `App.request_stop()`), then shuts down gracefully."""
     app = await build_app(config, host_call_handler)
     loop = asyncio.get_running_loop()
-    installed: list[int] = []
+    installed: list[signal.Signals] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, app.request_stop)

@@ -92,7 +92,7 @@ class CertificateAuthority:
             raise ValueError(f"cannot load sandbox CA: {exc}") from None
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise ValueError("sandbox CA key must be an EC key")
-        if cert.public_key().public_numbers() != key.public_key().public_numbers():
+        if cert.public_key() != key.public_key():
             raise ValueError("sandbox CA certificate and key do not match")
         if cert.not_valid_after_utc <= _now():
             raise ValueError("sandbox CA certificate has expired")

@@ -341,7 +341,8 @@ class SessionManager:
             describe = getattr(sandbox, "exit_description", None)
             session.mark_failed((describe() if describe else "the sandbox exited") + "; ResetSession restarts it")
 
-    def list(self, page_size: int, page_token: str, tenant: str) -> tuple[list[Session], str]:
+    def list_page(self, page_size: int, page_token: str, tenant: str) -> tuple[list[Session], str]:
+        """One page of sessions, oldest first (AIP-158 page_size rules)."""
         if page_size < 0:
             raise invalid_argument("page_size must not be negative", field="page_size")
         page_size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)

@@ -20,7 +20,7 @@ class SessionService(session_pb2_grpc.SessionServiceServicer):
         return session_pb2.GetSessionResponse(session=self._sessions.get_by_name(request.name).to_proto())
 
     async def ListSessions(self, request: session_pb2.ListSessionsRequest, context: grpc.aio.ServicerContext) -> session_pb2.ListSessionsResponse:
-        page, next_token = self._sessions.list(request.page_size, request.page_token, request.tenant)
+        page, next_token = self._sessions.list_page(request.page_size, request.page_token, request.tenant)
         return session_pb2.ListSessionsResponse(sessions=[s.to_proto() for s in page], next_page_token=next_token)
 
     async def ResetSession(self, request: session_pb2.ResetSessionRequest, context: grpc.aio.ServicerContext) -> session_pb2.ResetSessionResponse:
