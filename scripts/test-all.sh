@@ -47,14 +47,23 @@ step() {
   return "$rc"
 }
 
+# count WORD: the number before WORD in pytest's closing line (0 if absent).
+count() { grep -oE "[0-9]+ $1\b" <<<"$PYTEST_SUMMARY" | head -n1 | cut -d' ' -f1 | grep . || echo 0; }
+
 summary() {
   banner "summary"
   local i
   for i in "${!STEP_NAMES[@]}"; do
     printf '  %-44s %-16s %5ss\n' "${STEP_NAMES[$i]}" "${STEP_RESULTS[$i]}" "${STEP_SECONDS[$i]}"
   done
-  [ -n "$PYTEST_SUMMARY" ] && printf '  pytest: %s\n' "$PYTEST_SUMMARY"
   if [ "$FAILED" = 0 ]; then echo "test-all: all steps passed"; else echo "test-all: FAILED (see the steps above)"; fi
+  if [ -n "$PYTEST_SUMMARY" ]; then
+    # pytest's own closing line, then the same counts in the plain
+    # "N passed, N failed, N skipped" form (errors count as failures).
+    printf 'pytest summary: %s\n' "$PYTEST_SUMMARY"
+    printf 'pytest: %d passed, %d failed, %d skipped\n' "$(count passed)" \
+      "$(( $(count failed) + $(count error) + $(count errors) ))" "$(count skipped)"
+  fi
 }
 
 # --- 1. setup -------------------------------------------------------------
