@@ -96,7 +96,7 @@ class Relay:
                 except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
                     await self._raise_unreachable(exc if isinstance(exc, grpc.aio.AioRpcError) else None)
                 reader = asyncio.get_running_loop().create_task(self._read_agent(call))
-                async for event in self._events_with_heartbeats(reader):
+                async for event in self._events_with_heartbeats():
                     yield event
         finally:
             if reader is not None:
@@ -164,7 +164,7 @@ class Relay:
             with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
                 await call.write(agent_pb2.ExecuteRequest(host_call_result=result))
 
-    async def _events_with_heartbeats(self, reader: asyncio.Task) -> AsyncIterator[execute_pb2.ExecuteResponse]:
+    async def _events_with_heartbeats(self) -> AsyncIterator[execute_pb2.ExecuteResponse]:
         started_sent = False
         while True:
             try:

@@ -20,6 +20,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 import grpc
 
@@ -118,6 +119,7 @@ class ProcessSandbox(Sandbox):
         capabilities: SandboxCapabilities,
         private_dirs: list[str],
         info: agent_pb2.GetInfoResponse,
+        on_stop: Callable[[ProcessSandbox], None] = lambda sandbox: None,
     ) -> None:
         self.sandbox_id = sandbox_id
         self.process = process
@@ -126,6 +128,7 @@ class ProcessSandbox(Sandbox):
         self.capabilities = capabilities
         self.private_dirs = private_dirs
         self.info = info
+        self._on_stop = on_stop
         self._stopped = False
 
     @property
@@ -168,6 +171,7 @@ class ProcessSandbox(Sandbox):
             await self.channel.close()
         for path in self.private_dirs:
             shutil.rmtree(path, ignore_errors=True)
+        self._on_stop(self)
 
 
 async def _terminate_sandbox(process: asyncio.subprocess.Process, marker: str) -> None:
@@ -318,7 +322,9 @@ class ProcessSandboxProvider:
                 raise SandboxStartError(f"sandbox agent did not answer GetInfo: {exc.code().name}: {exc.details()}") from None
             if info.session_id and info.session_id != sandbox_id:
                 raise SandboxStartError(f"sandbox agent reports id {info.session_id!r}, expected {sandbox_id!r}")
-            sandbox = ProcessSandbox(sandbox_id, process, channel, self.capabilities(limits), cleanup, info)
+            sandbox = ProcessSandbox(
+                sandbox_id, process, channel, self.capabilities(limits), cleanup, info, on_stop=self._sandboxes.discard
+            )
             self._sandboxes.add(sandbox)
             return sandbox
         except BaseException as exc:
@@ -362,9 +368,10 @@ class ProcessSandboxProvider:
         sandboxes, self._sandboxes = list(self._sandboxes), set()
         await asyncio.gather(*(sandbox.stop() for sandbox in sandboxes), return_exceptions=True)
 
-    def forget(self, sandbox: Sandbox) -> None:
-        """Drops a stopped sandbox from the provider's shutdown list."""
-        self._sandboxes.discard(sandbox)  # type: ignore[arg-type]
+    @property
+    def live_count(self) -> int:
+        """Sandboxes started and not yet stopped (sessions + warm pool)."""
+        return len(self._sandboxes)
 
 
 async def _drain(stream: asyncio.StreamReader) -> None:

@@ -55,6 +55,7 @@ async def test_sandbox_runs_in_a_private_dir_and_stops_completely(data_dir) -> N
     assert not sandbox.is_alive()
     assert not os.path.exists(base)
     assert _sandbox_processes(sandbox.pid, base + os.sep) == set()
+    assert provider.live_count == 0  # stopped sandboxes are not retained
     await provider.close()
 
 
