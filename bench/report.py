@@ -81,8 +81,9 @@ def _targets(results: "Results") -> list[str]:
     runs: list[dict[str, Any]] = [r for r in results.values.get("throughput", []) if r["label"] == "streamed in full"]
     if runs:
         largest = runs[-1]
-        rate = largest["mb_per_second"]
-        t.add(f"(f) ≥ 100 MB/s printing {largest['bytes_requested'] // MIB} MiB", f"{rate:.0f} MB/s", rate >= 100,
+        judged = next((r for r in runs if r["bytes_requested"] == 50 * MIB), largest)
+        rate = judged["mb_per_second"]
+        t.add(f"(f) ≥ 100 MB/s printing {judged['bytes_requested'] // MIB} MiB", f"{rate:.0f} MB/s", rate >= 100,
               f"by {100 - rate:.0f} MB/s ({rate / 100:.2f}×)")
         if len(runs) > 1:
             growth = {k: largest[k] - runs[0][k] for k in ("server_peak_rss", "agent_peak_rss")}
