@@ -4,13 +4,16 @@
 # Every language runs even after a failure, so one run shows which clients
 # disagree; the exit status is non-zero if any runner failed.
 #
-#   .venv/bin/python conformance/with_server.py bash conformance/run-all.sh [python go typescript java readme]
+#   .venv/bin/python conformance/with_server.py [--mtls] bash conformance/run-all.sh [python go typescript java readme]
+#
+# "readme" runs each client README's example, which connects in plaintext: give it a
+# server started without --mtls.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 : "${CODEMODE_CONFORMANCE_TARGET:?start this through conformance/with_server.py}"
 PY="${PYTHON:-.venv/bin/python}"
 languages=("$@")
-[ "${#languages[@]}" -gt 0 ] || languages=(python go typescript java readme)
+[ "${#languages[@]}" -gt 0 ] || languages=(python go typescript java)
 
 run_python() { "$PY" -m pytest tests/conformance -p no:cacheprovider -q; }
 run_go() { go -C clients/go test -count=1 -v -run TestConformance .; }

@@ -1,16 +1,21 @@
 """Starts one real codemode server for the conformance runners, runs a command, stops it.
 
-    python conformance/with_server.py [--] COMMAND [ARGS...]
+    python conformance/with_server.py [--mtls] [--] COMMAND [ARGS...]
 
 The server listens on 127.0.0.1 port 0 with a fresh data dir and an API token;
 the command gets CODEMODE_CONFORMANCE_TARGET and CODEMODE_CONFORMANCE_TOKEN in
-its environment. One server for all four languages means every runner is
-judged against exactly the same behaviour. Exits with the command's status.
+its environment. With --mtls the server requires TLS with a client certificate
+from an ephemeral CA, and the command also gets CODEMODE_CONFORMANCE_CA,
+CODEMODE_CONFORMANCE_CLIENT_CERT and CODEMODE_CONFORMANCE_CLIENT_KEY (PEM file
+paths), which every runner then uses. One server for all four languages means
+every runner is judged against exactly the same behaviour. Exits with the
+command's status.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import secrets
@@ -26,31 +31,53 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 READY_TIMEOUT_SECONDS = 60
 
 
+@dataclasses.dataclass(frozen=True)
+class Server:
+    target: str
+    token: str
+    ca: str = ""
+    client_cert: str = ""
+    client_key: str = ""
+
+    def env(self) -> dict[str, str]:
+        """The variables the runners read (conformance/README.md)."""
+        values = {"CODEMODE_CONFORMANCE_TARGET": self.target, "CODEMODE_CONFORMANCE_TOKEN": self.token}
+        if self.ca:
+            values.update(
+                CODEMODE_CONFORMANCE_CA=self.ca,
+                CODEMODE_CONFORMANCE_CLIENT_CERT=self.client_cert,
+                CODEMODE_CONFORMANCE_CLIENT_KEY=self.client_key,
+            )
+        return values
+
+
 @contextlib.contextmanager
-def codemode_server(python: str = sys.executable, token: str | None = None) -> Iterator[tuple[str, str]]:
-    """Yields (target, token) of a server subprocess that is stopped on exit."""
-    token = token or secrets.token_hex(16)
+def codemode_server(python: str = sys.executable, *, mtls: bool = False) -> Iterator[Server]:
+    """Yields a server subprocess that is stopped (and its data dir removed) on exit."""
+    token = secrets.token_hex(16)
     # Short prefix: sandbox unix socket paths must fit in sun_path (108 bytes).
     data_dir = tempfile.mkdtemp(prefix="cmconf-")
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         [ROOT, os.path.join(ROOT, "clients", "python", "src"), env.get("PYTHONPATH", "")]
     ).rstrip(os.pathsep)
+    command = [python, "-m", "server", "--listen", "127.0.0.1:0", "--data-dir", data_dir, "--api-token", token]
+    tls: dict[str, str] = {}
+    if mtls:
+        from conformance.pki import write_mtls_files
+
+        files = write_mtls_files(os.path.join(data_dir, "pki"))
+        command += ["--tls-cert", files.server_cert, "--tls-key", files.server_key, "--tls-client-ca", files.ca]
+        tls = {"ca": files.ca, "client_cert": files.client_cert, "client_key": files.client_key}
     log_path = os.path.join(data_dir, "server.log")
     log = open(log_path, "wb")  # noqa: SIM115 - closed in finally
     process = subprocess.Popen(
-        [python, "-m", "server", "--listen", "127.0.0.1:0", "--data-dir", data_dir, "--api-token", token],
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
+        command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, text=True
     )
     failed = True
     try:
         target = _wait_ready(process)
-        yield target, token
+        yield Server(target, token, **tls)
         failed = False
     finally:
         process.send_signal(signal.SIGTERM)
@@ -79,8 +106,7 @@ def _wait_ready(process: subprocess.Popen[str]) -> str:
         for _ in process.stdout:  # keep draining so the server never blocks on a full pipe
             pass
 
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
+    threading.Thread(target=read, daemon=True).start()
     announced.wait(READY_TIMEOUT_SECONDS)
     line = box.get("line", "")
     if not line:
@@ -92,14 +118,18 @@ def _wait_ready(process: subprocess.Popen[str]) -> str:
 
 
 def main(argv: list[str]) -> int:
+    mtls = bool(argv) and argv[0] == "--mtls"
+    if mtls:
+        argv = argv[1:]
     if argv and argv[0] == "--":
         argv = argv[1:]
     if not argv:
         print(__doc__, file=sys.stderr)
         return 2
-    with codemode_server() as (target, token):
-        env = dict(os.environ, CODEMODE_CONFORMANCE_TARGET=target, CODEMODE_CONFORMANCE_TOKEN=token)
-        status = subprocess.call(argv, env=env)
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)
+    with codemode_server(mtls=mtls) as server:
+        status = subprocess.call(argv, env=dict(os.environ, **server.env()))
         if status != 0:
             # Show the server's side of a failure; the with-block exits normally.
             os.environ["CODEMODE_CONFORMANCE_SHOW_SERVER_LOG"] = "1"

@@ -139,8 +139,8 @@ def main() -> int:
     started = time.monotonic()
     commands = prepare()
     results: dict[str, dict[str, list[float]]] = {}
-    with codemode_server(PY) as (target, token):
-        env = dict(os.environ, CODEMODE_CONFORMANCE_TARGET=target, CODEMODE_CONFORMANCE_TOKEN=token,
+    with codemode_server(PY) as server:
+        env = dict(os.environ, **server.env(),
                    BENCH_WARMUP=str(plan["warmup"]), BENCH_ROUNDS=str(plan["rounds"]), BENCH_FIRST_STDOUT=str(plan["first"]),
                    PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "clients", "python", "src")]))
         for language in args.languages:

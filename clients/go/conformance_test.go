@@ -143,11 +143,16 @@ func TestConformance(t *testing.T) {
 		t.Skip("no server: run via `python conformance/with_server.py go test ./...`")
 	}
 	token := os.Getenv("CODEMODE_CONFORMANCE_TOKEN")
+	// mTLS when the harness started the server with --mtls, else plaintext.
+	transport := codemode.WithInsecure()
+	if ca := os.Getenv("CODEMODE_CONFORMANCE_CA"); ca != "" {
+		transport = codemode.WithTLSFiles(ca, os.Getenv("CODEMODE_CONFORMANCE_CLIENT_CERT"), os.Getenv("CODEMODE_CONFORMANCE_CLIENT_KEY"))
+	}
 	clients := map[string]*codemode.Client{}
 	for auth, opts := range map[string][]codemode.Option{
-		"token": {codemode.WithInsecure(), codemode.WithToken(token)},
-		"none":  {codemode.WithInsecure()},
-		"wrong": {codemode.WithInsecure(), codemode.WithToken(token + "-wrong")},
+		"token": {transport, codemode.WithToken(token)},
+		"none":  {transport},
+		"wrong": {transport, codemode.WithToken(token + "-wrong")},
 	} {
 		client, err := codemode.Dial(target, opts...)
 		if err != nil {

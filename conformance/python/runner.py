@@ -10,7 +10,7 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,12 +50,23 @@ class Observed:
         return b"".join(o.data for o in self.outputs if o.stream == stream).decode("utf-8", "replace")
 
 
+def tls_from_env(env: Mapping[str, str]) -> codemode.TLSConfig | None:
+    """mTLS settings when the harness started the server with --mtls, else plaintext."""
+    if not env.get("CODEMODE_CONFORMANCE_CA"):
+        return None
+    return codemode.TLSConfig(
+        root_certificates=env["CODEMODE_CONFORMANCE_CA"],
+        client_certificate=env["CODEMODE_CONFORMANCE_CLIENT_CERT"],
+        client_key=env["CODEMODE_CONFORMANCE_CLIENT_KEY"],
+    )
+
+
 class Runner:
-    def __init__(self, target: str, token: str) -> None:
+    def __init__(self, target: str, token: str, tls: codemode.TLSConfig | None = None) -> None:
         self.clients = {
-            "token": codemode.Client(target, token=token),
-            "none": codemode.Client(target),
-            "wrong": codemode.Client(target, token=token + "-wrong"),
+            "token": codemode.Client(target, token=token, tls=tls),
+            "none": codemode.Client(target, tls=tls),
+            "wrong": codemode.Client(target, token=token + "-wrong", tls=tls),
         }
         self.client = self.clients["token"]
 

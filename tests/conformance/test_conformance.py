@@ -1,8 +1,8 @@
 """The Python client against conformance/cases.json and a real server.
 
-Uses the server given by conformance/with_server.py (CODEMODE_CONFORMANCE_TARGET
-and _TOKEN) when set, so all four languages are judged against one server;
-otherwise starts its own.
+Uses the server given by conformance/with_server.py (CODEMODE_CONFORMANCE_TARGET,
+_TOKEN and, with --mtls, _CA/_CLIENT_CERT/_CLIENT_KEY) when set, so all four
+languages are judged against one server; otherwise starts its own (plaintext).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from conformance.python.runner import CaseSkipped, Runner, load_cases  # noqa: E402
+from conformance.python.runner import CaseSkipped, Runner, load_cases, tls_from_env  # noqa: E402
 from conformance.with_server import codemode_server  # noqa: E402
 
 CASES = load_cases("py")
@@ -29,12 +29,12 @@ pytestmark = pytest.mark.timeout(120)
 def runner() -> Iterator[Runner]:
     target = os.environ.get("CODEMODE_CONFORMANCE_TARGET")
     if target:
-        conformance_runner = Runner(target, os.environ["CODEMODE_CONFORMANCE_TOKEN"])
+        conformance_runner = Runner(target, os.environ["CODEMODE_CONFORMANCE_TOKEN"], tls_from_env(os.environ))
         yield conformance_runner
         conformance_runner.close()
         return
-    with codemode_server(sys.executable) as (own_target, token):
-        conformance_runner = Runner(own_target, token)
+    with codemode_server(sys.executable) as server:
+        conformance_runner = Runner(server.target, server.token)
         yield conformance_runner
         conformance_runner.close()
 

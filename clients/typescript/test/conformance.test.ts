@@ -52,11 +52,20 @@ function fail(message: string): never {
   throw new Error(message);
 }
 
+// mTLS when the harness started the server with --mtls, else plaintext.
+const tls = process.env.CODEMODE_CONFORMANCE_CA
+  ? {
+      ca: readFileSync(process.env.CODEMODE_CONFORMANCE_CA),
+      cert: readFileSync(process.env.CODEMODE_CONFORMANCE_CLIENT_CERT ?? ""),
+      key: readFileSync(process.env.CODEMODE_CONFORMANCE_CLIENT_KEY ?? ""),
+    }
+  : (false as const);
+
 const clients = target
   ? {
-      token: new CodemodeClient(target, { token, tls: false }),
-      none: new CodemodeClient(target, { tls: false }),
-      wrong: new CodemodeClient(target, { token: token + "-wrong", tls: false }),
+      token: new CodemodeClient(target, { token, tls }),
+      none: new CodemodeClient(target, { tls }),
+      wrong: new CodemodeClient(target, { token: token + "-wrong", tls }),
     }
   : undefined;
 

@@ -82,11 +82,24 @@ class ConformanceTest {
     }
     Map<String, CodemodeClient> clients =
         Map.of(
-            "token", open(CodemodeClient.builder(target).plaintext().token(token)),
-            "none", open(CodemodeClient.builder(target).plaintext()),
-            "wrong", open(CodemodeClient.builder(target).plaintext().token(token + "-wrong")));
+            "token", open(transport(target).token(token)),
+            "none", open(transport(target)),
+            "wrong", open(transport(target).token(token + "-wrong")));
     return loadCases().stream()
         .map(c -> DynamicTest.dynamicTest(c.get("name").getAsString(), () -> runCase(clients, c)));
+  }
+
+  /** mTLS when the harness started the server with --mtls, else plaintext. */
+  private static CodemodeClient.Builder transport(String target) throws IOException {
+    String ca = System.getenv().getOrDefault("CODEMODE_CONFORMANCE_CA", "");
+    if (ca.isEmpty()) {
+      return CodemodeClient.builder(target).plaintext();
+    }
+    return CodemodeClient.builder(target)
+        .trustedCa(Files.readString(Path.of(ca)))
+        .clientCertificate(
+            Files.readString(Path.of(System.getenv("CODEMODE_CONFORMANCE_CLIENT_CERT"))),
+            Files.readString(Path.of(System.getenv("CODEMODE_CONFORMANCE_CLIENT_KEY"))));
   }
 
   private static CodemodeClient open(CodemodeClient.Builder builder) {
