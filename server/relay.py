@@ -94,7 +94,14 @@ class Relay:
                 try:
                     await call.write(agent_pb2.ExecuteRequest(start=self._start_message()))
                 except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
-                    await self._raise_unreachable(exc if isinstance(exc, grpc.aio.AioRpcError) else None)
+                    broken = exc if isinstance(exc, grpc.aio.AioRpcError) else None
+                    if not await self._sandbox_died():
+                        await self._raise_unreachable(broken)
+                    # Died between the session check and now: still a well-formed stream.
+                    yield self._started_event(self._session.interpreter_generation)
+                    async for event in self._finish_after_break(broken):
+                        yield event
+                    return
                 reader = asyncio.get_running_loop().create_task(self._read_agent(call))
                 async for event in self._events_with_heartbeats():
                     yield event
