@@ -37,13 +37,32 @@ def _mib(n: float) -> str:
     return f"{n / MIB:.1f} MiB"
 
 
+#: What limits each target when it is missed (details in bench/analysis.md), by target prefix.
+LIMITS = {
+    "(a) ≤": "three hops and two streams vs one unary call; the agent alone (a'') is about the whole floor; "
+             "control plane: a thread per agent call for the token, relay queue + wait_for per event",
+    "(a) below": "control-plane overhead (see (a) − (a''))",
+    "(d) first stdout <": "control-plane hop as in (a) plus the agent's pipe → stream path (d'')",
+    "(d) below": "as above; Jupyter sends the stream message from the process running the code",
+    "(e) cold": "two Python processes start (agent with grpc, interpreter) plus a new certificate; CPU shared",
+    "(e) warm": "GetInfo health check RPC and the pool refill woken before the reply, competing for 2 cores",
+    "(f) ≥": "client → server → agent streaming in Python; 64 KiB chunks",
+    "(f) peak": "unbounded relay queue holds what the client has not read yet",
+    "(g) no": "see the first errors below",
+    "(g) p99": "one server event loop and 100 sandbox processes on 2 cores",
+}
+
+
 class _Targets:
     def __init__(self) -> None:
         self.rows: list[str] = []
 
     def add(self, target: str, measured: str, met: bool | None, margin: str = "") -> None:
         verdict = "not measured" if met is None else ("**met**" if met else f"**missed** {margin}".rstrip())
-        self.rows.append(f"| {target} | {measured} | {verdict} |")
+        limit = ""
+        if met is False:
+            limit = next((text for prefix, text in LIMITS.items() if target.startswith(prefix)), "")
+        self.rows.append(f"| {target} | {measured} | {verdict} | {limit} |")
 
 
 def _targets(results: "Results") -> list[str]:
@@ -104,7 +123,7 @@ def _targets(results: "Results") -> list[str]:
               f"by {ratio / 10:.2f}×")
     else:
         t.add("(g) no errors, p99 < 10× p50", "—", None)
-    return ["| target | measured | verdict |", "| --- | --- | --- |", *t.rows]
+    return ["| target | measured | verdict | what limits it (when missed) |", "| --- | --- | --- | --- |", *t.rows]
 
 
 def render(results: "Results", plan: "Plan", command: str) -> str:
