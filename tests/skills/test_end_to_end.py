@@ -83,3 +83,36 @@ async def test_persistence_across_restart(running_server, backend, tmp_path):
     finally:
         await channel.close()
         await client.channel.close()
+
+
+async def test_redis_outage_through_the_server_and_sandbox(running_server):
+    from grpc_status import rpc_status
+
+    from server.errors import error_info_of
+    from tests.storage.redis_server import RedisServer
+
+    redis = RedisServer()
+    redis.start()
+    try:
+        srv = await running_server(storage="redis", redis_url=redis.url, redis_prefix="outage")
+        client = connect(srv.address)
+        channel, skills, _ = stubs(srv.address)
+        try:
+            session = (await client.create()).name
+            await skills.CreateSkill(skill_pb2.CreateSkillRequest(skill_id="double", skill=skill_pb2.Skill(source=DOUBLE)))
+            redis.stop()
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await skills.ListSkills(skill_pb2.ListSkillsRequest(), timeout=30)
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert error_info_of(rpc_status.from_call(err.value)).reason == "STORAGE_UNAVAILABLE"
+            code = "try:\n    skills.double(x=1)\nexcept Exception as e:\n    print(type(e).__name__)"
+            assert (await run_ok(client, session, code)).strip() == "StorageUnavailableError"
+            redis.start()
+            assert (await run_ok(client, session, "print(skills.double(x=4))")).strip() == "8"
+            listed = await skills.ListSkills(skill_pb2.ListSkillsRequest(), timeout=30)
+            assert [s.name for s in listed.skills] == ["skills/double"]
+        finally:
+            await channel.close()
+            await client.channel.close()
+    finally:
+        redis.close()
