@@ -161,3 +161,21 @@ async def test_tenants_cannot_see_each_other_from_sandboxes(sandbox):
         assert a["skills"].private(x=2) == 4
 
     await in_thread(body)
+
+
+async def test_sandbox_cannot_choose_its_tenant(sandbox, storage):
+    """A `tenant` smuggled into params is ignored: the session's tenant always applies."""
+    make, lib = sandbox
+    await lib.create("tenant-a", "private", DOUBLE)
+    handler = StoreHostCallHandler(SkillLibrary(storage), ArtifactLibrary(storage))
+    call = agent_pb2.HostCall(
+        call_id=7, method="skills.get", params_json=json.dumps({"name": "private", "tenant": "tenant-a"})
+    )
+    result = await handler.handle(FakeSession("tenant-b"), call)
+    assert result.error.type == "SkillNotFoundError" and result.call_id == 7
+    unknown = await handler.handle(FakeSession("tenant-b"), agent_pb2.HostCall(call_id=8, method="skills.nuke"))
+    assert unknown.error.type == "NotImplementedError"
+    junk = await handler.handle(
+        FakeSession("tenant-b"), agent_pb2.HostCall(call_id=9, method="skills.get", params_json="[1")
+    )
+    assert junk.error.type == "ValueError"
