@@ -89,8 +89,9 @@ def section(results: dict[str, dict[str, list[float]]], plan: dict[str, int], wa
         f"Wall time of the run: {wall:.0f} s. One server (process sandboxes, plaintext on 127.0.0.1, "
         "API token), one session per client, clients run one after another. Each client is timed "
         "from its own API call (`Run`/`run` for the round trip; from starting `Stream`/`stream` to the "
-        f"first output event for `print('a', flush=True); time.sleep(0.5)`), after {plan['warmup']} "
-        f"warm-up round trips; {plan['rounds']} round trips and {plan['first']} first-stdout runs each.",
+        f"first output event for `print('a', flush=True); time.sleep(0.5)`); {plan['rounds']} round trips "
+        f"and {plan['first']} first-stdout runs per client, taken in {plan['batches']} interleaved passes over "
+        f"the clients (each pass: a new process and session, {plan['warmup']} warm-up round trips first).",
         f"Machine: {info['CPUs (nproc)']} CPUs ({info['CPU model']}), load average at start "
         f"{info['load average at start (1 min / 5 min)']}, commit {info['git commit']}.",
         "",
@@ -134,18 +135,30 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown client(s): {', '.join(sorted(unknown))}")
     args.languages = args.languages or list(LANGUAGES)
-    plan = {"warmup": 5, "rounds": 30, "first": 3} if args.quick else {"warmup": 50, "rounds": 300, "first": 20}
+    # Samples are taken in `batches` passes over the clients (python, go, ... python, go, ...)
+    # so a burst of load from other work on the shared machine hits every client alike.
+    plan = (
+        {"warmup": 5, "rounds": 30, "first": 3, "batches": 1}
+        if args.quick
+        else {"warmup": 30, "rounds": 300, "first": 21, "batches": 3}
+    )
     info = machine.describe()
     started = time.monotonic()
     commands = prepare()
     results: dict[str, dict[str, list[float]]] = {}
     with codemode_server(PY) as server:
         env = dict(os.environ, **server.env(),
-                   BENCH_WARMUP=str(plan["warmup"]), BENCH_ROUNDS=str(plan["rounds"]), BENCH_FIRST_STDOUT=str(plan["first"]),
+                   BENCH_WARMUP=str(plan["warmup"]),
+                   BENCH_ROUNDS=str(plan["rounds"] // plan["batches"]),
+                   BENCH_FIRST_STDOUT=str(plan["first"] // plan["batches"]),
                    PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "clients", "python", "src")]))
-        for language in args.languages:
-            print(f"bench/clients: {language} ...", file=sys.stderr, flush=True)
-            results[language] = measure(commands[language], env)
+        for batch in range(plan["batches"]):
+            for language in args.languages:
+                print(f"bench/clients: {language} (pass {batch + 1}/{plan['batches']}) ...", file=sys.stderr, flush=True)
+                samples = measure(commands[language], env)
+                merged = results.setdefault(language, {"round_trip_ms": [], "first_stdout_ms": []})
+                for key, values in samples.items():
+                    merged[key].extend(values)
     text = section(results, plan, time.monotonic() - started, info)
     os.makedirs(os.path.join(REPO, "bench", "results"), exist_ok=True)
     with open(os.path.join(REPO, "bench", "results", "clients.json"), "w", encoding="utf-8") as handle:
