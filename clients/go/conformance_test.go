@@ -48,6 +48,7 @@ type step struct {
 		Session                string   `json:"session"`
 		Auth                   string   `json:"auth"`
 		ExecutionTimeoutSecond *float64 `json:"execution_timeout_seconds"`
+		CallDeadlineSeconds    *float64 `json:"call_deadline_seconds"`
 		CancelAfterFirstOutput bool     `json:"cancel_after_first_output"`
 		RetryWhileBusy         bool     `json:"retry_while_busy"`
 	} `json:"execute"`
@@ -248,7 +249,13 @@ func execute(ctx context.Context, clients map[string]*codemode.Client, session *
 	}
 	giveUp := time.Now().Add(retryWhileBusy)
 	for {
-		o := executeOnce(ctx, handle, spec.Code, spec.CancelAfterFirstOutput, opts)
+		callCtx, cancel := ctx, context.CancelFunc(func() {})
+		if spec.CallDeadlineSeconds != nil {
+			// The Go way to set a deadline: the context's.
+			callCtx, cancel = context.WithTimeout(ctx, time.Duration(*spec.CallDeadlineSeconds*float64(time.Second)))
+		}
+		o := executeOnce(callCtx, handle, spec.Code, spec.CancelAfterFirstOutput, opts)
+		cancel()
 		if spec.RetryWhileBusy && codemode.Reason(o.callErr) == "SESSION_BUSY" && time.Now().Before(giveUp) {
 			time.Sleep(100 * time.Millisecond)
 			continue

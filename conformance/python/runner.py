@@ -149,7 +149,8 @@ class Runner:
         observed = Observed()
         timeout = spec.get("execution_timeout_seconds")
         try:
-            with session.stream(spec["code"], timeout=timeout) as execution:
+            deadline = spec.get("call_deadline_seconds")
+            with session.stream(spec["code"], timeout=timeout, deadline=deadline) as execution:
                 for event in execution:
                     now = time.monotonic()
                     if isinstance(event, codemode.Output):

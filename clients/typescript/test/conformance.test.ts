@@ -163,6 +163,7 @@ async function executeOnce(session: Session, spec: Json): Promise<Observed> {
   const options = {
     signal: abort.signal,
     executionTimeoutMs: spec.execution_timeout_seconds !== undefined ? spec.execution_timeout_seconds * 1000 : undefined,
+    timeoutMs: spec.call_deadline_seconds !== undefined ? spec.call_deadline_seconds * 1000 : undefined,
   };
   try {
     for await (const event of session.stream(spec.code, options)) {

@@ -202,7 +202,11 @@ class ConformanceTest {
     String name = spec.has("session") ? str(spec, "session") : session.name();
     long giveUp = System.nanoTime() + RETRY_WHILE_BUSY.toNanos();
     while (true) {
-      Session handle = clients.get(auth).withDeadline(STEP_DEADLINE).session(name);
+      Duration deadline = STEP_DEADLINE;
+      if (spec.has("call_deadline_seconds")) {
+        deadline = Duration.ofMillis((long) (spec.get("call_deadline_seconds").getAsDouble() * 1000));
+      }
+      Session handle = clients.get(auth).withDeadline(deadline).session(name);
       Observed observed = executeOnce(handle, spec);
       boolean busy = observed.callError != null && observed.callError.reason().equals("SESSION_BUSY");
       boolean retry = spec.has("retry_while_busy") && spec.get("retry_while_busy").getAsBoolean();
