@@ -66,7 +66,8 @@ type step struct {
 	DeleteSkill *struct {
 		ID string `json:"id"`
 	} `json:"delete_skill"`
-	Expect expectation `json:"expect"`
+	CloseSession *struct{}   `json:"close_session"`
+	Expect       expectation `json:"expect"`
 }
 
 type expectation struct {
@@ -223,6 +224,8 @@ func runStep(ctx context.Context, clients map[string]*codemode.Client, session *
 			return fmt.Errorf("%s not in search results %v", want.ContainsName, names)
 		}
 		return nil
+	case s.CloseSession != nil:
+		return session.Close()
 	case s.DeleteSkill != nil:
 		if err := skills.Delete(ctx, s.DeleteSkill.ID); err != nil {
 			return checkCallError(err, want)

@@ -38,6 +38,9 @@ func (s *Session) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
 	defer cancel()
 	_, err := s.client.sessions.DeleteSession(ctx, &codemodev1.DeleteSessionRequest{Name: s.name})
+	if Reason(wrapError(err)) == "SESSION_NOT_FOUND" {
+		return nil // already deleted or expired: closing is idempotent, as io.Closer users expect
+	}
 	return wrapError(err)
 }
 

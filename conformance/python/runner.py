@@ -108,6 +108,10 @@ class Runner:
             observed = self._execute(step["execute"], session)
             check_execute(observed, expect)
             return
+        if "close_session" in step:
+            assert session is not None
+            session.__exit__(None, None, None)  # what `with client.create_session() as s:` runs
+            return
         skills = self.client.skills
         try:
             if "create_skill" in step:

@@ -4,7 +4,7 @@ import type { ExecuteRequestSchema, ExecuteResponse, ExecutionError, ExecutionFi
 import { ExecutionStatus, OutputStream } from "./gen/codemode/v1/execute_pb.js";
 import type { Session as SessionInfo } from "./gen/codemode/v1/session_pb.js";
 import type { CallOptions, CodemodeClient } from "./client.js";
-import { toCodemodeError } from "./errors.js";
+import { CodemodeError, toCodemodeError } from "./errors.js";
 
 /** Bounds close(): it runs from `await using` and must not hang on a dead server. */
 const CLOSE_TIMEOUT_MS = 30_000;
@@ -119,12 +119,14 @@ export class Session implements AsyncDisposable {
     }
   }
 
-  /** Deletes the session and stops its sandbox. */
+  /** Deletes the session and stops its sandbox; a session already gone counts as closed. */
   async close(): Promise<void> {
     try {
       await this.client.sessionService.deleteSession({ name: this.name }, { timeoutMs: CLOSE_TIMEOUT_MS });
     } catch (error) {
-      throw toCodemodeError(error);
+      const mapped = toCodemodeError(error);
+      if (mapped instanceof CodemodeError && mapped.reason === "SESSION_NOT_FOUND") return;
+      throw mapped;
     }
   }
 

@@ -112,6 +112,10 @@ async function runStep(all: NonNullable<typeof clients>, session: Session | unde
     checkExecute(await execute(all, session, step.execute), expect);
     return;
   }
+  if (step.close_session) {
+    await session!.close();
+    return;
+  }
   const skills = all.token.skills();
   let outcome: Json;
   try {

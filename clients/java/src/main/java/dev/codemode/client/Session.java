@@ -132,7 +132,10 @@ public final class Session implements AutoCloseable {
     }
   }
 
-  /** Deletes the session and stops its sandbox. */
+  /**
+   * Deletes the session and stops its sandbox. Idempotent, as {@link AutoCloseable} users expect:
+   * a session already deleted or expired counts as closed.
+   */
   @Override
   public void close() {
     try {
@@ -141,7 +144,10 @@ public final class Session implements AutoCloseable {
           .withDeadlineAfter(CLOSE_TIMEOUT_SECONDS, TimeUnit.SECONDS)
           .deleteSession(DeleteSessionRequest.newBuilder().setName(name).build());
     } catch (StatusRuntimeException e) {
-      throw CodemodeException.from(e);
+      CodemodeException error = CodemodeException.from(e);
+      if (!error.reason().equals("SESSION_NOT_FOUND")) {
+        throw error;
+      }
     }
   }
 }

@@ -162,6 +162,10 @@ class ConformanceTest {
       checkExecute(execute(clients, session, step.getAsJsonObject("execute")), expect);
       return;
     }
+    if (step.has("close_session")) {
+      session.close();
+      return;
+    }
     Skills skills = clients.get("token").withDeadline(STEP_DEADLINE).skills("");
     Skill skill = null;
     try {
