@@ -3,7 +3,10 @@ export { Session, type RunOptions, type RunResult, ExecutionStatus, OutputStream
 export { Skills, skillName } from "./skills.js";
 export { CodemodeError, ERROR_DOMAIN, type GrpcCodeName } from "./errors.js";
 export type { ErrorInfo } from "./error-info.js";
-// The generated messages and services, for anything the wrapper leaves out.
+// The generated messages and services, for anything the wrapper leaves out. The
+// generated `Session` message is shadowed by the Session class above; it is
+// exported as `SessionResource` (and `Session.info` has that type).
+export type { Session as SessionResource } from "./gen/codemode/v1/session_pb.js";
 export * from "./gen/codemode/v1/execute_pb.js";
 export * from "./gen/codemode/v1/session_pb.js";
 export * from "./gen/codemode/v1/skill_pb.js";
