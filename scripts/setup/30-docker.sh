@@ -11,7 +11,11 @@
 #   CODEMODE_SANDBOX_IMAGE  tag of the sandbox image (default codemode-sandbox:dev)
 #   CODEMODE_CACHE_DIR      where the debootstrap tarball is cached (default /var/cache/codemode)
 #   CODEMODE_REBUILD=1      rebuild the sandbox image even when it exists
+# With --check it changes nothing and exits 0 when the engine answers and the
+# sandbox image matches the sources, 3 when the image is missing or stale,
+# 4 when no engine answers (tests/docker uses it to find a stale image).
 set -euo pipefail
+export LC_ALL=C  # source_hash sorts paths; keep the order locale-independent
 cd "$(dirname "$0")/../.."
 ROOT="$PWD"
 
@@ -109,8 +113,7 @@ build_wheelhouse() {
 }
 
 build_sandbox_image() {
-  if [ -z "${CODEMODE_REBUILD:-}" ] && docker image inspect "$SANDBOX_IMAGE" >/dev/null 2>&1 \
-    && [ "$(docker image inspect -f '{{ index .Config.Labels "dev.codemode.source-hash" }}' "$SANDBOX_IMAGE")" = "$(source_hash)" ]; then
+  if [ -z "${CODEMODE_REBUILD:-}" ] && image_is_current; then
     log "sandbox image $SANDBOX_IMAGE is up to date"
     return
   fi
@@ -141,6 +144,17 @@ source_hash() {
       -type f ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 | sort -z | xargs -0 sha256sum) \
     | sha256sum | cut -c1-16
 }
+
+image_is_current() {
+  docker image inspect "$SANDBOX_IMAGE" >/dev/null 2>&1 \
+    && [ "$(docker image inspect -f '{{ index .Config.Labels "dev.codemode.source-hash" }}' "$SANDBOX_IMAGE")" = "$(source_hash)" ]
+}
+
+if [ "${1:-}" = "--check" ]; then
+  engine_answers || exit 4
+  image_is_current || exit 3
+  exit 0
+fi
 
 ensure_engine
 ensure_base_image

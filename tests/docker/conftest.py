@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import uuid
@@ -27,8 +28,26 @@ from tests.docker.docker_helpers import engine_problem  # noqa: E402
 from tests.docker.docker_proxy import EngineProxy  # noqa: E402
 
 
+SETUP_SCRIPT = os.path.join(ROOT, "scripts", "setup", "30-docker.sh")
+
+
+def _image_problem() -> str | None:
+    """Rebuilds a stale sandbox image (the agent changed since it was built) when we can."""
+    check = subprocess.run(["bash", SETUP_SCRIPT, "--check"], capture_output=True, text=True)
+    if check.returncode == 0:
+        return None
+    if check.returncode != 3:
+        return f"30-docker.sh --check exited {check.returncode}"
+    if os.geteuid() != 0:
+        return "the sandbox image is older than sandbox_agent/ (rebuild: scripts/setup/30-docker.sh as root)"
+    build = subprocess.run(["bash", SETUP_SCRIPT], capture_output=True, text=True)
+    if build.returncode != 0:
+        return f"rebuilding the stale sandbox image failed: {build.stderr[-2000:]}"
+    return None
+
+
 def _require_docker() -> None:
-    problem = engine_problem(DEFAULT_IMAGE)
+    problem = engine_problem(DEFAULT_IMAGE) or _image_problem()
     if problem is None:
         return
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
