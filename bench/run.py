@@ -195,6 +195,9 @@ def main() -> None:
     results.section("(c) Jupyter kernel", lambda: bench_jupyter(results, plan))
     results.section("(e-cold, f, h) codemode without warm pool", lambda: bench_codemode_no_pool(results, plan))
     results.values["wall_seconds"] = time.monotonic() - started
+    load1, load5, _ = os.getloadavg()
+    # Other work on the machine shows up here; with 2 cores, a load above 2 means queueing.
+    results.values["machine"]["load average at end (1 min / 5 min)"] = f"{load1:.2f} / {load5:.2f}"
 
     text = report.render(results, plan, command)
     print(text)
