@@ -57,6 +57,12 @@ type step struct {
 		Description string `json:"description"`
 		Source      string `json:"source"`
 	} `json:"create_skill"`
+	UpdateSkill *struct {
+		ID          string `json:"id"`
+		Description string `json:"description"`
+		Source      string `json:"source"`
+		Etag        string `json:"etag"`
+	} `json:"update_skill"`
 	GetSkill *struct {
 		ID string `json:"id"`
 	} `json:"get_skill"`
@@ -207,6 +213,10 @@ func runStep(ctx context.Context, clients map[string]*codemode.Client, session *
 		return checkExecute(execute(ctx, clients, session, s), want)
 	case s.CreateSkill != nil:
 		skill, err := skills.Create(ctx, s.CreateSkill.ID, s.CreateSkill.Description, s.CreateSkill.Source)
+		return checkSkill(skill, err, want)
+	case s.UpdateSkill != nil:
+		u := s.UpdateSkill
+		skill, err := skills.Update(ctx, u.ID, u.Description, u.Source, u.Etag)
 		return checkSkill(skill, err, want)
 	case s.GetSkill != nil:
 		skill, err := skills.Get(ctx, s.GetSkill.ID)

@@ -118,6 +118,10 @@ class Runner:
                 spec = step["create_skill"]
                 skill = skills.create(spec["id"], spec["source"], description=spec.get("description", ""))
                 check_skill(skill, expect)
+            elif "update_skill" in step:
+                spec = step["update_skill"]
+                skill = skills.update(spec["id"], source=spec["source"], description=spec["description"], etag=spec.get("etag", ""))
+                check_skill(skill, expect)
             elif "get_skill" in step:
                 check_skill(skills.get(step["get_skill"]["id"]), expect)
             elif "search_skills" in step:

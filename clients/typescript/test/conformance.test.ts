@@ -122,6 +122,9 @@ async function runStep(all: NonNullable<typeof clients>, session: Session | unde
     if (step.create_skill) {
       const spec = step.create_skill;
       outcome = await skills.create(spec.id, spec.description ?? "", spec.source);
+    } else if (step.update_skill) {
+      const spec = step.update_skill;
+      outcome = await skills.update(spec.id, spec.description, spec.source, spec.etag ?? "");
     } else if (step.get_skill) {
       outcome = await skills.get(step.get_skill.id);
     } else if (step.search_skills) {

@@ -172,6 +172,9 @@ class ConformanceTest {
       if (step.has("create_skill")) {
         JsonObject spec = step.getAsJsonObject("create_skill");
         skill = skills.create(str(spec, "id"), str(spec, "description"), str(spec, "source"));
+      } else if (step.has("update_skill")) {
+        JsonObject spec = step.getAsJsonObject("update_skill");
+        skill = skills.update(str(spec, "id"), str(spec, "description"), str(spec, "source"), str(spec, "etag"));
       } else if (step.has("get_skill")) {
         skill = skills.get(str(step.getAsJsonObject("get_skill"), "id"));
       } else if (step.has("search_skills")) {
