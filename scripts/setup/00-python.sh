@@ -27,7 +27,19 @@ fi
 
 if [ ! -x "$VENV/bin/python" ]; then
   echo "00-python: creating $VENV with $("$PYTHON_BIN" --version 2>&1)"
-  "$PYTHON_BIN" -m venv "$VENV"
+  if ! "$PYTHON_BIN" -m venv "$VENV"; then
+    # Debian's own python3 ships venv/ensurepip separately.
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      rm -rf "$VENV"
+      echo "00-python: installing python3-venv from Debian's packages"
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+      "$PYTHON_BIN" -m venv "$VENV"
+    else
+      echo "00-python: '$PYTHON_BIN -m venv' failed; on Debian install python3-venv" >&2
+      exit 1
+    fi
+  fi
 fi
 
 # Everything that changes what pip would install. Hashing the script itself
@@ -41,7 +53,8 @@ fi
 
 echo "00-python: installing codemode, codemode-client and the dev/bench extras into $VENV"
 rm -f "$STAMP"
-"$VENV/bin/python" -m pip install -q -e clients/python -e '.[dev,bench]'
+# PYTHONWARNINGS: setuptools warns about every editable install; the noise hides real errors.
+PYTHONWARNINGS=ignore "$VENV/bin/python" -m pip install -q -e clients/python -e '.[dev,bench]'
 "$VENV/bin/python" -c 'import codemode.v1, grpc, grpc_tools, pytest'
 echo "$wanted" > "$STAMP"
 echo "00-python: done ($("$VENV/bin/python" --version))"
