@@ -7,6 +7,7 @@ run the rest of the suite.
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import shutil
 import subprocess
@@ -94,3 +95,11 @@ async def engine_proxy(docker_ready, state_dir):
     await proxy.start()
     yield proxy
     await proxy.stop()
+
+
+@pytest.fixture(autouse=True)
+def dump_stacks_if_hung():
+    """A hang inside grpc's C core ignores pytest-timeout's signal; leave every thread's stack behind."""
+    faulthandler.dump_traceback_later(150, exit=False)
+    yield
+    faulthandler.cancel_dump_traceback_later()
