@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 
-from server.config import ConfigError, parse_config
+from server.config import ConfigError, ServerConfig, parse_config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,13 +23,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"codemode server: {exc}", file=sys.stderr)
         return 2
 
+    return run(config)
+
+
+def run(config: ServerConfig, banner: str | None = None) -> int:
+    """Serves `config` until SIGTERM/SIGINT; the one place both `python -m server`
+    and `codemode serve` start the service, so they announce and fail alike."""
     from server.app import App, serve
 
     def announce(app: App) -> None:
         print(json.dumps({"ready": True, "address": app.address}), flush=True)
+        if banner:
+            print(banner.format(address=app.address), file=sys.stderr, flush=True)
 
     try:
         asyncio.run(serve(config, ready_callback=announce))
+    except ConfigError as exc:
+        print(f"codemode server: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"codemode server: {exc}", file=sys.stderr)
         return 1

@@ -24,7 +24,7 @@ from grpc_reflection.v1alpha import reflection
 from codemode.v1 import session_pb2
 from server import telemetry
 from server.auth import ApiTokenInterceptor
-from server.config import ServerConfig
+from server.config import ConfigError, ServerConfig
 from server.host_call_handler import HostCallHandler, NotImplementedHostCallHandler
 from server.pki import CertificateAuthority
 from server.providers.base import SandboxProvider
@@ -129,6 +129,7 @@ def _register_storage_services(server: grpc.aio.Server, config: ServerConfig) ->
     from server.artifacts.library import ArtifactLibrary
     from server.services import artifact_service, skill_service
     from server.skills.library import SkillLibrary
+    from server.skills.search import RankerUnavailableError, make_ranker
 
     from server.storage.base import Storage
 
@@ -141,7 +142,11 @@ def _register_storage_services(server: grpc.aio.Server, config: ServerConfig) ->
         from server.storage.file_storage import FileStorage
 
         storage = FileStorage(os.path.join(config.data_dir, "storage"))
-    skills = SkillLibrary(storage)
+    try:
+        ranker = make_ranker(config.search_ranker)
+    except RankerUnavailableError as exc:
+        raise ConfigError(str(exc)) from None
+    skills = SkillLibrary(storage, ranker)
     artifacts = ArtifactLibrary(storage)
     names = [
         skill_service.register(server, skills, config.tenant),
@@ -199,6 +204,17 @@ async def _set_health(app: App, status: int) -> None:
 
 
 async def start(app: App) -> None:
+    # Containers a previous instance of this server left behind (crash, kill -9)
+    # are removed before we serve, even if this instance never starts a sandbox.
+    remove_orphans = getattr(app.provider, "remove_orphans", None)
+    if remove_orphans is not None:
+        try:
+            removed = await remove_orphans()
+        except Exception as exc:  # engine down: the provider retries later
+            _log.warning("could not sweep orphaned sandboxes at start: %s", exc)
+        else:
+            if removed:
+                _log.info("removed %d sandboxes left by a previous run", removed)
     await app.server.start()
     app.pool.start()
     app.sessions.start_expiry()

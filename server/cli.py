@@ -161,18 +161,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"codemode serve: {error}", file=sys.stderr)
         return EXIT_USAGE
 
-    from server.app import App, serve
+    from server.__main__ import run
 
-    def announce(app: App) -> None:
-        print(json.dumps({"ready": True, "address": app.address}), flush=True)
-        print(f"codemode: serving on {app.address} (Ctrl-C to stop)", file=sys.stderr, flush=True)
-
-    try:
-        asyncio.run(serve(config, ready_callback=announce))
-    except OSError as error:
-        print(f"codemode serve: {error}", file=sys.stderr)
-        return EXIT_CODE_ERROR
-    return EXIT_OK
+    return run(config, banner="codemode: serving on {address} (Ctrl-C to stop)")
 
 
 def _serve_unavailable(args: argparse.Namespace) -> int:

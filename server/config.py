@@ -125,6 +125,7 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("storage", "--storage", "CODEMODE_STORAGE", "file", _choice("file", "redis"), "skill/artifact storage: file or redis"),
     _Option("redis_url", "--redis-url", "CODEMODE_REDIS_URL", "redis://127.0.0.1:6379/0", str, "Redis URL (storage=redis)"),
     _Option("redis_prefix", "--redis-prefix", "CODEMODE_REDIS_PREFIX", "codemode", str, "Redis key prefix"),
+    _Option("search_ranker", "--search-ranker", "CODEMODE_SEARCH_RANKER", "auto", _choice("auto", "bm25", "embedding"), "skill search ranker: auto (embedding model when installed, else BM25), bm25 or embedding"),
 )
 
 
@@ -165,6 +166,7 @@ class ServerConfig:
     storage: str = "file"
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "codemode"
+    search_ranker: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", os.path.abspath(os.path.expanduser(self.data_dir)))

