@@ -28,9 +28,10 @@ from server.config import ConfigError, ServerConfig
 from server.host_call_handler import HostCallHandler, NotImplementedHostCallHandler
 from server.pki import CertificateAuthority
 from server.providers.base import SandboxProvider
+from server.providers.registry import SandboxProviders
 from server.services import execute_service, session_service
 from server.sessions import SessionManager, default_limits
-from server.warm_pool import WarmPool
+from server.warm_pool import PoolConfig, WarmPool
 
 _log = logging.getLogger(__name__)
 MAX_RECEIVE_BYTES = 16 * 1024 * 1024
@@ -72,12 +73,13 @@ class App:
     address: str
     sessions: SessionManager
     pool: WarmPool
-    provider: SandboxProvider
+    provider: SandboxProvider  # the default kind's (`--sandbox`); others live in `providers`
     health: health_async.HealthServicer
     inflight: execute_service.InflightTracker
     ca: CertificateAuthority
     service_names: list[str]
     storage: StorageServices
+    providers: SandboxProviders
     stop_requested: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
     def request_stop(self) -> None:
@@ -90,19 +92,33 @@ def _load_ca(config: ServerConfig) -> CertificateAuthority:
     return CertificateAuthority.create()
 
 
-def _make_provider(config: ServerConfig, ca: CertificateAuthority) -> tuple[SandboxProvider, int]:
-    if config.sandbox == "docker":
-        from server.providers.docker import DockerSandboxProvider
-        from server.providers.docker_config import DockerProviderConfig
+def _docker_provider(config: ServerConfig, ca: CertificateAuthority) -> SandboxProvider:
+    from server.providers.docker import DockerSandboxProvider
+    from server.providers.docker_config import DockerProviderConfig
 
-        overrides = {"auth_token": config.auth_token, "interrupt_grace_seconds": config.interrupt_grace,
-                     "start_timeout_seconds": config.sandbox_start_timeout}
-        if config.image:
-            overrides["image"] = config.image
-        return DockerSandboxProvider(ca, DockerProviderConfig.for_data_dir(config.data_dir, **overrides)), session_pb2.SANDBOX_KIND_DOCKER
+    overrides = {"auth_token": config.auth_token, "interrupt_grace_seconds": config.interrupt_grace,
+                 "start_timeout_seconds": config.sandbox_start_timeout}
+    if config.image:
+        overrides["image"] = config.image
+    return DockerSandboxProvider(ca, DockerProviderConfig.for_data_dir(config.data_dir, **overrides))
+
+
+def _process_provider(config: ServerConfig, ca: CertificateAuthority) -> SandboxProvider:
     from server.providers.process import ProcessSandboxProvider
 
-    return ProcessSandboxProvider(config, ca), session_pb2.SANDBOX_KIND_PROCESS
+    return ProcessSandboxProvider(config, ca)
+
+
+def _make_providers(config: ServerConfig, ca: CertificateAuthority) -> SandboxProviders:
+    """Both kinds on every server; `--sandbox` only picks the default (and the warm one)."""
+    default_kind = session_pb2.SANDBOX_KIND_DOCKER if config.sandbox == "docker" else session_pb2.SANDBOX_KIND_PROCESS
+    return SandboxProviders(
+        {
+            session_pb2.SANDBOX_KIND_PROCESS: lambda: _process_provider(config, ca),
+            session_pb2.SANDBOX_KIND_DOCKER: lambda: _docker_provider(config, ca),
+        },
+        default_kind,
+    )
 
 
 def _server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
@@ -166,14 +182,20 @@ async def build_app(config: ServerConfig, host_call_handler: HostCallHandler | N
     telemetry.configure_tracing()
     os.makedirs(config.data_dir, mode=0o700, exist_ok=True)
     ca = _load_ca(config)
-    provider, sandbox_kind = _make_provider(config, ca)
+    providers = _make_providers(config, ca)
+    provider = providers.default()  # the default kind must work: fail at boot, not per session
     interceptors: list[grpc.aio.ServerInterceptor] = [telemetry.server_interceptor()]
     if config.api_token:
         interceptors.append(ApiTokenInterceptor(config.api_token))
     server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
 
-    pool = WarmPool(provider, default_limits(config), config.warm_pool_size)
-    sessions = SessionManager(config, pool, sandbox_kind)
+    pool = WarmPool(
+        providers.get,
+        PoolConfig(providers.default_kind, default_limits(config)),
+        config.warm_pool_size,
+        config.warm_pool_max_configs,
+    )
+    sessions = SessionManager(config, pool, providers.default_kind)
     inflight = execute_service.InflightTracker()
     storage = _register_storage_services(server, config)
     handler = host_call_handler or _host_call_handler(storage)
@@ -195,7 +217,7 @@ async def build_app(config: ServerConfig, host_call_handler: HostCallHandler | N
             port = server.add_secure_port(config.listen, credentials)
     except RuntimeError as exc:
         raise OSError(f"cannot listen on {config.listen}: {exc}") from None
-    return App(config, server, _bound_address(config.listen, port), sessions, pool, provider, health, inflight, ca, names, storage)
+    return App(config, server, _bound_address(config.listen, port), sessions, pool, provider, health, inflight, ca, names, storage, providers)
 
 
 async def _set_health(app: App, status: int) -> None:
@@ -232,7 +254,7 @@ async def shutdown(app: App) -> None:
     await app.server.stop(_STOP_AFTER_GRACE_SECONDS)
     await app.sessions.close()
     await app.pool.close()
-    await app.provider.close()
+    await app.providers.close()
     await app.storage.close()
     telemetry.shutdown_tracing()
     _log.info("shutdown complete")

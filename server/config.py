@@ -117,6 +117,7 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("idle_ttl", "--idle-ttl", "CODEMODE_IDLE_TTL", "15m", _non_negative(parse_duration), "idle time after which a session is deleted (0 = never)"),
     _Option("shutdown_grace", "--shutdown-grace", "CODEMODE_SHUTDOWN_GRACE", "10s", _non_negative(parse_duration), "time in-flight Executes get on SIGTERM"),
     _Option("warm_pool_size", "--warm-pool-size", "CODEMODE_WARM_POOL_SIZE", "2", _non_negative(int), "pre-started sandboxes with default limits"),
+    _Option("warm_pool_max_configs", "--warm-pool-max-configs", "CODEMODE_WARM_POOL_MAX_CONFIGS", "4", _non_negative(int), "non-default configurations (kind+image+limits) learned from CreateSession and kept warm too, least recently used evicted (0 = only the default)"),
     _Option("heartbeat_interval", "--heartbeat-interval", "CODEMODE_HEARTBEAT_INTERVAL", "5s", parse_duration, "heartbeat after this much silence on an Execute stream"),
     _Option("interrupt_grace", "--interrupt-grace", "CODEMODE_INTERRUPT_GRACE", "2s", _non_negative(parse_duration), "SIGINT-to-SIGKILL grace for interrupted code"),
     _Option("sandbox_start_timeout", "--sandbox-start-timeout", "CODEMODE_SANDBOX_START_TIMEOUT", "30s", parse_duration, "how long a sandbox may take to become ready"),
@@ -158,6 +159,7 @@ class ServerConfig:
     idle_ttl: float = 15 * 60.0
     shutdown_grace: float = 10.0
     warm_pool_size: int = 2
+    warm_pool_max_configs: int = 4
     heartbeat_interval: float = 5.0
     interrupt_grace: float = 2.0
     sandbox_start_timeout: float = 30.0

@@ -221,13 +221,6 @@ class SessionManager:
             if idle_ttl < 0:
                 raise invalid_argument("session.config.idle_ttl must not be negative", field="session.config.idle_ttl")
             idle_ttl = idle_ttl or self._config.idle_ttl
-        kind = requested.sandbox_kind
-        if kind not in (session_pb2.SANDBOX_KIND_UNSPECIFIED, self._sandbox_kind):
-            raise invalid_argument(
-                f"this server runs {session_pb2.SandboxKind.Name(self._sandbox_kind)} sandboxes, "
-                f"not {session_pb2.SandboxKind.Name(kind) if kind in session_pb2.SandboxKind.values() else kind}",
-                field="session.config.sandbox_kind",
-            )
         limits = dataclasses.replace(
             defaults,
             timeout_seconds=timeout,
@@ -242,6 +235,22 @@ class SessionManager:
             image=requested.image or defaults.image,
         )
         return limits, idle_ttl
+
+    def _kind_from(self, requested: session_pb2.SessionConfig) -> int:
+        """The sandbox kind a session runs in: the request's, else the server's `--sandbox`.
+
+        Every server can run both kinds; the non-default provider is created on first use
+        and reports UNAVAILABLE/SANDBOX_START_FAILED itself when its engine is missing.
+        """
+        kind = requested.sandbox_kind
+        if kind == session_pb2.SANDBOX_KIND_UNSPECIFIED:
+            return self._sandbox_kind
+        if kind not in (session_pb2.SANDBOX_KIND_PROCESS, session_pb2.SANDBOX_KIND_DOCKER):
+            raise invalid_argument(
+                f"session.config.sandbox_kind {kind} is not a known sandbox kind (PROCESS or DOCKER)",
+                field="session.config.sandbox_kind",
+            )
+        return kind
 
     # ---- create / get / list --------------------------------------------------------
 
@@ -271,6 +280,7 @@ class SessionManager:
         else:
             session_id = secrets.token_hex(8)
         limits, idle_ttl = self._limits_from(request.session.config)
+        sandbox_kind = self._kind_from(request.session.config)
         if len(self._sessions) >= self._config.max_sessions:
             raise ServiceError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -284,7 +294,7 @@ class SessionManager:
             labels=dict(request.session.labels),
             limits=limits,
             idle_ttl=idle_ttl,
-            sandbox_kind=self._sandbox_kind,
+            sandbox_kind=sandbox_kind,
         )
         self._sessions[session_id] = session
         if request.request_id:
@@ -300,7 +310,7 @@ class SessionManager:
 
     async def _attach_sandbox(self, session: Session) -> None:
         try:
-            sandbox = await self._pool.acquire(session.limits)
+            sandbox = await self._pool.acquire(session.sandbox_kind, session.limits)
         except SandboxStartError as exc:
             raise ServiceError(
                 grpc.StatusCode.UNAVAILABLE,

@@ -1,9 +1,17 @@
-"""Pre-started sandboxes so CreateSession does not wait for an interpreter to boot.
+"""Pre-started sandboxes so CreateSession does not wait for an interpreter or container to boot.
 
-Sandboxes are only interchangeable when their limits are identical, so the pool is
-keyed by `SandboxLimits.pool_key()`; only the server-default limits are kept warm
-(sessions with custom limits start cold). A pooled sandbox is health-checked when it
-is taken, handed out at most once, and replaced in the background.
+Sandboxes are only interchangeable when their kind, image and limits are identical, so
+there is one pool per `PoolConfig`. The server-default configuration is always kept
+warm. Other configurations are learned from demand: after a session with a
+non-default configuration was started cold, that configuration is kept warm too,
+because a client that asked once (an agent framework with its own limits, a tenant
+with its own image) usually asks again. At most `max_learned` learned configurations
+are kept; the least recently used one is evicted and its sandboxes stopped, so a
+stream of one-off configurations cannot pin an unbounded number of idle sandboxes.
+
+A pooled sandbox is health-checked when it is taken, handed out at most once (it is
+popped before the check, on the event loop, so no two callers can see it), and its
+replacement is started in the background.
 """
 
 from __future__ import annotations
@@ -12,16 +20,20 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import hashlib
 import logging
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from codemode.sandbox.v1 import agent_pb2
 from server.providers.base import Sandbox, SandboxLimits, SandboxProvider
+from server.providers.registry import kind_name
 
 _log = logging.getLogger(__name__)
 _HEALTH_CHECK_TIMEOUT = 5.0
 _REFILL_BACKOFF = 2.0
+_REFILL_BACKOFF_MAX = 30.0
+ProviderLookup = Callable[[int], SandboxProvider]
 
 
 @dataclasses.dataclass
@@ -33,7 +45,45 @@ class WarmPoolMetrics:
     discarded: int = 0
     started: int = 0
     start_failures: int = 0
+    evicted: int = 0
     size: int = 0
+
+
+_COUNTERS = ("hits", "misses", "discarded", "started", "start_failures")
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolConfig:
+    """What makes two sandboxes interchangeable: the kind and every limit (image included)."""
+
+    kind: int
+    limits: SandboxLimits
+
+    @property
+    def key(self) -> tuple:
+        return (self.kind, self.limits.pool_key())
+
+    @property
+    def label(self) -> str:
+        """A short stable id for metric attributes and logs (the full key is too long)."""
+        return hashlib.sha256(repr(self.key).encode()).hexdigest()[:12]
+
+
+class _ConfigPool:
+    """The ready sandboxes of one configuration and the task that keeps them topped up."""
+
+    def __init__(self, config: PoolConfig, target: int, learned: bool) -> None:
+        self.config = config
+        self.target = target
+        self.learned = learned
+        self.ready: collections.deque[Sandbox] = collections.deque()
+        self.metrics = WarmPoolMetrics()
+        self.wakeup = asyncio.Event()
+        self.refill_task: asyncio.Task | None = None
+        self.closed = False
+
+    def update_size(self) -> None:
+        self.metrics.size = len(self.ready)
 
 
 _LIVE_POOLS: weakref.WeakSet[WarmPool] = weakref.WeakSet()
@@ -43,15 +93,33 @@ _instruments_registered = False
 def _observe(name: str) -> Callable[[object], list]:
     from opentelemetry.metrics import Observation
 
-    return lambda _options: [Observation(sum(getattr(pool.metrics, name) for pool in list(_LIVE_POOLS)))]
+    def callback(_options: object) -> list:
+        return [
+            Observation(getattr(config_pool.metrics, name), config_pool_attributes(config_pool))
+            for pool in list(_LIVE_POOLS)
+            for config_pool in pool.config_pools()
+        ]
+
+    return callback
+
+
+def config_pool_attributes(config_pool: _ConfigPool) -> dict[str, str | bool]:
+    """Metric attributes that tell an operator which pool a series belongs to."""
+    config = config_pool.config
+    return {
+        "codemode.sandbox.kind": kind_name(config.kind),
+        "codemode.warm_pool.config": config.label,
+        "codemode.warm_pool.image": config.limits.image,
+        "codemode.warm_pool.learned": config_pool.learned,
+    }
 
 
 def _register_otel_instruments() -> None:
-    """Publishes the counters of all live pools as OTel instruments, once per process.
+    """Publishes every live pool's counters, one series per configuration, once per process.
 
     Instruments are process-global in OTel (a second registration under the same name
     is ignored), so they observe a registry of pools instead of one pool each. No-op
-    unless a MeterProvider exports.
+    unless a MeterProvider exports. An evicted configuration's series simply stops.
     """
     global _instruments_registered
     if _instruments_registered:
@@ -62,53 +130,153 @@ def _register_otel_instruments() -> None:
     meter = otel_metrics.get_meter("codemode.server")
     meter.create_observable_gauge(
         "codemode.warm_pool.size", callbacks=[_observe("size")],
-        description="Pre-started sandboxes ready to be handed out",
+        description="Pre-started sandboxes ready to be handed out, per configuration",
     )
-    for name in ("hits", "misses", "discarded", "started", "start_failures"):
+    for name in _COUNTERS:
         meter.create_observable_counter(f"codemode.warm_pool.{name}", callbacks=[_observe(name)])
 
 
 class WarmPool:
-    def __init__(self, provider: SandboxProvider, default_limits: SandboxLimits, size: int) -> None:
-        self._provider = provider
-        self._default_limits = default_limits
+    """Warm sandboxes for the default configuration and for configurations learned from demand."""
+
+    def __init__(
+        self,
+        provider_for: ProviderLookup,
+        default: PoolConfig,
+        size: int,
+        max_learned: int = 4,
+    ) -> None:
+        self._provider_for = provider_for
+        self._default = default
         self._target = size
-        self._ready: dict[tuple, collections.deque[Sandbox]] = collections.defaultdict(collections.deque)
-        self._starting = 0
-        self._refill_task: asyncio.Task | None = None
-        self._wakeup = asyncio.Event()
+        self._max_learned = max_learned
+        # Insertion order is recency order (LRU first); the default pool is never evicted.
+        self._pools: collections.OrderedDict[tuple, _ConfigPool] = collections.OrderedDict()
+        self._retiring: set[asyncio.Task] = set()
+        self._started = False
         self._closed = False
-        self.metrics = WarmPoolMetrics()
+        self.metrics = WarmPoolMetrics()  # totals over every configuration, evicted ones included
         _LIVE_POOLS.add(self)
         _register_otel_instruments()
 
+    # ---- introspection ----------------------------------------------------------------
+
+    def config_pools(self) -> list[_ConfigPool]:
+        return list(self._pools.values())
+
+    def metrics_for(self, kind: int, limits: SandboxLimits) -> WarmPoolMetrics | None:
+        """Counters of one configuration, or None if it is not (or no longer) kept warm."""
+        config_pool = self._pools.get(PoolConfig(kind, limits).key)
+        return config_pool.metrics if config_pool is not None else None
+
+    def learned_configs(self) -> list[PoolConfig]:
+        """Learned configurations, least recently used first."""
+        return [config_pool.config for config_pool in self._pools.values() if config_pool.learned]
+
+    @property
+    def _ready(self) -> dict[tuple, collections.deque[Sandbox]]:
+        """Ready sandboxes by configuration key (tests reach in to kill a pooled one)."""
+        return {key: config_pool.ready for key, config_pool in self._pools.items()}
+
+    def ready_sandboxes(self) -> Iterator[Sandbox]:
+        for config_pool in self._pools.values():
+            yield from config_pool.ready
+
+    # ---- lifecycle --------------------------------------------------------------------
+
     def start(self) -> None:
-        """Begins filling in the background (the server does not wait for it)."""
-        if self._target > 0 and self._refill_task is None:
-            self._refill_task = asyncio.get_running_loop().create_task(self._refill_loop(), name="warm-pool-refill")
+        """Begins filling the default configuration in the background (the server does not wait)."""
+        if self._started or self._target <= 0:
+            return
+        self._started = True
+        self._add_pool(self._default, learned=False)
+
+    def _add_pool(self, config: PoolConfig, learned: bool) -> _ConfigPool:
+        config_pool = _ConfigPool(config, self._target, learned)
+        self._pools[config.key] = config_pool
+        config_pool.refill_task = asyncio.get_running_loop().create_task(
+            self._refill_loop(config_pool), name=f"warm-pool-refill-{config.label}"
+        )
+        return config_pool
+
+    def _learn(self, config: PoolConfig) -> _ConfigPool | None:
+        """Starts keeping `config` warm, evicting the least recently used learned one if full."""
+        if self._closed or self._target <= 0 or self._max_learned <= 0 or config.key in self._pools:
+            return self._pools.get(config.key)
+        config_pool = self._add_pool(config, learned=True)
+        _log.info("warm pool learned %s configuration %s", kind_name(config.kind), config.label)
+        learned = [pool for pool in self._pools.values() if pool.learned]
+        for victim in learned[: max(0, len(learned) - self._max_learned)]:
+            self._evict(victim)
+        return config_pool
+
+    def _evict(self, config_pool: _ConfigPool) -> None:
+        del self._pools[config_pool.config.key]
+        self.metrics.evicted += 1
+        _log.info("warm pool evicted %s configuration %s (least recently used)",
+                  kind_name(config_pool.config.kind), config_pool.config.label)
+        self._update_size()
+        task = asyncio.get_running_loop().create_task(self._retire(config_pool))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def _retire(self, config_pool: _ConfigPool) -> None:
+        """Stops a pool without cancelling a start in flight (its loop stops what it gets)."""
+        config_pool.closed = True
+        config_pool.wakeup.set()
+        sandboxes = list(config_pool.ready)
+        config_pool.ready.clear()
+        config_pool.update_size()
+        await asyncio.gather(*(sandbox.stop() for sandbox in sandboxes), return_exceptions=True)
+        if config_pool.refill_task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await config_pool.refill_task
 
     def _update_size(self) -> None:
-        self.metrics.size = sum(len(queue) for queue in self._ready.values())
+        self.metrics.size = sum(len(config_pool.ready) for config_pool in self._pools.values())
 
-    async def acquire(self, limits: SandboxLimits) -> Sandbox:
-        """A healthy sandbox for `limits`: pooled if possible, else freshly started."""
-        queue = self._ready.get(limits.pool_key())
-        while queue:
-            sandbox = queue.popleft()
+    def _count(self, config_pool: _ConfigPool | None, name: str) -> None:
+        setattr(self.metrics, name, getattr(self.metrics, name) + 1)
+        if config_pool is not None:
+            setattr(config_pool.metrics, name, getattr(config_pool.metrics, name) + 1)
+
+    # ---- acquire ----------------------------------------------------------------------
+
+    async def acquire(self, kind: int, limits: SandboxLimits) -> Sandbox:
+        """A healthy sandbox of `kind` with `limits`: pooled if possible, else freshly started.
+
+        Raises SandboxStartError when the kind's provider cannot exist or start one.
+        """
+        config = PoolConfig(kind, limits)
+        config_pool = self._pools.get(config.key)
+        if config_pool is not None:
+            self._pools.move_to_end(config.key)
+            sandbox = await self._take_healthy(config_pool)
+            if sandbox is not None:
+                self._count(config_pool, "hits")
+                return sandbox
+        sandbox = await self._provider_for(kind).start(limits)
+        if config_pool is None and config.key != self._default.key:
+            config_pool = self._learn(config)
+        self._count(config_pool, "misses")
+        return sandbox
+
+    async def _take_healthy(self, config_pool: _ConfigPool) -> Sandbox | None:
+        while config_pool.ready:
+            sandbox = config_pool.ready.popleft()
+            config_pool.update_size()
             self._update_size()
-            self._wakeup.set()
+            config_pool.wakeup.set()
             try:
                 healthy = await self._healthy(sandbox)
             except BaseException:  # cancelled: this sandbox was popped, so it is ours to stop
                 asyncio.get_running_loop().create_task(sandbox.stop())
                 raise
             if healthy:
-                self.metrics.hits += 1
                 return sandbox
-            self.metrics.discarded += 1
+            self._count(config_pool, "discarded")
             await sandbox.stop()
-        self.metrics.misses += 1
-        return await self._provider.start(limits)
+        return None
 
     async def _healthy(self, sandbox: Sandbox) -> bool:
         if not sandbox.is_alive():
@@ -119,37 +287,52 @@ class WarmPool:
             return False
         return info.interpreter_alive
 
-    async def _refill_loop(self) -> None:
-        key = self._default_limits.pool_key()
-        while not self._closed:
-            queue = self._ready[key]
-            if len(queue) >= self._target:
-                self._wakeup.clear()
-                await self._wakeup.wait()
+    # ---- refill -----------------------------------------------------------------------
+
+    async def _refill_loop(self, config_pool: _ConfigPool) -> None:
+        config = config_pool.config
+        backoff = _REFILL_BACKOFF
+        while not (self._closed or config_pool.closed):
+            if len(config_pool.ready) >= config_pool.target:
+                config_pool.wakeup.clear()
+                await config_pool.wakeup.wait()
                 continue
             try:
-                sandbox = await self._provider.start(self._default_limits)
+                sandbox = await self._provider_for(config.kind).start(config.limits)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001
-                self.metrics.start_failures += 1
-                _log.warning("warm pool could not start a sandbox", exc_info=True)
-                await asyncio.sleep(_REFILL_BACKOFF)
+                self._count(config_pool, "start_failures")
+                _log.warning("warm pool could not start a %s sandbox (configuration %s)",
+                             kind_name(config.kind), config.label, exc_info=True)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _REFILL_BACKOFF_MAX)
                 continue
-            if self._closed:
+            backoff = _REFILL_BACKOFF
+            if self._closed or config_pool.closed:
                 await sandbox.stop()
                 return
-            self.metrics.started += 1
-            queue.append(sandbox)
+            self._count(config_pool, "started")
+            config_pool.ready.append(sandbox)
+            config_pool.update_size()
             self._update_size()
 
     async def close(self) -> None:
         self._closed = True
-        if self._refill_task is not None:
-            self._refill_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._refill_task
-        sandboxes = [sandbox for queue in self._ready.values() for sandbox in queue]
-        self._ready.clear()
+        pools = list(self._pools.values())
+        self._pools.clear()
+        for config_pool in pools:
+            config_pool.closed = True
+            if config_pool.refill_task is not None:
+                config_pool.refill_task.cancel()
+        for config_pool in pools:
+            if config_pool.refill_task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await config_pool.refill_task
+        sandboxes = [sandbox for config_pool in pools for sandbox in config_pool.ready]
+        for config_pool in pools:
+            config_pool.ready.clear()
+            config_pool.update_size()
         self._update_size()
-        await asyncio.gather(*(sandbox.stop() for sandbox in sandboxes), return_exceptions=True)
+        retiring = list(self._retiring)
+        await asyncio.gather(*retiring, *(sandbox.stop() for sandbox in sandboxes), return_exceptions=True)
