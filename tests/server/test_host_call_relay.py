@@ -45,7 +45,8 @@ async def test_default_handler_serves_artifacts_and_refuses_unknown_methods(runn
     async with client.channel:
         session = await client.create()
         code = (
-            "try:\n    deps.list()\nexcept NotImplementedError as exc:\n    print('refused')\n"
+            "from sandbox_agent.interpreter import host\n"
+            "try:\n    host.call('nope.unknown', {})\nexcept NotImplementedError as exc:\n    print('refused')\n"
             "artifacts.save('relay-test', {'a': 1})\nprint(artifacts.load('relay-test'))"
         )
         events = await client.run(session.name, code)
