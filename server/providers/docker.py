@@ -38,16 +38,11 @@ from server.providers.docker_config import (
     DEFAULT_SANDBOX_UID,
     DockerProviderConfig,
 )
-from server.providers.docker_deps import (
-    DepsInstaller,
-    DepsInstallError,
-    DepsSource,
-    DepsSpecError,
-    RuntimeDepsDisabledError,
-    base_name,
-    normalize_set,
-    normalize_spec,
-)
+from server.deps.errors import DepsInstallError, DepsSpecError
+from server.deps.installer import DEFAULT_INSTALL_TIMEOUT_SECONDS, DepsInstaller
+from server.deps.session_deps import SessionDeps, prepare_base_set
+from server.deps.specs import normalize_set
+from server.providers.docker_deps import CONTAINER_DEPS_BASE, CONTAINER_DEPS_RUNTIME, docker_deps_source
 from server.providers.docker_spec import LABEL_INSTANCE, LABEL_MANAGED, LABEL_SANDBOX_ID
 from server.providers.docker_workdir import (
     SandboxFiles,
@@ -83,8 +78,7 @@ class DockerSandbox(Sandbox):
         info: agent_pb2.GetInfoResponse,
         target: str,
         deps_dir: str,
-        limits: SandboxLimits,
-        configured_deps: tuple[str, ...],
+        deps: SessionDeps,
     ) -> None:
         self.sandbox_id = sandbox_id
         self.container_id = container_id
@@ -95,12 +89,12 @@ class DockerSandbox(Sandbox):
         self.info = info
         self.target = target
         self.deps_dir = deps_dir
-        self._limits = limits
-        self._configured_deps = list(configured_deps)
+        self.deps = deps
+        # Where the interpreter sees deps.runtime_dir and the base set (read-only mounts).
+        self.deps_import_paths = (CONTAINER_DEPS_RUNTIME, CONTAINER_DEPS_BASE)
         self._provider = provider
         self._stopped = False
         self._exit_reason: str | None = None
-        self._deps_lock = asyncio.Lock()
 
     def is_alive(self) -> bool:
         return not self._stopped and self._exit_reason is None
@@ -124,45 +118,21 @@ class DockerSandbox(Sandbox):
         await asyncio.to_thread(remove_sandbox_dir, self.deps_dir)
         self._provider.forget(self)
 
-    # --- deps (the seed's deps namespace; called by the deps host-call handler) ---
+    # --- deps: thin wrappers over SessionDeps (the host-call handler and
+    # DependencyService use `self.deps` directly) ---
 
     def deps_list(self) -> list[str]:
-        return list(self._configured_deps)
-
-    def _require_runtime_deps(self) -> None:
-        if not self._limits.allow_runtime_deps:
-            raise RuntimeDepsDisabledError(
-                "runtime dependency changes are disabled for this session (allow_runtime_deps=false)"
-            )
+        return self.deps.list()
 
     async def deps_add(self, spec: str) -> dict[str, list[str]]:
-        """Validates, records and installs one package; importable in this session right after.
-
-        Raises RuntimeDepsDisabledError, DepsSpecError or DepsInstallError.
-        """
-        self._require_runtime_deps()
-        normalized = normalize_spec(spec)
-        async with self._deps_lock:
-            name = base_name(normalized)
-            self._configured_deps = [s for s in self._configured_deps if base_name(s) != name] + [normalized]
-            await self._provider.deps_installer.install(self.deps_dir, (normalized,))
-        return {"installed": [normalized]}
+        """Raises RuntimeDepsDisabledError, DepsSpecError or DepsInstallError."""
+        return {"installed": [(await self.deps.add(spec)).package]}
 
     async def deps_remove(self, spec: str) -> bool:
-        """Forgets a package (like py-code-mode, the installed files stay until the sandbox ends)."""
-        self._require_runtime_deps()
-        name = base_name(normalize_spec(spec))
-        async with self._deps_lock:
-            before = len(self._configured_deps)
-            self._configured_deps = [s for s in self._configured_deps if base_name(s) != name]
-            return len(self._configured_deps) != before
+        return await self.deps.remove(spec)
 
     async def deps_sync(self) -> dict[str, list[str]]:
-        """Installs every configured package; allowed even when runtime changes are not."""
-        async with self._deps_lock:
-            specs = tuple(self._configured_deps)
-            await self._provider.deps_installer.install(self.deps_dir, specs)
-        return {"installed": list(specs)}
+        return {"installed": (await self.deps.sync()).installed}
 
 
 class DockerSandboxProvider:
@@ -170,7 +140,12 @@ class DockerSandboxProvider:
 
     kind = "docker"
 
-    def __init__(self, ca: CertificateAuthority, config: DockerProviderConfig | None = None) -> None:
+    def __init__(
+        self,
+        ca: CertificateAuthority,
+        config: DockerProviderConfig | None = None,
+        deps_install_timeout: float = DEFAULT_INSTALL_TIMEOUT_SECONDS,
+    ) -> None:
         self._ca = ca
         self._config = config or DockerProviderConfig()
         self._client_pair = ca.issue_client_cert(CONTROL_PLANE_IDENTITY)
@@ -190,8 +165,9 @@ class DockerSandboxProvider:
         self._lock_fd: int | None = None
         self._pending_removal: set[str] = set()
         self.deps_installer = DepsInstaller(
-            DepsSource(wheelhouse=self._config.deps_wheelhouse, index_url=self._config.deps_index_url),
+            docker_deps_source(self._config.deps_wheelhouse, self._config.deps_index_url),
             cache_root=os.path.join(self._config.state_dir, _DEPS_CACHE_DIR),
+            timeout_seconds=deps_install_timeout,
         )
 
     @property
@@ -410,8 +386,11 @@ class DockerSandboxProvider:
                 raise SandboxStartError(f"sandbox agent reports id {info.session_id!r}, expected {sandbox_id!r}")
             sandbox = DockerSandbox(
                 self, sandbox_id, container_id, sandbox_dir.path, channel,
-                self.capabilities(limits), info, target,
-                deps_dir, limits, normalize_set(limits.deps),
+                self.capabilities(limits), info, target, deps_dir,
+                SessionDeps(
+                    self.deps_installer, deps_dir, normalize_set(limits.deps),
+                    allow_runtime_deps=limits.allow_runtime_deps, preinstalled=deps_base_dir is not None,
+                ),
             )
             self._sandboxes[sandbox_id] = sandbox
             return sandbox
@@ -435,17 +414,9 @@ class DockerSandboxProvider:
     async def _prepare_deps(self, limits: SandboxLimits) -> str | None:
         """The cached, read-only package set for `deps` when it must be importable at start."""
         try:
-            specs = normalize_set(limits.deps)
+            return (await prepare_base_set(self.deps_installer, limits.deps, limits.sync_deps_on_start))[1]
         except DepsSpecError as exc:
             raise SandboxStartError(f"invalid deps: {exc}") from None
-        if not specs or not limits.sync_deps_on_start:
-            return None
-        if not self.deps_installer.source.configured:
-            raise SandboxStartError(
-                "sync_deps_on_start needs a package source (a deps wheelhouse or index URL)"
-            )
-        try:
-            return await self.deps_installer.cached_set(specs)
         except DepsInstallError as exc:
             raise SandboxStartError(str(exc)) from None
 

@@ -1,0 +1,118 @@
+"""One sandbox's packages: its configured set, what is installed, and the lock.
+
+Two directories are on the interpreter's import path, the runtime one first
+so a package added during the session wins over the preconfigured one:
+* the base dir: the cached set for `deps` + `sync_deps_on_start`, shared
+  read-only by every sandbox with the same set;
+* the runtime dir: private to this sandbox; `add`/`sync` install into it.
+
+The `allow_runtime_deps` lock is enforced here, in the control plane: the
+sandbox has no pip of its own to go around it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+from server.deps.errors import DepsInstallError, RuntimeDepsDisabledError
+from server.deps.installer import DepsInstaller
+from server.deps.specs import base_name, normalize_set, normalize_spec
+
+
+@dataclasses.dataclass(frozen=True)
+class AddResult:
+    package: str
+    already_present: bool
+    dependencies: list[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class SyncResult:
+    installed: list[str]
+    dependencies: list[str]
+
+
+class SessionDeps:
+    def __init__(
+        self,
+        installer: DepsInstaller,
+        runtime_dir: str,
+        configured: tuple[str, ...],
+        allow_runtime_deps: bool,
+        preinstalled: bool,
+    ) -> None:
+        """`configured` must be normalized; `preinstalled` = the base dir already holds it."""
+        self._installer = installer
+        self.runtime_dir = runtime_dir
+        self._configured = list(configured)
+        self._installed: set[str] = set(configured) if preinstalled else set()
+        self._allow_runtime_deps = allow_runtime_deps
+        self._lock = asyncio.Lock()
+
+    @property
+    def installs_available(self) -> bool:
+        return self._installer.source.configured
+
+    def list(self) -> list[str]:
+        return list(self._configured)
+
+    def _require_runtime_deps(self) -> None:
+        if not self._allow_runtime_deps:
+            raise RuntimeDepsDisabledError(
+                "runtime dependency changes are disabled for this session (allow_runtime_deps=false); "
+                "deps.list() and deps.sync() still work"
+            )
+
+    async def add(self, spec: object) -> AddResult:
+        """Validates, installs and records one package (recorded only once installed).
+
+        Raises RuntimeDepsDisabledError, DepsSpecError or DepsInstallError.
+        """
+        self._require_runtime_deps()
+        normalized = normalize_spec(spec)
+        name = base_name(normalized)
+        async with self._lock:
+            already = normalized in self._installed and normalized in self._configured
+            if not already:
+                await self._installer.install(self.runtime_dir, (normalized,))
+                self._installed = {s for s in self._installed if base_name(s) != name} | {normalized}
+            self._configured = [s for s in self._configured if base_name(s) != name] + [normalized]
+            return AddResult(normalized, already, list(self._configured))
+
+    async def remove(self, spec: object) -> bool:
+        """Forgets a package; like py-code-mode, its files stay until the sandbox ends."""
+        self._require_runtime_deps()
+        name = base_name(normalize_spec(spec))
+        async with self._lock:
+            before = len(self._configured)
+            self._configured = [s for s in self._configured if base_name(s) != name]
+            return len(self._configured) != before
+
+    async def sync(self) -> SyncResult:
+        """Installs every configured package not yet installed; allowed even when locked."""
+        async with self._lock:
+            missing = tuple(s for s in self._configured if s not in self._installed)
+            if missing:
+                await self._installer.install(self.runtime_dir, missing)
+                self._installed |= set(missing)
+            return SyncResult(list(missing), list(self._configured))
+
+
+async def prepare_base_set(
+    installer: DepsInstaller, deps: tuple[str, ...], sync_on_start: bool
+) -> tuple[tuple[str, ...], str | None]:
+    """(normalized set, cached dir holding it or None) for a sandbox about to start.
+
+    The set is installed now only with `sync_on_start`, so CreateSession
+    returns once the packages are importable. Raises DepsSpecError or
+    DepsInstallError; providers turn them into SandboxStartError.
+    """
+    specs = normalize_set(deps)
+    if not specs or not sync_on_start:
+        return specs, None
+    if not installer.source.configured:
+        raise DepsInstallError(
+            "sync_deps_on_start needs a package source (--deps-wheelhouse or --deps-index-url)"
+        )
+    return specs, await installer.cached_set(specs)
