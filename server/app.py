@@ -29,7 +29,7 @@ from server.host_call_handler import HostCallHandler, NotImplementedHostCallHand
 from server.pki import CertificateAuthority
 from server.providers.base import SandboxProvider
 from server.providers.registry import SandboxProviders
-from server.services import execute_service, session_service
+from server.services import dependency_service, execute_service, session_service
 from server.sessions import SessionManager, default_limits
 from server.warm_pool import PoolConfig, WarmPool
 
@@ -97,10 +97,12 @@ def _docker_provider(config: ServerConfig, ca: CertificateAuthority) -> SandboxP
     from server.providers.docker_config import DockerProviderConfig
 
     overrides = {"auth_token": config.auth_token, "interrupt_grace_seconds": config.interrupt_grace,
-                 "start_timeout_seconds": config.sandbox_start_timeout}
+                 "start_timeout_seconds": config.sandbox_start_timeout,
+                 "deps_wheelhouse": config.deps_wheelhouse, "deps_index_url": config.deps_index_url}
     if config.image:
         overrides["image"] = config.image
-    return DockerSandboxProvider(ca, DockerProviderConfig.for_data_dir(config.data_dir, **overrides))
+    docker_config = DockerProviderConfig.for_data_dir(config.data_dir, **overrides)
+    return DockerSandboxProvider(ca, docker_config, deps_install_timeout=config.deps_install_timeout)
 
 
 def _process_provider(config: ServerConfig, ca: CertificateAuthority) -> SandboxProvider:
@@ -172,10 +174,14 @@ def _register_storage_services(server: grpc.aio.Server, config: ServerConfig) ->
 
 
 def _host_call_handler(storage: StorageServices) -> HostCallHandler:
-    """skills.* and artifacts.* are served from storage; anything else is NotImplemented."""
+    """skills.* and artifacts.* are served from storage, deps.* by the session's sandbox."""
+    from server.deps.host_calls import DepsHostCallHandler
     from server.host_calls.handler import StoreHostCallHandler
 
-    return StoreHostCallHandler(storage.skills, storage.artifacts, fallback=NotImplementedHostCallHandler())  # type: ignore[arg-type]
+    return StoreHostCallHandler(
+        storage.skills, storage.artifacts, fallback=NotImplementedHostCallHandler(),  # type: ignore[arg-type]
+        deps=DepsHostCallHandler(),
+    )
 
 
 async def build_app(config: ServerConfig, host_call_handler: HostCallHandler | None = None) -> App:
@@ -203,6 +209,7 @@ async def build_app(config: ServerConfig, host_call_handler: HostCallHandler | N
     names = [
         session_service.register(server, session_service.SessionService(sessions)),
         execute_service.register(server, execute_service.ExecuteService(config, sessions, handler, inflight)),
+        dependency_service.register(server, dependency_service.DependencyService(sessions)),
     ]
     names += storage.service_names
     health = health_async.HealthServicer()

@@ -56,7 +56,13 @@ def parse_bool(text: str) -> bool:
 
 
 def _parse_deps(text: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in str(text).split(",") if part.strip())
+    """Comma-separated specs, validated like deps.add so a bad --deps fails at start."""
+    from server.deps.specs import normalize_set
+
+    try:
+        return normalize_set(part.strip() for part in str(text).split(",") if part.strip())
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _choice(*allowed: str) -> Callable[[str], str]:
@@ -102,6 +108,9 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("allow_runtime_deps", "--allow-runtime-deps", "CODEMODE_ALLOW_RUNTIME_DEPS", "false", parse_bool, "let sandboxed code install packages", True),
     _Option("deps", "--deps", "CODEMODE_DEPS", "", _parse_deps, "comma-separated packages every session starts with"),
     _Option("sync_deps_on_start", "--sync-deps-on-start", "CODEMODE_SYNC_DEPS_ON_START", "false", parse_bool, "install deps before CreateSession returns", True),
+    _Option("deps_wheelhouse", "--deps-wheelhouse", "CODEMODE_DEPS_WHEELHOUSE", None, str, "directory of wheels deps are installed from (enables deps_install)"),
+    _Option("deps_index_url", "--deps-index-url", "CODEMODE_DEPS_INDEX_URL", None, str, "package index deps are installed from (enables deps_install)"),
+    _Option("deps_install_timeout", "--deps-install-timeout", "CODEMODE_DEPS_INSTALL_TIMEOUT", "5m", parse_duration, "longest one pip install of deps may take"),
     _Option("auth_token", "--auth-token", "CODEMODE_AUTH_TOKEN", None, str, "sandbox agent token (default: fresh random token per sandbox)"),
     _Option("auth_token_file", "--auth-token-file", "CODEMODE_AUTH_TOKEN_FILE", None, str, "file holding the sandbox agent token"),
     _Option("api_token", "--api-token", "CODEMODE_API_TOKEN", None, str, "bearer token clients must present (optional)"),
@@ -146,6 +155,9 @@ class ServerConfig:
     allow_runtime_deps: bool = False
     deps: tuple[str, ...] = ()
     sync_deps_on_start: bool = False
+    deps_wheelhouse: str | None = None
+    deps_index_url: str | None = None
+    deps_install_timeout: float = 300.0
     auth_token: str | None = None
     api_token: str | None = None
     tls_cert: str | None = None
@@ -212,6 +224,8 @@ def validate(config: ServerConfig) -> None:
         raise ConfigError("--heartbeat-interval must be positive")
     if config.sandbox_start_timeout <= 0:
         raise ConfigError("--sandbox-start-timeout must be positive")
+    if config.deps_install_timeout <= 0:
+        raise ConfigError("--deps-install-timeout must be positive")
     if config.max_sessions < 1:
         raise ConfigError("--max-sessions must be at least 1")
 

@@ -167,6 +167,20 @@ def default_limits(config: ServerConfig) -> SandboxLimits:
     )
 
 
+def _validated_deps(deps: object) -> tuple[str, ...]:
+    """Normalized specs, or INVALID_ARGUMENT / INVALID_PACKAGE_SPEC before any sandbox starts."""
+    from server.deps.errors import DepsSpecError
+    from server.deps.specs import normalize_set
+
+    try:
+        return normalize_set(deps)  # type: ignore[arg-type]
+    except DepsSpecError as exc:
+        raise invalid_argument(
+            f"session.config.deps: {exc.message}", field="session.config.deps",
+            reason=reasons.ERROR_REASON_INVALID_PACKAGE_SPEC,
+        ) from None
+
+
 def _not_found(session_id: str) -> ServiceError:
     return ServiceError(
         grpc.StatusCode.NOT_FOUND,
@@ -221,6 +235,7 @@ class SessionManager:
             if idle_ttl < 0:
                 raise invalid_argument("session.config.idle_ttl must not be negative", field="session.config.idle_ttl")
             idle_ttl = idle_ttl or self._config.idle_ttl
+        deps = _validated_deps(requested.deps) if requested.deps else defaults.deps
         limits = dataclasses.replace(
             defaults,
             timeout_seconds=timeout,
@@ -229,7 +244,7 @@ class SessionManager:
             pids_limit=requested.pids_limit or defaults.pids_limit,
             network_disabled=requested.network_disabled or defaults.network_disabled,
             allow_runtime_deps=requested.allow_runtime_deps or defaults.allow_runtime_deps,
-            deps=tuple(requested.deps) or defaults.deps,
+            deps=deps,
             sync_deps_on_start=requested.sync_deps_on_start or defaults.sync_deps_on_start,
             output_budget_bytes=requested.output_budget_bytes or defaults.output_budget_bytes,
             image=requested.image or defaults.image,

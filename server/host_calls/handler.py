@@ -1,4 +1,4 @@
-"""Answers skills.* and artifacts.* calls made by sandboxed code.
+"""Answers skills.* and artifacts.* calls made by sandboxed code; routes deps.* on.
 
 The sandbox holds no storage credentials (py-code-mode S1): its calls arrive
 as HostCall events on the Execute stream and are served here, always scoped to
@@ -70,17 +70,20 @@ def _int(params: dict, key: str, default: int) -> int:
 
 
 class StoreHostCallHandler:
-    """HostCallHandler for skills.* and artifacts.*; other methods go to `fallback`."""
+    """HostCallHandler for skills.* and artifacts.*; deps.* go to `deps`, others to `fallback`."""
 
     def __init__(
         self,
         skills: SkillLibrary,
         artifacts: ArtifactLibrary,
         fallback: HostCallHandler | None = None,
+        deps: HostCallHandler | None = None,
     ) -> None:
         self._skills = skills
         self._artifacts = artifacts
         self._fallback = fallback or NotImplementedHostCallHandler()
+        # deps.* act on the session's sandbox, not on tenant storage.
+        self._deps = deps or self._fallback
         self._methods: dict[str, Method] = {
             "skills.list": self._skills_list,
             "skills.search": self._skills_search,
@@ -96,6 +99,8 @@ class StoreHostCallHandler:
         }
 
     async def handle(self, session: Session, call: agent_pb2.HostCall) -> agent_pb2.HostCallResult:
+        if call.method.startswith("deps."):
+            return await self._deps.handle(session, call)
         method = self._methods.get(call.method)
         if method is None:
             return await self._fallback.handle(session, call)

@@ -27,6 +27,9 @@ import grpc
 from codemode.sandbox.v1 import agent_pb2, agent_pb2_grpc
 from server import telemetry
 from server.config import ServerConfig
+from server.deps.errors import DepsInstallError, DepsSpecError
+from server.deps.installer import DepsInstaller, DepsSource
+from server.deps.session_deps import SessionDeps, prepare_base_set
 from server.pki import CONTROL_PLANE_IDENTITY, CertificateAuthority, sandbox_dns_name
 from server.providers.base import Sandbox, SandboxCapabilities, SandboxLimits, SandboxStartError
 
@@ -34,6 +37,7 @@ _log = logging.getLogger(__name__)
 _UNIX_PATH_MAX = 100  # sun_path is 108 bytes; leave room for the terminator and slack
 _MAX_MESSAGE = 16 * 1024 * 1024
 _STOP_GRACE_SECONDS = 2.0
+_DEPS_CACHE_DIR = "deps-cache"
 
 
 def _import_roots() -> list[str]:
@@ -120,6 +124,8 @@ class ProcessSandbox(Sandbox):
         private_dirs: list[str],
         info: agent_pb2.GetInfoResponse,
         on_stop: Callable[[ProcessSandbox], None] = lambda sandbox: None,
+        deps: SessionDeps | None = None,
+        deps_import_paths: tuple[str, ...] = (),
     ) -> None:
         self.sandbox_id = sandbox_id
         self.process = process
@@ -128,6 +134,8 @@ class ProcessSandbox(Sandbox):
         self.capabilities = capabilities
         self.private_dirs = private_dirs
         self.info = info
+        self.deps = deps
+        self.deps_import_paths = deps_import_paths
         self._on_stop = on_stop
         self._stopped = False
 
@@ -202,6 +210,16 @@ class ProcessSandboxProvider:
         self._client = ca.issue_client_cert(CONTROL_PLANE_IDENTITY)
         self._sandboxes: set[ProcessSandbox] = set()
         self._root = os.path.join(config.data_dir, "sandboxes")
+        # Same uid as the interpreter, so sandboxed code could write these dirs
+        # (see docs/dependencies.md); the allow_runtime_deps lock is in SessionDeps.
+        self.deps_installer = DepsInstaller(
+            DepsSource(
+                wheelhouse=_absolute(config.deps_wheelhouse),
+                index_url=config.deps_index_url,
+            ),
+            cache_root=os.path.join(config.data_dir, _DEPS_CACHE_DIR),
+            timeout_seconds=config.deps_install_timeout,
+        )
 
     def capabilities(self, limits: SandboxLimits) -> SandboxCapabilities:
         return SandboxCapabilities(
@@ -210,6 +228,7 @@ class ProcessSandboxProvider:
             reset=True,
             memory_limit=limits.memory_limit_bytes > 0,
             cpu_limit=self._config.cpu_time_limit > 0,
+            deps_install=self.deps_installer.source.configured,
         )
 
     def _make_private_dirs(self, sandbox_id: str) -> tuple[str, str, list[str]]:
@@ -240,7 +259,9 @@ class ProcessSandboxProvider:
         env.update(telemetry.otel_environment())
         return env
 
-    def _bootstrap(self, sandbox_id: str, limits: SandboxLimits, workdir: str, token: str) -> bytes:
+    def _bootstrap(
+        self, sandbox_id: str, limits: SandboxLimits, workdir: str, token: str, import_paths: tuple[str, ...]
+    ) -> bytes:
         server_cert = self._ca.issue_sandbox_cert(sandbox_id)
         document = {
             "token": token,
@@ -254,7 +275,7 @@ class ProcessSandboxProvider:
                 "cpu_time_limit_seconds": self._config.cpu_time_limit,
                 "max_processes": limits.pids_limit,
                 "workdir": workdir,
-                "env": {},
+                "env": {"PYTHONPATH": os.pathsep.join(import_paths)},
                 "interrupt_grace_seconds": self._config.interrupt_grace,
             },
         }
@@ -289,13 +310,25 @@ class ProcessSandboxProvider:
 
     async def _start(self, sandbox_id: str, limits: SandboxLimits) -> ProcessSandbox:
         token = self._config.auth_token or secrets.token_urlsafe(32)
+        try:
+            configured_deps, deps_base_dir = await prepare_base_set(
+                self.deps_installer, limits.deps, limits.sync_deps_on_start
+            )
+        except DepsSpecError as exc:
+            raise SandboxStartError(f"invalid deps: {exc}") from None
+        except DepsInstallError as exc:
+            raise SandboxStartError(str(exc)) from None
         socket_path, workdir, cleanup = self._make_private_dirs(sandbox_id)
+        deps_runtime_dir = os.path.join(cleanup[0], "deps")
+        os.mkdir(deps_runtime_dir, 0o755)
+        # Runtime dir first: a package added during the session wins over the base set.
+        import_paths = (deps_runtime_dir, deps_base_dir) if deps_base_dir else (deps_runtime_dir,)
         log_path = os.path.join(cleanup[0], "agent.log")
         read_fd, write_fd = os.pipe()
         process: asyncio.subprocess.Process | None = None
         channel: grpc.aio.Channel | None = None
         try:
-            bootstrap = self._bootstrap(sandbox_id, limits, workdir, token)
+            bootstrap = self._bootstrap(sandbox_id, limits, workdir, token, import_paths)
             with os.fdopen(write_fd, "wb") as writer:  # < pipe buffer, so this never blocks
                 writer.write(bootstrap)
             with open(log_path, "ab") as log_file:
@@ -322,8 +355,13 @@ class ProcessSandboxProvider:
                 raise SandboxStartError(f"sandbox agent did not answer GetInfo: {exc.code().name}: {exc.details()}") from None
             if info.session_id and info.session_id != sandbox_id:
                 raise SandboxStartError(f"sandbox agent reports id {info.session_id!r}, expected {sandbox_id!r}")
+            deps = SessionDeps(
+                self.deps_installer, deps_runtime_dir, configured_deps,
+                allow_runtime_deps=limits.allow_runtime_deps, preinstalled=deps_base_dir is not None,
+            )
             sandbox = ProcessSandbox(
-                sandbox_id, process, channel, self.capabilities(limits), cleanup, info, on_stop=self._sandboxes.discard
+                sandbox_id, process, channel, self.capabilities(limits), cleanup, info,
+                on_stop=self._sandboxes.discard, deps=deps, deps_import_paths=import_paths,
             )
             self._sandboxes.add(sandbox)
             return sandbox
@@ -372,6 +410,11 @@ class ProcessSandboxProvider:
     def live_count(self) -> int:
         """Sandboxes started and not yet stopped (sessions + warm pool)."""
         return len(self._sandboxes)
+
+
+def _absolute(path: str | None) -> str | None:
+    """pip runs with its own cwd semantics; a relative wheelhouse must not depend on it."""
+    return os.path.abspath(os.path.expanduser(path)) if path else None
 
 
 async def _drain(stream: asyncio.StreamReader) -> None:
