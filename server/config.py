@@ -12,7 +12,7 @@ import dataclasses
 import ipaddress
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 MIB = 1024 * 1024
@@ -56,11 +56,16 @@ def parse_bool(text: str) -> bool:
 
 
 def _parse_deps(text: str) -> tuple[str, ...]:
-    """Comma-separated specs, validated like deps.add so a bad --deps fails at start."""
+    """Comma-separated specs (so a spec's own version list cannot contain a comma here)."""
+    return _normalized_deps(part.strip() for part in str(text).split(",") if part.strip())
+
+
+def _normalized_deps(specs: Iterable[str]) -> tuple[str, ...]:
+    """Validated like deps.add, so a bad --deps fails at start instead of at every session."""
     from server.deps.specs import normalize_set
 
     try:
-        return normalize_set(part.strip() for part in str(text).split(",") if part.strip())
+        return normalize_set(specs)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -184,6 +189,7 @@ class ServerConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", os.path.abspath(os.path.expanduser(self.data_dir)))
+        object.__setattr__(self, "deps", _normalized_deps(self.deps))  # built in code, not only from flags
         validate(self)
 
     @property

@@ -153,3 +153,24 @@ async def test_without_a_package_source_there_is_no_deps_install(running_server)
         assert error.code() == grpc.StatusCode.UNAVAILABLE and "package source" in error.details()
     finally:
         await client.channel.close()
+
+
+async def test_server_wide_deps_and_a_reset_sys_path(running_server, wheelhouse):
+    srv = await running_server(
+        deps_wheelhouse=wheelhouse, deps=("CM_Tiny_A",), sync_deps_on_start=True, allow_runtime_deps=True
+    )
+    client = connect(srv.address)
+    try:
+        session = (await client.sessions.CreateSession(session_pb2.CreateSessionRequest(), timeout=120)).session
+        assert list(session.config.deps) == ["cm-tiny-a"]
+        assert (await _probe(client, session.name))["cm_tiny_a"] == "a-1.0"
+        # User code dropped the deps dirs from sys.path; deps.add puts them back.
+        code = (
+            "import sys\n"
+            "sys.path[:] = [p for p in sys.path if 'deps' not in p]\n"
+            "deps.add('cm-tiny-b')\n"
+            "import cm_tiny_b\nprint(cm_tiny_b.VALUE, deps.list())\n"
+        )
+        assert (await run_ok(client, session.name, code)).strip() == "b-2.0 ['cm-tiny-a', 'cm-tiny-b']"
+    finally:
+        await client.channel.close()
