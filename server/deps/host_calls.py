@@ -28,6 +28,10 @@ def _import_paths(session: Session) -> list[str]:
     return list(paths)
 
 
+class _UnknownMethod(Exception):
+    pass
+
+
 class DepsHostCallHandler:
     async def handle(self, session: Session, call: agent_pb2.HostCall) -> agent_pb2.HostCallResult:
         deps = session_deps(session)
@@ -40,6 +44,8 @@ class DepsHostCallHandler:
             result = await self._dispatch(session, deps, call.method, params)
         except DepsError as exc:
             return _error(call, exc.sandbox_type, exc.message)
+        except _UnknownMethod as exc:
+            return _error(call, "NotImplementedError", f"host call {exc.args[0]!r} is not available on this server")
         except ValueError as exc:
             return _error(call, "ValueError", f"invalid host call parameters: {exc}")
         return agent_pb2.HostCallResult(call_id=call.call_id, result_json=json.dumps(result))
@@ -60,7 +66,7 @@ class DepsHostCallHandler:
         if method == "deps.sync":
             synced = await deps.sync()
             return {"installed": synced.installed, "dependencies": synced.dependencies, "import_paths": _import_paths(session)}
-        raise ValueError(f"unknown method {method!r}")
+        raise _UnknownMethod(method)
 
 
 def _error(call: agent_pb2.HostCall, type_: str, message: str) -> agent_pb2.HostCallResult:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import shutil
 
 from server.deps.errors import DepsInstallError, RuntimeDepsDisabledError
 from server.deps.installer import DepsInstaller
@@ -49,10 +50,26 @@ class SessionDeps:
         self._installed: set[str] = set(configured) if preinstalled else set()
         self._allow_runtime_deps = allow_runtime_deps
         self._lock = asyncio.Lock()
+        self._closed = False
 
     @property
     def installs_available(self) -> bool:
         return self._installer.source.configured
+
+    def close(self) -> None:
+        """The sandbox stopped: an install still running must not leave its files behind."""
+        self._closed = True
+
+    async def _install(self, specs: tuple[str, ...]) -> None:
+        if self._closed:
+            raise DepsInstallError("the sandbox has stopped")
+        try:
+            await self._installer.install(self.runtime_dir, specs)
+        finally:
+            if self._closed:  # stopped while pip ran (pip may re-create a removed --target dir)
+                await asyncio.to_thread(shutil.rmtree, self.runtime_dir, True)
+        if self._closed:
+            raise DepsInstallError("the sandbox stopped while the packages were being installed")
 
     def list(self) -> list[str]:
         return list(self._configured)
@@ -75,7 +92,7 @@ class SessionDeps:
         async with self._lock:
             already = normalized in self._installed and normalized in self._configured
             if not already:
-                await self._installer.install(self.runtime_dir, (normalized,))
+                await self._install((normalized,))
                 self._installed = {s for s in self._installed if base_name(s) != name} | {normalized}
             self._configured = [s for s in self._configured if base_name(s) != name] + [normalized]
             return AddResult(normalized, already, list(self._configured))
@@ -94,7 +111,7 @@ class SessionDeps:
         async with self._lock:
             missing = tuple(s for s in self._configured if s not in self._installed)
             if missing:
-                await self._installer.install(self.runtime_dir, missing)
+                await self._install(missing)
                 self._installed |= set(missing)
             return SyncResult(list(missing), list(self._configured))
 

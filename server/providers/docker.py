@@ -111,6 +111,7 @@ class DockerSandbox(Sandbox):
         if self._stopped:
             return
         self._stopped = True
+        self.deps.close()
         with contextlib.suppress(Exception):
             await self.channel.close()
         await self._provider.remove_container(self.container_id)

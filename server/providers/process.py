@@ -171,6 +171,8 @@ class ProcessSandbox(Sandbox):
         if self._stopped:
             return
         self._stopped = True
+        if self.deps is not None:
+            self.deps.close()
         try:
             await _terminate_sandbox(self.process, self.private_dirs[0] + os.sep)
         except Exception:  # noqa: BLE001 - stop() never raises

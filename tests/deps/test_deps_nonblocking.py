@@ -34,3 +34,36 @@ async def test_other_sessions_execute_while_an_install_runs(running_server, whee
             if not add.done():
                 add.cancel()
             await client.channel.close()
+
+
+async def test_deleting_a_session_mid_install_leaves_no_files(running_server, wheelhouse):
+    import os
+
+    import grpc
+
+    from tests.deps.helpers import rpc_error
+
+    with GatedIndex(wheelhouse) as index:
+        srv = await running_server(deps_index_url=index.url)
+        client = connect(srv.address)
+        stub = deps_stub(client)
+        config = session_pb2.SessionConfig(allow_runtime_deps=True)
+        request = session_pb2.CreateSessionRequest(session=session_pb2.Session(config=config))
+        name = (await client.sessions.CreateSession(request, timeout=120)).session.name
+        sandbox = srv.app.sessions.get_by_name(name).sandbox
+        sandbox_dir = sandbox.private_dirs[0]
+        add = asyncio.ensure_future(
+            stub.AddDependency(dependency_pb2.AddDependencyRequest(session=name, package="cm-tiny-a"), timeout=120)
+        )
+        try:
+            assert await asyncio.to_thread(index.requested.wait, 60), "pip never reached the index"
+            await client.sessions.DeleteSession(session_pb2.DeleteSessionRequest(name=name), timeout=60)
+            index.gate.set()
+            error = await rpc_error(add)
+            assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert not os.path.exists(sandbox_dir)
+        finally:
+            index.gate.set()
+            if not add.done():
+                add.cancel()
+            await client.channel.close()
