@@ -172,5 +172,8 @@ async def test_server_wide_deps_and_a_reset_sys_path(running_server, wheelhouse)
             "import cm_tiny_b\nprint(cm_tiny_b.VALUE, deps.list())\n"
         )
         assert (await run_ok(client, session.name, code)).strip() == "b-2.0 ['cm-tiny-a', 'cm-tiny-b']"
+        # A reset replaces the interpreter, not the sandbox: runtime additions stay importable.
+        await client.sessions.ResetSession(session_pb2.ResetSessionRequest(name=session.name), timeout=60)
+        assert await _probe(client, session.name) == {"cm_tiny_a": "a-1.0", "cm_tiny_b": "b-2.0"}
     finally:
         await client.channel.close()
