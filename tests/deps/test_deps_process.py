@@ -177,3 +177,21 @@ async def test_server_wide_deps_and_a_reset_sys_path(running_server, wheelhouse)
         assert await _probe(client, session.name) == {"cm_tiny_a": "a-1.0", "cm_tiny_b": "b-2.0"}
     finally:
         await client.channel.close()
+
+
+async def test_concurrent_starts_with_one_set_run_pip_once(running_server, wheelhouse):
+    import asyncio
+
+    srv = await running_server(deps_wheelhouse=wheelhouse)
+    client = connect(srv.address)
+    installer = srv.app.provider.deps_installer
+    try:
+        before = installer.installs
+        sessions = await asyncio.gather(
+            *(_create(client, deps=["cm-tiny-a", "cm-tiny-b"], sync_deps_on_start=True) for _ in range(2))
+        )
+        assert installer.installs == before + 1
+        for session in sessions:
+            assert await _probe(client, session.name) == {"cm_tiny_a": "a-1.0", "cm_tiny_b": "b-2.0"}
+    finally:
+        await client.channel.close()
