@@ -112,9 +112,13 @@ class DockerSandbox(Sandbox):
             return
         self._stopped = True
         self.deps.close()
+        # Container first, channel second (as the process provider does): closing
+        # a grpc.aio channel whose HTTP/2 connection to a live agent is still up
+        # has hung inside grpc's C core here (Channel._close never returned);
+        # once the agent is gone the close is immediate.
+        await self._provider.remove_container(self.container_id)
         with contextlib.suppress(Exception):
             await self.channel.close()
-        await self._provider.remove_container(self.container_id)
         await asyncio.to_thread(remove_sandbox_dir, self.host_dir)
         await asyncio.to_thread(remove_sandbox_dir, self.deps_dir)
         self._provider.forget(self)
