@@ -109,11 +109,12 @@ async def test_pool_size_zero_keeps_nothing_warm(running_server) -> None:
 
 
 async def test_otel_callbacks_report_one_series_per_configuration(running_server) -> None:
-    server = await running_server(warm_pool_size=1, warm_pool_max_configs=2)
+    # Limits no other test uses: pools of earlier servers may still be alive in this process.
+    server = await running_server(warm_pool_size=1, warm_pool_max_configs=2, memory_limit=777 * MIB)
     pool = server.app.pool
     client = connect(server.address)
     async with client.channel:
-        await client.create(session=_config(300))
+        await client.create(session=_config(301))
     labels = {config_pool.config.label: config_pool for config_pool in pool.config_pools()}
     assert len(labels) == 2
     observed = {
@@ -127,3 +128,19 @@ async def test_otel_callbacks_report_one_series_per_configuration(running_server
         assert observation.value == config_pool.metrics.misses
         assert observation.attributes["codemode.sandbox.kind"] == "process"
         assert observation.attributes["codemode.warm_pool.learned"] is config_pool.learned
+
+
+async def test_concurrent_creates_never_share_a_pooled_sandbox(running_server) -> None:
+    server = await running_server(warm_pool_size=2)
+    pool = server.app.pool
+    await _eventually(lambda: pool.metrics.size == 2, "the default pool to be filled")
+    pooled = list(pool.ready_sandboxes())
+    client = connect(server.address)
+    async with client.channel:
+        sessions = await asyncio.gather(*(client.create() for _ in range(4)))
+        sandboxes = [_sandbox_of(server, session.name) for session in sessions]
+        assert len(set(map(id, sandboxes))) == 4
+        assert pool.metrics.hits + pool.metrics.misses == 4
+        # Both pre-started ones were handed out (to different sessions); refills may add hits.
+        assert all(any(sandbox is taken for taken in sandboxes) for sandbox in pooled)
+        assert pool.metrics.hits >= 2
