@@ -20,12 +20,11 @@ if TYPE_CHECKING:
 
 def session_deps(session: Session) -> SessionDeps | None:
     """The deps state of the session's current sandbox (None: no deps support)."""
-    return getattr(session.sandbox, "deps", None)
+    return session.sandbox.deps if session.sandbox is not None else None
 
 
 def _import_paths(session: Session) -> list[str]:
-    paths = getattr(session.sandbox, "deps_import_paths", ())
-    return list(paths)
+    return list(session.sandbox.deps_import_paths) if session.sandbox is not None else []
 
 
 class _UnknownMethod(Exception):

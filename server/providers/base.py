@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import grpc
 
 from codemode.sandbox.v1 import agent_pb2_grpc
+
+if TYPE_CHECKING:
+    from server.deps.session_deps import SessionDeps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +66,10 @@ class Sandbox(abc.ABC):
     channel: grpc.aio.Channel
     stub: agent_pb2_grpc.AgentServiceStub
     capabilities: SandboxCapabilities
+    # The sandbox's package state (None when the provider has no deps support) and
+    # where, inside the sandbox, installed packages are importable from.
+    deps: SessionDeps | None = None
+    deps_import_paths: tuple[str, ...] = ()
 
     @abc.abstractmethod
     def is_alive(self) -> bool:
