@@ -26,6 +26,20 @@ def require(available: bool, what: str) -> None:
     pytest.skip(f"{what} is not available")
 
 
+@pytest.fixture(scope="session")
+def otel_metric_reader():  # type: ignore[no-untyped-def]
+    """The process-wide MeterProvider (OTel allows setting it once), read in memory."""
+    from opentelemetry import metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    metrics.set_meter_provider(provider)
+    assert metrics.get_meter_provider() is provider, "a MeterProvider was installed outside this fixture"
+    return reader
+
+
 @dataclasses.dataclass
 class RunningServer:
     """An in-process `serve()`; `app` gives tests the session manager and pool counters."""

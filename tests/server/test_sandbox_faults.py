@@ -138,16 +138,8 @@ async def test_dead_pooled_sandbox_is_never_handed_out(running_server) -> None:
         assert stdout(await client.run(session.name, "print(1)")) == b"1\n"
 
 
-async def test_warm_pool_counters_are_published_as_otel_metrics(running_server) -> None:
-    from opentelemetry import metrics
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-
-    reader = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[reader])
-    metrics.set_meter_provider(provider)  # set-once per process; later calls are ignored
-    if metrics.get_meter_provider() is not provider:
-        pytest.skip("another test installed the global MeterProvider first")
+async def test_warm_pool_counters_are_published_as_otel_metrics(running_server, otel_metric_reader) -> None:
+    reader = otel_metric_reader
     server = await running_server(warm_pool_size=1)
     client = connect(server.address)
     async with client.channel:
