@@ -14,6 +14,7 @@ import grpc
 
 from codemode.sandbox.v1 import agent_pb2_grpc
 from sandbox_agent import credentials as credentials_module
+from sandbox_agent import telemetry
 from sandbox_agent.auth import AuthInterceptor
 from sandbox_agent.interpreter_host import InterpreterConfig, InterpreterHost, InterpreterStartError
 from sandbox_agent.service import AgentService
@@ -86,8 +87,12 @@ async def serve(listen: str, creds: credentials_module.AgentCredentials | None) 
     except InterpreterStartError as exc:
         print(f"codemode-agent: {exc}", file=sys.stderr, flush=True)
         return 1
+    # Tracing first, so even calls the auth interceptor rejects are traced.
+    interceptors = telemetry.server_interceptors()
+    if creds:
+        interceptors.append(AuthInterceptor(creds.token, creds.client_identity))
     server = grpc.aio.server(
-        interceptors=[AuthInterceptor(creds.token, creds.client_identity)] if creds else [],
+        interceptors=interceptors,
         options=[
             ("grpc.so_reuseport", 0),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -111,6 +116,7 @@ async def serve(listen: str, creds: credentials_module.AgentCredentials | None) 
     await stop.wait()
     await server.stop(grace=1.0)
     await host.close()
+    telemetry.shutdown()
     return 0
 
 

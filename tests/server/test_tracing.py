@@ -113,6 +113,9 @@ async def test_client_server_and_agent_spans_share_one_trace() -> None:
         assert attributes["codemode.output.truncated_bytes"] == 0
         _, relay_span = by_name[(AGENT_EXECUTE, CLIENT)]
         assert relay_span.parent_span_id == execute_span.span_id
+        agent_service, agent_span = by_name[(AGENT_EXECUTE, SERVER)]
+        assert agent_service == "codemode-agent" != server_service, "exported by the agent process itself"
+        assert agent_span.parent_span_id == relay_span.span_id
     finally:
         if process.poll() is None:
             process.kill()
