@@ -87,4 +87,9 @@ async def running_server() -> AsyncIterator[Callable[..., Awaitable[RunningServe
         try:
             await asyncio.wait_for(task, timeout=60)
         finally:
-            shutil.rmtree(server.data_dir, ignore_errors=True)
+            # A sandbox stop finishing in the background may still be removing its dir.
+            for _ in range(50):
+                shutil.rmtree(server.data_dir, ignore_errors=True)
+                if not os.path.exists(server.data_dir):
+                    break
+                await asyncio.sleep(0.1)
