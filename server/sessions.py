@@ -288,7 +288,7 @@ class SessionManager:
             if session_id in self._sessions:
                 raise ServiceError(
                     grpc.StatusCode.ALREADY_EXISTS,
-                    reasons.ERROR_REASON_INVALID_ARGUMENT,
+                    reasons.ERROR_REASON_SESSION_ALREADY_EXISTS,
                     f"session 'sessions/{session_id}' already exists",
                     {"session": f"sessions/{session_id}", "field": "session_id"},
                 )

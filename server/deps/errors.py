@@ -43,12 +43,11 @@ class DepsInstallError(DepsError, RuntimeError):
 
     FAILED_PRECONDITION: the spec was valid, but the configured source cannot
     satisfy it (missing package/version) or there is no source at all.
-    ErrorReason has no install-specific value, so the reason is
-    INVALID_PACKAGE_SPEC with metadata `cause=install_failed`.
+    Metadata `cause=install_failed` is kept for clients that read it.
     """
 
     code = grpc.StatusCode.FAILED_PRECONDITION
-    reason = "INVALID_PACKAGE_SPEC"
+    reason = "DEPS_INSTALL_FAILED"
     sandbox_type = "RuntimeError"
 
     def __init__(self, message: str) -> None:

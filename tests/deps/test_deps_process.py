@@ -134,7 +134,7 @@ async def test_bad_specs_and_missing_packages_give_clear_errors(running_server, 
         error = await rpc_error(stub.AddDependency(dependency_pb2.AddDependencyRequest(session=session, package="x|y"), timeout=60))
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error_info(error).reason == "INVALID_PACKAGE_SPEC"
         error = await rpc_error(stub.AddDependency(dependency_pb2.AddDependencyRequest(session=session, package="cm-tiny-zzz"), timeout=120))
-        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and error_info(error).reason == "DEPS_INSTALL_FAILED"
         error = await rpc_error(stub.ListDependencies(dependency_pb2.ListDependenciesRequest(session="sessions/nope"), timeout=60))
         assert error.code() == grpc.StatusCode.NOT_FOUND and error_info(error).reason == "SESSION_NOT_FOUND"
     finally:

@@ -51,6 +51,7 @@ async def test_session_ids_are_validated_and_unique(running_server) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as taken:
             await client.create(session_id="taken")
         assert taken.value.code() == grpc.StatusCode.ALREADY_EXISTS
+        assert error_info(taken.value).reason == "SESSION_ALREADY_EXISTS"
         for bad in ("UPPER", "-lead", "a" * 64, "sp ace", "x/y"):
             with pytest.raises(grpc.aio.AioRpcError) as invalid:
                 await client.create(session_id=bad)
