@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from codemode._channel import TLSConfig
-    from codemode.aio import AsyncClient, AsyncExecution, AsyncSession
+    from codemode.aio import AsyncClient, AsyncDependencies, AsyncExecution, AsyncSession
+    from codemode.dependencies import AddedDependency, RemovedDependency, SyncedDependencies
     from codemode.errors import (
         AbortedError,
         AlreadyExistsError,
@@ -44,14 +45,17 @@ if TYPE_CHECKING:
         Result,
         Started,
     )
-    from codemode.sync import Client, Execution, Session
+    from codemode.sync import Client, Dependencies, Execution, Session
 
 __version__ = "0.1.0"
 
 _MODULE_OF = {
     "TLSConfig": "codemode._channel",
-    **dict.fromkeys(["AsyncClient", "AsyncExecution", "AsyncSession"], "codemode.aio"),
-    **dict.fromkeys(["Client", "Execution", "Session"], "codemode.sync"),
+    **dict.fromkeys(["AsyncClient", "AsyncDependencies", "AsyncExecution", "AsyncSession"], "codemode.aio"),
+    **dict.fromkeys(["Client", "Dependencies", "Execution", "Session"], "codemode.sync"),
+    **dict.fromkeys(
+        ["AddedDependency", "RemovedDependency", "SyncedDependencies"], "codemode.dependencies"
+    ),
     **dict.fromkeys(
         [
             "AbortedError", "AlreadyExistsError", "CodemodeError", "DeadlineExceededError",
@@ -86,13 +90,16 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "AbortedError",
+    "AddedDependency",
     "AlreadyExistsError",
     "AsyncClient",
+    "AsyncDependencies",
     "AsyncExecution",
     "AsyncSession",
     "Client",
     "CodemodeError",
     "DeadlineExceededError",
+    "Dependencies",
     "DownloadedArtifact",
     "Error",
     "Execution",
@@ -108,10 +115,12 @@ __all__ = [
     "NotFoundError",
     "Output",
     "PermissionDeniedError",
+    "RemovedDependency",
     "ResourceExhaustedError",
     "Result",
     "Session",
     "Started",
+    "SyncedDependencies",
     "TLSConfig",
     "UnauthenticatedError",
     "UnavailableError",

@@ -22,6 +22,10 @@ EXECUTE_DEADLINE_MARGIN_SECONDS = 15.0
 #: Unary calls are cheap, except CreateSession, which starts a sandbox.
 DEFAULT_RPC_DEADLINE_SECONDS = 30.0
 CREATE_SESSION_DEADLINE_SECONDS = 120.0
+#: deps add/sync run pip on the server, bounded there by --deps-install-timeout
+#: (default 5m); the call must outlive that bound so a slow install is reported
+#: by the server (with its reason), not cut off as DEADLINE_EXCEEDED.
+DEPS_INSTALL_DEADLINE_SECONDS = 330.0
 
 #: The server accepts at most 1 MiB per upload chunk.
 ARTIFACT_CHUNK_BYTES = 1024 * 1024

@@ -14,6 +14,7 @@ import grpc.aio
 
 from codemode import _requests as req
 from codemode._channel import ChannelSettings, TLSSetting
+from codemode.dependencies import AddedDependency, RemovedDependency, SyncedDependencies
 from codemode.errors import CodemodeError, ExecutionCancelledError, NotFoundError, from_rpc_error
 from codemode.results import (
     DownloadedArtifact,
@@ -26,6 +27,8 @@ from codemode.results import (
 from codemode.v1 import (
     artifact_pb2,
     artifact_pb2_grpc,
+    dependency_pb2,
+    dependency_pb2_grpc,
     execute_pb2_grpc,
     session_pb2,
     session_pb2_grpc,
@@ -195,6 +198,11 @@ class AsyncSession:
         self.info = response.session
         return self.info
 
+    @property
+    def deps(self) -> "AsyncDependencies":
+        """The session's Python packages (the API twin of ``deps`` in sandboxed code)."""
+        return AsyncDependencies(self._client, self.name)
+
     async def delete(self) -> None:
         await self._client.delete_session(self.name)
 
@@ -206,6 +214,39 @@ class AsyncSession:
             await self.delete()
         except NotFoundError:
             pass  # already gone (expired or deleted inside the block): the goal is met
+
+
+class AsyncDependencies:
+    """A session's packages (``session.deps``); installs come from the server's index or wheelhouse.
+
+    ``add``/``remove`` fail with FailedPreconditionError (reason
+    ``RUNTIME_DEPS_DISABLED``) when the session was created with
+    ``allow_runtime_deps`` off; ``list``/``sync`` are always allowed.
+    """
+
+    def __init__(self, client: "AsyncClient", session: str) -> None:
+        self._client = client
+        self._session = session
+        self._stub = dependency_pb2_grpc.DependencyServiceStub(client.channel)
+
+    async def add(self, package: str, *, deadline: float = req.DEPS_INSTALL_DEADLINE_SECONDS) -> AddedDependency:
+        """Installs ``package`` (e.g. ``"pandas>=2.0"``); importable in the session at once."""
+        request = dependency_pb2.AddDependencyRequest(session=self._session, package=package)
+        return AddedDependency.from_proto(await self._client._unary(self._stub.AddDependency, request, deadline))
+
+    async def remove(self, package: str) -> RemovedDependency:
+        request = dependency_pb2.RemoveDependencyRequest(session=self._session, package=package)
+        return RemovedDependency.from_proto(await self._client._unary(self._stub.RemoveDependency, request))
+
+    async def list(self) -> list[str]:
+        """The configured packages, as normalized specifiers."""
+        request = dependency_pb2.ListDependenciesRequest(session=self._session)
+        return list((await self._client._unary(self._stub.ListDependencies, request)).dependencies)
+
+    async def sync(self, *, deadline: float = req.DEPS_INSTALL_DEADLINE_SECONDS) -> SyncedDependencies:
+        """Installs every configured package that is missing from the sandbox."""
+        request = dependency_pb2.SyncDependenciesRequest(session=self._session)
+        return SyncedDependencies.from_proto(await self._client._unary(self._stub.SyncDependencies, request, deadline))
 
 
 class AsyncSkills:

@@ -12,6 +12,7 @@ import grpc
 
 from codemode import _requests as req
 from codemode._channel import ChannelSettings, TLSSetting
+from codemode.dependencies import AddedDependency, RemovedDependency, SyncedDependencies
 from codemode.errors import CodemodeError, ExecutionCancelledError, NotFoundError, from_rpc_error
 from codemode.results import (
     DownloadedArtifact,
@@ -24,6 +25,8 @@ from codemode.results import (
 from codemode.v1 import (
     artifact_pb2,
     artifact_pb2_grpc,
+    dependency_pb2,
+    dependency_pb2_grpc,
     execute_pb2_grpc,
     session_pb2,
     session_pb2_grpc,
@@ -178,6 +181,11 @@ class Session:
         self.info = self._client._unary(self._client._session_stub.GetSession, request).session
         return self.info
 
+    @property
+    def deps(self) -> "Dependencies":
+        """The session's Python packages (the API twin of ``deps`` in sandboxed code)."""
+        return Dependencies(self._client, self.name)
+
     def delete(self) -> None:
         self._client.delete_session(self.name)
 
@@ -189,6 +197,39 @@ class Session:
             self.delete()
         except NotFoundError:
             pass  # already gone (expired or deleted inside the block): the goal is met
+
+
+class Dependencies:
+    """A session's packages (``session.deps``); installs come from the server's index or wheelhouse.
+
+    ``add``/``remove`` fail with FailedPreconditionError (reason
+    ``RUNTIME_DEPS_DISABLED``) when the session was created with
+    ``allow_runtime_deps`` off; ``list``/``sync`` are always allowed.
+    """
+
+    def __init__(self, client: "Client", session: str) -> None:
+        self._client = client
+        self._session = session
+        self._stub = dependency_pb2_grpc.DependencyServiceStub(client.channel)
+
+    def add(self, package: str, *, deadline: float = req.DEPS_INSTALL_DEADLINE_SECONDS) -> AddedDependency:
+        """Installs ``package`` (e.g. ``"pandas>=2.0"``); importable in the session at once."""
+        request = dependency_pb2.AddDependencyRequest(session=self._session, package=package)
+        return AddedDependency.from_proto(self._client._unary(self._stub.AddDependency, request, deadline))
+
+    def remove(self, package: str) -> RemovedDependency:
+        request = dependency_pb2.RemoveDependencyRequest(session=self._session, package=package)
+        return RemovedDependency.from_proto(self._client._unary(self._stub.RemoveDependency, request))
+
+    def list(self) -> list[str]:
+        """The configured packages, as normalized specifiers."""
+        request = dependency_pb2.ListDependenciesRequest(session=self._session)
+        return list(self._client._unary(self._stub.ListDependencies, request).dependencies)
+
+    def sync(self, *, deadline: float = req.DEPS_INSTALL_DEADLINE_SECONDS) -> SyncedDependencies:
+        """Installs every configured package that is missing from the sandbox."""
+        request = dependency_pb2.SyncDependenciesRequest(session=self._session)
+        return SyncedDependencies.from_proto(self._client._unary(self._stub.SyncDependencies, request, deadline))
 
 
 class Skills:
