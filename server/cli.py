@@ -117,6 +117,23 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--limit", type=int, default=0)
     search.set_defaults(handler=cmd_skills_search)
 
+    deps = commands.add_parser("deps", help="manage a session's Python packages")
+    deps_sub = deps.add_subparsers(dest="action", metavar="ACTION", required=True)
+    session_flag = argparse.ArgumentParser(add_help=False)
+    session_flag.add_argument("--session", required=True, help="sessions/ID or ID")
+    deps_sub.add_parser("list", parents=[conn, session_flag], help="list configured packages").set_defaults(
+        handler=cmd_deps_list
+    )
+    dadd = deps_sub.add_parser("add", parents=[conn, session_flag], help="install a package into the session")
+    dadd.add_argument("package", help='requirement specifier, e.g. "pandas>=2.0"')
+    dadd.set_defaults(handler=cmd_deps_add)
+    dremove = deps_sub.add_parser("remove", parents=[conn, session_flag], help="remove a package from the session")
+    dremove.add_argument("package")
+    dremove.set_defaults(handler=cmd_deps_remove)
+    deps_sub.add_parser("sync", parents=[conn, session_flag], help="install every missing configured package").set_defaults(
+        handler=cmd_deps_sync
+    )
+
     artifacts = commands.add_parser("artifacts", help="manage artifacts")
     art_sub = artifacts.add_subparsers(dest="action", metavar="ACTION", required=True)
     art_sub.add_parser("list", parents=[conn], help="list artifacts").set_defaults(
@@ -315,6 +332,45 @@ def cmd_skills_search(args: argparse.Namespace) -> int:
     with _client(args) as client:
         for hit in client.skills.search(args.query, limit=args.limit):
             print(f"{hit.score:.3f}\t{hit.skill.name}\t{hit.skill.description}")
+    return EXIT_OK
+
+
+# --- deps -----------------------------------------------------------------
+
+
+def _session_deps(client: Any, args: argparse.Namespace) -> Any:
+    """Looks the session up first, so a wrong name is reported as SESSION_NOT_FOUND."""
+    return client.get_session(args.session).deps
+
+
+def cmd_deps_list(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        for package in _session_deps(client, args).list():
+            print(package)
+    return EXIT_OK
+
+
+def cmd_deps_add(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        added = _session_deps(client, args).add(args.package)
+    note = "already present" if added.already_present else "installed"
+    print(f"{added.package}\t{note}")
+    return EXIT_OK
+
+
+def cmd_deps_remove(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        removed = _session_deps(client, args).remove(args.package)
+    if not removed.removed:
+        print(f"codemode deps remove: {args.package} was not configured", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_deps_sync(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        synced = _session_deps(client, args).sync()
+    for package in synced.installed:
+        print(f"{package}\tinstalled")
     return EXIT_OK
 
 
