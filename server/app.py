@@ -193,7 +193,13 @@ async def build_app(config: ServerConfig, host_call_handler: HostCallHandler | N
     interceptors: list[grpc.aio.ServerInterceptor] = [telemetry.server_interceptor()]
     if config.api_token:
         interceptors.append(ApiTokenInterceptor(config.api_token))
-    server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
+    # A cap makes an overload fail fast (RESOURCE_EXHAUSTED from grpc itself, no
+    # ErrorInfo) instead of queueing calls until memory runs out; 0 = no cap.
+    server = grpc.aio.server(
+        interceptors=interceptors,
+        options=SERVER_OPTIONS,
+        maximum_concurrent_rpcs=config.max_concurrent_rpcs or None,
+    )
 
     pool = WarmPool(
         providers.get,

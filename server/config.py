@@ -127,6 +127,7 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("ca_key", "--ca-key", "CODEMODE_CA_KEY", None, str, "sandbox CA private key (PEM file)"),
     _Option("max_code_bytes", "--max-code-bytes", "CODEMODE_MAX_CODE_BYTES", "2m", _non_negative(parse_size), "largest accepted code (INVALID_ARGUMENT above)"),
     _Option("max_sessions", "--max-sessions", "CODEMODE_MAX_SESSIONS", "64", _non_negative(int), "live session cap (RESOURCE_EXHAUSTED above)"),
+    _Option("max_concurrent_rpcs", "--max-concurrent-rpcs", "CODEMODE_MAX_CONCURRENT_RPCS", "1000", _non_negative(int), "RPCs in flight at once, streams included; more fail fast with RESOURCE_EXHAUSTED (0 = unlimited)"),
     _Option("output_budget", "--output-budget", "CODEMODE_OUTPUT_BUDGET", "10m", _non_negative(parse_size), "per-execution output budget"),
     _Option("idle_ttl", "--idle-ttl", "CODEMODE_IDLE_TTL", "15m", _non_negative(parse_duration), "idle time after which a session is deleted (0 = never)"),
     _Option("shutdown_grace", "--shutdown-grace", "CODEMODE_SHUTDOWN_GRACE", "10s", _non_negative(parse_duration), "time in-flight Executes get on SIGTERM"),
@@ -172,6 +173,7 @@ class ServerConfig:
     ca_key: str | None = None
     max_code_bytes: int = 2 * MIB
     max_sessions: int = 64
+    max_concurrent_rpcs: int = 1000
     output_budget: int = 10 * MIB
     idle_ttl: float = 15 * 60.0
     shutdown_grace: float = 10.0
