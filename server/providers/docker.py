@@ -28,10 +28,11 @@ import docker.errors
 import grpc
 import requests.exceptions
 
-from codemode.sandbox.v1 import agent_pb2, agent_pb2_grpc
+from codemode.sandbox.v1 import agent_pb2
 from server import telemetry
 from server.pki import CONTROL_PLANE_IDENTITY, CertificateAuthority, sandbox_dns_name
 from server.providers import docker_spec
+from server.providers.agent_channel import AgentStub, AgentTls, connect_agent
 from server.providers.base import Sandbox, SandboxCapabilities, SandboxLimits, SandboxStartError
 from server.providers.docker_config import (
     CONTAINER_TCP_PORT,
@@ -74,6 +75,7 @@ class DockerSandbox(Sandbox):
         container_id: str,
         host_dir: str,
         channel: grpc.aio.Channel,
+        stub: AgentStub,
         capabilities: SandboxCapabilities,
         info: agent_pb2.GetInfoResponse,
         target: str,
@@ -84,7 +86,7 @@ class DockerSandbox(Sandbox):
         self.container_id = container_id
         self.host_dir = host_dir
         self.channel = channel
-        self.stub = agent_pb2_grpc.AgentServiceStub(channel)
+        self.stub = stub
         self.capabilities = capabilities
         self.info = info
         self.target = target
@@ -384,13 +386,12 @@ class DockerSandboxProvider:
                 raise SandboxStartError(str(exc)) from None
             container_id = await self._run(kwargs)
             target = await self._target(container_id, sandbox_dir.socket_path)
-            channel = self._channel(sandbox_id, target, token)
-            stub = agent_pb2_grpc.AgentServiceStub(channel)
+            channel, stub = self._connect(sandbox_id, target, token)
             info = await self._wait_ready(container_id, sandbox_dir.socket_path, stub)
             if info.session_id and info.session_id != sandbox_id:
                 raise SandboxStartError(f"sandbox agent reports id {info.session_id!r}, expected {sandbox_id!r}")
             sandbox = DockerSandbox(
-                self, sandbox_id, container_id, sandbox_dir.path, channel,
+                self, sandbox_id, container_id, sandbox_dir.path, channel, stub,
                 self.capabilities(limits), info, target, deps_dir,
                 SessionDeps(
                     self.deps_installer, deps_dir, normalize_set(limits.deps),
@@ -460,34 +461,22 @@ class DockerSandboxProvider:
                 return f"127.0.0.1:{binding['HostPort']}"
         raise SandboxStartError("docker did not publish the agent port on 127.0.0.1")
 
-    def _channel(self, sandbox_id: str, target: str, token: str) -> grpc.aio.Channel:
-        credentials = grpc.composite_channel_credentials(
-            grpc.ssl_channel_credentials(
-                root_certificates=self._ca.cert_pem,
-                private_key=self._client_pair.key_pem,
-                certificate_chain=self._client_pair.cert_pem,
-            ),
-            grpc.access_token_call_credentials(token),
-        )
-        return grpc.aio.secure_channel(
-            target,
-            credentials,
+    def _connect(self, sandbox_id: str, target: str, token: str) -> tuple[grpc.aio.Channel, AgentStub]:
+        tls = AgentTls(self._ca.cert_pem, self._client_pair.key_pem, self._client_pair.cert_pem)
+        return connect_agent(
+            target, sandbox_dns_name(sandbox_id), tls, token,
             options=[
-                ("grpc.ssl_target_name_override", sandbox_dns_name(sandbox_id)),
-                ("grpc.default_authority", sandbox_dns_name(sandbox_id)),
                 ("grpc.max_receive_message_length", _MAX_MESSAGE),
                 ("grpc.max_send_message_length", _MAX_MESSAGE),
                 # While the agent boots, connects fail; retry fast instead of gRPC's 1 s backoff.
                 ("grpc.initial_reconnect_backoff_ms", 50),
                 ("grpc.min_reconnect_backoff_ms", 50),
                 ("grpc.max_reconnect_backoff_ms", 500),
-                ("grpc.so_reuseport", 0),
             ],
-            interceptors=telemetry.client_interceptors(),
         )
 
     async def _wait_ready(
-        self, container_id: str, socket_path: str, stub: agent_pb2_grpc.AgentServiceStub
+        self, container_id: str, socket_path: str, stub: AgentStub
     ) -> agent_pb2.GetInfoResponse:
         """Polls until GetInfo answers; fails fast when the container exits."""
         loop = asyncio.get_running_loop()

@@ -24,13 +24,14 @@ from collections.abc import Callable
 
 import grpc
 
-from codemode.sandbox.v1 import agent_pb2, agent_pb2_grpc
+from codemode.sandbox.v1 import agent_pb2
 from server import telemetry
 from server.config import ServerConfig
 from server.deps.errors import DepsInstallError, DepsSpecError
 from server.deps.installer import DepsInstaller, DepsSource
 from server.deps.session_deps import SessionDeps, prepare_base_set
 from server.pki import CONTROL_PLANE_IDENTITY, CertificateAuthority, sandbox_dns_name
+from server.providers.agent_channel import AgentStub, AgentTls, connect_agent
 from server.providers.base import Sandbox, SandboxCapabilities, SandboxLimits, SandboxStartError
 
 _log = logging.getLogger(__name__)
@@ -120,6 +121,7 @@ class ProcessSandbox(Sandbox):
         sandbox_id: str,
         process: asyncio.subprocess.Process,
         channel: grpc.aio.Channel,
+        stub: AgentStub,
         capabilities: SandboxCapabilities,
         private_dirs: list[str],
         info: agent_pb2.GetInfoResponse,
@@ -130,7 +132,7 @@ class ProcessSandbox(Sandbox):
         self.sandbox_id = sandbox_id
         self.process = process
         self.channel = channel
-        self.stub = agent_pb2_grpc.AgentServiceStub(channel)
+        self.stub = stub
         self.capabilities = capabilities
         self.private_dirs = private_dirs
         self.info = info
@@ -283,25 +285,14 @@ class ProcessSandboxProvider:
         }
         return json.dumps(document).encode()
 
-    def _channel(self, sandbox_id: str, socket_path: str, token: str) -> grpc.aio.Channel:
-        credentials = grpc.composite_channel_credentials(
-            grpc.ssl_channel_credentials(
-                root_certificates=self._ca.cert_pem,
-                private_key=self._client.key_pem,
-                certificate_chain=self._client.cert_pem,
-            ),
-            grpc.access_token_call_credentials(token),
-        )
-        return grpc.aio.secure_channel(
-            f"unix:{socket_path}",
-            credentials,
+    def _connect(self, sandbox_id: str, socket_path: str, token: str) -> tuple[grpc.aio.Channel, AgentStub]:
+        tls = AgentTls(self._ca.cert_pem, self._client.key_pem, self._client.cert_pem)
+        return connect_agent(
+            f"unix:{socket_path}", sandbox_dns_name(sandbox_id), tls, token,
             options=[
-                ("grpc.ssl_target_name_override", sandbox_dns_name(sandbox_id)),
-                ("grpc.default_authority", sandbox_dns_name(sandbox_id)),
                 ("grpc.max_receive_message_length", _MAX_MESSAGE),
                 ("grpc.max_send_message_length", _MAX_MESSAGE),
             ],
-            interceptors=telemetry.client_interceptors(),
         )
 
     async def start(self, limits: SandboxLimits) -> ProcessSandbox:
@@ -349,8 +340,7 @@ class ProcessSandboxProvider:
             os.close(read_fd)
             read_fd = -1
             await self._wait_ready(process, log_path)
-            channel = self._channel(sandbox_id, socket_path, token)
-            stub = agent_pb2_grpc.AgentServiceStub(channel)
+            channel, stub = self._connect(sandbox_id, socket_path, token)
             try:
                 info = await stub.GetInfo(agent_pb2.GetInfoRequest(), timeout=self._config.sandbox_start_timeout)
             except grpc.aio.AioRpcError as exc:
@@ -362,7 +352,7 @@ class ProcessSandboxProvider:
                 allow_runtime_deps=limits.allow_runtime_deps, preinstalled=deps_base_dir is not None,
             )
             sandbox = ProcessSandbox(
-                sandbox_id, process, channel, self.capabilities(limits), cleanup, info,
+                sandbox_id, process, channel, stub, self.capabilities(limits), cleanup, info,
                 on_stop=self._sandboxes.discard, deps=deps, deps_import_paths=import_paths,
             )
             self._sandboxes.add(sandbox)
