@@ -29,6 +29,15 @@ from server.sessions import Session
 
 _log = logging.getLogger(__name__)
 _DEATH_CONFIRM_SECONDS = 2.0
+# Agent events waiting for the client. Bounded so a client that reads slowly stops
+# the reader, HTTP/2 flow control then stops the agent, and the agent stops reading
+# the interpreter's pipes: nothing in the chain holds more than a few windows of
+# output. 64 events of at most 64 KiB keep the server within a few MiB per execution.
+EVENT_QUEUE_SIZE = 64
+
+
+class _Heartbeat:
+    """Marker the heartbeat timer puts on the queue when the stream has been silent."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +67,8 @@ class Relay:
         self._host_calls = host_calls
         self._plan = plan
         self._sequence = 0
-        self._events: asyncio.Queue = asyncio.Queue()
+        self._events: asyncio.Queue = asyncio.Queue(maxsize=EVENT_QUEUE_SIZE)
+        self._heartbeat = _HeartbeatTimer(self._events, plan.heartbeat_interval)
         self._write_lock = asyncio.Lock()
         self._host_tasks: set[asyncio.Task] = set()
         self._started_at = time.monotonic()
@@ -106,6 +116,7 @@ class Relay:
                 async for event in self._events_with_heartbeats():
                     yield event
         finally:
+            self._heartbeat.stop()
             if reader is not None:
                 reader.cancel()
             for task in self._host_tasks:
@@ -174,9 +185,8 @@ class Relay:
     async def _events_with_heartbeats(self) -> AsyncIterator[execute_pb2.ExecuteResponse]:
         started_sent = False
         while True:
-            try:
-                item = await asyncio.wait_for(self._events.get(), timeout=self._plan.heartbeat_interval)
-            except asyncio.TimeoutError:
+            item = await self._heartbeat.next_event()
+            if item is _HEARTBEAT:
                 if started_sent:
                     yield self._stamp(heartbeat=execute_pb2.Heartbeat())
                 continue
@@ -255,6 +265,56 @@ class Relay:
             f"the sandbox agent of {self._session.name} cannot be reached ({detail})",
             {"session": self._session.name},
         )
+
+
+_HEARTBEAT = _Heartbeat()
+
+
+class _HeartbeatTimer:
+    """Takes events off the queue and adds a heartbeat marker after `interval` of silence.
+
+    Why not `asyncio.wait_for(queue.get(), interval)`: that costs a task and a timer
+    per event on the hot path. Here one timer is armed while the consumer waits and
+    re-armed only when it fires early (an event came in between), so a busy stream
+    arms about one timer per heartbeat interval, not one per event.
+    """
+
+    def __init__(self, events: asyncio.Queue, interval: float) -> None:
+        self._events = events
+        self._interval = interval
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
+        self._waiting = False
+        self._last_event = self._loop.time()
+
+    async def next_event(self) -> object:
+        # Silence is measured from when we start waiting, as a per-get timeout would.
+        self._last_event = self._loop.time()
+        if self._timer is None:
+            self._arm(self._last_event + self._interval)
+        self._waiting = True
+        try:
+            return await self._events.get()
+        finally:
+            self._waiting = False
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _arm(self, when: float) -> None:
+        self._timer = self._loop.call_at(when, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        due = self._last_event + self._interval
+        if due > self._loop.time():
+            self._arm(due)
+        elif self._waiting and self._events.empty():
+            self._events.put_nowait(_HEARTBEAT)
+        # Otherwise the consumer is busy writing to the client (the stream is not
+        # silent); next_event arms the timer again when it waits.
 
 
 def _agent_service_error(error: grpc.aio.AioRpcError | None) -> ServiceError | None:
