@@ -25,12 +25,19 @@ import logging
 import weakref
 from collections.abc import Callable, Iterator
 
+import grpc
+
 from codemode.sandbox.v1 import agent_pb2
 from server.providers.base import Sandbox, SandboxLimits, SandboxProvider
 from server.providers.registry import kind_name
 
 _log = logging.getLogger(__name__)
 _HEALTH_CHECK_TIMEOUT = 5.0
+# How long after handing out a pooled sandbox the refill starts. Starting the
+# replacement (process spawns, key pair and certificate, all on this event loop and
+# the same two cores) before the CreateSession reply is written delays the reply by
+# several ms; this gives the reply a head start that refilling never notices.
+REFILL_DELAY_SECONDS = 0.05
 _REFILL_BACKOFF = 2.0
 _REFILL_BACKOFF_MAX = 30.0
 ProviderLookup = Callable[[int], SandboxProvider]
@@ -266,7 +273,7 @@ class WarmPool:
             sandbox = config_pool.ready.popleft()
             config_pool.update_size()
             self._update_size()
-            config_pool.wakeup.set()
+            asyncio.get_running_loop().call_later(REFILL_DELAY_SECONDS, config_pool.wakeup.set)
             try:
                 healthy = await self._healthy(sandbox)
             except BaseException:  # cancelled: this sandbox was popped, so it is ours to stop
@@ -279,8 +286,15 @@ class WarmPool:
         return None
 
     async def _healthy(self, sandbox: Sandbox) -> bool:
+        """Alive process and a READY channel is enough, without an RPC on the hot path.
+
+        A channel that is not READY (it went idle in the pool, or the connection
+        dropped) gets the full check: a GetInfo round trip, which also reconnects.
+        """
         if not sandbox.is_alive():
             return False
+        if sandbox.channel.get_state(try_to_connect=False) == grpc.ChannelConnectivity.READY:
+            return True
         try:
             info = await sandbox.stub.GetInfo(agent_pb2.GetInfoRequest(), timeout=_HEALTH_CHECK_TIMEOUT)
         except Exception:  # noqa: BLE001 - any failure means "do not hand it out"
