@@ -76,7 +76,6 @@ def connect_agent(
             ("grpc.ssl_target_name_override", server_name),
             ("grpc.default_authority", server_name),
             ("grpc.so_reuseport", 0),
-            ("grpc.http2.bdp_probe", 0),
             *options,
         ],
         interceptors=telemetry.client_interceptors(),
