@@ -235,6 +235,11 @@ class AsyncDependencies:
         return AddedDependency.from_proto(await self._client._unary(self._stub.AddDependency, request, deadline))
 
     async def remove(self, package: str) -> RemovedDependency:
+        """Drops ``package`` (matched by name) from the configured set.
+
+        As in py-code-mode, its files stay installed until the sandbox ends, so a
+        module already imported keeps working; a later ``sync`` will not reinstall it.
+        """
         request = dependency_pb2.RemoveDependencyRequest(session=self._session, package=package)
         return RemovedDependency.from_proto(await self._client._unary(self._stub.RemoveDependency, request))
 
