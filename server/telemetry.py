@@ -11,7 +11,7 @@ import logging
 import os
 from collections.abc import Mapping
 
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -109,9 +109,28 @@ def server_interceptor():  # type: ignore[no-untyped-def]
     return aio_server_interceptor(tracer_provider=_provider)
 
 
+def recording() -> bool:
+    """True when spans are recorded (an SDK provider is installed), not just propagated."""
+    return isinstance(_provider, TracerProvider) or isinstance(trace.get_tracer_provider(), TracerProvider)
+
+
 def client_interceptors() -> list:
-    """For agent channels, so `traceparent` reaches the agent."""
+    """For agent channels: a client span per agent call, and `traceparent` to the agent.
+
+    Empty when nothing records spans: a grpc.aio interceptor on a streaming call adds
+    tasks and wrappers to every message of the hot path, and all that is left to do
+    is propagating the context, which `trace_metadata` does per call.
+    """
+    if not recording():
+        return []
     return list(aio_client_interceptors(tracer_provider=_provider))
+
+
+def trace_metadata() -> tuple[tuple[str, str], ...]:
+    """The current trace context as call metadata (`traceparent`, `tracestate`), if any."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return tuple(carrier.items())
 
 
 def otel_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:

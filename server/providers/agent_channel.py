@@ -36,16 +36,26 @@ class AgentTls:
 
 
 class _WithToken:
-    """One AgentService method whose calls always carry the token (plus any caller metadata)."""
+    """One AgentService method whose calls always carry the token (plus any caller metadata).
 
-    __slots__ = ("_method", "_metadata")
+    With `propagate_trace`, the current trace context is added too: the channel then
+    has no tracing interceptor (nothing records spans), and the agent still joins the
+    caller's trace.
+    """
 
-    def __init__(self, method: Any, metadata: tuple[tuple[str, str], ...]) -> None:
+    __slots__ = ("_method", "_metadata", "_propagate_trace")
+
+    def __init__(self, method: Any, metadata: tuple[tuple[str, str], ...], propagate_trace: bool) -> None:
         self._method = method
         self._metadata = metadata
+        self._propagate_trace = propagate_trace
 
     def __call__(self, *args: Any, metadata: Sequence[tuple[str, str]] | None = None, **kwargs: Any) -> Any:
-        combined = self._metadata if not metadata else (*self._metadata, *tuple(metadata))
+        combined = self._metadata
+        if self._propagate_trace:
+            combined = (*combined, *telemetry.trace_metadata())
+        if metadata:
+            combined = (*combined, *tuple(metadata))
         return self._method(*args, metadata=combined, **kwargs)
 
 
@@ -53,11 +63,11 @@ class AgentStub:
     """Drop-in for `AgentServiceStub` (same method names and arguments) that
     authenticates every call; construct it through `connect_agent`."""
 
-    def __init__(self, channel: grpc.aio.Channel, token: str) -> None:
+    def __init__(self, channel: grpc.aio.Channel, token: str, *, propagate_trace: bool) -> None:
         metadata = (("authorization", f"Bearer {token}"),)
         # Every multi-callable the generated stub defines, so new agent RPCs are covered too.
         for name, method in vars(agent_pb2_grpc.AgentServiceStub(channel)).items():
-            setattr(self, name, _WithToken(method, metadata))
+            setattr(self, name, _WithToken(method, metadata, propagate_trace))
 
 
 def connect_agent(
@@ -69,6 +79,7 @@ def connect_agent(
         private_key=tls.client_key_pem,
         certificate_chain=tls.client_cert_pem,
     )
+    interceptors = telemetry.client_interceptors()
     channel = grpc.aio.secure_channel(
         target,
         credentials,
@@ -78,6 +89,6 @@ def connect_agent(
             ("grpc.so_reuseport", 0),
             *options,
         ],
-        interceptors=telemetry.client_interceptors(),
+        interceptors=interceptors,
     )
-    return channel, AgentStub(channel, token)
+    return channel, AgentStub(channel, token, propagate_trace=not interceptors)
