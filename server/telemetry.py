@@ -7,10 +7,13 @@ tests independent of the process-global provider.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from collections.abc import Mapping
 
+import grpc
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
 from opentelemetry.sdk.resources import Resource
@@ -105,8 +108,64 @@ def tracer() -> trace.Tracer:
     return trace.get_tracer(TRACER_NAME)
 
 
-def server_interceptor():  # type: ignore[no-untyped-def]
-    return aio_server_interceptor(tracer_provider=_provider)
+def server_interceptor() -> grpc.aio.ServerInterceptor:
+    """Server spans when recording; otherwise only the caller's trace context.
+
+    The OTel interceptor wraps every call (context proxy, span with peer attributes,
+    an extra generator layer per streamed message) even when its spans are
+    non-recording. Without an SDK provider all a call needs is the caller's
+    `traceparent` as the current context, so the relay passes it to the agent.
+    """
+    if recording():
+        return aio_server_interceptor(tracer_provider=_provider)
+    return _PropagateContextInterceptor()
+
+
+class _PropagateContextInterceptor(grpc.aio.ServerInterceptor):
+    """Makes an incoming `traceparent` the current context of the handler; calls
+    without one get their handler unchanged (no wrapping at all)."""
+
+    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+        handler = await continuation(handler_call_details)
+        metadata = handler_call_details.invocation_metadata or ()
+        if handler is None or not any(key == "traceparent" for key, _ in metadata):
+            return handler
+        parent = propagate.extract({key: value for key, value in metadata if isinstance(value, str)})
+        if handler.unary_unary is not None:
+            return handler._replace(unary_unary=_unary_in_context(handler.unary_unary, parent))
+        if handler.stream_unary is not None:
+            return handler._replace(stream_unary=_unary_in_context(handler.stream_unary, parent))
+        if handler.unary_stream is not None:
+            return handler._replace(unary_stream=_stream_in_context(handler.unary_stream, parent))
+        if handler.stream_stream is not None:
+            return handler._replace(stream_stream=_stream_in_context(handler.stream_stream, parent))
+        return handler
+
+
+def _unary_in_context(behavior, parent: otel_context.Context):  # type: ignore[no-untyped-def]
+    async def in_context(request, context):  # type: ignore[no-untyped-def]
+        token = otel_context.attach(parent)
+        try:
+            return await behavior(request, context)
+        finally:
+            otel_context.detach(token)
+
+    return in_context
+
+
+def _stream_in_context(behavior, parent: otel_context.Context):  # type: ignore[no-untyped-def]
+    if not inspect.isasyncgenfunction(behavior):
+        return _unary_in_context(behavior, parent)  # write-style handler: a coroutine
+
+    async def in_context(request, context):  # type: ignore[no-untyped-def]
+        token = otel_context.attach(parent)
+        try:
+            async for response in behavior(request, context):
+                yield response
+        finally:
+            otel_context.detach(token)
+
+    return in_context
 
 
 def recording() -> bool:

@@ -61,3 +61,38 @@ async def test_token_and_trace_context_travel_as_call_metadata() -> None:
     finally:
         await channel.close()
         await server.stop(None)
+
+
+async def test_server_side_makes_incoming_traceparent_current_without_an_sdk() -> None:
+    """What the relay propagates to the agent is the client's context, unary or streamed."""
+    if telemetry.recording():
+        return  # the OTel interceptor is used instead (tests/server/test_tracing.py)
+
+    def current_trace_id() -> bytes:
+        return f"{trace.get_current_span().get_span_context().trace_id:032x}".encode()
+
+    async def unary(request: bytes, context) -> bytes:
+        return current_trace_id()
+
+    async def streamed(request: bytes, context):
+        for _ in range(2):
+            yield current_trace_id()
+
+    handlers = grpc.method_handlers_generic_handler(
+        "test.Propagation",
+        {"Unary": grpc.unary_unary_rpc_method_handler(unary), "Streamed": grpc.unary_stream_rpc_method_handler(streamed)},
+    )
+    server = grpc.aio.server(interceptors=[telemetry.server_interceptor()], options=[("grpc.so_reuseport", 0)])
+    server.add_generic_rpc_handlers((handlers,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    traceparent = (("traceparent", f"00-{TRACE_ID:032x}-{SPAN_ID:016x}-01"),)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            unary_call = channel.unary_unary("/test.Propagation/Unary")
+            streamed_call = channel.unary_stream("/test.Propagation/Streamed")
+            assert await unary_call(b"", metadata=traceparent, timeout=30) == f"{TRACE_ID:032x}".encode()
+            assert [r async for r in streamed_call(b"", metadata=traceparent, timeout=30)] == [f"{TRACE_ID:032x}".encode()] * 2
+            assert await unary_call(b"", timeout=30) == b"0" * 32  # no traceparent, no context
+    finally:
+        await server.stop(None)
