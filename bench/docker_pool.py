@@ -40,7 +40,7 @@ import docker  # noqa: E402
 import grpc  # noqa: E402
 
 import machine  # noqa: E402
-from codemode.sandbox.v1 import agent_pb2, agent_pb2_grpc  # noqa: E402
+from codemode.sandbox.v1 import agent_pb2  # noqa: E402
 from codemode.v1 import execute_pb2, execute_pb2_grpc, session_pb2, session_pb2_grpc  # noqa: E402
 from procs import ReadyProcess  # noqa: E402
 from server.config import ServerConfig  # noqa: E402
@@ -101,13 +101,13 @@ class BareRun:
             host_dir=sandbox_dir.path, user=self.user,
         )
         container = None
-        channel = self.provider._channel(sandbox_id, f"unix:{sandbox_dir.socket_path}", token)  # noqa: SLF001
+        channel, stub = self.provider._connect(sandbox_id, f"unix:{sandbox_dir.socket_path}", token)  # noqa: SLF001
         try:
             started = time.perf_counter()
             container = await asyncio.to_thread(self.engine.containers.run, **kwargs)
             engine_done = time.perf_counter() - started
             await _wait_for_socket(sandbox_dir.socket_path)
-            info = await agent_pb2_grpc.AgentServiceStub(channel).GetInfo(
+            info = await stub.GetInfo(
                 agent_pb2.GetInfoRequest(), timeout=CALL_TIMEOUT, wait_for_ready=True
             )
             elapsed = time.perf_counter() - started
