@@ -46,6 +46,8 @@ class ExecutionRun:
         self._interrupted_at: float | None = None
         self._killed = False
         self._began = time.monotonic()
+        self._deadline: asyncio.TimerHandle | None = None
+        self._interrupting: asyncio.Task | None = None
 
     @property
     def execution(self) -> Execution | None:
@@ -62,9 +64,19 @@ class ExecutionRun:
             self._host.replace_soon()
             return
         execution = self._execution
+        self._arm_deadline(execution)
+        try:
+            await self._relay_events(execution, write)
+        finally:
+            self._disarm_deadline()
+
+    async def _relay_events(self, execution: Execution, write: Write) -> None:
         await write(agent_pb2.ExecuteResponse(started=agent_pb2.Started(interpreter_generation=execution.generation)))
         while True:
-            event = await self._next_event(execution)
+            # A plain await: the timeout ladder runs from one timer (_on_deadline), not
+            # from a wait_for per event, which would cost a task and a timer each.
+            event = await execution.events.get()
+            execution.consumed()
             if event.kind == "output" and event.chunk is not None:
                 await write(_output(event.chunk))
             elif event.kind == "call":
@@ -84,21 +96,6 @@ class ExecutionRun:
                     await write(response)
                 return
 
-    async def _next_event(self, execution: Execution) -> Event:
-        """Waits for the next event, escalating SIGINT -> SIGKILL as deadlines pass."""
-        while True:
-            wake_at = self._wake_at()
-            try:
-                if wake_at is None:
-                    event = await execution.events.get()
-                else:
-                    event = await asyncio.wait_for(execution.events.get(), max(0.0, wake_at - time.monotonic()))
-            except asyncio.TimeoutError:
-                await self._escalate(execution)
-                continue
-            execution.consumed()
-            return event
-
     def _wake_at(self) -> float | None:
         if self._killed:
             return None
@@ -108,13 +105,33 @@ class ExecutionRun:
             return self._began + self._timeout
         return None
 
-    async def _escalate(self, execution: Execution) -> None:
+    def _arm_deadline(self, execution: Execution) -> None:
+        """Arms the one timer of the ladder: timeout -> SIGINT, grace -> SIGKILL."""
+        wake_at = self._wake_at()
+        if wake_at is None:
+            return
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.call_later(max(0.0, wake_at - time.monotonic()), self._on_deadline, execution)
+
+    def _disarm_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _on_deadline(self, execution: Execution) -> None:
+        """Escalates one step; the consumer keeps awaiting events (the `done` after
+        KeyboardInterrupt, or the `died` after the kill), so nothing else changes."""
+        self._deadline = None
+        if execution.ended:
+            return
         if self._interrupted_at is None:
             self._interrupted_at = time.monotonic()
-            await self._host.interrupt(execution.exec_id)
+            # The interrupt frame is an async socket write; the SIGINT inside it is what counts.
+            self._interrupting = asyncio.get_running_loop().create_task(self._host.interrupt(execution.exec_id))
         elif not self._killed:
             self._killed = True
             self._host.force_kill()
+        self._arm_deadline(execution)
 
     def _final_events(self, execution: Execution, event: Event) -> list[agent_pb2.ExecuteResponse]:
         responses = [_output(chunk) for chunk in execution.drain()]
@@ -176,8 +193,11 @@ class ExecutionRun:
         execution = self._execution
         if execution is None or execution.ended:
             return
-        await self._host.interrupt(execution.exec_id)
-        deadline = time.monotonic() + self._grace
+        if self._interrupted_at is None:
+            await self._host.interrupt(execution.exec_id)
+            deadline = time.monotonic() + self._grace
+        else:  # the timeout already sent SIGINT; a second one could hit the code's own cleanup
+            deadline = self._interrupted_at + self._grace
         try:
             while True:
                 remaining = deadline - time.monotonic()

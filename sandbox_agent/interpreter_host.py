@@ -207,6 +207,7 @@ class InterpreterHost:
         self._current: Execution | None = None
         self._replacing: asyncio.Task | None = None
         self._closed = False
+        self._replies: set[asyncio.Task] = set()
 
     # --- lifecycle -----------------------------------------------------------
 
@@ -220,6 +221,8 @@ class InterpreterHost:
             return False
         # A pidfd is readable as soon as the child exits, before the event loop has
         # noticed: an Execute right after a death then gets a fresh interpreter.
+        # (It becomes readable when the last thread of the child is gone; /proc may
+        # show the leader as a zombie a little earlier, while a second thread exits.)
         if self._pidfd is not None and select.select([self._pidfd], [], [], 0)[0]:
             return False
         return True
@@ -340,18 +343,43 @@ class InterpreterHost:
     async def _read_control(
         self, proc: asyncio.subprocess.Process, sock: socket.socket, exited: asyncio.Event, ready: asyncio.Future
     ) -> None:
+        """Dispatches control frames from a reader callback, not from this task: a `done`
+        or `call` then reaches the execution's queue in the same loop iteration the
+        socket became readable (a task awaiting sock_recv would add a hop per frame).
+        This task only waits for the end of the channel and reports the death."""
         loop = asyncio.get_running_loop()
         decoder = protocol.FrameDecoder()
+        closed: asyncio.Future[Exception | None] = loop.create_future()
+        fd = sock.fileno()
+
+        def on_readable() -> None:
+            try:
+                data = sock.recv(1024 * 1024)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                data, error = b"", exc
+            else:
+                error = None
+            try:
+                if data:
+                    for message, payload in decoder.feed(data):
+                        self._dispatch(message, payload, ready)
+                    return
+            except Exception as exc:  # noqa: BLE001 - a bad frame ends the channel, as a crash would
+                error = exc
+            loop.remove_reader(fd)
+            if not closed.done():
+                closed.set_result(error)
+
+        loop.add_reader(fd, on_readable)
         try:
-            while True:
-                data = await loop.sock_recv(sock, 1024 * 1024)
-                if not data:
-                    break
-                for message, payload in decoder.feed(data):
-                    await self._dispatch(message, payload, ready)
-        except (OSError, protocol.ProtocolError) as exc:
-            print(f"codemode-agent: control channel failed: {exc}", file=sys.stderr)
+            error = await closed
+            if error is not None:
+                print(f"codemode-agent: control channel failed: {error}", file=sys.stderr)
         finally:
+            with contextlib.suppress(Exception):
+                loop.remove_reader(fd)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
             returncode = await proc.wait()
@@ -363,7 +391,7 @@ class InterpreterHost:
             if current is not None and current.generation == self.generation and proc is self._proc:
                 current.events.put_nowait(Event("died", reason=reason))
 
-    async def _dispatch(self, message: dict[str, Any], payload: bytes, ready: asyncio.Future) -> None:
+    def _dispatch(self, message: dict[str, Any], payload: bytes, ready: asyncio.Future) -> None:
         kind = message["type"]
         current = self._current
         if kind == protocol.READY:
@@ -376,10 +404,16 @@ class InterpreterHost:
             if current is not None and message.get("exec_id") == current.exec_id and not current.ended:
                 current.events.put_nowait(Event("call", message=message, payload=payload))
             else:
-                await self.reply(
+                self._reply_soon(
                     int(message.get("call_id", 0)),
                     error=("HostCallUnavailableError", "host calls work only while an execution is running"),
                 )
+
+    def _reply_soon(self, call_id: int, error: tuple[str, str]) -> None:
+        """A reply from the reader callback (rare path): the socket write is async."""
+        task = asyncio.get_running_loop().create_task(self.reply(call_id, error=error))
+        self._replies.add(task)
+        task.add_done_callback(self._replies.discard)
 
     async def _send(self, data: bytes, fds: list[int] | None = None) -> None:
         sock = self._sock
