@@ -350,10 +350,16 @@ class SessionManager:
         return session
 
     def get(self, session_id: str) -> Session:
+        session = self.find(session_id)
+        self.refresh_health(session)
+        return session
+
+    def find(self, session_id: str) -> Session:
+        """The session without a health check, for callers that check it next anyway
+        (Execute: begin_execution does), so the hot path reads /proc once, not twice."""
         session = self._sessions.get(session_id)
         if session is None:
             raise _not_found(session_id)
-        self.refresh_health(session)
         return session
 
     def get_by_name(self, name: str, field: str = "name") -> Session:

@@ -79,7 +79,7 @@ class ExecuteService(execute_pb2_grpc.ExecuteServiceServicer):
     ) -> AsyncIterator[execute_pb2.ExecuteResponse]:
         session_id = parse_session_name(request.session, field="session")
         timeout = self._validate(request)
-        session = self._sessions.get(session_id)
+        session = self._sessions.find(session_id)  # begin_execution checks its health
         if self._sessions.shutting_down:
             raise shutting_down_error()
         self._sessions.begin_execution(session, request.request_id)
