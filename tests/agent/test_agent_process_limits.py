@@ -65,9 +65,17 @@ async def test_forked_user_process_does_not_answer_for_the_interpreter(stub):
 async def test_interpreter_killed_while_idle_is_replaced_on_next_execute(stub):
     info = await stub.GetInfo(agent_pb2.GetInfoRequest())
     os.kill(info.interpreter_pid, signal.SIGKILL)
+    # "While idle" means the agent has seen the death before the next Execute arrives.
+    # /proc shows the leader as a zombie a little before the agent's pidfd becomes
+    # readable (the child's other thread is still exiting); code sent inside that
+    # window meets a dying interpreter and is honestly reported as SANDBOX_DIED.
     deadline = time.monotonic() + 30
-    while _alive(info.interpreter_pid) and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
+        now = await stub.GetInfo(agent_pb2.GetInfoRequest())
+        if not now.interpreter_alive or now.interpreter_pid != info.interpreter_pid:
+            break
         await asyncio.sleep(0.05)
+    assert not _alive(info.interpreter_pid)
     run = await execute(stub, "'fresh'")
     assert run.result.json == '"fresh"', run.responses
     assert run.responses[0].started.interpreter_generation == info.interpreter_generation + 1
