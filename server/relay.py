@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -29,15 +29,8 @@ from server.sessions import Session
 
 _log = logging.getLogger(__name__)
 _DEATH_CONFIRM_SECONDS = 2.0
-# Agent events waiting for the client. Bounded so a client that reads slowly stops
-# the reader, HTTP/2 flow control then stops the agent, and the agent stops reading
-# the interpreter's pipes: nothing in the chain holds more than a few windows of
-# output. 64 events of at most 64 KiB keep the server within a few MiB per execution.
-EVENT_QUEUE_SIZE = 64
-
-
-class _Heartbeat:
-    """Marker the heartbeat timer puts on the queue when the stream has been silent."""
+# Where the relay's events go: `context.write` of a write-style handler.
+ClientWrite = Callable[[execute_pb2.ExecuteResponse], Awaitable[None]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,26 +55,51 @@ def _duration(seconds: float) -> duration_pb2.Duration:
 
 
 class Relay:
-    def __init__(self, session: Session, host_calls: HostCallHandler, plan: ExecutionPlan) -> None:
+    """Writes the client's stream itself (write-style handler), reading the agent's
+    call in the same coroutine.
+
+    Why no reader task and queue: each agent event then reaches the client without a
+    task switch, and backpressure is direct: while a write to a slow client is
+    pending nothing reads the agent, so HTTP/2 flow control stops it and it stops
+    reading the interpreter's pipes. Heartbeats come from one timer (_Heartbeats)
+    that writes under the same lock, so sequence numbers stay in order.
+    """
+
+    def __init__(
+        self, session: Session, host_calls: HostCallHandler, plan: ExecutionPlan, write: ClientWrite
+    ) -> None:
         self._session = session
         self._host_calls = host_calls
         self._plan = plan
+        self._write = write
         self._sequence = 0
-        self._events: asyncio.Queue = asyncio.Queue(maxsize=EVENT_QUEUE_SIZE)
-        self._heartbeat = _HeartbeatTimer(self._events, plan.heartbeat_interval)
+        self._client_lock = asyncio.Lock()
+        self._heartbeats = _Heartbeats(self, plan.heartbeat_interval)
         self._write_lock = asyncio.Lock()
         self._host_tasks: set[asyncio.Task] = set()
         self._started_at = time.monotonic()
+        self._started_sent = False
         self.finished: execute_pb2.ExecutionFinished | None = None
 
     def _stamp(self, **event: object) -> execute_pb2.ExecuteResponse:
         self._sequence += 1
         return execute_pb2.ExecuteResponse(sequence=self._sequence, **event)
 
-    def _started_event(self, generation: int) -> execute_pb2.ExecuteResponse:
+    async def _emit(self, **event: object) -> None:
+        """Numbers and writes one event; the lock keeps heartbeats from interleaving."""
+        async with self._client_lock:
+            await self._write(self._stamp(**event))
+
+    async def emit_heartbeat(self) -> None:
+        async with self._client_lock:
+            if self._started_sent and self.finished is None:
+                await self._write(self._stamp(heartbeat=execute_pb2.Heartbeat()))
+
+    async def _emit_started(self, generation: int) -> None:
         start_time = timestamp_pb2.Timestamp()
         start_time.GetCurrentTime()
-        return self._stamp(
+        self._started_sent = True
+        await self._emit(
             started=execute_pb2.ExecutionStarted(
                 execution=f"{self._session.name}/executions/{self._plan.execution_id}",
                 start_time=start_time,
@@ -89,14 +107,13 @@ class Relay:
             )
         )
 
-    async def run(self, time_remaining: float | None) -> AsyncIterator[execute_pb2.ExecuteResponse]:
+    async def run(self, time_remaining: float | None) -> None:
         sandbox = self._session.sandbox
         assert sandbox is not None
         span = telemetry.tracer().start_span(
             "codemode.execute", attributes={"codemode.session": self._session.name}
         )
         call: grpc.aio.StreamStreamCall | None = None
-        reader: asyncio.Task | None = None
         try:
             with telemetry.trace.use_span(span, end_on_exit=False):
                 # Created inside the span so the agent's spans become its children.
@@ -108,17 +125,12 @@ class Relay:
                     if not await self._sandbox_died():
                         await self._raise_unreachable(broken)
                     # Died between the session check and now: still a well-formed stream.
-                    yield self._started_event(self._session.interpreter_generation)
-                    async for event in self._finish_after_break(broken):
-                        yield event
+                    await self._emit_started(self._session.interpreter_generation)
+                    await self._finish_after_break(broken)
                     return
-                reader = asyncio.get_running_loop().create_task(self._read_agent(call))
-                async for event in self._events_with_heartbeats():
-                    yield event
+                await self._relay_agent(call)
         finally:
-            self._heartbeat.stop()
-            if reader is not None:
-                reader.cancel()
+            self._heartbeats.stop()
             for task in self._host_tasks:
                 task.cancel()
             if call is not None:
@@ -143,31 +155,60 @@ class Relay:
             output_budget_bytes=self._plan.output_budget_bytes,
         )
 
-    async def _read_agent(self, call: grpc.aio.StreamStreamCall) -> None:
-        """Moves agent events onto the queue; a broken or ended stream becomes a marker.
+    async def _relay_agent(self, call: grpc.aio.StreamStreamCall) -> None:
+        """Reads agent events and writes each to the client before reading the next.
 
         Iterates (rather than call.read()) because tracing interceptors replace the
-        response iterator, and keeps reading after `finished` until the agent closes
-        the stream so the client span ends properly.
+        response iterator.
         """
-        finished = False
-        try:
-            async for message in call:
-                if message.WhichOneof("event") == "host_call":
-                    task = asyncio.get_running_loop().create_task(self._answer_host_call(call, message.host_call))
-                    self._host_tasks.add(task)
-                    task.add_done_callback(self._host_tasks.discard)
-                    continue
-                await self._events.put(message)
-                if message.WhichOneof("event") == "finished":
-                    finished = True
-                    with contextlib.suppress(Exception):
-                        await call.done_writing()
-            if not finished:
-                await self._events.put(_AgentStreamBroken(None))
-        except grpc.aio.AioRpcError as exc:
-            if not finished:
-                await self._events.put(_AgentStreamBroken(exc))
+        responses = call.__aiter__()
+        while True:
+            broken: grpc.aio.AioRpcError | None = None
+            self._heartbeats.waiting = True
+            try:
+                message = await responses.__anext__()
+            except StopAsyncIteration:
+                message = None
+            except grpc.aio.AioRpcError as exc:
+                message, broken = None, exc
+            finally:
+                self._heartbeats.waiting = False
+            if message is None:
+                if not self._started_sent:
+                    if not await self._sandbox_died():
+                        await self._raise_unreachable(broken)
+                    await self._emit_started(self._session.interpreter_generation)
+                await self._finish_after_break(broken)
+                return
+            kind = message.WhichOneof("event")
+            if kind == "host_call":
+                task = asyncio.get_running_loop().create_task(self._answer_host_call(call, message.host_call))
+                self._host_tasks.add(task)
+                task.add_done_callback(self._host_tasks.discard)
+                continue
+            if kind == "started":
+                self._session.agent_generation = message.started.interpreter_generation
+                await self._emit_started(self._session.interpreter_generation)
+                self._heartbeats.start()
+                continue
+            if not self._started_sent:
+                # The agent skipped `started` (contract drift); keep our stream valid.
+                await self._emit_started(self._session.interpreter_generation)
+                self._heartbeats.start()
+            if kind == "output":
+                await self._emit(output=message.output)
+            elif kind == "result":
+                await self._emit(result=message.result)
+            elif kind == "error":
+                await self._emit(error=message.error)
+            elif kind == "finished":
+                if message.finished.state_lost:
+                    # The agent already replaced (or will replace) the interpreter.
+                    self._session.agent_generation += 1
+                async with self._client_lock:
+                    self.finished = message.finished
+                    await self._write(self._stamp(finished=message.finished))
+                return
 
     async def _answer_host_call(self, call: grpc.aio.StreamStreamCall, host_call: agent_pb2.HostCall) -> None:
         try:
@@ -182,45 +223,6 @@ class Relay:
             with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
                 await call.write(agent_pb2.ExecuteRequest(host_call_result=result))
 
-    async def _events_with_heartbeats(self) -> AsyncIterator[execute_pb2.ExecuteResponse]:
-        started_sent = False
-        while True:
-            item = await self._heartbeat.next_event()
-            if item is _HEARTBEAT:
-                if started_sent:
-                    yield self._stamp(heartbeat=execute_pb2.Heartbeat())
-                continue
-            if isinstance(item, _AgentStreamBroken):
-                if not started_sent:
-                    if not await self._sandbox_died():
-                        await self._raise_unreachable(item.error)
-                    yield self._started_event(self._session.interpreter_generation)
-                async for event in self._finish_after_break(item.error):
-                    yield event
-                return
-            kind = item.WhichOneof("event")
-            if kind == "started":
-                self._session.agent_generation = item.started.interpreter_generation
-                started_sent = True
-                yield self._started_event(self._session.interpreter_generation)
-            elif not started_sent:
-                # The agent skipped `started` (contract drift); keep our stream valid.
-                started_sent = True
-                yield self._started_event(self._session.interpreter_generation)
-            if kind == "output":
-                yield self._stamp(output=item.output)
-            elif kind == "result":
-                yield self._stamp(result=item.result)
-            elif kind == "error":
-                yield self._stamp(error=item.error)
-            elif kind == "finished":
-                self.finished = item.finished
-                if item.finished.state_lost:
-                    # The agent already replaced (or will replace) the interpreter.
-                    self._session.agent_generation += 1
-                yield self._stamp(finished=item.finished)
-                return
-
     async def _sandbox_died(self) -> bool:
         sandbox = self._session.sandbox
         if sandbox is None:
@@ -232,7 +234,7 @@ class Relay:
             await asyncio.sleep(0.05)
         return True
 
-    async def _finish_after_break(self, error: grpc.aio.AioRpcError | None) -> AsyncIterator[execute_pb2.ExecuteResponse]:
+    async def _finish_after_break(self, error: grpc.aio.AioRpcError | None) -> None:
         if error is not None and error.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
             # The client's own deadline/cancel; grpc ends the client call with that status.
             raise ServiceError(error.code(), reasons.ERROR_REASON_INTERNAL, error.details() or "call ended")
@@ -244,13 +246,14 @@ class Relay:
             describe = getattr(sandbox, "exit_description", None)
             message = describe() if describe else "the sandbox exited"
             self._session.mark_failed(f"{message}; ResetSession restarts it")
-            self.finished = execute_pb2.ExecutionFinished(
-                status=execute_pb2.EXECUTION_STATUS_SANDBOX_DIED,
-                duration=_duration(time.monotonic() - self._started_at),
-                state_lost=True,
-                message=f"{message} during the execution; the session is FAILED until ResetSession",
-            )
-            yield self._stamp(finished=self.finished)
+            async with self._client_lock:
+                self.finished = execute_pb2.ExecutionFinished(
+                    status=execute_pb2.EXECUTION_STATUS_SANDBOX_DIED,
+                    duration=_duration(time.monotonic() - self._started_at),
+                    state_lost=True,
+                    message=f"{message} during the execution; the session is FAILED until ResetSession",
+                )
+                await self._write(self._stamp(finished=self.finished))
             return
         await self._raise_unreachable(error)
 
@@ -267,54 +270,69 @@ class Relay:
         )
 
 
-_HEARTBEAT = _Heartbeat()
+class _Heartbeats:
+    """Writes a heartbeat after `interval` of silence while the relay waits for the agent.
 
-
-class _HeartbeatTimer:
-    """Takes events off the queue and adds a heartbeat marker after `interval` of silence.
-
-    Why not `asyncio.wait_for(queue.get(), interval)`: that costs a task and a timer
-    per event on the hot path. Here one timer is armed while the consumer waits and
-    re-armed only when it fires early (an event came in between), so a busy stream
-    arms about one timer per heartbeat interval, not one per event.
+    Why not `asyncio.wait_for(read, interval)`: that costs a task and a timer per
+    event on the hot path. One timer is armed once `started` is out and re-armed only
+    when it fires: if the stream was not silent for a whole interval it waits for the
+    rest; if the relay is busy writing to the client (not silent either) it waits
+    again. The heartbeat itself is a task (rare), written under the relay's lock.
     """
 
-    def __init__(self, events: asyncio.Queue, interval: float) -> None:
-        self._events = events
+    def __init__(self, relay: "Relay", interval: float) -> None:
+        self._relay = relay
         self._interval = interval
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
+        self._writing: asyncio.Task | None = None
+        self._waiting_since = self._loop.time()
         self._waiting = False
-        self._last_event = self._loop.time()
+        self._started = False
 
-    async def next_event(self) -> object:
-        # Silence is measured from when we start waiting, as a per-get timeout would.
-        self._last_event = self._loop.time()
-        if self._timer is None:
-            self._arm(self._last_event + self._interval)
-        self._waiting = True
-        try:
-            return await self._events.get()
-        finally:
-            self._waiting = False
+    @property
+    def waiting(self) -> bool:
+        return self._waiting
+
+    @waiting.setter
+    def waiting(self, value: bool) -> None:
+        # Silence is measured from when the relay starts waiting, as a per-read timeout would.
+        self._waiting = value
+        if value:
+            self._waiting_since = self._loop.time()
+            if self._timer is None and self._started:
+                self._arm(self._waiting_since + self._interval)
+
+    def start(self) -> None:
+        """From `started` on (heartbeats before it would break the stream's contract)."""
+        if not self._started and self._interval > 0:
+            self._started = True
+            self._arm(self._loop.time() + self._interval)
 
     def stop(self) -> None:
+        self._started = False
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._writing is not None:
+            self._writing.cancel()
+            self._writing = None
 
     def _arm(self, when: float) -> None:
         self._timer = self._loop.call_at(when, self._fire)
 
     def _fire(self) -> None:
         self._timer = None
-        due = self._last_event + self._interval
-        if due > self._loop.time():
-            self._arm(due)
-        elif self._waiting and self._events.empty():
-            self._events.put_nowait(_HEARTBEAT)
-        # Otherwise the consumer is busy writing to the client (the stream is not
-        # silent); next_event arms the timer again when it waits.
+        if not self._waiting:
+            return  # busy writing to the client: not silent; the next wait re-arms
+        now = self._loop.time()
+        due = self._waiting_since + self._interval
+        if due <= now:
+            if self._writing is None or self._writing.done():
+                self._writing = self._loop.create_task(self._relay.emit_heartbeat())
+            self._waiting_since = now
+            due = now + self._interval
+        self._arm(due)
 
 
 def _agent_service_error(error: grpc.aio.AioRpcError | None) -> ServiceError | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from collections.abc import AsyncIterator
@@ -11,10 +12,11 @@ import grpc
 
 from codemode.v1 import error_reason_pb2 as reasons
 from codemode.v1 import execute_pb2, execute_pb2_grpc
+from server import telemetry
 from server.config import ServerConfig
 from server.errors import ServiceError, invalid_argument
 from server.host_call_handler import HostCallHandler
-from server.relay import ExecutionPlan, Relay
+from server.relay import ClientWrite, ExecutionPlan, Relay
 from server.sessions import SessionManager, parse_session_name, shutting_down_error
 
 _log = logging.getLogger(__name__)
@@ -74,9 +76,41 @@ class ExecuteService(execute_pb2_grpc.ExecuteServiceServicer):
             return timeout or None
         return None
 
-    async def Execute(
+    async def Execute(  # type: ignore[override]  # write-style: the relay writes to context itself
+        self, request: execute_pb2.ExecuteRequest, context: grpc.aio.ServicerContext
+    ) -> None:
+        await self._execute(request, context, context.write)
+
+    async def execute_as_generator(
         self, request: execute_pb2.ExecuteRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[execute_pb2.ExecuteResponse]:
+        """Execute for the OTel server interceptor, which only wraps generator handlers.
+
+        Used only when spans are recorded; costs a task and a one-slot queue hop per event
+        (the slot keeps backpressure: the relay waits until the client took the event)."""
+        events: asyncio.Queue = asyncio.Queue(maxsize=1)
+        done = object()
+
+        async def run() -> None:
+            try:
+                await self._execute(request, context, events.put)
+            finally:
+                await events.put(done)
+
+        task = asyncio.get_running_loop().create_task(run())
+        try:
+            while (event := await events.get()) is not done:
+                yield event
+            await task  # raises what the relay raised
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _execute(
+        self, request: execute_pb2.ExecuteRequest, context: grpc.aio.ServicerContext, write: ClientWrite
+    ) -> None:
         session_id = parse_session_name(request.session, field="session")
         timeout = self._validate(request)
         session = self._sessions.find(session_id)  # begin_execution checks its health
@@ -92,9 +126,9 @@ class ExecuteService(execute_pb2_grpc.ExecuteServiceServicer):
                 output_budget_bytes=session.limits.output_budget_bytes,
                 heartbeat_interval=self._config.heartbeat_interval,
             )
-            relay = Relay(session, self._host_calls, plan)
-            async for event in relay.run(context.time_remaining()):
-                yield event
+            # Write-style (context.write) rather than a generator: no generator layers per
+            # event between the agent's stream and the client's.
+            await Relay(session, self._host_calls, plan, write).run(context.time_remaining())
         finally:
             self._sessions.end_execution(session)
             self._inflight.leave()
@@ -103,6 +137,8 @@ class ExecuteService(execute_pb2_grpc.ExecuteServiceServicer):
 def register(server: grpc.aio.Server, service: ExecuteService) -> str:
     from server.registration import register_servicer
 
+    if telemetry.recording():
+        service.Execute = service.execute_as_generator  # type: ignore[method-assign]
     return register_servicer(server, execute_pb2_grpc.add_ExecuteServiceServicer_to_server, service)
 
 
