@@ -39,15 +39,19 @@ def _mib(n: float) -> str:
 
 #: What limits each target when it is missed (details in bench/analysis.md), by target prefix.
 LIMITS = {
-    "(a) ≤": "three hops and two streams vs one unary call; the agent alone (a'') is about the whole floor; "
-             "control plane: a thread per agent call for the token, relay queue + wait_for per event",
+    "(a) ≤": "three hops and two streams vs one unary call: the agent alone (a'') is about the whole floor; "
+             "what the control plane adds is mostly grpc itself (the TLS stream-stream call to the agent, "
+             "its reads and writes, the epoll loop), see bench/analysis.md",
     "(a) below": "control-plane overhead (see (a) − (a''))",
-    "(d) first stdout <": "control-plane hop as in (a) plus the agent's pipe → stream path (d'')",
-    "(d) below": "as above; Jupyter sends the stream message from the process running the code",
+    "(d) first stdout <": "control-plane hop as in (a) plus the agent's own time to first output (d''): "
+                          "interpreter → pipe → agent → stream, after `started`",
+    "(d) below": "as above; Jupyter sends the stream message from the process running the code, one hop to the client",
     "(e) cold": "two Python processes start (agent with grpc, interpreter) plus a new certificate; CPU shared",
-    "(e) warm": "GetInfo health check RPC and the pool refill woken before the reply, competing for 2 cores",
+    "(e) warm": "the pool refill's process starts compete for the 2 cores",
     "(f) ≥": "client → server → agent streaming in Python; 64 KiB chunks",
-    "(f) peak": "unbounded relay queue holds what the client has not read yet",
+    "(f) peak": "VmHWM is a lifetime peak: grpc transport buffers and allocator high-water marks move by a few MiB "
+                "between runs; output is not held (the relay reads the agent only after the client took the "
+                "previous event, the agent pauses its pipes beyond 64 queued events)",
     "(g) no": "see the first errors below",
     "(g) p99": "one server event loop and 100 sandbox processes on 2 cores",
 }
