@@ -61,8 +61,10 @@ async def store_vectors(storage: Storage, ranker: EmbeddingRanker, records: list
     desc_texts = sorted({r.description for r in records})
     src_texts = sorted({r.source for r in records})
     started = time.perf_counter()
-    desc = dict(zip(desc_texts, encoder.encode(desc_texts, max_tokens=128)))
-    src = dict(zip(src_texts, encoder.encode(src_texts, max_tokens=256)))
+    # On the encoder's own thread, as the server embeds on write: the model's work
+    # stays on one thread (and its malloc arena), see minilm.in_encoder_thread.
+    desc = dict(zip(desc_texts, await minilm.in_encoder_thread(encoder.encode, desc_texts, 128)))
+    src = dict(zip(src_texts, await minilm.in_encoder_thread(encoder.encode, src_texts, 256)))
     rate = (len(desc_texts) + len(src_texts)) / (time.perf_counter() - started)
     await storage.put_vectors(
         TENANT,

@@ -11,6 +11,8 @@ prints to stdout).
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import functools
 import hashlib
 import importlib.util
@@ -19,7 +21,11 @@ import os
 import struct
 import threading
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 # Small matrices (one query is ~10 tokens) are 10x slower with OpenBLAS's thread
 # pool on a busy 2-core host, and a server runs many requests at once anyway.
@@ -191,6 +197,27 @@ def _limit_blas_threads() -> None:
     except ImportError:
         return
     threadpool_limits(limits=1, user_api="blas")
+
+
+_executor: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def in_encoder_thread(fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+    """Runs `fn(*args)` on the one thread that does all model work.
+
+    Measured here: after a batch of skills was embedded on one thread, query
+    encodes on another thread (asyncio's default executor) took 30 ms instead of
+    10 ms, with high system time (most likely that thread's malloc arena faulting
+    the model's buffers in again and again). Keeping every encode, at write and at
+    search time, on one thread avoids it; the model is serialized by its lock anyway.
+    """
+    global _executor
+    with _load_lock:
+        if _executor is None:
+            _executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="codemode-minilm", initializer=_limit_blas_threads
+            )
+    return asyncio.get_running_loop().run_in_executor(_executor, functools.partial(fn, *args))
 
 
 def load() -> MiniLMEncoder:

@@ -213,7 +213,7 @@ class EmbeddingRanker:
         if self._encoder is None:
             from server.skills import minilm
 
-            self._encoder = await asyncio.to_thread(minilm.load)
+            self._encoder = await minilm.in_encoder_thread(minilm.load)
         return self._encoder
 
     @property
@@ -239,7 +239,7 @@ class EmbeddingRanker:
         vector = self._query_cache.get(query)
         if vector is None:
             encoder = await self.encoder()
-            vector = (await asyncio.to_thread(encoder.encode, [query], 64))[0]
+            vector = (await _on_encoder_thread(encoder.encode, [query], 64))[0]
             self._query_cache[query] = vector
             while len(self._query_cache) > self.max_cached_queries:
                 self._query_cache.popitem(last=False)
@@ -250,7 +250,7 @@ class EmbeddingRanker:
     async def prepare(self, storage: Storage, tenant: str, record: SkillRecord) -> None:
         """Embeds one written skill at once, so no search ever has to embed a backlog."""
         encoder = await self.encoder()
-        vectors = await asyncio.to_thread(self._embed, encoder, [record])
+        vectors = await _on_encoder_thread(self._embed, encoder, [record])
         await storage.put_vectors(tenant, encoder.model_id, vectors)
 
     async def index_for(self, storage: Storage, tenant: str) -> _VectorIndex:
@@ -269,7 +269,7 @@ class EmbeddingRanker:
             skills = await storage.all_skills(tenant)
             stored = await storage.get_vectors(tenant, encoder.model_id)
             stale = [s for s in skills if stored.get(s.name, ("",))[0] != s.content_hash()]
-            fresh = await asyncio.to_thread(self._embed, encoder, stale) if stale else {}
+            fresh = await _on_encoder_thread(self._embed, encoder, stale) if stale else {}
             vectors = {**stored, **fresh}
             names = {s.name for s in skills}
             if fresh or set(stored) - names:
@@ -310,6 +310,12 @@ class EmbeddingRanker:
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
         return [(index.skills[i], float(scores[i])) for i in top if scores[i] > 0]
+
+
+async def _on_encoder_thread(fn: Any, *args: Any) -> Any:
+    from server.skills import minilm  # numpy is imported only when embeddings are used
+
+    return await minilm.in_encoder_thread(fn, *args)
 
 
 class RankerUnavailableError(Exception):
