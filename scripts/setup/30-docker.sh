@@ -47,12 +47,15 @@ ensure_engine() {
     log "installing docker.io from Debian"
     apt_install docker.io
   fi
-  if ! pgrep -x dockerd >/dev/null 2>&1; then
-    log "starting dockerd (log: $DOCKERD_LOG)"
-    # setsid: the daemon must outlive this script and the CI step that ran it.
-    setsid nohup dockerd >>"$DOCKERD_LOG" 2>&1 </dev/null &
-  fi
   for _ in $(seq 1 120); do
+    # (Re)start whenever no dockerd runs: one that was dying when we looked (killed
+    # with the previous session) is gone a moment later and must be replaced.
+    if ! pgrep -x dockerd >/dev/null 2>&1; then
+      log "starting dockerd (log: $DOCKERD_LOG)"
+      # setsid: the daemon must outlive this script and the CI step that ran it.
+      setsid nohup dockerd >>"$DOCKERD_LOG" 2>&1 </dev/null &
+      sleep 1
+    fi
     engine_answers && { log "docker engine is up"; return; }
     sleep 1
   done
