@@ -1,18 +1,14 @@
 """An ephemeral CA with a server certificate (127.0.0.1, localhost) and a client
 certificate, so the conformance runners exercise each client's TLS and mTLS options
-against the real server instead of only plaintext."""
+against the real server instead of only plaintext. The certificates come from the
+server's own CA code (server/pki.py), the same that issues sandbox certificates."""
 
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import ipaddress
 import os
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from server.pki import CertificateAuthority
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,59 +22,12 @@ class MtlsFiles:
     client_key: str
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-
-
-def _builder(subject: str, issuer: str, public_key: ec.EllipticCurvePublicKey) -> x509.CertificateBuilder:
-    now = datetime.datetime.now(datetime.timezone.utc)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(_name(issuer))
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-    )
-
-
 def write_mtls_files(directory: str) -> MtlsFiles:
     """Writes a fresh CA, server and client certificate into `directory` (created 0700)."""
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_cert = (
-        _builder("codemode conformance CA", "codemode conformance CA", ca_key.public_key())
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-                encipher_only=False, decipher_only=False,
-            ),  # fmt: skip
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    issued: dict[str, tuple[bytes, bytes]] = {}
-    for role, usage, names in (
-        ("server", ExtendedKeyUsageOID.SERVER_AUTH,
-         [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-        ("client", ExtendedKeyUsageOID.CLIENT_AUTH, [x509.DNSName("conformance-client")]),
-    ):  # fmt: skip
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = (
-            _builder(f"codemode conformance {role}", "codemode conformance CA", key.public_key())
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-            .add_extension(x509.SubjectAlternativeName(names), critical=False)
-            .sign(ca_key, hashes.SHA256())
-        )
-        issued[role] = (cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+    ca = CertificateAuthority.create("codemode conformance CA")
+    server = ca.issue_server_cert(["localhost", "127.0.0.1"])
+    client = ca.issue_client_cert("conformance-client")
     files = MtlsFiles(
         ca=os.path.join(directory, "ca.crt"),
         server_cert=os.path.join(directory, "server.crt"),
@@ -87,11 +36,11 @@ def write_mtls_files(directory: str) -> MtlsFiles:
         client_key=os.path.join(directory, "client.key"),
     )
     for path, data in (
-        (files.ca, ca_cert.public_bytes(serialization.Encoding.PEM)),
-        (files.server_cert, issued["server"][0]),
-        (files.server_key, issued["server"][1]),
-        (files.client_cert, issued["client"][0]),
-        (files.client_key, issued["client"][1]),
+        (files.ca, ca.cert_pem),
+        (files.server_cert, server.cert_pem),
+        (files.server_key, server.key_pem),
+        (files.client_cert, client.cert_pem),
+        (files.client_key, client.key_pem),
     ):
         with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as handle:
             handle.write(data)
