@@ -59,6 +59,9 @@ const (
 	ErrorReason_ERROR_REASON_SERVER_SHUTTING_DOWN ErrorReason = 14
 	// A session with the requested session_id already exists.
 	ErrorReason_ERROR_REASON_SESSION_ALREADY_EXISTS ErrorReason = 15
+	// A requested setting (metadata "field") cannot be enforced by the chosen
+	// sandbox kind on this server (FAILED_PRECONDITION).
+	ErrorReason_ERROR_REASON_LIMIT_NOT_ENFORCEABLE ErrorReason = 16
 	// No skill has that name in the tenant.
 	ErrorReason_ERROR_REASON_SKILL_NOT_FOUND ErrorReason = 20
 	// The skill already exists.
@@ -105,6 +108,7 @@ var (
 		13: "ERROR_REASON_DUPLICATE_REQUEST",
 		14: "ERROR_REASON_SERVER_SHUTTING_DOWN",
 		15: "ERROR_REASON_SESSION_ALREADY_EXISTS",
+		16: "ERROR_REASON_LIMIT_NOT_ENFORCEABLE",
 		20: "ERROR_REASON_SKILL_NOT_FOUND",
 		21: "ERROR_REASON_SKILL_ALREADY_EXISTS",
 		22: "ERROR_REASON_SKILL_INVALID",
@@ -135,6 +139,7 @@ var (
 		"ERROR_REASON_DUPLICATE_REQUEST":      13,
 		"ERROR_REASON_SERVER_SHUTTING_DOWN":   14,
 		"ERROR_REASON_SESSION_ALREADY_EXISTS": 15,
+		"ERROR_REASON_LIMIT_NOT_ENFORCEABLE":  16,
 		"ERROR_REASON_SKILL_NOT_FOUND":        20,
 		"ERROR_REASON_SKILL_ALREADY_EXISTS":   21,
 		"ERROR_REASON_SKILL_INVALID":          22,
@@ -181,7 +186,7 @@ var File_codemode_v1_error_reason_proto protoreflect.FileDescriptor
 
 const file_codemode_v1_error_reason_proto_rawDesc = "" +
 	"\n" +
-	"\x1ecodemode/v1/error_reason.proto\x12\vcodemode.v1*\xf5\a\n" +
+	"\x1ecodemode/v1/error_reason.proto\x12\vcodemode.v1*\x9d\b\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dERROR_REASON_INVALID_ARGUMENT\x10\x01\x12%\n" +
@@ -199,7 +204,8 @@ const file_codemode_v1_error_reason_proto_rawDesc = "" +
 	"\x1eERROR_REASON_PERMISSION_DENIED\x10\f\x12\"\n" +
 	"\x1eERROR_REASON_DUPLICATE_REQUEST\x10\r\x12%\n" +
 	"!ERROR_REASON_SERVER_SHUTTING_DOWN\x10\x0e\x12'\n" +
-	"#ERROR_REASON_SESSION_ALREADY_EXISTS\x10\x0f\x12 \n" +
+	"#ERROR_REASON_SESSION_ALREADY_EXISTS\x10\x0f\x12&\n" +
+	"\"ERROR_REASON_LIMIT_NOT_ENFORCEABLE\x10\x10\x12 \n" +
 	"\x1cERROR_REASON_SKILL_NOT_FOUND\x10\x14\x12%\n" +
 	"!ERROR_REASON_SKILL_ALREADY_EXISTS\x10\x15\x12\x1e\n" +
 	"\x1aERROR_REASON_SKILL_INVALID\x10\x16\x12\x1e\n" +

@@ -434,8 +434,17 @@ type Capabilities struct {
 	Reset_              bool                   `protobuf:"varint,7,opt,name=reset,proto3" json:"reset,omitempty"`
 	DepsInstall         bool                   `protobuf:"varint,8,opt,name=deps_install,json=depsInstall,proto3" json:"deps_install,omitempty"`
 	FilesystemIsolation bool                   `protobuf:"varint,9,opt,name=filesystem_isolation,json=filesystemIsolation,proto3" json:"filesystem_isolation,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// A process-count limit holds (cgroup pids controller or the container's).
+	PidsLimit bool `protobuf:"varint,10,opt,name=pids_limit,json=pidsLimit,proto3" json:"pids_limit,omitempty"`
+	// Writes to the sandbox's own filesystem are size-capped.
+	DiskLimit bool `protobuf:"varint,11,opt,name=disk_limit,json=diskLimit,proto3" json:"disk_limit,omitempty"`
+	// A seccomp filter refuses namespace, mount, ptrace, module and bpf syscalls.
+	SyscallFilter bool `protobuf:"varint,12,opt,name=syscall_filter,json=syscallFilter,proto3" json:"syscall_filter,omitempty"`
+	// The operator ran process sandboxes with --insecure-process-sandbox: no
+	// namespaces, no separate uid, no seccomp. Never for untrusted code.
+	Unconfined    bool `protobuf:"varint,13,opt,name=unconfined,proto3" json:"unconfined,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Capabilities) Reset() {
@@ -527,6 +536,34 @@ func (x *Capabilities) GetDepsInstall() bool {
 func (x *Capabilities) GetFilesystemIsolation() bool {
 	if x != nil {
 		return x.FilesystemIsolation
+	}
+	return false
+}
+
+func (x *Capabilities) GetPidsLimit() bool {
+	if x != nil {
+		return x.PidsLimit
+	}
+	return false
+}
+
+func (x *Capabilities) GetDiskLimit() bool {
+	if x != nil {
+		return x.DiskLimit
+	}
+	return false
+}
+
+func (x *Capabilities) GetSyscallFilter() bool {
+	if x != nil {
+		return x.SyscallFilter
+	}
+	return false
+}
+
+func (x *Capabilities) GetUnconfined() bool {
+	if x != nil {
+		return x.Unconfined
 	}
 	return false
 }
@@ -1059,7 +1096,7 @@ const file_codemode_v1_session_proto_rawDesc = "" +
 	"\x13output_budget_bytes\x18\n" +
 	" \x01(\x03R\x11outputBudgetBytes\x124\n" +
 	"\bidle_ttl\x18\v \x01(\v2\x19.google.protobuf.DurationR\aidleTtl\x12\x14\n" +
-	"\x05image\x18\f \x01(\tR\x05image\"\xdf\x02\n" +
+	"\x05image\x18\f \x01(\tR\x05image\"\xe4\x03\n" +
 	"\fCapabilities\x12\x18\n" +
 	"\atimeout\x18\x01 \x01(\bR\atimeout\x12+\n" +
 	"\x11process_isolation\x18\x02 \x01(\bR\x10processIsolation\x12/\n" +
@@ -1069,7 +1106,16 @@ const file_codemode_v1_session_proto_rawDesc = "" +
 	"\tcpu_limit\x18\x06 \x01(\bR\bcpuLimit\x12\x14\n" +
 	"\x05reset\x18\a \x01(\bR\x05reset\x12!\n" +
 	"\fdeps_install\x18\b \x01(\bR\vdepsInstall\x121\n" +
-	"\x14filesystem_isolation\x18\t \x01(\bR\x13filesystemIsolation\"\x84\x01\n" +
+	"\x14filesystem_isolation\x18\t \x01(\bR\x13filesystemIsolation\x12\x1d\n" +
+	"\n" +
+	"pids_limit\x18\n" +
+	" \x01(\bR\tpidsLimit\x12\x1d\n" +
+	"\n" +
+	"disk_limit\x18\v \x01(\bR\tdiskLimit\x12%\n" +
+	"\x0esyscall_filter\x18\f \x01(\bR\rsyscallFilter\x12\x1e\n" +
+	"\n" +
+	"unconfined\x18\r \x01(\bR\n" +
+	"unconfined\"\x84\x01\n" +
 	"\x14CreateSessionRequest\x12.\n" +
 	"\asession\x18\x01 \x01(\v2\x14.codemode.v1.SessionR\asession\x12\x1d\n" +
 	"\n" +

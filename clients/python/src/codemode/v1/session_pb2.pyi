@@ -96,7 +96,7 @@ class SessionConfig(_message.Message):
     def __init__(self, sandbox_kind: _Optional[_Union[SandboxKind, str]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., memory_limit_bytes: _Optional[int] = ..., cpu_quota: _Optional[float] = ..., pids_limit: _Optional[int] = ..., network_disabled: _Optional[bool] = ..., allow_runtime_deps: _Optional[bool] = ..., deps: _Optional[_Iterable[str]] = ..., sync_deps_on_start: _Optional[bool] = ..., output_budget_bytes: _Optional[int] = ..., idle_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., image: _Optional[str] = ...) -> None: ...
 
 class Capabilities(_message.Message):
-    __slots__ = ("timeout", "process_isolation", "container_isolation", "network_isolation", "memory_limit", "cpu_limit", "reset", "deps_install", "filesystem_isolation")
+    __slots__ = ("timeout", "process_isolation", "container_isolation", "network_isolation", "memory_limit", "cpu_limit", "reset", "deps_install", "filesystem_isolation", "pids_limit", "disk_limit", "syscall_filter", "unconfined")
     TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     PROCESS_ISOLATION_FIELD_NUMBER: _ClassVar[int]
     CONTAINER_ISOLATION_FIELD_NUMBER: _ClassVar[int]
@@ -106,6 +106,10 @@ class Capabilities(_message.Message):
     RESET_FIELD_NUMBER: _ClassVar[int]
     DEPS_INSTALL_FIELD_NUMBER: _ClassVar[int]
     FILESYSTEM_ISOLATION_FIELD_NUMBER: _ClassVar[int]
+    PIDS_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    DISK_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    SYSCALL_FILTER_FIELD_NUMBER: _ClassVar[int]
+    UNCONFINED_FIELD_NUMBER: _ClassVar[int]
     timeout: bool
     process_isolation: bool
     container_isolation: bool
@@ -115,7 +119,11 @@ class Capabilities(_message.Message):
     reset: bool
     deps_install: bool
     filesystem_isolation: bool
-    def __init__(self, timeout: _Optional[bool] = ..., process_isolation: _Optional[bool] = ..., container_isolation: _Optional[bool] = ..., network_isolation: _Optional[bool] = ..., memory_limit: _Optional[bool] = ..., cpu_limit: _Optional[bool] = ..., reset: _Optional[bool] = ..., deps_install: _Optional[bool] = ..., filesystem_isolation: _Optional[bool] = ...) -> None: ...
+    pids_limit: bool
+    disk_limit: bool
+    syscall_filter: bool
+    unconfined: bool
+    def __init__(self, timeout: _Optional[bool] = ..., process_isolation: _Optional[bool] = ..., container_isolation: _Optional[bool] = ..., network_isolation: _Optional[bool] = ..., memory_limit: _Optional[bool] = ..., cpu_limit: _Optional[bool] = ..., reset: _Optional[bool] = ..., deps_install: _Optional[bool] = ..., filesystem_isolation: _Optional[bool] = ..., pids_limit: _Optional[bool] = ..., disk_limit: _Optional[bool] = ..., syscall_filter: _Optional[bool] = ..., unconfined: _Optional[bool] = ...) -> None: ...
 
 class CreateSessionRequest(_message.Message):
     __slots__ = ("session", "session_id", "request_id")
