@@ -5,9 +5,10 @@
 # `codemode serve` (for example --listen 127.0.0.1:6000 or --warm-pool-size 4;
 # `.venv/bin/codemode serve --help` lists them all).
 #
-# Only the Python setup runs here: Redis and Docker are optional backends that
-# the embedded default does not need.
+# Only the Python setup and the sandbox tools (bubblewrap) run here: Redis and
+# Docker are optional backends that the embedded default does not need.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup/00-python.sh >&2
+bash scripts/setup/05-sandbox-tools.sh >&2
 exec .venv/bin/codemode serve "$@"

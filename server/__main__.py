@@ -12,6 +12,7 @@ import logging
 import sys
 
 from server.config import ConfigError, ServerConfig, parse_config
+from server.providers.base import SandboxStartError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +32,8 @@ def run(config: ServerConfig, banner: str | None = None) -> int:
     and `codemode serve` start the service, so they announce and fail alike."""
     from server.app import App, serve
 
+    _make_non_dumpable()
+
     def announce(app: App) -> None:
         print(json.dumps({"ready": True, "address": app.address}), flush=True)
         if banner:
@@ -44,7 +47,20 @@ def run(config: ServerConfig, banner: str | None = None) -> int:
     except OSError as exc:
         print(f"codemode server: {exc}", file=sys.stderr)
         return 1
+    except SandboxStartError as exc:  # the default kind cannot run here (fail closed)
+        print(f"codemode server: {exc}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _make_non_dumpable() -> None:
+    """Same-uid processes (an unprivileged server's sandboxes, were a namespace escaped)
+    then cannot read this process's memory, environ or fds: the API token, the agent CA
+    key and every sandbox's token live here."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE
 
 
 if __name__ == "__main__":

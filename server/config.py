@@ -89,6 +89,17 @@ def _non_negative(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     return checked
 
 
+def _parse_uid_range(text: str) -> tuple[int, int]:
+    """`FIRST-LAST`; never uid 0 or the low system range, so a sandbox uid owns nothing."""
+    match = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", str(text))
+    if not match:
+        raise ConfigError(f"invalid uid range {text!r}: use FIRST-LAST (e.g. 200000-265535)")
+    first, last = int(match.group(1)), int(match.group(2))
+    if first < 1000 or last < first or last >= 2**32 - 1:
+        raise ConfigError(f"invalid uid range {text!r}: need 1000 <= FIRST <= LAST < 4294967295")
+    return first, last
+
+
 @dataclasses.dataclass(frozen=True)
 class _Option:
     field: str
@@ -135,8 +146,13 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("warm_pool_max_configs", "--warm-pool-max-configs", "CODEMODE_WARM_POOL_MAX_CONFIGS", "4", _non_negative(int), "non-default configurations (kind+image+limits) learned from CreateSession and kept warm too, least recently used evicted (0 = only the default)"),
     _Option("heartbeat_interval", "--heartbeat-interval", "CODEMODE_HEARTBEAT_INTERVAL", "5s", parse_duration, "heartbeat after this much silence on an Execute stream"),
     _Option("interrupt_grace", "--interrupt-grace", "CODEMODE_INTERRUPT_GRACE", "2s", _non_negative(parse_duration), "SIGINT-to-SIGKILL grace for interrupted code"),
+    _Option("sandbox_network", "--sandbox-network", "CODEMODE_SANDBOX_NETWORK", "none", _choice("none", "allow"), "sandbox networking: none (only the sandbox's own loopback) or allow (sessions get network unless they set network_disabled)"),
+    _Option("insecure_process_sandbox", "--insecure-process-sandbox", "CODEMODE_INSECURE_PROCESS_SANDBOX", "false", parse_bool, "run process sandboxes unconfined: no namespaces, seccomp, cgroups or separate uid (for hosts without user namespaces; unsafe for untrusted code, logged loudly and reported in capabilities)", True),
+    _Option("sandbox_uid_range", "--sandbox-uid-range", "CODEMODE_SANDBOX_UID_RANGE", "200000-265535", _parse_uid_range, "host uids given one per process sandbox when the server runs as root (FIRST-LAST)"),
+    _Option("sandbox_disk_limit", "--sandbox-disk-limit", "CODEMODE_SANDBOX_DISK_LIMIT", "256m", _non_negative(parse_size), "process sandboxes: size cap of the private workdir and of /tmp, each (tmpfs, counted against the memory limit)"),
     _Option("sandbox_start_timeout", "--sandbox-start-timeout", "CODEMODE_SANDBOX_START_TIMEOUT", "30s", parse_duration, "how long a sandbox may take to become ready"),
     _Option("image", "--image", "CODEMODE_IMAGE", "", str, "container image (docker sandboxes)"),
+    _Option("docker_runtime", "--docker-runtime", "CODEMODE_DOCKER_RUNTIME", "", str, "OCI runtime for docker sandboxes, e.g. runsc (gVisor) or kata-runtime (empty = the engine's default)"),
     _Option("tenant", "--tenant", "CODEMODE_TENANT", "default", str, "default tenant"),
     _Option("storage", "--storage", "CODEMODE_STORAGE", "file", _choice("file", "redis"), "skill/artifact storage: file or redis"),
     _Option("redis_url", "--redis-url", "CODEMODE_REDIS_URL", "redis://127.0.0.1:6379/0", str, "Redis URL (storage=redis)"),
@@ -181,8 +197,13 @@ class ServerConfig:
     warm_pool_max_configs: int = 4
     heartbeat_interval: float = 5.0
     interrupt_grace: float = 2.0
+    sandbox_network: str = "none"
+    insecure_process_sandbox: bool = False
+    sandbox_uid_range: tuple[int, int] = (200000, 265535)
+    sandbox_disk_limit: int = 256 * MIB
     sandbox_start_timeout: float = 30.0
     image: str = ""
+    docker_runtime: str = ""
     tenant: str = "default"
     storage: str = "file"
     redis_url: str = "redis://127.0.0.1:6379/0"

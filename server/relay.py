@@ -240,11 +240,10 @@ class Relay:
             raise ServiceError(error.code(), reasons.ERROR_REASON_INTERNAL, error.details() or "call ended")
         if await self._sandbox_died():
             sandbox = self._session.sandbox
-            wait_exited = getattr(sandbox, "wait_exited", None)
-            if wait_exited is not None:
-                await wait_exited(_DEATH_CONFIRM_SECONDS)
-            describe = getattr(sandbox, "exit_description", None)
-            message = describe() if describe else "the sandbox exited"
+            message = "the sandbox exited"
+            if sandbox is not None:
+                await sandbox.wait_exited(_DEATH_CONFIRM_SECONDS)
+                message = sandbox.exit_description()
             self._session.mark_failed(f"{message}; ResetSession restarts it")
             async with self._client_lock:
                 self.finished = execute_pb2.ExecutionFinished(

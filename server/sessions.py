@@ -27,7 +27,7 @@ from codemode.v1 import error_reason_pb2 as reasons
 from codemode.v1 import session_pb2
 from server.config import ServerConfig
 from server.errors import ServiceError, invalid_argument
-from server.providers.base import Sandbox, SandboxCapabilities, SandboxLimits, SandboxStartError
+from server.providers.base import Sandbox, SandboxCapabilities, SandboxLimits, SandboxStartError, SandboxUnenforceable
 from server.warm_pool import WarmPool
 
 _log = logging.getLogger(__name__)
@@ -326,6 +326,13 @@ class SessionManager:
     async def _attach_sandbox(self, session: Session) -> None:
         try:
             sandbox = await self._pool.acquire(session.sandbox_kind, session.limits)
+        except SandboxUnenforceable as exc:
+            raise ServiceError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                reasons.ERROR_REASON_LIMIT_NOT_ENFORCEABLE,
+                str(exc),
+                {"field": exc.field, "session": session.name},
+            ) from None
         except SandboxStartError as exc:
             raise ServiceError(
                 grpc.StatusCode.UNAVAILABLE,
@@ -338,8 +345,7 @@ class SessionManager:
             raise _not_found(session.id)
         session.sandbox = sandbox
         session.capabilities = sandbox.capabilities
-        info = getattr(sandbox, "info", None)
-        session.agent_generation = info.interpreter_generation if info is not None else 0
+        session.agent_generation = sandbox.info.interpreter_generation
         session.state = State.STATE_READY
         session.state_message = ""
         session.touch()
@@ -369,8 +375,7 @@ class SessionManager:
         """Notices a dead agent without waiting for the next Execute to trip over it."""
         sandbox = session.sandbox
         if session.state in (State.STATE_READY, State.STATE_BUSY) and sandbox is not None and not sandbox.is_alive():
-            describe = getattr(sandbox, "exit_description", None)
-            session.mark_failed((describe() if describe else "the sandbox exited") + "; ResetSession restarts it")
+            session.mark_failed(sandbox.exit_description() + "; ResetSession restarts it")
 
     def list_page(self, page_size: int, page_token: str, tenant: str) -> tuple[list[Session], str]:
         """One page of sessions, oldest first (AIP-158 page_size rules)."""

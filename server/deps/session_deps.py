@@ -13,7 +13,9 @@ sandbox has no pip of its own to go around it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import os
 import shutil
 
 from server.deps.errors import DepsInstallError, RuntimeDepsDisabledError
@@ -67,7 +69,7 @@ class SessionDeps:
             await self._installer.install(self.runtime_dir, specs)
         finally:
             if self._closed:  # stopped while pip ran (pip may re-create a removed --target dir)
-                await asyncio.to_thread(shutil.rmtree, self.runtime_dir, True)
+                await asyncio.to_thread(_remove_recreated, self.runtime_dir)
         if self._closed:
             raise DepsInstallError("the sandbox stopped while the packages were being installed")
 
@@ -133,3 +135,11 @@ async def prepare_base_set(
             "sync_deps_on_start needs a package source (--deps-wheelhouse or --deps-index-url)"
         )
     return specs, await installer.cached_set(specs)
+
+
+def _remove_recreated(runtime_dir: str) -> None:
+    """pip re-creates --target with its parents; the parent (the sandbox's own dir, already
+    removed by stop) goes too, but only when empty, so nothing else is ever deleted."""
+    shutil.rmtree(runtime_dir, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        os.rmdir(os.path.dirname(runtime_dir))

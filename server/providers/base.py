@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import grpc
 
-from codemode.sandbox.v1 import agent_pb2_grpc
+from codemode.sandbox.v1 import agent_pb2, agent_pb2_grpc
 
 if TYPE_CHECKING:
     from server.deps.session_deps import SessionDeps
@@ -57,6 +57,10 @@ class SandboxCapabilities:
     reset: bool = False
     deps_install: bool = False
     filesystem_isolation: bool = False
+    pids_limit: bool = False
+    disk_limit: bool = False
+    syscall_filter: bool = False
+    unconfined: bool = False
 
 
 class Sandbox(abc.ABC):
@@ -71,9 +75,20 @@ class Sandbox(abc.ABC):
     deps: SessionDeps | None = None
     deps_import_paths: tuple[str, ...] = ()
 
+    #: The agent's GetInfo answer at start (interpreter generation, session id).
+    info: agent_pb2.GetInfoResponse
+
     @abc.abstractmethod
     def is_alive(self) -> bool:
         """False once the agent process/container has exited."""
+
+    @abc.abstractmethod
+    def exit_description(self) -> str:
+        """Why the sandbox is gone, for the session's FAILED message."""
+
+    async def wait_exited(self, timeout: float) -> None:
+        """Waits (at most `timeout`) until the exit is recorded, so `exit_description`
+        is precise; kinds that learn the exit synchronously need not override it."""
 
     @abc.abstractmethod
     async def stop(self) -> None:
@@ -82,6 +97,15 @@ class Sandbox(abc.ABC):
 
 class SandboxStartError(Exception):
     """The sandbox could not be started; the message says why."""
+
+
+class SandboxUnenforceable(SandboxStartError):
+    """A requested setting the chosen kind cannot enforce on this host (never echoed
+    back as set): FAILED_PRECONDITION with LIMIT_NOT_ENFORCEABLE."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class SandboxProvider(Protocol):
@@ -97,6 +121,10 @@ class SandboxProvider(Protocol):
 
         Raises SandboxStartError on failure, leaving nothing behind.
         """
+
+    async def remove_orphans(self) -> int:
+        """Removes what a dead server of this kind left (containers, dirs, cgroups);
+        returns how many sandboxes were removed. Called before the server serves."""
 
     async def close(self) -> None:
         """Stops every sandbox this provider started (server shutdown)."""

@@ -1,16 +1,18 @@
 """Process sandboxes: one local `python -m sandbox_agent` per session.
 
-The agent runs in its own session (setsid) with a scrubbed environment and a private
-0700 directory holding its unix socket and working dir; credentials arrive through an
-inherited pipe so they never appear in argv, the environment or on disk. Stopping kills
-every process of that OS session, including interpreters the agent started in their
-own process groups, so nothing survives the sandbox.
+By default each agent runs confined by bubblewrap (server/providers/confinement.py):
+own namespaces, own host uid, no capabilities, seccomp, cgroup limits, tmpfs workdir,
+no network. Credentials arrive through an inherited fd so they never appear in argv,
+the environment or on disk. `--insecure-process-sandbox` keeps the old unconfined
+launch (same uid as the server, setsid, a private 0700 directory) for hosts without
+user namespaces; it is logged loudly and reported in capabilities.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -31,8 +33,10 @@ from server.deps.errors import DepsInstallError, DepsSpecError
 from server.deps.installer import DepsInstaller, DepsSource
 from server.deps.session_deps import SessionDeps, prepare_base_set
 from server.pki import CONTROL_PLANE_IDENTITY, CertificateAuthority, sandbox_dns_name
+from server.providers import bubblewrap
 from server.providers.agent_channel import AgentStub, AgentTls, connect_agent
-from server.providers.base import Sandbox, SandboxCapabilities, SandboxLimits, SandboxStartError
+from server.providers.base import Sandbox, SandboxCapabilities, SandboxLimits, SandboxStartError, SandboxUnenforceable
+from server.providers.confinement import OPT_OUT_FLAG, ConfinedProcess, Confinement
 
 _log = logging.getLogger(__name__)
 _UNIX_PATH_MAX = 100  # sun_path is 108 bytes; leave room for the terminator and slack
@@ -128,7 +132,9 @@ class ProcessSandbox(Sandbox):
         on_stop: Callable[[ProcessSandbox], None] = lambda sandbox: None,
         deps: SessionDeps | None = None,
         deps_import_paths: tuple[str, ...] = (),
+        confined: ConfinedProcess | None = None,
     ) -> None:
+        self.confined = confined
         self.sandbox_id = sandbox_id
         self.process = process
         self.channel = channel
@@ -176,7 +182,10 @@ class ProcessSandbox(Sandbox):
         if self.deps is not None:
             self.deps.close()
         try:
-            await _terminate_sandbox(self.process, self.private_dirs[0] + os.sep)
+            if self.confined is not None:
+                await self.confined.terminate()
+            else:
+                await _terminate_sandbox(self.process, self.private_dirs[0] + os.sep)
         except Exception:  # noqa: BLE001 - stop() never raises
             _log.exception("stopping sandbox %s failed", self.sandbox_id)
         with contextlib.suppress(Exception):
@@ -224,16 +233,79 @@ class ProcessSandboxProvider:
             cache_root=os.path.join(config.data_dir, _DEPS_CACHE_DIR),
             timeout_seconds=config.deps_install_timeout,
         )
+        self._confinement: Confinement | None = None
+        if config.insecure_process_sandbox:
+            _log.warning(
+                "!!! %s: process sandboxes run UNCONFINED, as this server's uid, with no namespaces, seccomp or "
+                "cgroups. Sandboxed code can read and change everything this server can. Never use this for "
+                "untrusted code. !!!", OPT_OUT_FLAG,
+            )
+        else:
+            # Traversable (not listable) by sandbox uids: each sandbox binds only its own subdir.
+            for path in (self._root, self.deps_installer.cache_root):
+                os.makedirs(path, mode=0o711, exist_ok=True)
+                os.chmod(path, 0o711)
+            self._confinement = Confinement(
+                config.sandbox_uid_range, config.sandbox_disk_limit,
+                bubblewrap.RuntimeView.of_this_server(_package_dirs()),
+                shared_dirs=(self._root, self.deps_installer.cache_root),
+            )  # fmt: skip
+        # At construction, not only at serve: a lazily built provider sweeps too.
+        self._swept = self._sweep_leftovers()
 
     def capabilities(self, limits: SandboxLimits) -> SandboxCapabilities:
+        deps_install = self.deps_installer.source.configured
+        if self._confinement is None:
+            return SandboxCapabilities(
+                timeout=True, reset=True, unconfined=True, deps_install=deps_install,
+                memory_limit=limits.memory_limit_bytes > 0, cpu_limit=self._config.cpu_time_limit > 0,
+            )  # fmt: skip
+        enforced = self._confinement.enforced(limits.memory_limit_bytes, limits.pids_limit, limits.cpu_quota)
         return SandboxCapabilities(
             timeout=True,
             process_isolation=True,
+            filesystem_isolation=True,
+            network_isolation=not self._network(limits),
             reset=True,
-            memory_limit=limits.memory_limit_bytes > 0,
-            cpu_limit=self._config.cpu_time_limit > 0,
-            deps_install=self.deps_installer.source.configured,
+            memory_limit=enforced.memory,
+            cpu_limit=enforced.cpu or self._config.cpu_time_limit > 0,
+            pids_limit=enforced.pids,
+            disk_limit=self._config.sandbox_disk_limit > 0,
+            syscall_filter=True,
+            deps_install=deps_install,
         )
+
+    def _network(self, limits: SandboxLimits) -> bool:
+        """Network only when the operator allows it and the session did not turn it off."""
+        return self._config.sandbox_network == "allow" and not limits.network_disabled
+
+    def _check_enforceable(self, limits: SandboxLimits) -> None:
+        if limits.cpu_quota > 0 and (self._confinement is None or not self._confinement.cgroups.available):
+            why = "process sandboxes run unconfined" if self._confinement is None else self._confinement.cgroups.reason
+            raise SandboxUnenforceable(
+                "cpu_quota", f"cpu_quota cannot be enforced by process sandboxes on this server ({why}); "
+                "leave it unset or use Docker sandboxes",
+            )
+
+    def _sweep_leftovers(self) -> int:
+        """A dead server's sandboxes died with it (PDEATHSIG); their dirs and cgroups did not.
+
+        Dirs a live server holds (its lock on `<dir>/.lock`) are kept."""
+        removed = 0
+        if os.path.isdir(self._root):
+            for entry in os.listdir(self._root):
+                path = os.path.join(self._root, entry)
+                if not _held_by_live_server(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                    removed += 1
+        if self._confinement is not None:
+            swept = self._confinement.sweep()
+            if swept:
+                _log.info("removed %d cgroups left by a previous server", len(swept))
+        return removed
+
+    async def remove_orphans(self) -> int:
+        return self._swept
 
     def _make_private_dirs(self, sandbox_id: str) -> tuple[str, str, list[str]]:
         """Returns (socket path, workdir, dirs to delete); all 0700."""
@@ -311,7 +383,11 @@ class ProcessSandboxProvider:
             raise SandboxStartError(f"invalid deps: {exc}") from None
         except DepsInstallError as exc:
             raise SandboxStartError(str(exc)) from None
+        self._check_enforceable(limits)
+        if self._confinement is not None:
+            return await self._start_confined(sandbox_id, limits, token, configured_deps, deps_base_dir)
         socket_path, workdir, cleanup = self._make_private_dirs(sandbox_id)
+        lock_fd = _hold_dir_lock(cleanup[0])
         deps_runtime_dir = os.path.join(cleanup[0], "deps")
         os.mkdir(deps_runtime_dir, 0o755)
         # Runtime dir first: a package added during the session wins over the base set.
@@ -353,7 +429,7 @@ class ProcessSandboxProvider:
             )
             sandbox = ProcessSandbox(
                 sandbox_id, process, channel, stub, self.capabilities(limits), cleanup, info,
-                on_stop=self._sandboxes.discard, deps=deps, deps_import_paths=import_paths,
+                on_stop=self._stopped(lock_fd), deps=deps, deps_import_paths=import_paths,
             )
             self._sandboxes.add(sandbox)
             return sandbox
@@ -365,14 +441,78 @@ class ProcessSandboxProvider:
             if channel is not None:
                 with contextlib.suppress(Exception):
                     await channel.close()
-            log_tail = _tail(log_path)
-            for path in cleanup:
-                shutil.rmtree(path, ignore_errors=True)
-            if isinstance(exc, SandboxStartError):
-                raise SandboxStartError(f"{exc}{log_tail}") from None
-            if isinstance(exc, Exception):
-                raise SandboxStartError(f"starting the sandbox agent failed: {exc}{log_tail}") from exc
+            _give_up(exc, log_path, cleanup, lock_fd)
             raise
+
+    async def _start_confined(
+        self,
+        sandbox_id: str,
+        limits: SandboxLimits,
+        token: str,
+        configured_deps: tuple[str, ...],
+        deps_base_dir: str | None,
+    ) -> ProcessSandbox:
+        assert self._confinement is not None
+        os.makedirs(self._root, mode=0o700, exist_ok=True)
+        base = os.path.join(self._root, sandbox_id)
+        os.mkdir(base, 0o711)
+        lock_fd = _hold_dir_lock(base)
+        # The server installs packages here; the sandbox sees it read-only.
+        deps_runtime_dir = os.path.join(base, "deps")
+        os.mkdir(deps_runtime_dir, 0o755)
+        host_deps = (deps_runtime_dir, deps_base_dir) if deps_base_dir else (deps_runtime_dir,)
+        # Fixed paths inside: the sandbox learns nothing of the host's layout.
+        import_paths = bubblewrap.DEPS_DIRS[: len(host_deps)]
+        log_path = os.path.join(base, "agent.log")
+        confined: ConfinedProcess | None = None
+        channel: grpc.aio.Channel | None = None
+        try:
+            bootstrap = self._bootstrap(sandbox_id, limits, bubblewrap.WORKDIR, token, import_paths)
+            with open(log_path, "ab") as log_file:
+                confined = await self._confinement.launch(
+                    sandbox_id,
+                    credentials=bootstrap,
+                    deps_dirs=tuple(zip(host_deps, import_paths, strict=True)),
+                    pythonpath=_import_roots(),
+                    env=telemetry.otel_environment(),
+                    memory_bytes=limits.memory_limit_bytes,
+                    pids=limits.pids_limit,
+                    cpu_cores=limits.cpu_quota,
+                    network=self._network(limits),
+                    stderr=log_file.fileno(),
+                )
+            await self._wait_ready(confined.process, log_path)
+            channel, stub = self._connect(sandbox_id, confined.socket_path, token)
+            try:
+                info = await stub.GetInfo(agent_pb2.GetInfoRequest(), timeout=self._config.sandbox_start_timeout)
+            except grpc.aio.AioRpcError as exc:
+                raise SandboxStartError(f"sandbox agent did not answer GetInfo: {exc.code().name}: {exc.details()}") from None
+            deps = SessionDeps(
+                self.deps_installer, deps_runtime_dir, configured_deps,
+                allow_runtime_deps=limits.allow_runtime_deps, preinstalled=deps_base_dir is not None,
+            )  # fmt: skip
+            sandbox = ProcessSandbox(
+                sandbox_id, confined.process, channel, stub, self.capabilities(limits), [base], info,
+                on_stop=self._stopped(lock_fd), deps=deps, deps_import_paths=import_paths, confined=confined,
+            )  # fmt: skip
+            self._sandboxes.add(sandbox)
+            return sandbox
+        except BaseException as exc:
+            if confined is not None:
+                await confined.terminate()
+            if channel is not None:
+                with contextlib.suppress(Exception):
+                    await channel.close()
+            _give_up(exc, log_path, [base], lock_fd)
+            raise
+
+    def _stopped(self, lock_fd: int) -> Callable[[ProcessSandbox], None]:
+        def on_stop(sandbox: ProcessSandbox) -> None:
+            self._sandboxes.discard(sandbox)
+            with contextlib.suppress(OSError):
+                os.close(lock_fd)
+
+        return on_stop
 
     async def _wait_ready(self, process: asyncio.subprocess.Process, log_path: str) -> None:
         assert process.stdout is not None
@@ -397,11 +537,45 @@ class ProcessSandboxProvider:
     async def close(self) -> None:
         sandboxes, self._sandboxes = list(self._sandboxes), set()
         await asyncio.gather(*(sandbox.stop() for sandbox in sandboxes), return_exceptions=True)
+        if self._confinement is not None:
+            self._confinement.close()
 
     @property
     def live_count(self) -> int:
         """Sandboxes started and not yet stopped (sessions + warm pool)."""
         return len(self._sandboxes)
+
+
+def _package_dirs() -> tuple[str, ...]:
+    """The agent's own packages (not their parent dirs: the server's code stays out of view)."""
+    import codemode
+    import sandbox_agent
+
+    return tuple(os.path.dirname(os.path.abspath(module.__file__ or "")) for module in (sandbox_agent, codemode))
+
+
+_LOCK_NAME = ".lock"
+
+
+def _hold_dir_lock(base: str) -> int:
+    """Marks a sandbox dir as owned by this live server until the fd closes (or it dies)."""
+    fd = os.open(os.path.join(base, _LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+def _held_by_live_server(base: str) -> bool:
+    try:
+        fd = os.open(os.path.join(base, _LOCK_NAME), os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def _absolute(path: str | None) -> str | None:
@@ -413,6 +587,19 @@ async def _drain(stream: asyncio.StreamReader) -> None:
     with contextlib.suppress(Exception):
         while await stream.read(65536):
             pass
+
+
+def _give_up(exc: BaseException, log_path: str, dirs: list[str], lock_fd: int) -> None:
+    """After a failed start: remove the dirs, then raise a SandboxStartError carrying the
+    agent's last stderr (a BaseException such as a cancel returns and is re-raised)."""
+    log_tail = _tail(log_path)
+    for path in dirs:
+        shutil.rmtree(path, ignore_errors=True)
+    os.close(lock_fd)
+    if isinstance(exc, SandboxStartError):
+        raise SandboxStartError(f"{exc}{log_tail}") from None
+    if isinstance(exc, Exception):
+        raise SandboxStartError(f"starting the sandbox agent failed: {exc}{log_tail}") from exc
 
 
 def _tail(path: str, limit: int = 2000) -> str:

@@ -61,7 +61,7 @@ async def test_deleting_a_session_mid_install_leaves_no_files(running_server, wh
             index.gate.set()
             error = await rpc_error(add)
             assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
-            assert not os.path.exists(sandbox_dir)
+            assert not os.path.exists(sandbox_dir), [os.path.join(r, f) for r, ds, fs in os.walk(sandbox_dir) for f in ds + fs]
         finally:
             index.gate.set()
             if not add.done():

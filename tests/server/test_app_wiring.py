@@ -78,9 +78,25 @@ def _processes_mentioning(path: str) -> list[int]:
     return found
 
 
-def _interpreters_of(agent_pids: list[int]) -> list[int]:
-    markers = [f"--agent-pid\0{pid}\0".encode() for pid in agent_pids]
-    return [int(e) for e in os.listdir("/proc") if e.isdigit() and any(m in _cmdline(int(e)) for m in markers)]
+def _interpreters_of(sandbox_pids: list[int]) -> list[int]:
+    """Interpreters below the sandboxes' host processes (bubblewrap, or the agent when
+    unconfined): confined agents pass their namespace pid in --agent-pid, so walk the tree."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, pending = set(), list(sandbox_pids)
+    while pending:
+        pid = pending.pop()
+        if pid not in found:
+            found.add(pid)
+            pending.extend(children.get(pid, ()))
+    return [pid for pid in found if b"sandbox_agent.interpreter" in _cmdline(pid)]
 
 
 def _cmdline(pid: int) -> bytes:

@@ -37,25 +37,48 @@ def test_agent_environment_is_scrubbed(data_dir, monkeypatch) -> None:
     assert "must-not-leak" not in env.values()
 
 
-async def test_sandbox_runs_in_a_private_dir_and_stops_completely(data_dir) -> None:
+async def test_sandbox_runs_confined_and_stops_completely(data_dir) -> None:
     config = ServerConfig(data_dir=data_dir, cpu_time_limit=30)
     provider = ProcessSandboxProvider(config, CertificateAuthority.create())
     sandbox = await provider.start(default_limits(config))
     base = sandbox.private_dirs[0]
+    assert sandbox.confined is not None
+    init_pid = sandbox.confined.init_pid
     try:
-        assert stat.S_IMODE(os.stat(base).st_mode) == 0o700
-        assert os.path.exists(os.path.join(base, "agent.sock"))
+        # The socket lives in the sandbox's own tmpfs; nothing in the host dir is the sandbox's to write.
+        assert not os.path.exists(os.path.join(base, "agent.sock"))
+        assert os.path.exists(sandbox.confined.socket_path)
         info = await sandbox.stub.GetInfo(agent_pb2.GetInfoRequest(), timeout=10)
         assert info.session_id == sandbox.sandbox_id
-        assert sandbox.capabilities.cpu_limit and sandbox.capabilities.memory_limit
-        assert not sandbox.capabilities.container_isolation
+        caps = sandbox.capabilities
+        assert caps.cpu_limit and caps.memory_limit and caps.process_isolation and caps.filesystem_isolation
+        assert caps.network_isolation and caps.syscall_filter and caps.pids_limit and caps.disk_limit
+        assert not caps.container_isolation and not caps.unconfined
         assert sandbox.is_alive()
+        if os.geteuid() == 0:
+            assert os.stat(f"/proc/{init_pid}").st_uid == sandbox.confined.uid != 0
     finally:
         await sandbox.stop()
     assert not sandbox.is_alive()
     assert not os.path.exists(base)
-    assert _sandbox_processes(sandbox.pid, base + os.sep) == set()
+    assert not _running(init_pid)  # a zombie awaiting host init's reap is not running
     assert provider.live_count == 0  # stopped sandboxes are not retained
+    await provider.close()
+
+
+async def test_insecure_opt_out_runs_unconfined_and_says_so(data_dir) -> None:
+    config = ServerConfig(data_dir=data_dir, insecure_process_sandbox=True)
+    provider = ProcessSandboxProvider(config, CertificateAuthority.create())
+    sandbox = await provider.start(default_limits(config))
+    base = sandbox.private_dirs[0]
+    try:
+        assert sandbox.confined is None
+        assert stat.S_IMODE(os.stat(base).st_mode) == 0o700
+        assert os.path.exists(os.path.join(base, "agent.sock"))
+        assert sandbox.capabilities.unconfined and not sandbox.capabilities.process_isolation
+    finally:
+        await sandbox.stop()
+    assert _sandbox_processes(sandbox.pid, base + os.sep) == set()
     await provider.close()
 
 
@@ -66,6 +89,14 @@ async def test_start_timeout_leaves_nothing_behind(data_dir) -> None:
         await provider.start(default_limits(config))
     assert os.listdir(os.path.join(data_dir, "sandboxes")) == []
     assert [p for p in os.listdir("/proc") if p.isdigit() and _mentions(p, data_dir)] == []
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
 
 
 def _mentions(pid: str, text: str) -> bool:

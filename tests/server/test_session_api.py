@@ -21,7 +21,7 @@ async def test_lifecycle_create_get_list_reset_delete(running_server) -> None:
         assert session.labels["team"] == "a"
         assert session.tenant == "default"
         assert session.capabilities.timeout and session.capabilities.process_isolation and session.capabilities.reset
-        assert not session.capabilities.container_isolation and not session.capabilities.network_isolation
+        assert not session.capabilities.container_isolation and session.capabilities.network_isolation  # off by default
         assert session.config.memory_limit_bytes == server.config.memory_limit
         assert session.expire_time.seconds > session.create_time.seconds
 

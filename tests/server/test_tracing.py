@@ -75,7 +75,10 @@ async def test_client_server_and_agent_spans_share_one_trace() -> None:
         OTEL_LOGS_EXPORTER="none",
     )
     process = subprocess.Popen(
-        [sys.executable, "-m", "server", "--listen", "127.0.0.1:0", "--data-dir", data_dir, "--warm-pool-size", "0"],
+        # The agent exports its spans to the collector over the network, so this test
+        # lets sandboxes reach the host (sandboxes have no network by default).
+        [sys.executable, "-m", "server", "--listen", "127.0.0.1:0", "--data-dir", data_dir, "--warm-pool-size", "0",
+         "--sandbox-network", "allow"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=ROOT,
     )
     exporter = InMemorySpanExporter()

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Makes the tools process sandboxes are confined with available: bubblewrap (the
+# namespaces), util-linux's unshare/nsenter/setpriv (present on Debian) and libseccomp
+# (the syscall filter, loaded through ctypes). Without them the server refuses to
+# start process sandboxes unless --insecure-process-sandbox is given.
+#
+# Idempotent. Installing needs root (or sudo); an unprivileged user without sudo gets
+# the exact apt-get command to run instead.
+set -euo pipefail
+
+missing=()
+command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
+ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2' || missing+=(libseccomp2)
+for tool in unshare nsenter setpriv; do
+  command -v "$tool" >/dev/null 2>&1 || { missing+=(util-linux); break; }
+done
+
+if [ "${#missing[@]}" = 0 ]; then
+  echo "05-sandbox-tools: $(bwrap --version) and libseccomp present"
+  exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then
+    SUDO="sudo"
+  else
+    echo "05-sandbox-tools: missing ${missing[*]}; as root run: apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+echo "05-sandbox-tools: installing ${missing[*]} from Debian's packages"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "05-sandbox-tools: $(bwrap --version) installed"
