@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import os
 import pwd
 import secrets
@@ -111,37 +112,59 @@ def _check_user_tools() -> tuple[int, int]:
     return _ensure_user()
 
 
+def _has_no_acl(path: str) -> bool:
+    try:
+        os.getxattr(path, _ACL_XATTR)
+    except OSError as exc:
+        return exc.errno == errno.ENODATA
+    return False
+
+
+def _blocked_ancestors(paths: list[str]) -> list[str]:
+    """Directories above `paths` that others cannot traverse (/root here, and a CI clone
+    made with `mktemp -d`, which is 0700)."""
+    blocked: list[str] = []
+    for path in paths:
+        current = os.path.dirname(os.path.abspath(path))
+        while current not in ("/", ""):
+            if not os.stat(current).st_mode & 0o001 and current not in blocked:
+                blocked.append(current)
+            current = os.path.dirname(current)
+    return blocked
+
+
 @contextlib.contextmanager
 def python_reachable_by(uid: int, gid: int):  # type: ignore[no-untyped-def]
-    """Lets codemode-sec exec the venv's python (see the module docstring); restores /root after."""
-    home = "/root"
-    original_mode = os.stat(home).st_mode & 0o7777
-    try:
-        original_acl: bytes | None = os.getxattr(home, _ACL_XATTR)
-    except OSError:
-        original_acl = None
-    how = "already reachable"
+    """Lets codemode-sec exec the venv's python and read this checkout (see the module
+    docstring): a traverse-only grant on each blocked ancestor, restored afterwards."""
     # Not just "does it start": without the grant the exec quietly ends up in a different
     # interpreter (Debian's /usr/bin/python3.11), so check it is the venv's real base python.
-    probe = f"import sys; assert sys.base_prefix == {sys.base_prefix!r}, sys.base_prefix"
+    probe = f"import sys; assert sys.base_prefix == {sys.base_prefix!r}, sys.base_prefix; import server"
     check = ["setpriv", "--reuid", str(uid), "--regid", str(gid), "--clear-groups", "--", sys.executable, "-c", probe]
-    if subprocess.run(check, capture_output=True).returncode != 0:
-        try:
-            if original_acl is not None:
-                raise OSError("an ACL is already set; not merging by hand")
-            os.setxattr(home, _ACL_XATTR, _acl_with_traverse(original_mode, uid))
-            how = f"ACL user:{SEC_USER}:--x on {home}"
-        except OSError:
-            os.chmod(home, original_mode | 0o001)
-            how = f"chmod o+x {home} (ACLs unavailable)"
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    targets = [os.path.realpath(sys.executable), sys.prefix, os.path.join(repo, "server")]
+    granted: list[tuple[str, int, str]] = []  # (dir, original mode, how)
     try:
-        ok = subprocess.run(check, capture_output=True, text=True)
+        for home in _blocked_ancestors(targets):
+            original_mode = os.stat(home).st_mode & 0o7777
+            kind = "acl" if _has_no_acl(home) else "chmod"  # never merge into an existing ACL by hand
+            if kind == "acl":
+                try:
+                    os.setxattr(home, _ACL_XATTR, _acl_with_traverse(original_mode, uid))
+                except OSError:
+                    kind = "chmod"
+            if kind == "chmod":
+                os.chmod(home, original_mode | 0o001)
+            granted.append((home, original_mode, kind))
+        how = ", ".join(f"{kind} on {home}" for home, _, kind in granted) or "already reachable"
+        ok = subprocess.run(check, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": repo})
         assert ok.returncode == 0, f"{SEC_USER} still cannot run {sys.executable} after {how}: {ok.stderr}"
         yield how
     finally:
-        if how.startswith("ACL"):
-            os.removexattr(home, _ACL_XATTR)
-        if how != "already reachable":
+        for home, original_mode, kind in reversed(granted):
+            if kind == "acl":
+                with contextlib.suppress(OSError):
+                    os.removexattr(home, _ACL_XATTR)
             os.chmod(home, original_mode)
 
 
