@@ -247,6 +247,10 @@ class IdleSession:
     interpreter_rss: int
     agent_pss: int
     interpreter_pss: int
+    #: bubblewrap's processes of the session (two per confined sandbox, none unconfined).
+    bwrap_processes: int = 0
+    bwrap_rss: int = 0
+    bwrap_pss: int = 0
 
 
 async def idle_session_memory(client: codemode.AsyncClient, server_pid: int) -> IdleSession:
@@ -262,4 +266,7 @@ async def idle_session_memory(client: codemode.AsyncClient, server_pid: int) -> 
             interpreter_rss=proc_memory.rss_bytes(sandbox.interpreters[0]),
             agent_pss=proc_memory.pss_bytes(sandbox.agents[0]),
             interpreter_pss=proc_memory.pss_bytes(sandbox.interpreters[0]),
+            bwrap_processes=len(sandbox.bwrap),
+            bwrap_rss=sum(proc_memory.rss_bytes(p) for p in sandbox.bwrap),
+            bwrap_pss=sum(proc_memory.pss_bytes(p) for p in sandbox.bwrap),
         )

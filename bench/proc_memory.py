@@ -72,19 +72,31 @@ def descendants(root: int) -> list[int]:
 
 @dataclasses.dataclass(frozen=True)
 class SandboxProcesses:
-    """The agent and interpreter processes of the sandboxes under one server."""
+    """The agent, interpreter and bubblewrap processes of the sandboxes under one server.
+
+    A confined sandbox is `bwrap` (as the sandbox's own host uid) → `bwrap` (pid 1 of
+    its pid namespace) → agent → interpreter; bubblewrap's command line contains the
+    agent's, so processes are told apart by their executable (argv[0]) first.
+    `others` holds whatever else runs below the server (e.g. the confined provider's
+    runtime-view holder, one per server, not per session).
+    """
 
     agents: list[int]
     interpreters: list[int]
+    bwrap: list[int] = dataclasses.field(default_factory=list)
+    others: list[int] = dataclasses.field(default_factory=list)
 
     @classmethod
     def under(cls, server_pid: int) -> "SandboxProcesses":
-        agents: list[int] = []
-        interpreters: list[int] = []
+        found = cls([], [])
         for pid in descendants(server_pid):
             command = cmdline(pid)
-            if "sandbox_agent.interpreter" in command:
-                interpreters.append(pid)
+            if os.path.basename(command.split(" ", 1)[0]) == "bwrap":
+                found.bwrap.append(pid)
+            elif "sandbox_agent.interpreter" in command:
+                found.interpreters.append(pid)
             elif "sandbox_agent" in command:
-                agents.append(pid)
-        return cls(agents, interpreters)
+                found.agents.append(pid)
+            elif command:
+                found.others.append(pid)
+        return found

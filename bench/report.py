@@ -210,16 +210,20 @@ def render(results: "Results", plan: "Plan", command: str) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: str, section: str) -> None:
-    """Replace our marked section, keeping every other section of the file."""
+def write_section(path: str, section: str, begin: str = BEGIN, end: str = END, *, append: bool = False) -> None:
+    """Replace the section between `begin` and `end`, keeping every other section of the file.
+
+    Without the markers, the section goes after the title (or at the end with `append`)."""
     existing = ""
     if os.path.exists(path):
         with open(path) as current:
             existing = current.read()
-    if BEGIN in existing and END in existing:
-        head, rest = existing.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
+    if begin in existing and end in existing:
+        head, rest = existing.split(begin, 1)
+        tail = rest.split(end, 1)[1]
         text = head + section + tail
+    elif existing.strip() and append:
+        text = existing.rstrip("\n") + "\n\n" + section + "\n"
     elif existing.strip():
         title, sep, body = existing.partition("\n")
         text = title + sep + "\n" + section + "\n\n" + body.lstrip("\n") if title.startswith("# ") \
