@@ -98,7 +98,9 @@ def _docker_provider(config: ServerConfig, ca: CertificateAuthority) -> SandboxP
 
     overrides = {"auth_token": config.auth_token, "interrupt_grace_seconds": config.interrupt_grace,
                  "start_timeout_seconds": config.sandbox_start_timeout,
-                 "deps_wheelhouse": config.deps_wheelhouse, "deps_index_url": config.deps_index_url}
+                 "deps_wheelhouse": config.deps_wheelhouse, "deps_index_url": config.deps_index_url,
+                 "network": config.sandbox_network, "runtime": config.docker_runtime,
+                 "sandbox_uid_range": config.sandbox_uid_range}
     if config.image:
         overrides["image"] = config.image
     docker_config = DockerProviderConfig.for_data_dir(config.data_dir, **overrides)
@@ -241,15 +243,13 @@ async def _set_health(app: App, status: int) -> None:
 async def start(app: App) -> None:
     # Containers a previous instance of this server left behind (crash, kill -9)
     # are removed before we serve, even if this instance never starts a sandbox.
-    remove_orphans = getattr(app.provider, "remove_orphans", None)
-    if remove_orphans is not None:
-        try:
-            removed = await remove_orphans()
-        except Exception as exc:  # engine down: the provider retries later
-            _log.warning("could not sweep orphaned sandboxes at start: %s", exc)
-        else:
-            if removed:
-                _log.info("removed %d sandboxes left by a previous run", removed)
+    try:
+        removed = await app.provider.remove_orphans()
+    except Exception as exc:  # engine down: the provider retries later
+        _log.warning("could not sweep orphaned sandboxes at start: %s", exc)
+    else:
+        if removed:
+            _log.info("removed %d sandboxes left by a previous run", removed)
     await app.server.start()
     app.pool.start()
     app.sessions.start_expiry()

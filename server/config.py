@@ -148,7 +148,7 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("interrupt_grace", "--interrupt-grace", "CODEMODE_INTERRUPT_GRACE", "2s", _non_negative(parse_duration), "SIGINT-to-SIGKILL grace for interrupted code"),
     _Option("sandbox_network", "--sandbox-network", "CODEMODE_SANDBOX_NETWORK", "none", _choice("none", "allow"), "sandbox networking: none (only the sandbox's own loopback) or allow (sessions get network unless they set network_disabled)"),
     _Option("insecure_process_sandbox", "--insecure-process-sandbox", "CODEMODE_INSECURE_PROCESS_SANDBOX", "false", parse_bool, "run process sandboxes unconfined: no namespaces, seccomp, cgroups or separate uid (for hosts without user namespaces; unsafe for untrusted code, logged loudly and reported in capabilities)", True),
-    _Option("sandbox_uid_range", "--sandbox-uid-range", "CODEMODE_SANDBOX_UID_RANGE", "200000-265535", _parse_uid_range, "host uids given one per process sandbox when the server runs as root (FIRST-LAST)"),
+    _Option("sandbox_uid_range", "--sandbox-uid-range", "CODEMODE_SANDBOX_UID_RANGE", "200000-265535", _parse_uid_range, "host uids given one per sandbox (process and Docker) when the server runs as root (FIRST-LAST)"),
     _Option("sandbox_disk_limit", "--sandbox-disk-limit", "CODEMODE_SANDBOX_DISK_LIMIT", "256m", _non_negative(parse_size), "process sandboxes: size cap of the private workdir and of /tmp, each (tmpfs, counted against the memory limit)"),
     _Option("sandbox_start_timeout", "--sandbox-start-timeout", "CODEMODE_SANDBOX_START_TIMEOUT", "30s", parse_duration, "how long a sandbox may take to become ready"),
     _Option("image", "--image", "CODEMODE_IMAGE", "", str, "container image (docker sandboxes)"),

@@ -1,10 +1,18 @@
 """Docker sandboxes: one hardened container per session, reached over mTLS + token.
 
-Each sandbox gets a private 0700 host directory, bind-mounted at /run/codemode,
-holding its token, key pair, the CA certificate and the agent's unix socket, so
-the control plane reaches a container started with `network_mode="none"`.
-Nothing else crosses into the container: no Docker socket, no storage
-credentials, no server environment. docker-py is blocking, so every engine
+Each sandbox gets a private 0700 host directory that is never mounted itself:
+its `creds/` (token, key pair, CA certificate, agent config) is bind-mounted
+read-only at /run/codemode/creds and its `sock/` at /run/codemode/sock holds
+only the agent's unix socket (locked against the container's uid before the
+sandbox is handed out), so the control plane reaches a container started with
+`network_mode="none"` (the default; a network only with --sandbox-network=allow).
+A root server runs each container as a host uid of its own, leased from the
+same pool as process sandboxes (--sandbox-uid-range) and held until the
+container is really gone, so an escaped container owns nothing of another
+sandbox's and can signal none of its processes.
+Every writable place in the container is a size-capped tmpfs. Nothing else
+crosses into the container: no Docker socket, no storage credentials, no
+server environment. docker-py is blocking, so every engine
 call runs in a worker thread; one background thread follows the engine's
 event stream to notice containers that die (killed, OOM, engine restart).
 """
@@ -44,12 +52,14 @@ from server.deps.installer import DEFAULT_INSTALL_TIMEOUT_SECONDS, DepsInstaller
 from server.deps.session_deps import SessionDeps, prepare_base_set
 from server.deps.specs import normalize_set
 from server.providers.docker_deps import CONTAINER_DEPS_BASE, CONTAINER_DEPS_RUNTIME, docker_deps_source
-from server.providers.docker_spec import LABEL_INSTANCE, LABEL_MANAGED, LABEL_SANDBOX_ID
+from server.providers.docker_spec import LABEL_HOST_UID, LABEL_INSTANCE, LABEL_MANAGED, LABEL_SANDBOX_ID
+from server.providers.sandbox_uids import UidLease, UidPool, UidRangeExhausted
 from server.providers.docker_workdir import (
     SandboxFiles,
     container_user,
     create_sandbox_dir,
     ensure_state_dir,
+    lock_socket_dir,
     remove_sandbox_dir,
 )
 
@@ -81,8 +91,11 @@ class DockerSandbox(Sandbox):
         target: str,
         deps_dir: str,
         deps: SessionDeps,
+        uid: int,
     ) -> None:
         self.sandbox_id = sandbox_id
+        #: The host uid the container runs as (its lease is the provider's, per container).
+        self.uid = uid
         self.container_id = container_id
         self.host_dir = host_dir
         self.channel = channel
@@ -171,6 +184,12 @@ class DockerSandboxProvider:
         self._closing = False
         self._lock_fd: int | None = None
         self._pending_removal: set[str] = set()
+        # Host uid leases by container id: released only once the container is removed.
+        self._uid_pool: UidPool | None = None
+        self._uid_leases: dict[str, UidLease] = {}
+        self._uid_pool_lock = threading.Lock()
+        # Whether the engine applies Docker's default seccomp profile (`docker info`); None = not asked yet.
+        self._syscall_filter: bool | None = None
         self.deps_installer = DepsInstaller(
             docker_deps_source(self._config.deps_wheelhouse, self._config.deps_index_url),
             cache_root=os.path.join(self._config.state_dir, _DEPS_CACHE_DIR),
@@ -186,7 +205,13 @@ class DockerSandboxProvider:
         return self._docker
 
     def capabilities(self, limits: SandboxLimits) -> SandboxCapabilities:
-        return docker_spec.capabilities(self._config, limits)
+        # Before the engine was asked, the seccomp filter is not claimed.
+        return docker_spec.capabilities(self._config, limits, bool(self._syscall_filter))
+
+    async def _probe_engine(self) -> None:
+        if self._syscall_filter is None:
+            info = await asyncio.to_thread(self._docker.info)
+            self._syscall_filter = docker_spec.syscall_filter(self._config, info)
 
     # --- lifecycle ----------------------------------------------------------
 
@@ -263,6 +288,10 @@ class DockerSandboxProvider:
             if exc.status_code != 409:
                 raise
         self._pending_removal.discard(container_id)
+        # Gone: nothing runs as its uid any more, so another sandbox may have it.
+        lease = self._uid_leases.pop(container_id, None)
+        if lease is not None:
+            lease.release()
 
     async def remove_container(self, container_id: str) -> None:
         """Force-removes a container; never raises.
@@ -332,10 +361,11 @@ class DockerSandboxProvider:
             return await self._start(sandbox_id, limits)
 
     async def _start(self, sandbox_id: str, limits: SandboxLimits) -> DockerSandbox:
-        if limits.network_disabled and self._config.transport == "tcp":
+        if self._config.transport == "tcp" and not docker_spec.network_enabled(self._config, limits):
             raise SandboxStartError(
-                "network_disabled needs the unix-socket transport: a published TCP port "
-                "requires a container network"
+                "the tcp transport needs a container network (a published port), but this sandbox gets none "
+                f"(network_disabled={limits.network_disabled}, --sandbox-network={self._config.network}); "
+                "use the unix transport or --sandbox-network=allow"
             )
         try:
             if not self._orphans_checked:
@@ -343,16 +373,89 @@ class DockerSandboxProvider:
                     if not self._orphans_checked:
                         await self.remove_orphans()
             self._ensure_watcher()
-            uid = await self._sandbox_uid(limits.image or self._config.image)
+            await self._probe_engine()
+            if not self._uses_uid_pool():
+                uid = await self._sandbox_uid(limits.image or self._config.image)
         except SandboxStartError:
             raise
         except _ENGINE_ERRORS as exc:
             raise SandboxStartError(f"docker engine unavailable: {_engine_message(exc)}") from None
 
         deps_base_dir = await self._prepare_deps(limits)
+        lease: UidLease | None = None
+        if self._uses_uid_pool():
+            lease = await self._lease_uid()
+            user = (lease.uid, lease.uid)
+        else:
+            user = container_user(uid)
+        try:
+            return await self._start_as(sandbox_id, limits, user, lease, deps_base_dir)
+        except BaseException:
+            # Not yet tied to a container (`_run` hands it over once one exists): free it now.
+            if lease is not None and all(held is not lease for held in self._uid_leases.values()):
+                lease.release()
+            raise
+
+    def _uses_uid_pool(self) -> bool:
+        return os.geteuid() == 0 and self._config.sandbox_uid_range is not None
+
+    async def _lease_uid(self) -> UidLease:
+        try:
+            in_use = await asyncio.to_thread(self._uids_in_use)
+        except _ENGINE_ERRORS as exc:
+            raise SandboxStartError(f"docker engine unavailable: {_engine_message(exc)}") from None
+        leasing = asyncio.ensure_future(asyncio.to_thread(self._lease_uid_sync, in_use))
+        try:
+            return await asyncio.shield(leasing)
+        except asyncio.CancelledError:
+            # The worker thread still finishes: whatever it leases must not leak.
+            leasing.add_done_callback(_release_leased)
+            raise
+        except UidRangeExhausted as exc:
+            raise SandboxStartError(str(exc)) from None
+        except OSError as exc:
+            raise SandboxStartError(f"cannot lease a sandbox uid: {exc}") from None
+
+    def _uids_in_use(self) -> set[int]:
+        """Host uids of every codemode container on the engine, whichever server made it.
+
+        A kill -9'd server's leases die with it while its containers keep running
+        until a server sweeps them, so these uids are never leased again meanwhile.
+        """
+        in_use = set()
+        for entry in self._docker.api.containers(all=True, filters={"label": [LABEL_HOST_UID]}):
+            value = (entry.get("Labels") or {}).get(LABEL_HOST_UID, "")
+            if value.isdigit():
+                in_use.add(int(value))
+        return in_use
+
+    def _lease_uid_sync(self, in_use: set[int]) -> UidLease:
+        """A uid no live sandbox of either kind holds and no container (`in_use`) runs as."""
+        first, last = self._config.sandbox_uid_range  # type: ignore[misc]
+        with self._uid_pool_lock:
+            if self._uid_pool is None:
+                self._uid_pool = UidPool(first, last, self._config.uid_lock_dir)
+        skipped: list[UidLease] = []
+        try:
+            while True:
+                lease = self._uid_pool.lease()  # raises UidRangeExhausted when all are held
+                if lease.uid not in in_use:
+                    return lease
+                skipped.append(lease)  # held until we return, so lease() moves on
+        finally:
+            for held in skipped:
+                held.release()
+
+    async def _start_as(
+        self,
+        sandbox_id: str,
+        limits: SandboxLimits,
+        user: tuple[int, int],
+        lease: UidLease | None,
+        deps_base_dir: str | None,
+    ) -> DockerSandbox:
         token = self._config.auth_token or secrets.token_urlsafe(32)
         server_pair = self._ca.issue_sandbox_cert(sandbox_id)
-        user = container_user(uid)
         files = SandboxFiles(
             token=token,
             cert_pem=server_pair.cert_pem,
@@ -384,12 +487,18 @@ class DockerSandboxProvider:
                 )
             except ValueError as exc:
                 raise SandboxStartError(str(exc)) from None
-            container_id = await self._run(kwargs)
+            container_id = await self._run(kwargs, lease)
             target = await self._target(container_id, sandbox_dir.socket_path)
             channel, stub = self._connect(sandbox_id, target, token)
             info = await self._wait_ready(container_id, sandbox_dir.socket_path, stub)
             if info.session_id and info.session_id != sandbox_id:
                 raise SandboxStartError(f"sandbox agent reports id {info.session_id!r}, expected {sandbox_id!r}")
+            if self._config.transport == "unix":
+                # No sandboxed code has run yet: from now on the socket dir holds the socket only.
+                try:
+                    await asyncio.to_thread(lock_socket_dir, sandbox_dir)
+                except (OSError, ValueError) as exc:
+                    raise SandboxStartError(f"cannot lock the sandbox socket directory: {exc}") from None
             sandbox = DockerSandbox(
                 self, sandbox_id, container_id, sandbox_dir.path, channel, stub,
                 self.capabilities(limits), info, target, deps_dir,
@@ -397,6 +506,7 @@ class DockerSandboxProvider:
                     self.deps_installer, deps_dir, normalize_set(limits.deps),
                     allow_runtime_deps=limits.allow_runtime_deps, preinstalled=deps_base_dir is not None,
                 ),
+                user[0],
             )
             self._sandboxes[sandbox_id] = sandbox
             return sandbox
@@ -426,15 +536,30 @@ class DockerSandboxProvider:
         except DepsInstallError as exc:
             raise SandboxStartError(str(exc)) from None
 
-    async def _run(self, kwargs: dict[str, Any]) -> str:
+    async def _run(self, kwargs: dict[str, Any], lease: UidLease | None = None) -> str:
+        """Creates, then starts; a container that fails to start is removed here.
+
+        Once the container exists, `lease` is its: released when it is removed."""
+        runtime = kwargs.get("runtime")
+        refused = "docker refused to start the sandbox" + (f" with runtime {runtime!r}" if runtime else "")
         try:
-            container = await asyncio.to_thread(self._docker.containers.run, **kwargs)
+            container = await asyncio.to_thread(self._docker.containers.create, **kwargs)
         except docker.errors.ImageNotFound:
             raise SandboxStartError(
                 f"sandbox image {kwargs['image']!r} not found; build it with scripts/setup/30-docker.sh"
             ) from None
         except docker.errors.APIError as exc:
-            raise SandboxStartError(f"docker refused to start the sandbox: {_engine_message(exc)}") from None
+            raise SandboxStartError(f"{refused}: {_engine_message(exc)}") from None
+        if lease is not None:
+            self._uid_leases[str(container.id)] = lease
+        try:
+            await asyncio.to_thread(container.start)
+        except docker.errors.APIError as exc:
+            await self.remove_container(str(container.id))
+            raise SandboxStartError(f"{refused}: {_engine_message(exc)}") from None
+        except BaseException:
+            await self.remove_container(str(container.id))
+            raise
         return str(container.id)
 
     async def _sandbox_uid(self, image: str) -> int:
@@ -541,6 +666,8 @@ class DockerSandboxProvider:
         while not self._closing:
             try:
                 self._events = self._docker.api.events(decode=True, filters=filters)
+                # The engine may have restarted with other settings: ask `docker info` again.
+                self._syscall_filter = docker_spec.syscall_filter(self._config, self._docker.info())
                 # Anything that died, or failed to be removed, while we were not listening.
                 self._reconcile()
                 self._retry_pending_removals()
@@ -573,6 +700,11 @@ class DockerSandboxProvider:
                 continue
             if (attrs.get("State") or {}).get("Status") != "running":
                 sandbox.mark_dead("the sandbox container is not running")
+
+
+def _release_leased(future: asyncio.Future) -> None:
+    if not future.cancelled() and future.exception() is None:
+        future.result().release()
 
 
 def describe_exit(exit_code: str) -> str:

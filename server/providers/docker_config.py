@@ -13,15 +13,23 @@ import hashlib
 import os
 import tempfile
 
+from server.providers.sandbox_uids import ROOT_LOCK_DIR
+
 DEFAULT_IMAGE = "codemode-sandbox:dev"
 
 # The uid baked into docker/Dockerfile (label dev.codemode.sandbox-uid); used
-# when an image does not carry the label.
+# when an image does not carry the label and no uid range is configured.
 DEFAULT_SANDBOX_UID = 10001
+# --sandbox-uid-range's default: shared with process sandboxes (one lease file per
+# uid under ROOT_LOCK_DIR, so no two sandboxes of either kind share a host uid).
+DEFAULT_SANDBOX_UID_RANGE = (200000, 265535)
 
-# Where the per-sandbox host directory is mounted inside the container.
+# Where the per-sandbox host directories are mounted inside the container:
+# the credentials read-only, the agent's socket in a directory of its own.
 CONTAINER_RUN_DIR = "/run/codemode"
-CONTAINER_SOCKET = f"{CONTAINER_RUN_DIR}/agent.sock"
+CONTAINER_CREDS_DIR = f"{CONTAINER_RUN_DIR}/creds"
+CONTAINER_SOCKET_DIR = f"{CONTAINER_RUN_DIR}/sock"
+CONTAINER_SOCKET = f"{CONTAINER_SOCKET_DIR}/agent.sock"
 CONTAINER_WORKDIR = "/workspace"
 # The port the agent listens on inside the container in TCP mode.
 CONTAINER_TCP_PORT = 7000
@@ -38,8 +46,10 @@ def default_instance_id(state_dir: str) -> str:
     return _short_hash(os.path.abspath(state_dir))
 
 
-# Longest state_dir that still fits "<state_dir>/<12 hex>/agent.sock" in sun_path.
-_MAX_STATE_DIR = 107 - len("/0123456789ab/agent.sock")
+# Longest state_dir that still fits "<state_dir>/<12 hex>/sock/agent.sock" in sun_path.
+_MAX_STATE_DIR = 107 - len("/0123456789ab/sock/agent.sock")
+
+NETWORK_CHOICES = ("none", "allow")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,12 +65,22 @@ class DockerProviderConfig:
     # Label value identifying this server's containers; "" = derived from state_dir.
     instance_id: str = ""
     # "unix": socket in the bind-mounted directory (works with network_mode=none).
-    # "tcp": agent port published on 127.0.0.1 only (the container needs a network).
+    # "tcp": agent port published on 127.0.0.1 only (the container needs a
+    # network, so it is refused unless `network` is "allow").
     transport: str = "unix"
+    # --sandbox-network: "none" = every container gets network_mode=none
+    # whatever the session asks; "allow" = a bridge network unless the
+    # session (or --network-disabled) sets network_disabled.
+    network: str = "none"
+    # --docker-runtime: OCI runtime for the containers (e.g. "runsc" for
+    # gVisor, "kata-runtime"); "" = the engine's default (runc).
+    runtime: str = ""
     # Docker endpoint; None = DOCKER_HOST or the default socket.
     docker_host: str | None = None
     workspace_size_bytes: int = 256 * MIB
     tmp_size_bytes: int = 64 * MIB
+    # /dev/shm (Docker's default size, made explicit so it is counted below).
+    shm_size_bytes: int = 64 * MIB
     # Memory for the agent itself on top of the interpreter's limit and the
     # tmpfs mounts (both are charged to the container's memory cgroup).
     agent_overhead_bytes: int = 128 * MIB
@@ -73,7 +93,14 @@ class DockerProviderConfig:
     auth_token: str | None = None
     # Extra environment for the sandbox (never secrets: sandboxed code can read it).
     environment: tuple[tuple[str, str], ...] = ()
-    # None = read the image's dev.codemode.sandbox-uid label.
+    # A server running as root leases one host uid of this range per container
+    # (server/providers/sandbox_uids.py, the process sandboxes' pool) and runs the
+    # container as it. None = every container as one fixed uid (`sandbox_uid`).
+    sandbox_uid_range: tuple[int, int] | None = DEFAULT_SANDBOX_UID_RANGE
+    # Host-wide lease directory; the process provider's, so the two kinds never collide.
+    uid_lock_dir: str = ROOT_LOCK_DIR
+    # A fixed uid for every container (implies no uid range); None = read the
+    # image's dev.codemode.sandbox-uid label when no range applies.
     sandbox_uid: int | None = None
     # Where deps come from (installed on the host, mounted read-only); neither
     # set = no deps support (deps_install capability false).
@@ -83,10 +110,20 @@ class DockerProviderConfig:
     def __post_init__(self) -> None:
         if self.transport not in ("unix", "tcp"):
             raise ValueError(f"docker transport must be 'unix' or 'tcp', not {self.transport!r}")
+        if self.network not in NETWORK_CHOICES:
+            raise ValueError(f"sandbox network must be 'none' or 'allow', not {self.network!r}")
+        object.__setattr__(self, "runtime", (self.runtime or "").strip())
         object.__setattr__(self, "state_dir", os.path.abspath(os.path.expanduser(self.state_dir)))
         if not self.instance_id:
             object.__setattr__(self, "instance_id", default_instance_id(self.state_dir))
-        if self.workspace_size_bytes <= 0 or self.tmp_size_bytes <= 0:
+        if self.sandbox_uid is not None:
+            object.__setattr__(self, "sandbox_uid_range", None)
+        if self.sandbox_uid_range is not None:
+            first, last = (int(bound) for bound in self.sandbox_uid_range)
+            if first <= 0 or last < first:
+                raise ValueError(f"invalid sandbox uid range {first}-{last}")
+            object.__setattr__(self, "sandbox_uid_range", (first, last))
+        if self.workspace_size_bytes <= 0 or self.tmp_size_bytes <= 0 or self.shm_size_bytes <= 0:
             raise ValueError("docker tmpfs sizes must be positive")
 
     @classmethod

@@ -9,39 +9,77 @@ from __future__ import annotations
 
 from typing import Any
 
-from docker.types import Mount
+from docker.types import Mount, Ulimit
 
 from server.providers.base import SandboxCapabilities, SandboxLimits
 from server.providers.docker_deps import CONTAINER_DEPS_BASE, CONTAINER_DEPS_RUNTIME, INTERPRETER_PYTHONPATH
 from server.providers.docker_config import (
-    CONTAINER_RUN_DIR,
+    CONTAINER_CREDS_DIR,
     CONTAINER_SOCKET,
+    CONTAINER_SOCKET_DIR,
     CONTAINER_TCP_PORT,
     CONTAINER_WORKDIR,
     DockerProviderConfig,
 )
+from server.providers.docker_workdir import creds_dir, socket_dir
 
 LABEL_MANAGED = "dev.codemode.managed"
 LABEL_SANDBOX_ID = "dev.codemode.sandbox-id"
 LABEL_INSTANCE = "dev.codemode.server-instance"
+# The host uid the container runs as: a restarted server skips the uids of
+# containers a killed predecessor left running (its leases died with it).
+LABEL_HOST_UID = "dev.codemode.host-uid"
+# OCI runtimes that apply the seccomp profile Docker hands them (gVisor's runsc,
+# for one, ignores it by default and filters syscalls its own way).
+_SECCOMP_RUNTIMES = ("runc", "crun")
 
 # Environment variables the sandbox must never receive, whatever the operator
 # configures: they would hand sandboxed code the server's storage or engine.
 _FORBIDDEN_ENV_PREFIXES = ("CODEMODE_", "REDIS", "DOCKER_")
 
 
-def capabilities(config: DockerProviderConfig, limits: SandboxLimits) -> SandboxCapabilities:
-    """Only what `run_kwargs` really enforces."""
+def network_enabled(config: DockerProviderConfig, limits: SandboxLimits) -> bool:
+    """A container network only when the operator allows it and the session does not opt out.
+
+    `network_disabled` has no presence in the proto: false/unset means "the
+    server's default", so under --sandbox-network=none a session that leaves
+    it false still gets no network (and no error).
+    """
+    return config.network == "allow" and not limits.network_disabled
+
+
+def engine_seccomp(info: dict) -> bool:
+    """Whether `docker info` says the engine applies a seccomp profile (its default one)."""
+    return any(
+        str(option).startswith("name=seccomp") and "profile=unconfined" not in str(option)
+        for option in info.get("SecurityOptions") or ()
+    )
+
+
+def syscall_filter(config: DockerProviderConfig, info: dict) -> bool:
+    """Docker's default seccomp profile really applies: the engine has seccomp, the
+    runtime honours it, and `run_kwargs` never asks for seccomp=unconfined."""
+    runtime = config.runtime or str(info.get("DefaultRuntime") or "runc")
+    return engine_seccomp(info) and runtime in _SECCOMP_RUNTIMES
+
+
+def capabilities(config: DockerProviderConfig, limits: SandboxLimits, syscall_filtered: bool = False) -> SandboxCapabilities:
+    """Only what `run_kwargs` really enforces; `syscall_filtered` comes from the engine (`syscall_filter`)."""
     return SandboxCapabilities(
         timeout=True,  # the agent interrupts, then kills and replaces, the interpreter
         process_isolation=True,
         container_isolation=True,
-        network_isolation=limits.network_disabled and config.transport == "unix",
+        # network_mode=none: only the container's own loopback exists.
+        network_isolation=not network_enabled(config, limits),
         memory_limit=limits.memory_limit_bytes > 0,
         cpu_limit=limits.cpu_quota > 0,
         reset=True,
         deps_install=bool(config.deps_wheelhouse or config.deps_index_url),
-        filesystem_isolation=True,  # own read-only rootfs + private tmpfs
+        filesystem_isolation=True,  # own read-only rootfs + private size-capped tmpfs
+        pids_limit=True,  # always a pids cgroup: the session's limit or default_pids_limit
+        disk_limit=True,  # every writable place is a size-capped tmpfs; the rootfs is read-only
+        syscall_filter=syscall_filtered,
+        unconfined=False,  # cap_drop ALL, no-new-privileges, never seccomp=unconfined or privileged
     )
 
 
@@ -53,6 +91,7 @@ def container_memory_bytes(config: DockerProviderConfig, limits: SandboxLimits) 
         limits.memory_limit_bytes
         + config.workspace_size_bytes
         + config.tmp_size_bytes
+        + config.shm_size_bytes
         + config.agent_overhead_bytes
     )
 
@@ -95,14 +134,28 @@ def run_kwargs(
     deps_runtime_dir: str | None = None,
     deps_base_dir: str | None = None,
 ) -> dict[str, Any]:
-    """Arguments for `client.containers.run(**kwargs)`."""
+    """Arguments for `client.containers.create(**kwargs)`.
+
+    `host_dir` is the sandbox's own (never mounted) host directory; only its
+    `creds/` (read-only) and `sock/` subdirectories are bind-mounted. Every
+    place the sandbox can write is a size-capped tmpfs.
+    """
     uid, gid = user
+    with_network = network_enabled(config, limits)
+    if config.transport == "tcp" and not with_network:
+        raise ValueError(
+            "the tcp transport needs a container network (a published port), but this sandbox gets none "
+            "(network_disabled, or --sandbox-network=none); use the unix transport or --sandbox-network=allow"
+        )
     pids = limits.pids_limit if limits.pids_limit > 0 else config.default_pids_limit
     if config.transport == "unix":
         listen = f"unix:{CONTAINER_SOCKET}"
     else:
         listen = f"0.0.0.0:{CONTAINER_TCP_PORT}"
-    mounts = [Mount(target=CONTAINER_RUN_DIR, source=host_dir, type="bind", read_only=False)]
+    mounts = [Mount(target=CONTAINER_CREDS_DIR, source=creds_dir(host_dir), type="bind", read_only=True)]
+    if config.transport == "unix":
+        # Writable by the container's uid only until the agent's socket exists (lock_socket_dir).
+        mounts.append(Mount(target=CONTAINER_SOCKET_DIR, source=socket_dir(host_dir), type="bind", read_only=False))
     # Packages are installed by the control plane; the sandbox only reads them.
     if deps_runtime_dir:
         mounts.append(Mount(target=CONTAINER_DEPS_RUNTIME, source=deps_runtime_dir, type="bind", read_only=True))
@@ -110,7 +163,7 @@ def run_kwargs(
         mounts.append(Mount(target=CONTAINER_DEPS_BASE, source=deps_base_dir, type="bind", read_only=True))
     kwargs: dict[str, Any] = {
         "image": limits.image or config.image,
-        "command": ["--listen", listen, "--credentials-dir", CONTAINER_RUN_DIR],
+        "command": ["--listen", listen, "--credentials-dir", CONTAINER_CREDS_DIR],
         "detach": True,
         "user": f"{uid}:{gid}",
         "working_dir": CONTAINER_WORKDIR,
@@ -120,13 +173,15 @@ def run_kwargs(
             LABEL_MANAGED: "true",
             LABEL_SANDBOX_ID: sandbox_id,
             LABEL_INSTANCE: config.instance_id,
+            LABEL_HOST_UID: str(uid),
         },
         "mounts": mounts,
         "read_only": True,
         "tmpfs": {
             CONTAINER_WORKDIR: f"rw,nosuid,nodev,size={config.workspace_size_bytes},mode=0700,uid={uid},gid={gid}",
-            "/tmp": f"rw,nosuid,nodev,size={config.tmp_size_bytes},mode=1777",
+            "/tmp": f"rw,nosuid,nodev,size={config.tmp_size_bytes},mode=1777,uid={uid},gid={gid}",
         },
+        "shm_size": config.shm_size_bytes,
         "cap_drop": ["ALL"],
         # Docker applies its default seccomp profile unless told otherwise; we never do.
         "security_opt": ["no-new-privileges"],
@@ -134,7 +189,9 @@ def run_kwargs(
         "ipc_mode": "private",
         # tini as PID 1 reaps zombies left by sandboxed code's subprocesses.
         "init": True,
-        "ulimits": [],
+        # No POSIX message queues: /dev/mqueue is the one writable mount that is not a
+        # size-capped tmpfs, so its per-uid byte budget (RLIMIT_MSGQUEUE) is zero.
+        "ulimits": [Ulimit(name="msgqueue", soft=0, hard=0)],
     }
     memory = container_memory_bytes(config, limits)
     if memory:
@@ -142,10 +199,10 @@ def run_kwargs(
         kwargs["memswap_limit"] = memory  # no swap: the limit is the limit
     if limits.cpu_quota > 0:
         kwargs["nano_cpus"] = int(limits.cpu_quota * 1e9)
-    if config.transport == "unix":
-        kwargs["network_mode"] = "none" if limits.network_disabled else "bridge"
-    else:
-        kwargs["network_mode"] = "bridge"
+    if config.runtime:
+        kwargs["runtime"] = config.runtime
+    kwargs["network_mode"] = "bridge" if with_network else "none"
+    if config.transport == "tcp":
         # Published on loopback only: nothing off this host can reach the agent.
         kwargs["ports"] = {f"{CONTAINER_TCP_PORT}/tcp": ("127.0.0.1", None)}
     return kwargs

@@ -37,6 +37,7 @@ from server.providers import bubblewrap
 from server.providers.agent_channel import AgentStub, AgentTls, connect_agent
 from server.providers.base import Sandbox, SandboxCapabilities, SandboxLimits, SandboxStartError, SandboxUnenforceable
 from server.providers.confinement import OPT_OUT_FLAG, ConfinedProcess, Confinement
+from server.providers.sandbox_uids import lock_is_held
 
 _log = logging.getLogger(__name__)
 _UNIX_PATH_MAX = 100  # sun_path is 108 bytes; leave room for the terminator and slack
@@ -565,17 +566,7 @@ def _hold_dir_lock(base: str) -> int:
 
 
 def _held_by_live_server(base: str) -> bool:
-    try:
-        fd = os.open(os.path.join(base, _LOCK_NAME), os.O_RDWR | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
+    return lock_is_held(os.path.join(base, _LOCK_NAME))
 
 
 def _absolute(path: str | None) -> str | None:

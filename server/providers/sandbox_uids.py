@@ -85,3 +85,19 @@ def subordinate_range(uid: int, path: str = "/etc/subuid") -> tuple[int, int] | 
     except OSError:
         return None
     return None
+
+
+def lock_is_held(path: str) -> bool:
+    """True while a live process holds the flock on `path` (a uid lease, a sandbox dir's
+    `.lock`); a missing file is not held."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False

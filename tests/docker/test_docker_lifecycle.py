@@ -62,7 +62,14 @@ async def test_restarted_server_removes_its_orphans_only(docker_ready, ca, state
 
 
 async def test_tcp_transport_publishes_on_loopback_only(docker_ready, ca, state_dir):
-    provider = DockerSandboxProvider(ca, provider_config(state_dir, transport="tcp"))
+    # The published port needs a container network, so only with --sandbox-network=allow.
+    refused = DockerSandboxProvider(ca, provider_config(state_dir, transport="tcp"))
+    try:
+        with pytest.raises(SandboxStartError, match="tcp transport needs a container network"):
+            await refused.start(limits(network_disabled=False))
+    finally:
+        await refused.close()
+    provider = DockerSandboxProvider(ca, provider_config(state_dir, transport="tcp", network="allow"))
     try:
         sandbox = await provider.start(limits(network_disabled=False))
         assert sandbox.target.startswith("127.0.0.1:")

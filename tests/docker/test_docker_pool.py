@@ -58,7 +58,8 @@ async def test_process_server_runs_a_docker_session_learns_its_pool_and_stops_it
             boxed = await client.create(session=_of_kind(DOCKER))
             assert boxed.config.sandbox_kind == DOCKER
             assert boxed.capabilities.container_isolation
-            assert stdout(await client.run(boxed.name, "import os\nprint(os.getuid())")) == b"10001\n"
+            uid = int(stdout(await client.run(boxed.name, "import os\nprint(os.getuid())")))
+            assert uid == _sandbox_of(server, boxed.name).uid and uid not in (0, 10001)
             assert set(server.app.providers.created()) == {PROCESS, DOCKER}
 
             (learned,) = pool.learned_configs()

@@ -20,7 +20,9 @@ async def test_runs_code_and_keeps_state(provider):
     sandbox = await provider.start(limits())
     first = await execute(sandbox, "x = 20\nprint('hello from', __import__('os').getuid())")
     assert first.finished.status == execute_pb2.EXECUTION_STATUS_OK, first
-    assert first.text.startswith("hello from 10001"), first
+    # A host uid of its own from the sandbox uid range (the test runs as root), never the image's.
+    assert first.text.strip() == f"hello from {sandbox.uid}", first
+    assert 200000 <= sandbox.uid <= 265535
     second = await execute(sandbox, "print(x * 2 + 2)")
     assert second.text.strip() == "42", second
     info = await sandbox.stub.GetInfo(agent_pb2.GetInfoRequest(), timeout=10)
@@ -32,7 +34,8 @@ async def test_container_is_hardened(provider):
     sandbox = await provider.start(limits(memory_limit_bytes=128 * MIB, cpu_quota=0.5, pids_limit=64))
     attrs = provider.docker_client.api.inspect_container(sandbox.container_id)
     host = attrs["HostConfig"]
-    assert attrs["Config"]["User"] == "10001:10001"
+    uid = sandbox.uid
+    assert attrs["Config"]["User"] == f"{uid}:{uid}" and uid not in (0, 10001)
     assert host["ReadonlyRootfs"] is True
     assert host["CapDrop"] == ["ALL"] and not host.get("CapAdd")
     assert host["SecurityOpt"] == ["no-new-privileges"]  # and no seccomp=unconfined
@@ -42,19 +45,24 @@ async def test_container_is_hardened(provider):
     assert host["NanoCpus"] == 500_000_000
     assert host["NetworkMode"] == "none"
     assert set(host["Tmpfs"]) == {"/workspace", "/tmp"}
+    assert all(f"uid={uid},gid={uid}" in options for options in host["Tmpfs"].values()), host["Tmpfs"]
+    assert host["ShmSize"] == provider.config.shm_size_bytes
     labels = attrs["Config"]["Labels"]
     assert labels[LABEL_MANAGED] == "true"
     assert labels[LABEL_SANDBOX_ID] == sandbox.sandbox_id
     assert labels[LABEL_INSTANCE] == provider.config.instance_id
-    # Only the sandbox's own directories (the deps one read-only); never the Docker socket.
+    # Only the sandbox's own directories (credentials and deps read-only, the socket dir
+    # locked to root once the agent listens); never the Docker socket.
     mounts = sorted((m["Type"], m["Source"], m["Destination"], m["RW"]) for m in attrs["Mounts"])
     assert mounts == sorted([
         ("bind", sandbox.deps_dir, "/opt/codemode/deps/runtime", False),
-        ("bind", sandbox.host_dir, "/run/codemode", True),
+        ("bind", os.path.join(sandbox.host_dir, "creds"), "/run/codemode/creds", False),
+        ("bind", os.path.join(sandbox.host_dir, "sock"), "/run/codemode/sock", True),
     ])
     caps = sandbox.capabilities
     assert caps.container_isolation and caps.network_isolation and caps.memory_limit and caps.cpu_limit
     assert caps.timeout and caps.process_isolation and caps.reset and caps.filesystem_isolation
+    assert caps.pids_limit and caps.disk_limit and not caps.unconfined
     assert not caps.deps_install
 
 
@@ -72,6 +80,8 @@ print(json.dumps({
     "env": dict(os.environ),
     "sockets": found,
     "run_codemode": sorted(os.listdir("/run/codemode")),
+    "creds": sorted(os.listdir("/run/codemode/creds")),
+    "sock": sorted(os.listdir("/run/codemode/sock")),
     "root_writable": os.access("/", os.W_OK),
 }))
 """
@@ -84,8 +94,10 @@ print(json.dumps({
     assert not any(k.startswith(("CODEMODE", "REDIS", "DOCKER")) for k in env), env
     assert "hunter2" not in json.dumps(env)
     assert report["sockets"] == []
-    # Only this sandbox's own credentials and its socket.
-    assert set(report["run_codemode"]) <= {"token", "agent.crt", "agent.key", "ca.crt", "config.json", "agent.sock"}
+    # Only this sandbox's own credentials and its socket, each in its own directory.
+    assert report["run_codemode"] == ["creds", "sock"]
+    assert report["creds"] == ["agent.crt", "agent.key", "ca.crt", "config.json", "token"]
+    assert report["sock"] == ["agent.sock"]
     assert report["root_writable"] is False
 
 

@@ -29,7 +29,9 @@ async def test_session_runs_in_a_container_and_survives_a_neighbour_being_killed
         neighbour = await client.create()
         assert victim.capabilities.container_isolation and victim.capabilities.network_isolation
         assert victim.capabilities.memory_limit
-        assert stdout(await client.run(neighbour.name, "import os\nprint(os.getuid())")) == b"10001\n"
+        # The server passes --sandbox-uid-range down: a leased host uid, not the image's 10001.
+        uid = int(stdout(await client.run(neighbour.name, "import os\nprint(os.getuid())")))
+        assert uid == _sandbox_of(server, neighbour.name).uid and 200000 <= uid <= 265535
 
         sandbox = _sandbox_of(server, victim.name)
         call = client.execute.Execute(
