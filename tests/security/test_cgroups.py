@@ -258,9 +258,15 @@ def test_unprivileged_reports_unavailable() -> None:
     setpriv = shutil.which("setpriv")
     if not (os.path.exists(python) and setpriv and os.geteuid() == 0):
         pytest.skip("needs root, setpriv and /usr/bin/python3 (the venv under /root is not readable by nobody)")
+    # The module alone (standard library only), copied where nobody can read it: the
+    # checkout may sit under a 0700 directory (a CI clone made with mktemp -d).
+    module_dir = tempfile.mkdtemp(prefix="cm-cgroups-")
+    os.chmod(module_dir, 0o755)
+    shutil.copy(os.path.join(ROOT, "server", "providers", "cgroups.py"), module_dir)
+    os.chmod(os.path.join(module_dir, "cgroups.py"), 0o644)
     snippet = (
         "import json, os\n"
-        "from server.providers import cgroups\n"
+        "import cgroups\n"
         "mgr = cgroups.CgroupManager('codemode-test-nobody')\n"
         "print(json.dumps({'uid': os.geteuid(), 'available': mgr.available, 'reason': mgr.reason,"
         " 'detect': cgroups.detect('codemode-test-nobody') is None}))\n"
@@ -268,8 +274,9 @@ def test_unprivileged_reports_unavailable() -> None:
     result = subprocess.run(
         [setpriv, "--reuid", "65534", "--regid", "65534", "--clear-groups", python, "-c", snippet],
         capture_output=True, text=True, timeout=30, cwd="/",
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": ROOT},
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": module_dir},
     )  # fmt: skip
+    shutil.rmtree(module_dir, ignore_errors=True)
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout)
     assert info["uid"] == 65534
