@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import typing
 from pathlib import Path
 from typing import Sequence
 
@@ -33,6 +34,16 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env.pop("CODEMODE_TARGET", None)
     env.update(extra)
     return env
+
+
+def read_ready_line(stdout: "typing.IO[str]", timeout: float = READY_TIMEOUT_SECONDS) -> str:
+    """The server's first stdout line, or "" if none came within `timeout` (a hung start
+    must fail the test, not hang it)."""
+    result: list[str] = []
+    reader = threading.Thread(target=lambda: result.append(stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    return result[0] if result else ""
 
 
 class ServerProcess:
@@ -77,11 +88,7 @@ class ServerProcess:
 
     def _read_ready_line(self) -> str:
         assert self._proc is not None and self._proc.stdout is not None
-        result: list[str] = []
-        reader = threading.Thread(target=lambda: result.append(self._proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
-        reader.start()
-        reader.join(READY_TIMEOUT_SECONDS)
-        return result[0] if result else ""
+        return read_ready_line(self._proc.stdout)
 
     def _drain_stdout(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None

@@ -16,9 +16,8 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from tests.client.server_process import ROOT, subprocess_env
+from tests.client.server_process import ROOT, read_ready_line, subprocess_env
 
-READY_TIMEOUT_SECONDS = 90.0
 
 
 class SecServer:
@@ -63,11 +62,8 @@ class SecServer:
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
         )
         threading.Thread(target=self._drain_stderr, daemon=True).start()
-        holder: list[str] = []
-        reader = threading.Thread(target=lambda: holder.append(self.proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
-        reader.start()
-        reader.join(READY_TIMEOUT_SECONDS)
-        line = holder[0] if holder else ""
+        assert self.proc.stdout is not None
+        line = read_ready_line(self.proc.stdout)
         try:
             ready = json.loads(line)
         except json.JSONDecodeError:

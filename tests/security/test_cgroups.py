@@ -43,8 +43,7 @@ def _unique(prefix: str) -> str:
 
 @pytest.fixture
 def manager() -> Iterator[cgroups.CgroupManager]:
-    if os.geteuid() != 0:
-        pytest.skip("cgroup enforcement tests need root (the unprivileged case has its own test)")
+    require(os.geteuid() == 0, "root for cgroup enforcement tests (the unprivileged case has its own test)")
     lock_dir = tempfile.mkdtemp(prefix="cg-locks-")
     mgr = cgroups.CgroupManager(_unique("codemode-test"), lock_dir=lock_dir)
     try:
