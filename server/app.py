@@ -25,6 +25,7 @@ from codemode.v1 import session_pb2
 from server import telemetry
 from server.auth import ApiTokenInterceptor
 from server.config import ConfigError, ServerConfig
+from server.deps.provisioner import DepsProvisioner
 from server.host_call_handler import HostCallHandler, NotImplementedHostCallHandler
 from server.pki import CertificateAuthority
 from server.providers.base import SandboxProvider
@@ -80,6 +81,7 @@ class App:
     service_names: list[str]
     storage: StorageServices
     providers: SandboxProviders
+    deps: DepsProvisioner  # package provisioning, shared by every provider (they only expose its dirs)
     stop_requested: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
     def request_stop(self) -> None:
@@ -92,34 +94,36 @@ def _load_ca(config: ServerConfig) -> CertificateAuthority:
     return CertificateAuthority.create()
 
 
-def _docker_provider(config: ServerConfig, ca: CertificateAuthority) -> SandboxProvider:
+def _docker_provider(config: ServerConfig, ca: CertificateAuthority, deps: DepsProvisioner) -> SandboxProvider:
     from server.providers.docker import DockerSandboxProvider
     from server.providers.docker_config import DockerProviderConfig
 
     overrides = {"auth_token": config.auth_token, "interrupt_grace_seconds": config.interrupt_grace,
                  "start_timeout_seconds": config.sandbox_start_timeout,
-                 "deps_wheelhouse": config.deps_wheelhouse, "deps_index_url": config.deps_index_url,
                  "network": config.sandbox_network, "runtime": config.docker_runtime,
                  "sandbox_uid_range": config.sandbox_uid_range}
     if config.image:
         overrides["image"] = config.image
     docker_config = DockerProviderConfig.for_data_dir(config.data_dir, **overrides)
-    return DockerSandboxProvider(ca, docker_config, deps_install_timeout=config.deps_install_timeout)
+    return DockerSandboxProvider(ca, docker_config, deps)
 
 
-def _process_provider(config: ServerConfig, ca: CertificateAuthority) -> SandboxProvider:
+def _process_provider(config: ServerConfig, ca: CertificateAuthority, deps: DepsProvisioner) -> SandboxProvider:
     from server.providers.process import ProcessSandboxProvider
 
-    return ProcessSandboxProvider(config, ca)
+    return ProcessSandboxProvider(config, ca, deps)
 
 
-def _make_providers(config: ServerConfig, ca: CertificateAuthority) -> SandboxProviders:
-    """Both kinds on every server; `--sandbox` only picks the default (and the warm one)."""
+def _make_providers(config: ServerConfig, ca: CertificateAuthority, deps: DepsProvisioner) -> SandboxProviders:
+    """Both kinds on every server; `--sandbox` only picks the default (and the warm one).
+
+    Every kind gets the same package service: installs, sources and the cache of
+    base sets live there, so a provider only declares its interpreter and mounts dirs."""
     default_kind = session_pb2.SANDBOX_KIND_DOCKER if config.sandbox == "docker" else session_pb2.SANDBOX_KIND_PROCESS
     return SandboxProviders(
         {
-            session_pb2.SANDBOX_KIND_PROCESS: lambda: _process_provider(config, ca),
-            session_pb2.SANDBOX_KIND_DOCKER: lambda: _docker_provider(config, ca),
+            session_pb2.SANDBOX_KIND_PROCESS: lambda: _process_provider(config, ca, deps),
+            session_pb2.SANDBOX_KIND_DOCKER: lambda: _docker_provider(config, ca, deps),
         },
         default_kind,
     )
@@ -190,7 +194,8 @@ async def build_app(config: ServerConfig, host_call_handler: HostCallHandler | N
     telemetry.configure_tracing()
     os.makedirs(config.data_dir, mode=0o700, exist_ok=True)
     ca = _load_ca(config)
-    providers = _make_providers(config, ca)
+    deps = DepsProvisioner.from_config(config)
+    providers = _make_providers(config, ca, deps)
     provider = providers.default()  # the default kind must work: fail at boot, not per session
     interceptors: list[grpc.aio.ServerInterceptor] = [telemetry.server_interceptor()]
     if config.api_token:
@@ -232,7 +237,7 @@ async def build_app(config: ServerConfig, host_call_handler: HostCallHandler | N
             port = server.add_secure_port(config.listen, credentials)
     except RuntimeError as exc:
         raise OSError(f"cannot listen on {config.listen}: {exc}") from None
-    return App(config, server, _bound_address(config.listen, port), sessions, pool, provider, health, inflight, ca, names, storage, providers)
+    return App(config, server, _bound_address(config.listen, port), sessions, pool, provider, health, inflight, ca, names, storage, providers, deps)
 
 
 async def _set_health(app: App, status: int) -> None:

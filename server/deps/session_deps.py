@@ -20,7 +20,7 @@ import shutil
 
 from server.deps.errors import DepsInstallError, RuntimeDepsDisabledError
 from server.deps.installer import DepsInstaller
-from server.deps.specs import base_name, normalize_set, normalize_spec
+from server.deps.specs import base_name, normalize_spec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +45,9 @@ class SessionDeps:
         allow_runtime_deps: bool,
         preinstalled: bool,
     ) -> None:
-        """`configured` must be normalized; `preinstalled` = the base dir already holds it."""
+        """`configured` must be normalized; `preinstalled` = the base dir already holds it.
+
+        Built by `PreparedDeps.for_sandbox` (server/deps/provisioner.py), never by a provider."""
         self._installer = installer
         self.runtime_dir = runtime_dir
         self._configured = list(configured)
@@ -116,25 +118,6 @@ class SessionDeps:
                 await self._install(missing)
                 self._installed |= set(missing)
             return SyncResult(list(missing), list(self._configured))
-
-
-async def prepare_base_set(
-    installer: DepsInstaller, deps: tuple[str, ...], sync_on_start: bool
-) -> tuple[tuple[str, ...], str | None]:
-    """(normalized set, cached dir holding it or None) for a sandbox about to start.
-
-    The set is installed now only with `sync_on_start`, so CreateSession
-    returns once the packages are importable. Raises DepsSpecError or
-    DepsInstallError; providers turn them into SandboxStartError.
-    """
-    specs = normalize_set(deps)
-    if not specs or not sync_on_start:
-        return specs, None
-    if not installer.source.configured:
-        raise DepsInstallError(
-            "sync_deps_on_start needs a package source (--deps-wheelhouse or --deps-index-url)"
-        )
-    return specs, await installer.cached_set(specs)
 
 
 def _remove_recreated(runtime_dir: str) -> None:

@@ -3,7 +3,10 @@
 The API layer (sessions, Execute relay) only ever sees `SandboxProvider` and
 `Sandbox`: a started agent reachable through an authenticated gRPC channel.
 The process provider and the Docker provider implement it; adding another
-(e.g. a remote VM) never touches the API layer.
+(e.g. a remote VM) never touches the API layer. Packages are not a provider's
+job: each gets the app's `DepsProvisioner` (server/deps/provisioner.py), declares
+its interpreter, and only exposes the directories it gets back (`Sandbox.deps`,
+`deps_import_paths`).
 """
 
 from __future__ import annotations

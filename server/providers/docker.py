@@ -47,11 +47,9 @@ from server.providers.docker_config import (
     DEFAULT_SANDBOX_UID,
     DockerProviderConfig,
 )
-from server.deps.errors import DepsInstallError, DepsSpecError
-from server.deps.installer import DEFAULT_INSTALL_TIMEOUT_SECONDS, DepsInstaller
-from server.deps.session_deps import SessionDeps, prepare_base_set
-from server.deps.specs import normalize_set
-from server.providers.docker_deps import CONTAINER_DEPS_BASE, CONTAINER_DEPS_RUNTIME, docker_deps_source
+from server.deps.provisioner import CACHE_DIR_NAME, DepsProvisioner, PreparedDeps
+from server.deps.session_deps import SessionDeps
+from server.providers.docker_deps import CONTAINER_DEPS_BASE, CONTAINER_DEPS_RUNTIME, IMAGE_DEPS_TARGET
 from server.providers.docker_spec import LABEL_HOST_UID, LABEL_INSTANCE, LABEL_MANAGED, LABEL_SANDBOX_ID
 from server.providers.sandbox_uids import UidLease, UidPool, UidRangeExhausted
 from server.providers.docker_workdir import (
@@ -72,7 +70,6 @@ _DOCKER_API_VERSION = "1.41"
 _ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
 # Entries of the state dir that belong to a sandbox: "<id>" and "<id>-deps".
 _SANDBOX_ENTRY_RE = re.compile(r"^[0-9a-f]{12}(-deps)?$")
-_DEPS_CACHE_DIR = "deps-cache"
 
 
 class DockerSandbox(Sandbox):
@@ -164,8 +161,10 @@ class DockerSandboxProvider:
         self,
         ca: CertificateAuthority,
         config: DockerProviderConfig | None = None,
-        deps_install_timeout: float = DEFAULT_INSTALL_TIMEOUT_SECONDS,
+        deps: DepsProvisioner | None = None,
     ) -> None:
+        """`deps`: the server's package service (the app injects its one); None = no
+        package source, so no deps support (`deps_install` false)."""
         self._ca = ca
         self._config = config or DockerProviderConfig()
         self._client_pair = ca.issue_client_cert(CONTROL_PLANE_IDENTITY)
@@ -190,11 +189,7 @@ class DockerSandboxProvider:
         self._uid_pool_lock = threading.Lock()
         # Whether the engine applies Docker's default seccomp profile (`docker info`); None = not asked yet.
         self._syscall_filter: bool | None = None
-        self.deps_installer = DepsInstaller(
-            docker_deps_source(self._config.deps_wheelhouse, self._config.deps_index_url),
-            cache_root=os.path.join(self._config.state_dir, _DEPS_CACHE_DIR),
-            timeout_seconds=deps_install_timeout,
-        )
+        self._deps = deps or DepsProvisioner(os.path.join(self._config.state_dir, CACHE_DIR_NAME))
 
     @property
     def config(self) -> DockerProviderConfig:
@@ -206,7 +201,9 @@ class DockerSandboxProvider:
 
     def capabilities(self, limits: SandboxLimits) -> SandboxCapabilities:
         # Before the engine was asked, the seccomp filter is not claimed.
-        return docker_spec.capabilities(self._config, limits, bool(self._syscall_filter))
+        return docker_spec.capabilities(
+            self._config, limits, bool(self._syscall_filter), deps_install=self._deps.installs_available
+        )
 
     async def _probe_engine(self) -> None:
         if self._syscall_filter is None:
@@ -381,7 +378,8 @@ class DockerSandboxProvider:
         except _ENGINE_ERRORS as exc:
             raise SandboxStartError(f"docker engine unavailable: {_engine_message(exc)}") from None
 
-        deps_base_dir = await self._prepare_deps(limits)
+        # The image's interpreter, not the control plane's: the service picks wheels for it.
+        prepared = await self._deps.prepare(IMAGE_DEPS_TARGET, limits.deps, limits.sync_deps_on_start)
         lease: UidLease | None = None
         if self._uses_uid_pool():
             lease = await self._lease_uid()
@@ -389,7 +387,7 @@ class DockerSandboxProvider:
         else:
             user = container_user(uid)
         try:
-            return await self._start_as(sandbox_id, limits, user, lease, deps_base_dir)
+            return await self._start_as(sandbox_id, limits, user, lease, prepared)
         except BaseException:
             # Not yet tied to a container (`_run` hands it over once one exists): free it now.
             if lease is not None and all(held is not lease for held in self._uid_leases.values()):
@@ -452,7 +450,7 @@ class DockerSandboxProvider:
         limits: SandboxLimits,
         user: tuple[int, int],
         lease: UidLease | None,
-        deps_base_dir: str | None,
+        prepared: PreparedDeps,
     ) -> DockerSandbox:
         token = self._config.auth_token or secrets.token_urlsafe(32)
         server_pair = self._ca.issue_sandbox_cert(sandbox_id)
@@ -483,7 +481,7 @@ class DockerSandboxProvider:
                 kwargs = docker_spec.run_kwargs(
                     sandbox_id=sandbox_id, limits=limits, config=self._config,
                     host_dir=sandbox_dir.path, user=user,
-                    deps_runtime_dir=deps_dir, deps_base_dir=deps_base_dir,
+                    deps_runtime_dir=deps_dir, deps_base_dir=prepared.base_dir,
                 )
             except ValueError as exc:
                 raise SandboxStartError(str(exc)) from None
@@ -502,10 +500,7 @@ class DockerSandboxProvider:
             sandbox = DockerSandbox(
                 self, sandbox_id, container_id, sandbox_dir.path, channel, stub,
                 self.capabilities(limits), info, target, deps_dir,
-                SessionDeps(
-                    self.deps_installer, deps_dir, normalize_set(limits.deps),
-                    allow_runtime_deps=limits.allow_runtime_deps, preinstalled=deps_base_dir is not None,
-                ),
+                prepared.for_sandbox(deps_dir, limits.allow_runtime_deps),
                 user[0],
             )
             self._sandboxes[sandbox_id] = sandbox
@@ -526,15 +521,6 @@ class DockerSandboxProvider:
             if isinstance(exc, Exception):
                 raise SandboxStartError(f"starting the sandbox container failed: {exc}{logs}") from exc
             raise
-
-    async def _prepare_deps(self, limits: SandboxLimits) -> str | None:
-        """The cached, read-only package set for `deps` when it must be importable at start."""
-        try:
-            return (await prepare_base_set(self.deps_installer, limits.deps, limits.sync_deps_on_start))[1]
-        except DepsSpecError as exc:
-            raise SandboxStartError(f"invalid deps: {exc}") from None
-        except DepsInstallError as exc:
-            raise SandboxStartError(str(exc)) from None
 
     async def _run(self, kwargs: dict[str, Any], lease: UidLease | None = None) -> str:
         """Creates, then starts; a container that fails to start is removed here.

@@ -102,10 +102,6 @@ class DockerProviderConfig:
     # A fixed uid for every container (implies no uid range); None = read the
     # image's dev.codemode.sandbox-uid label when no range applies.
     sandbox_uid: int | None = None
-    # Where deps come from (installed on the host, mounted read-only); neither
-    # set = no deps support (deps_install capability false).
-    deps_wheelhouse: str | None = None
-    deps_index_url: str | None = None
 
     def __post_init__(self) -> None:
         if self.transport not in ("unix", "tcp"):

@@ -63,8 +63,11 @@ def syscall_filter(config: DockerProviderConfig, info: dict) -> bool:
     return engine_seccomp(info) and runtime in _SECCOMP_RUNTIMES
 
 
-def capabilities(config: DockerProviderConfig, limits: SandboxLimits, syscall_filtered: bool = False) -> SandboxCapabilities:
-    """Only what `run_kwargs` really enforces; `syscall_filtered` comes from the engine (`syscall_filter`)."""
+def capabilities(
+    config: DockerProviderConfig, limits: SandboxLimits, syscall_filtered: bool = False, deps_install: bool = False
+) -> SandboxCapabilities:
+    """Only what `run_kwargs` really enforces; `syscall_filtered` comes from the engine (`syscall_filter`),
+    `deps_install` from the deps service (a package source is configured)."""
     return SandboxCapabilities(
         timeout=True,  # the agent interrupts, then kills and replaces, the interpreter
         process_isolation=True,
@@ -74,7 +77,7 @@ def capabilities(config: DockerProviderConfig, limits: SandboxLimits, syscall_fi
         memory_limit=limits.memory_limit_bytes > 0,
         cpu_limit=limits.cpu_quota > 0,
         reset=True,
-        deps_install=bool(config.deps_wheelhouse or config.deps_index_url),
+        deps_install=deps_install,
         filesystem_isolation=True,  # own read-only rootfs + private size-capped tmpfs
         pids_limit=True,  # always a pids cgroup: the session's limit or default_pids_limit
         disk_limit=True,  # every writable place is a size-capped tmpfs; the rootfs is read-only

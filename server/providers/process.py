@@ -29,9 +29,8 @@ import grpc
 from codemode.sandbox.v1 import agent_pb2
 from server import telemetry
 from server.config import ServerConfig
-from server.deps.errors import DepsInstallError, DepsSpecError
-from server.deps.installer import DepsInstaller, DepsSource
-from server.deps.session_deps import SessionDeps, prepare_base_set
+from server.deps.provisioner import HOST_TARGET, DepsProvisioner, PreparedDeps
+from server.deps.session_deps import SessionDeps
 from server.pki import CONTROL_PLANE_IDENTITY, CertificateAuthority, sandbox_dns_name
 from server.providers import bubblewrap
 from server.providers.agent_channel import AgentStub, AgentTls, connect_agent
@@ -43,7 +42,6 @@ _log = logging.getLogger(__name__)
 _UNIX_PATH_MAX = 100  # sun_path is 108 bytes; leave room for the terminator and slack
 _MAX_MESSAGE = 16 * 1024 * 1024
 _STOP_GRACE_SECONDS = 2.0
-_DEPS_CACHE_DIR = "deps-cache"
 
 
 def _import_roots() -> list[str]:
@@ -218,22 +216,15 @@ class ProcessSandboxProvider:
 
     kind = "process"
 
-    def __init__(self, config: ServerConfig, ca: CertificateAuthority) -> None:
+    def __init__(self, config: ServerConfig, ca: CertificateAuthority, deps: DepsProvisioner | None = None) -> None:
+        """`deps`: the server's package service (the app injects its one); None = one from `config`."""
         self._config = config
         self._ca = ca
         self._client = ca.issue_client_cert(CONTROL_PLANE_IDENTITY)
         self._sandboxes: set[ProcessSandbox] = set()
         self._root = os.path.join(config.data_dir, "sandboxes")
-        # Same uid as the interpreter, so sandboxed code could write these dirs
-        # (see docs/dependencies.md); the allow_runtime_deps lock is in SessionDeps.
-        self.deps_installer = DepsInstaller(
-            DepsSource(
-                wheelhouse=_absolute(config.deps_wheelhouse),
-                index_url=config.deps_index_url,
-            ),
-            cache_root=os.path.join(config.data_dir, _DEPS_CACHE_DIR),
-            timeout_seconds=config.deps_install_timeout,
-        )
+        # Sandboxes run this server's interpreter (HOST_TARGET); the allow_runtime_deps lock is in SessionDeps.
+        self._deps = deps or DepsProvisioner.from_config(config)
         self._confinement: Confinement | None = None
         if config.insecure_process_sandbox:
             _log.warning(
@@ -243,19 +234,19 @@ class ProcessSandboxProvider:
             )
         else:
             # Traversable (not listable) by sandbox uids: each sandbox binds only its own subdir.
-            for path in (self._root, self.deps_installer.cache_root):
+            for path in (self._root, self._deps.cache_dir):
                 os.makedirs(path, mode=0o711, exist_ok=True)
                 os.chmod(path, 0o711)
             self._confinement = Confinement(
                 config.sandbox_uid_range, config.sandbox_disk_limit,
                 bubblewrap.RuntimeView.of_this_server(_package_dirs()),
-                shared_dirs=(self._root, self.deps_installer.cache_root),
+                shared_dirs=(self._root, self._deps.cache_dir),
             )  # fmt: skip
         # At construction, not only at serve: a lazily built provider sweeps too.
         self._swept = self._sweep_leftovers()
 
     def capabilities(self, limits: SandboxLimits) -> SandboxCapabilities:
-        deps_install = self.deps_installer.source.configured
+        deps_install = self._deps.installs_available
         if self._confinement is None:
             return SandboxCapabilities(
                 timeout=True, reset=True, unconfined=True, deps_install=deps_install,
@@ -376,17 +367,11 @@ class ProcessSandboxProvider:
 
     async def _start(self, sandbox_id: str, limits: SandboxLimits) -> ProcessSandbox:
         token = self._config.auth_token or secrets.token_urlsafe(32)
-        try:
-            configured_deps, deps_base_dir = await prepare_base_set(
-                self.deps_installer, limits.deps, limits.sync_deps_on_start
-            )
-        except DepsSpecError as exc:
-            raise SandboxStartError(f"invalid deps: {exc}") from None
-        except DepsInstallError as exc:
-            raise SandboxStartError(str(exc)) from None
+        prepared = await self._deps.prepare(HOST_TARGET, limits.deps, limits.sync_deps_on_start)
+        deps_base_dir = prepared.base_dir
         self._check_enforceable(limits)
         if self._confinement is not None:
-            return await self._start_confined(sandbox_id, limits, token, configured_deps, deps_base_dir)
+            return await self._start_confined(sandbox_id, limits, token, prepared)
         socket_path, workdir, cleanup = self._make_private_dirs(sandbox_id)
         lock_fd = _hold_dir_lock(cleanup[0])
         deps_runtime_dir = os.path.join(cleanup[0], "deps")
@@ -424,10 +409,7 @@ class ProcessSandboxProvider:
                 raise SandboxStartError(f"sandbox agent did not answer GetInfo: {exc.code().name}: {exc.details()}") from None
             if info.session_id and info.session_id != sandbox_id:
                 raise SandboxStartError(f"sandbox agent reports id {info.session_id!r}, expected {sandbox_id!r}")
-            deps = SessionDeps(
-                self.deps_installer, deps_runtime_dir, configured_deps,
-                allow_runtime_deps=limits.allow_runtime_deps, preinstalled=deps_base_dir is not None,
-            )
+            deps = prepared.for_sandbox(deps_runtime_dir, limits.allow_runtime_deps)
             sandbox = ProcessSandbox(
                 sandbox_id, process, channel, stub, self.capabilities(limits), cleanup, info,
                 on_stop=self._stopped(lock_fd), deps=deps, deps_import_paths=import_paths,
@@ -450,8 +432,7 @@ class ProcessSandboxProvider:
         sandbox_id: str,
         limits: SandboxLimits,
         token: str,
-        configured_deps: tuple[str, ...],
-        deps_base_dir: str | None,
+        prepared: PreparedDeps,
     ) -> ProcessSandbox:
         assert self._confinement is not None
         os.makedirs(self._root, mode=0o700, exist_ok=True)
@@ -461,7 +442,7 @@ class ProcessSandboxProvider:
         # The server installs packages here; the sandbox sees it read-only.
         deps_runtime_dir = os.path.join(base, "deps")
         os.mkdir(deps_runtime_dir, 0o755)
-        host_deps = (deps_runtime_dir, deps_base_dir) if deps_base_dir else (deps_runtime_dir,)
+        host_deps = (deps_runtime_dir, prepared.base_dir) if prepared.base_dir else (deps_runtime_dir,)
         # Fixed paths inside: the sandbox learns nothing of the host's layout.
         import_paths = bubblewrap.DEPS_DIRS[: len(host_deps)]
         log_path = os.path.join(base, "agent.log")
@@ -488,10 +469,7 @@ class ProcessSandboxProvider:
                 info = await stub.GetInfo(agent_pb2.GetInfoRequest(), timeout=self._config.sandbox_start_timeout)
             except grpc.aio.AioRpcError as exc:
                 raise SandboxStartError(f"sandbox agent did not answer GetInfo: {exc.code().name}: {exc.details()}") from None
-            deps = SessionDeps(
-                self.deps_installer, deps_runtime_dir, configured_deps,
-                allow_runtime_deps=limits.allow_runtime_deps, preinstalled=deps_base_dir is not None,
-            )  # fmt: skip
+            deps = prepared.for_sandbox(deps_runtime_dir, limits.allow_runtime_deps)
             sandbox = ProcessSandbox(
                 sandbox_id, confined.process, channel, stub, self.capabilities(limits), [base], info,
                 on_stop=self._stopped(lock_fd), deps=deps, deps_import_paths=import_paths, confined=confined,
@@ -567,11 +545,6 @@ def _hold_dir_lock(base: str) -> int:
 
 def _held_by_live_server(base: str) -> bool:
     return lock_is_held(os.path.join(base, _LOCK_NAME))
-
-
-def _absolute(path: str | None) -> str | None:
-    """pip runs with its own cwd semantics; a relative wheelhouse must not depend on it."""
-    return os.path.abspath(os.path.expanduser(path)) if path else None
 
 
 async def _drain(stream: asyncio.StreamReader) -> None:

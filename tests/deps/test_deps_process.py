@@ -27,16 +27,16 @@ async def _probe(client, session: str) -> dict:
 async def test_sync_on_start_is_importable_at_once_and_the_set_is_cached(running_server, wheelhouse):
     srv = await running_server(deps_wheelhouse=wheelhouse)
     client = connect(srv.address)
-    installer = srv.app.provider.deps_installer
+    deps_service = srv.app.deps  # the package service, shared by every provider
     try:
         first = await _create(client, deps=["CM_Tiny_A"], sync_deps_on_start=True)
         assert first.capabilities.deps_install
         assert list(first.config.deps) == ["cm-tiny-a"]
         assert await _probe(client, first.name) == {"cm_tiny_a": "a-1.0", "cm_tiny_b": None}
         assert (await run_ok(client, first.name, "print(deps.list())")).strip() == "['cm-tiny-a']"
-        installs = installer.installs
+        installs = deps_service.installs
         second = await _create(client, deps=["cm-tiny-a"], sync_deps_on_start=True)
-        assert installer.installs == installs  # same set: no pip run
+        assert deps_service.installs == installs  # same set: no pip run
         assert (await _probe(client, second.name))["cm_tiny_a"] == "a-1.0"
     finally:
         await client.channel.close()
@@ -184,13 +184,13 @@ async def test_concurrent_starts_with_one_set_run_pip_once(running_server, wheel
 
     srv = await running_server(deps_wheelhouse=wheelhouse)
     client = connect(srv.address)
-    installer = srv.app.provider.deps_installer
+    deps_service = srv.app.deps  # the package service, shared by every provider
     try:
-        before = installer.installs
+        before = deps_service.installs
         sessions = await asyncio.gather(
             *(_create(client, deps=["cm-tiny-a", "cm-tiny-b"], sync_deps_on_start=True) for _ in range(2))
         )
-        assert installer.installs == before + 1
+        assert deps_service.installs == before + 1
         for session in sessions:
             assert await _probe(client, session.name) == {"cm_tiny_a": "a-1.0", "cm_tiny_b": "b-2.0"}
     finally:

@@ -116,6 +116,7 @@ def test_runtime_reaches_the_run_arguments(tmp_path):
 def test_server_options_reach_the_docker_config(tmp_path):
     from server.app import _docker_provider
     from server.config import options_table, parse_config
+    from server.deps.provisioner import DepsProvisioner
     from server.pki import CertificateAuthority
 
     config = parse_config([], {"CODEMODE_DATA_DIR": str(tmp_path)})
@@ -124,7 +125,7 @@ def test_server_options_reach_the_docker_config(tmp_path):
         ["--sandbox-network", "allow", "--docker-runtime", "runsc"], {"CODEMODE_DATA_DIR": str(tmp_path)}
     )
     assert config.sandbox_network == "allow" and config.docker_runtime == "runsc"
-    provider = _docker_provider(config, CertificateAuthority.create())  # no engine call yet
+    provider = _docker_provider(config, CertificateAuthority.create(), DepsProvisioner.from_config(config))  # no engine call yet
     try:
         assert provider.config.network == "allow" and provider.config.runtime == "runsc"
     finally:

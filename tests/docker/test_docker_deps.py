@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
 from codemode.v1 import execute_pb2
+from server.deps.provisioner import DepsProvisioner
 from server.providers.base import SandboxStartError
 from server.providers.docker import DockerSandboxProvider
 from server.providers.docker_deps import DepsSpecError, RuntimeDepsDisabledError, normalize_spec
@@ -43,8 +45,14 @@ def wheelhouse(tmp_path):
 
 
 @pytest.fixture
-async def deps_provider(docker_ready, ca, state_dir, wheelhouse):
-    provider = DockerSandboxProvider(ca, provider_config(state_dir, deps_wheelhouse=wheelhouse))
+def deps_service(state_dir, wheelhouse) -> DepsProvisioner:
+    """The package service, built as the app builds it and injected into the provider."""
+    return DepsProvisioner(os.path.join(state_dir, "deps-cache"), wheelhouse=wheelhouse)
+
+
+@pytest.fixture
+async def deps_provider(docker_ready, ca, state_dir, deps_service):
+    provider = DockerSandboxProvider(ca, provider_config(state_dir), deps_service)
     yield provider
     await provider.close()
 
@@ -75,7 +83,7 @@ async def _probe(sandbox) -> dict:
     return json.loads(outcome.text)
 
 
-async def test_sync_deps_on_start_makes_packages_importable_and_caches_the_set(deps_provider):
+async def test_sync_deps_on_start_makes_packages_importable_and_caches_the_set(deps_provider, deps_service):
     session_limits = limits(deps=("CM_Tiny_A",), sync_deps_on_start=True)
     first = await deps_provider.start(session_limits)
     assert first.capabilities.deps_install
@@ -85,10 +93,10 @@ async def test_sync_deps_on_start_makes_packages_importable_and_caches_the_set(d
     assert report["/opt/codemode/deps/base"] == 30 and report["/opt/codemode/deps/runtime"] == 30
     assert report["pip"] != 0
     assert first.deps_list() == ["cm-tiny-a"]
-    installs = deps_provider.deps_installer.installs
+    installs = deps_service.installs
     second = await deps_provider.start(session_limits)
     assert (await _probe(second))["cm_tiny_a"] == "a-1.0"
-    assert deps_provider.deps_installer.installs == installs  # same set: no reinstall
+    assert deps_service.installs == installs  # same set: no reinstall
 
 
 async def test_runtime_add_is_importable_in_the_same_session(deps_provider):
