@@ -41,6 +41,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--credentials-fd", type=int)
     parser.add_argument("--credentials-dir")
     parser.add_argument("--insecure-dev-no-auth", action="store_true")
+    parser.add_argument(
+        "--socket-mode", type=lambda text: int(text, 8),
+        help="octal mode for a unix socket (the process provider's socket dir is private to the sandbox, and an "
+        "unprivileged control plane is not the sandbox's uid)",
+    )  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -79,7 +84,7 @@ def _bound_address(listen: str, port: int) -> str:
     return f"{host}:{port}"
 
 
-async def serve(listen: str, creds: credentials_module.AgentCredentials | None) -> int:
+async def serve(listen: str, creds: credentials_module.AgentCredentials | None, socket_mode: int | None = None) -> int:
     config = InterpreterConfig.from_json(creds.interpreter if creds else {})
     host = InterpreterHost(config)
     try:
@@ -107,6 +112,8 @@ async def serve(listen: str, creds: credentials_module.AgentCredentials | None) 
         print(f"codemode-agent: cannot listen on {listen}: {exc}", file=sys.stderr, flush=True)
         return 1
     await server.start()
+    if socket_mode is not None and listen.startswith("unix:"):
+        os.chmod(listen.removeprefix("unix:"), socket_mode)
     print(json.dumps({"ready": True, "address": _bound_address(listen, port), "pid": os.getpid()}), flush=True)
 
     stop = asyncio.Event()
@@ -124,4 +131,4 @@ def main(argv: list[str] | None = None) -> int:
     make_non_dumpable()
     args = _parse(argv)
     creds = _load(args)
-    return asyncio.run(serve(args.listen, creds))
+    return asyncio.run(serve(args.listen, creds, args.socket_mode))

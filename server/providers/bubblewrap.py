@@ -109,7 +109,9 @@ def command(bwrap: str, spec: BwrapSpec) -> list[str]:
     size = str(spec.disk_limit_bytes) if spec.disk_limit_bytes > 0 else None
     for path in (WORKDIR, TMPDIR):
         argv += [*(("--size", size) if size else ()), "--perms", "0700", "--tmpfs", path]
-    argv += ["--size", str(_RUN_DIR_BYTES), "--perms", "0700", "--tmpfs", RUN_DIR]
+    # 0711 and a 0666 socket: an unprivileged server (not the sandbox's uid) must reach
+    # the socket through /proc/<init>/root, which only it and root can resolve.
+    argv += ["--size", str(_RUN_DIR_BYTES), "--perms", "0711", "--tmpfs", RUN_DIR]
     for source, dest in spec.binds:
         argv += ["--ro-bind", source, dest]
     argv += [
@@ -134,7 +136,7 @@ def command(bwrap: str, spec: BwrapSpec) -> list[str]:
     argv += [
         "--",
         spec.python, "-s", "-m", "sandbox_agent",
-        "--listen", f"unix:{SOCKET_PATH}",
+        "--listen", f"unix:{SOCKET_PATH}", "--socket-mode", "0666",
         "--credentials-fd", str(spec.credentials_fd),
     ]  # fmt: skip
     return argv

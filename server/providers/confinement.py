@@ -13,13 +13,14 @@ import dataclasses
 import json
 import logging
 import os
+import pwd
 import signal
 import subprocess
 
 from server.providers import bubblewrap, cgroups, seccomp
 from server.providers.base import SandboxStartError
 from server.providers.runtime_view import RuntimeViewError, RuntimeViewNamespace
-from server.providers.sandbox_uids import ROOT_LOCK_DIR, UidLease, UidPool
+from server.providers.sandbox_uids import ROOT_LOCK_DIR, SubordinateIds, UidLease, UidPool, user_lock_dir
 
 _log = logging.getLogger(__name__)
 OPT_OUT_FLAG = "--insecure-process-sandbox"
@@ -51,12 +52,12 @@ class ConfinedProcess:
         self,
         process: asyncio.subprocess.Process,
         init_pid: int,
-        uid_lease: UidLease | None,
+        uid_lease: UidLease,
         cgroup: cgroups.SandboxCgroup | None,
     ) -> None:
         self.process = process
         self.init_pid = init_pid
-        self.uid = uid_lease.uid if uid_lease is not None else os.getuid()
+        self.uid = uid_lease.uid
         self._uid_lease = uid_lease
         self.cgroup = cgroup
 
@@ -86,8 +87,7 @@ class ConfinedProcess:
                 await asyncio.wait_for(self.process.wait(), timeout=5)
         if self.cgroup is not None:
             await asyncio.to_thread(self.cgroup.remove)
-        if self._uid_lease is not None:
-            self._uid_lease.release()
+        self._uid_lease.release()
 
 
 class Confinement:
@@ -106,20 +106,28 @@ class Confinement:
                 f"install it, or pass {OPT_OUT_FLAG} to run them unconfined (unsafe for untrusted code)"
             )
         self.bwrap = bwrap
-        self.uids: UidPool | None = None
-        self.view: RuntimeViewNamespace | None = None
+        # Each sandbox on a host uid of its own; bubblewrap itself runs as that uid.
+        ids: SubordinateIds | None = None
         if os.geteuid() == 0:
-            # Each sandbox on a uid of its own; bubblewrap itself runs as that uid.
             self.uids = UidPool(uid_range[0], uid_range[1], ROOT_LOCK_DIR)
-            try:
-                self.view = RuntimeViewNamespace([*runtime.paths, *shared_dirs])
-            except RuntimeViewError as exc:
-                raise ConfinementUnavailable(f"{exc}; or pass {OPT_OUT_FLAG} (unsafe for untrusted code)") from None
         else:
-            _log.warning(
-                "the server is not root: process sandboxes share its host uid (still in their own user, pid, "
-                "mount and network namespaces); run the server as root for a uid per sandbox"
-            )
+            ids = SubordinateIds.of_user(os.geteuid())
+            if ids is None:
+                raise ConfinementUnavailable(
+                    "the server is not root, so process sandboxes need subordinate uids and gids to run as "
+                    "(never the server's own uid): add a range for this user, e.g. as root "
+                    f"`usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {_user_name()}`, "
+                    f"run the server as root, or pass {OPT_OUT_FLAG} (unsafe for untrusted code)"
+                )
+            try:
+                self.uids = UidPool(ids.uid_first, ids.uid_last, user_lock_dir(os.geteuid()))
+            except PermissionError as exc:
+                raise ConfinementUnavailable(f"cannot keep sandbox uid leases: {exc}") from None
+        self.ids = ids
+        try:
+            self.view = RuntimeViewNamespace([*runtime.paths, *shared_dirs], ids)
+        except RuntimeViewError as exc:
+            raise ConfinementUnavailable(f"{exc}; or pass {OPT_OUT_FLAG} (unsafe for untrusted code)") from None
         try:
             self._seccomp = seccomp.build_filter()
         except seccomp.SeccompUnavailable as exc:
@@ -156,7 +164,7 @@ class Confinement:
         return self.cgroups.sweep() if self.cgroups.available else []
 
     def _source(self, host_path: str) -> str:
-        return self.view.view_of(host_path) if self.view is not None else host_path
+        return self.view.view_of(host_path)
 
     async def launch(
         self,
@@ -172,7 +180,7 @@ class Confinement:
         network: bool,
         stderr: int,
     ) -> ConfinedProcess:
-        lease = self.uids.lease() if self.uids is not None else None
+        lease = self.uids.lease()
         fds: list[int] = []
         cgroup: cgroups.SandboxCgroup | None = None
         process: asyncio.subprocess.Process | None = None
@@ -197,10 +205,9 @@ class Confinement:
                 python=self.runtime.python, binds=binds, disk_limit_bytes=self.disk_limit_bytes, network=network,
                 pythonpath=pythonpath, env=env,
             )  # fmt: skip
-            prefix: list[str] = []
-            if self.view is not None and lease is not None:
-                prefix = [*self.view.enter_prefix(), "setpriv", "--reuid", str(lease.uid), "--regid", str(lease.uid),
-                          "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--pdeathsig", "KILL", "--"]  # fmt: skip
+            uid, gid = self.ids.inner_ids(lease.uid) if self.ids is not None else (lease.uid, lease.uid)
+            prefix = [*self.view.enter_prefix(), "setpriv", "--reuid", str(uid), "--regid", str(gid),
+                      "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--pdeathsig", "KILL", "--"]  # fmt: skip
             process = await asyncio.create_subprocess_exec(
                 *prefix, *bubblewrap.command(self.bwrap, spec),
                 stdin=asyncio.subprocess.DEVNULL,
@@ -229,8 +236,7 @@ class Confinement:
                     await asyncio.wait_for(process.wait(), 5)
             if cgroup is not None:
                 await asyncio.to_thread(cgroup.remove)
-            if lease is not None:
-                lease.release()
+            lease.release()
             raise
         finally:
             for fd in fds:
@@ -238,8 +244,13 @@ class Confinement:
                     os.close(fd)
 
     def close(self) -> None:
-        if self.view is not None:
-            self.view.close()
+        self.view.close()
+
+
+def _user_name() -> str:
+    with contextlib.suppress(KeyError):
+        return pwd.getpwuid(os.geteuid()).pw_name
+    return str(os.geteuid())
 
 
 def _children(pid: int) -> list[int]:

@@ -6,6 +6,11 @@ its data dir is 0700 too. Rather than loosen host permissions, one holder proces
 per provider keeps a mount namespace where those trees are bind-mounted read-only
 under /mnt (a tmpfs there, invisible to the host); bubblewrap is started inside it
 with `nsenter`. The holder dies with the server (PDEATHSIG), and the namespace with it.
+
+An unprivileged server builds the same view inside a user namespace of its own, in
+which it is root and its subordinate ids are mapped (`SubordinateIds`): there it may
+mount, and switch to a sandbox's id, which on the host is a subordinate uid that is
+neither root nor the server's.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import os
 import shlex
 import shutil
 import subprocess
+
+from server.providers.sandbox_uids import SubordinateIds
 
 VIEW_ROOT = "/mnt"
 
@@ -26,10 +33,13 @@ class RuntimeViewError(RuntimeError):
 class RuntimeViewNamespace:
     """Maps host paths to their read-only view paths inside the holder's namespace."""
 
-    def __init__(self, sources: list[str]) -> None:
-        for tool in ("unshare", "nsenter", "setpriv", "mount"):
+    def __init__(self, sources: list[str], ids: SubordinateIds | None = None) -> None:
+        tools = ["unshare", "nsenter", "setpriv", "mount"] + (["newuidmap", "newgidmap"] if ids else [])
+        for tool in tools:
             if shutil.which(tool) is None:
-                raise RuntimeViewError(f"{tool} (util-linux) is missing")
+                package = "uidmap" if tool.startswith("new") else "util-linux"
+                raise RuntimeViewError(f"{tool} (Debian package {package}) is missing")
+        self.ids = ids
         self.views = {source: f"{VIEW_ROOT}/{index}" for index, source in enumerate(sources)}
         script = ["set -e", f"mount -t tmpfs -o mode=0755,size=1m codemode-view {VIEW_ROOT}"]
         for source, view in self.views.items():
@@ -37,8 +47,8 @@ class RuntimeViewNamespace:
                        f"mount -o remount,bind,ro {view}"]  # fmt: skip
         script += ["echo ready", "exec sleep infinity"]
         self._holder = subprocess.Popen(
-            ["setpriv", "--pdeathsig", "KILL", "--", "unshare", "--mount", "--propagation", "private",
-             "--", "/bin/sh", "-c", "\n".join(script)],
+            ["setpriv", "--pdeathsig", "KILL", "--", "unshare", *(ids.map_arguments() if ids else ()),
+             "--mount", "--propagation", "private", "--", "/bin/sh", "-c", "\n".join(script)],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )  # fmt: skip
         assert self._holder.stdout is not None
@@ -58,7 +68,10 @@ class RuntimeViewNamespace:
         raise KeyError(host_path)
 
     def enter_prefix(self) -> list[str]:
-        return ["nsenter", f"--mount=/proc/{self._holder.pid}/ns/mnt", "--"]
+        """nsenter into the holder's namespaces (its user namespace first, as root there,
+        when the server is unprivileged)."""
+        user = [f"--user=/proc/{self._holder.pid}/ns/user"] if self.ids else []
+        return ["nsenter", *user, f"--mount=/proc/{self._holder.pid}/ns/mnt", "--"]
 
     def alive(self) -> bool:
         return self._holder.poll() is None

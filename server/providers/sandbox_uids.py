@@ -4,15 +4,23 @@ A namespace escape then still lands on a uid that owns nothing and can signal no
 other sandbox. Leases are `flock`s on one file per uid in a host-wide directory, so
 two servers on one host (or a restarted one) never hand out the same uid, and a
 crashed server's leases free themselves when its file descriptors close.
+
+A root server leases from `--sandbox-uid-range`. An unprivileged server cannot
+switch to arbitrary uids, so it leases from its own subordinate range
+(/etc/subuid and /etc/subgid, the ranges rootless Podman uses), mapped into a user
+namespace by the setuid `newuidmap`/`newgidmap` helpers; its lock directory is
+private to its user, because those ranges belong to that user alone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import os
 import pwd
 import random
+import stat
 from collections.abc import Iterator
 
 #: Root-only, host-wide: leases must be visible to every server on the host.
@@ -67,6 +75,57 @@ class UidPool:
                 continue
             return UidLease(uid, fd)
         raise UidRangeExhausted(f"all {self.last - self.first + 1} sandbox uids ({self.first}-{self.last}) are in use")
+
+
+@dataclasses.dataclass(frozen=True)
+class SubordinateIds:
+    """An unprivileged user's subordinate uid and gid ranges, mapped from inner id 1 up
+    (inner 0 is the user itself, which no sandbox ever runs as)."""
+
+    uid_first: int
+    gid_first: int
+    count: int
+
+    @classmethod
+    def of_user(cls, uid: int, subuid: str = "/etc/subuid", subgid: str = "/etc/subgid") -> SubordinateIds | None:
+        uids = subordinate_range(uid, subuid)
+        gids = subordinate_range(uid, subgid)
+        if uids is None or gids is None:
+            return None
+        count = min(uids[1] - uids[0], gids[1] - gids[0]) + 1
+        return cls(uid_first=uids[0], gid_first=gids[0], count=count)
+
+    @property
+    def uid_last(self) -> int:
+        return self.uid_first + self.count - 1
+
+    def inner_ids(self, host_uid: int) -> tuple[int, int]:
+        """The (uid, gid) inside the mapping namespace that `host_uid` and its gid twin are."""
+        inner = host_uid - self.uid_first + 1
+        if not 1 <= inner <= self.count:
+            raise ValueError(f"uid {host_uid} is outside the subordinate range")
+        return inner, inner
+
+    def map_arguments(self) -> list[str]:
+        """`unshare` options: the user itself becomes root of the namespace (so it can
+        switch to a sandbox's id there), its subordinate ids become 1..count."""
+        return ["--map-root-user", f"--map-users={self.uid_first},1,{self.count}",
+                f"--map-groups={self.gid_first},1,{self.count}"]  # fmt: skip
+
+
+def user_lock_dir(uid: int) -> str:
+    """A lock dir private to `uid`: its runtime dir when it has one, else /tmp, checked
+    to be a real directory owned by it (a squatted /tmp path fails loudly)."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    base = runtime if runtime and os.path.isdir(runtime) else "/tmp"
+    path = os.path.join(base, f"codemode-{uid}", "sandbox-uids")
+    for directory in (os.path.dirname(path), path):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(directory, 0o700)
+        info = os.lstat(directory)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != uid or info.st_mode & 0o077:
+            raise PermissionError(f"{directory} must be a directory owned by uid {uid} with mode 0700")
+    return path
 
 
 def subordinate_range(uid: int, path: str = "/etc/subuid") -> tuple[int, int] | None:

@@ -103,7 +103,23 @@ def _ensure_user() -> tuple[int, int]:
             check=True, capture_output=True,
         )
         entry = pwd.getpwnam(SEC_USER)
+    _ensure_subordinate_ids()
     return entry.pw_uid, entry.pw_gid
+
+
+#: Disjoint from the root server's default --sandbox-uid-range (200000-265535).
+SEC_SUBORDINATE_IDS = "300000-365535"
+
+
+def _ensure_subordinate_ids() -> None:
+    """An unprivileged server runs sandboxes on its subordinate ids, as a Debian login
+    user gets them from useradd; a --system user gets none, so the suite adds them."""
+    for path in ("/etc/subuid", "/etc/subgid"):
+        with contextlib.suppress(FileNotFoundError), open(path, encoding="utf-8") as handle:
+            if any(line.startswith(f"{SEC_USER}:") for line in handle):
+                continue
+        flag = "--add-subuids" if path.endswith("subuid") else "--add-subgids"
+        subprocess.run(["usermod", flag, SEC_SUBORDINATE_IDS, SEC_USER], check=True, capture_output=True)
 
 
 def _check_user_tools() -> tuple[int, int]:
