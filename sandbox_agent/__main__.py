@@ -1,5 +1,12 @@
 import sys
 
-from sandbox_agent.cli import main
+# bootstrap first: it spawns the interpreter before cli's heavy imports (asyncio, grpc).
+from sandbox_agent.bootstrap import bootstrap
 
-sys.exit(main())
+boot = bootstrap()
+
+from sandbox_agent.cli import serve  # noqa: E402
+
+import asyncio  # noqa: E402
+
+sys.exit(asyncio.run(serve(boot)))

@@ -1,10 +1,9 @@
-"""`python -m sandbox_agent`: load credentials (fail-closed), start the server, print ready."""
+"""`python -m sandbox_agent`: after `bootstrap` (credentials, first interpreter), start the
+server and print ready."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import ctypes
 import json
 import os
 import signal
@@ -13,68 +12,14 @@ import sys
 import grpc
 
 from codemode.sandbox.v1 import agent_pb2_grpc
-from sandbox_agent import credentials as credentials_module
 from sandbox_agent import telemetry
 from sandbox_agent.auth import AuthInterceptor
-from sandbox_agent.interpreter_host import InterpreterConfig, InterpreterHost, InterpreterStartError
+from sandbox_agent.bootstrap import Bootstrap, bootstrap
+from sandbox_agent.interpreter_host import InterpreterHost, InterpreterStartError
 from sandbox_agent.service import AgentService
 from sandbox_agent.tls import server_credentials
 
-EXIT_REFUSED = 2
-PR_SET_DUMPABLE = 4
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        _refuse(message)
-
-
-def _refuse(reason: str) -> None:
-    print(f"codemode-agent: refusing to start: {reason}", file=sys.stderr, flush=True)
-    sys.exit(EXIT_REFUSED)
-
-
-def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = _Parser(prog="python -m sandbox_agent", description="codemode sandbox agent")
-    parser.add_argument("--listen", required=True, help="unix:/abs/path.sock or HOST:PORT")
-    parser.add_argument("--credentials-fd", type=int)
-    parser.add_argument("--credentials-dir")
-    parser.add_argument("--insecure-dev-no-auth", action="store_true")
-    parser.add_argument(
-        "--socket-mode", type=lambda text: int(text, 8),
-        help="octal mode for a unix socket (the process provider's socket dir is private to the sandbox, and an "
-        "unprivileged control plane is not the sandbox's uid)",
-    )  # fmt: skip
-    return parser.parse_args(argv)
-
-
-def make_non_dumpable() -> None:
-    """Same-user code cannot then read our memory or /proc/<pid>/environ."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
-
-
-def _load(args: argparse.Namespace) -> credentials_module.AgentCredentials | None:
-    if args.credentials_fd is not None and args.credentials_dir:
-        _refuse("give either --credentials-fd or --credentials-dir, not both")
-    try:
-        if args.credentials_fd is not None:
-            return credentials_module.from_fd(args.credentials_fd)
-        if args.credentials_dir:
-            return credentials_module.from_dir(args.credentials_dir)
-    except credentials_module.CredentialsError as exc:
-        _refuse(str(exc))
-    if args.insecure_dev_no_auth:
-        print(
-            "codemode-agent: WARNING: --insecure-dev-no-auth: NO TLS AND NO TOKEN; anyone who can reach "
-            f"{args.listen} can run code. Never use this outside manual debugging.",
-            file=sys.stderr,
-            flush=True,
-        )
-        return None
-    _refuse("no credentials (--credentials-fd or --credentials-dir)")
-    return None
 
 
 def _bound_address(listen: str, port: int) -> str:
@@ -84,11 +29,11 @@ def _bound_address(listen: str, port: int) -> str:
     return f"{host}:{port}"
 
 
-async def serve(listen: str, creds: credentials_module.AgentCredentials | None, socket_mode: int | None = None) -> int:
-    config = InterpreterConfig.from_json(creds.interpreter if creds else {})
-    host = InterpreterHost(config)
+async def serve(boot: Bootstrap) -> int:
+    listen, creds, socket_mode = boot.args.listen, boot.credentials, boot.args.socket_mode
+    host = InterpreterHost(boot.config)
     try:
-        await host.start()
+        await host.start(boot.interpreter)
     except InterpreterStartError as exc:
         print(f"codemode-agent: {exc}", file=sys.stderr, flush=True)
         return 1
@@ -128,7 +73,4 @@ async def serve(listen: str, creds: credentials_module.AgentCredentials | None, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    make_non_dumpable()
-    args = _parse(argv)
-    creds = _load(args)
-    return asyncio.run(serve(args.listen, creds, args.socket_mode))
+    return asyncio.run(serve(bootstrap(argv)))

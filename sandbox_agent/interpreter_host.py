@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import os
 import select
 import signal
@@ -19,6 +18,7 @@ import sys
 from typing import Any
 
 from sandbox_agent import protocol
+from sandbox_agent.interpreter_spawn import ChildProcess, InterpreterConfig, Spawned, spawn
 from sandbox_agent.output_budget import STDERR, STDOUT, Chunk, OutputBudget
 
 READ_SIZE = 64 * 1024
@@ -29,61 +29,6 @@ QUEUE_LOW_WATER = 8
 
 class InterpreterStartError(Exception):
     """The interpreter child could not be started."""
-
-
-@dataclasses.dataclass(frozen=True)
-class InterpreterConfig:
-    memory_limit_bytes: int = 0
-    cpu_time_limit_seconds: int = 0
-    max_open_files: int = 0
-    max_processes: int = 0
-    workdir: str = ""
-    env: dict[str, str] = dataclasses.field(default_factory=dict)
-    interrupt_grace_seconds: float = 2.0
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any] | None) -> "InterpreterConfig":
-        data = dict(data or {})
-        env = data.get("env") or {}
-        if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
-            raise ValueError("interpreter.env must be an object of strings")
-        grace = data.get("interrupt_grace_seconds", data.get("interpreter_grace_seconds"))
-        return cls(
-            memory_limit_bytes=int(data.get("memory_limit_bytes") or 0),
-            cpu_time_limit_seconds=int(data.get("cpu_time_limit_seconds") or 0),
-            max_open_files=int(data.get("max_open_files") or 0),
-            max_processes=int(data.get("max_processes") or 0),
-            workdir=str(data.get("workdir") or ""),
-            env=dict(env),
-            interrupt_grace_seconds=float(grace) if grace else 2.0,
-        )
-
-    def limits_json(self) -> str:
-        return json.dumps(
-            {
-                "memory_limit_bytes": self.memory_limit_bytes,
-                "cpu_time_limit_seconds": self.cpu_time_limit_seconds,
-                "max_open_files": self.max_open_files,
-                "max_processes": self.max_processes,
-            }
-        )
-
-
-def _package_root() -> str:
-    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def child_environment(config: InterpreterConfig) -> dict[str, str]:
-    """Only what user code needs; never anything of the agent's own environment."""
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-        "HOME": config.workdir or os.environ.get("HOME", "/tmp"),
-        "LANG": "C.UTF-8",
-        "TMPDIR": os.environ.get("TMPDIR", "/tmp"),
-    }
-    env.update(config.env)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (_package_root(), config.env.get("PYTHONPATH", "")) if p)
-    return env
 
 
 def describe_exit(returncode: int | None) -> str:
@@ -197,7 +142,7 @@ class InterpreterHost:
     def __init__(self, config: InterpreterConfig) -> None:
         self.config = config
         self.generation = 0
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: ChildProcess | None = None
         self._pidfd: int | None = None
         self._sock: socket.socket | None = None
         self._reader: asyncio.Task | None = None
@@ -227,33 +172,15 @@ class InterpreterHost:
             return False
         return True
 
-    async def start(self) -> None:
-        """Starts a fresh interpreter (generation + 1) and waits until it is ready."""
+    async def start(self, prestarted: Spawned | None = None) -> None:
+        """Starts a fresh interpreter (generation + 1), or adopts one spawned before the
+        agent's imports, and waits until it is ready."""
         loop = asyncio.get_running_loop()
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            cmd = [
-                sys.executable, "-s", "-m", "sandbox_agent.interpreter",
-                "--control-fd", str(child.fileno()),
-                "--agent-pid", str(os.getpid()),
-                "--config", self.config.limits_json(),
-            ]  # fmt: skip
-            proc = await asyncio.create_subprocess_exec(
-                *cmd,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=None,
-                env=child_environment(self.config),
-                cwd=self.config.workdir or None,
-                pass_fds=(child.fileno(),),
-                start_new_session=True,
-            )
+            spawned = prestarted or spawn(self.config)
         except OSError as exc:
-            parent.close()
             raise InterpreterStartError(f"cannot start the interpreter: {exc}") from exc
-        finally:
-            child.close()
-        parent.setblocking(False)
+        proc, parent = spawned.process, spawned.control
         self.generation += 1
         self._proc, self._sock = proc, parent
         self._close_pidfd()
@@ -341,7 +268,7 @@ class InterpreterHost:
     # --- control socket ------------------------------------------------------
 
     async def _read_control(
-        self, proc: asyncio.subprocess.Process, sock: socket.socket, exited: asyncio.Event, ready: asyncio.Future
+        self, proc: ChildProcess, sock: socket.socket, exited: asyncio.Event, ready: asyncio.Future
     ) -> None:
         """Dispatches control frames from a reader callback, not from this task: a `done`
         or `call` then reaches the execution's queue in the same loop iteration the
