@@ -62,6 +62,12 @@ const (
 	// A requested setting (metadata "field") cannot be enforced by the chosen
 	// sandbox kind on this server (FAILED_PRECONDITION).
 	ErrorReason_ERROR_REASON_LIMIT_NOT_ENFORCEABLE ErrorReason = 16
+	// A per-tenant quota is used up (QuotaFailure says which, RetryInfo when to
+	// try again).
+	ErrorReason_ERROR_REASON_QUOTA_EXCEEDED ErrorReason = 17
+	// The server has as many calls in flight as it accepts; retry after the
+	// RetryInfo delay.
+	ErrorReason_ERROR_REASON_SERVER_OVERLOADED ErrorReason = 18
 	// No skill has that name in the tenant.
 	ErrorReason_ERROR_REASON_SKILL_NOT_FOUND ErrorReason = 20
 	// The skill already exists.
@@ -109,6 +115,8 @@ var (
 		14: "ERROR_REASON_SERVER_SHUTTING_DOWN",
 		15: "ERROR_REASON_SESSION_ALREADY_EXISTS",
 		16: "ERROR_REASON_LIMIT_NOT_ENFORCEABLE",
+		17: "ERROR_REASON_QUOTA_EXCEEDED",
+		18: "ERROR_REASON_SERVER_OVERLOADED",
 		20: "ERROR_REASON_SKILL_NOT_FOUND",
 		21: "ERROR_REASON_SKILL_ALREADY_EXISTS",
 		22: "ERROR_REASON_SKILL_INVALID",
@@ -140,6 +148,8 @@ var (
 		"ERROR_REASON_SERVER_SHUTTING_DOWN":   14,
 		"ERROR_REASON_SESSION_ALREADY_EXISTS": 15,
 		"ERROR_REASON_LIMIT_NOT_ENFORCEABLE":  16,
+		"ERROR_REASON_QUOTA_EXCEEDED":         17,
+		"ERROR_REASON_SERVER_OVERLOADED":      18,
 		"ERROR_REASON_SKILL_NOT_FOUND":        20,
 		"ERROR_REASON_SKILL_ALREADY_EXISTS":   21,
 		"ERROR_REASON_SKILL_INVALID":          22,
@@ -186,7 +196,7 @@ var File_codemode_v1_error_reason_proto protoreflect.FileDescriptor
 
 const file_codemode_v1_error_reason_proto_rawDesc = "" +
 	"\n" +
-	"\x1ecodemode/v1/error_reason.proto\x12\vcodemode.v1*\x9d\b\n" +
+	"\x1ecodemode/v1/error_reason.proto\x12\vcodemode.v1*\xe2\b\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dERROR_REASON_INVALID_ARGUMENT\x10\x01\x12%\n" +
@@ -205,7 +215,9 @@ const file_codemode_v1_error_reason_proto_rawDesc = "" +
 	"\x1eERROR_REASON_DUPLICATE_REQUEST\x10\r\x12%\n" +
 	"!ERROR_REASON_SERVER_SHUTTING_DOWN\x10\x0e\x12'\n" +
 	"#ERROR_REASON_SESSION_ALREADY_EXISTS\x10\x0f\x12&\n" +
-	"\"ERROR_REASON_LIMIT_NOT_ENFORCEABLE\x10\x10\x12 \n" +
+	"\"ERROR_REASON_LIMIT_NOT_ENFORCEABLE\x10\x10\x12\x1f\n" +
+	"\x1bERROR_REASON_QUOTA_EXCEEDED\x10\x11\x12\"\n" +
+	"\x1eERROR_REASON_SERVER_OVERLOADED\x10\x12\x12 \n" +
 	"\x1cERROR_REASON_SKILL_NOT_FOUND\x10\x14\x12%\n" +
 	"!ERROR_REASON_SKILL_ALREADY_EXISTS\x10\x15\x12\x1e\n" +
 	"\x1aERROR_REASON_SKILL_INVALID\x10\x16\x12\x1e\n" +
