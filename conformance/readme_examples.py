@@ -76,7 +76,7 @@ def typescript(source: str, work: str, env: dict[str, str]) -> str:
 def java(source: str, work: str, env: dict[str, str]) -> str:
     pom = os.path.join(ROOT, "clients", "java", "pom.xml")
     classpath_file = os.path.join(work, "classpath.txt")
-    run(["mvn", "-B", "-q", "-Dstyle.color=never", "-f", pom, "-DskipTests", "compile",
+    run(["bash", os.path.join(ROOT, "scripts", "mvn.sh"), "-q", "-f", pom, "-DskipTests", "compile",
          "dependency:build-classpath", f"-Dmdep.outputFile={classpath_file}"], work, env)
     with open(classpath_file, encoding="utf-8") as handle:
         classpath = handle.read().strip() + os.pathsep + os.path.join(ROOT, "clients", "java", "target", "classes")

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every client's conformance runner against the server named by
-# CODEMODE_CONFORMANCE_TARGET/_TOKEN (start one with conformance/with_server.py).
+# CODEMODE_CONFORMANCE_TARGET and the rest (start one with conformance/with_server.py).
+# Each runner runs every case as the token principal and, when the server has a
+# client CA (--mtls), again as the mTLS principal (conformance/README.md).
 # Every language runs even after a failure, so one run shows which clients
 # disagree; the exit status is non-zero if any runner failed.
 #
@@ -19,7 +21,7 @@ run_python() { "$PY" -m pytest tests/conformance -p no:cacheprovider -q; }
 run_go() { go -C clients/go test -count=1 -v .; }
 run_typescript() { npm --prefix clients/typescript test; }
 run_readme() { "$PY" conformance/readme_examples.py; }  # each client README's example, as written
-run_java() { mvn -B -q -Dstyle.color=never -f clients/java/pom.xml test && cat clients/java/target/surefire-reports/*.txt; }
+run_java() { bash scripts/mvn.sh -q -f clients/java/pom.xml test && cat clients/java/target/surefire-reports/*.txt; }
 
 passed=0 failed=0 failures=""
 for language in "${languages[@]}"; do

@@ -2,14 +2,17 @@
 
     python conformance/with_server.py [--mtls] [--] COMMAND [ARGS...]
 
-The server listens on 127.0.0.1 port 0 with a fresh data dir and an API token;
-the command gets CODEMODE_CONFORMANCE_TARGET and CODEMODE_CONFORMANCE_TOKEN in
-its environment. With --mtls the server requires TLS with a client certificate
-from an ephemeral CA, and the command also gets CODEMODE_CONFORMANCE_CA,
-CODEMODE_CONFORMANCE_CLIENT_CERT and CODEMODE_CONFORMANCE_CLIENT_KEY (PEM file
-paths), which every runner then uses. One server for all four languages means
-every runner is judged against exactly the same behaviour. Exits with the
-command's status.
+The server listens on 127.0.0.1 port 0 with a fresh data dir and a principals file
+(conformance/principals.py: tenant A's token and mTLS principals, tenant B's token
+principal). The command gets CODEMODE_CONFORMANCE_TARGET, _TOKEN (tenant A's token) and
+_OTHER_TOKEN (tenant B's) in its environment. With --mtls the server requires TLS with a
+client certificate from an ephemeral CA (conformance/pki.py), and the command also gets
+CODEMODE_CONFORMANCE_CA, _CLIENT_CERT/_CLIENT_KEY (tenant A's mTLS identity) and
+_UNMAPPED_CERT/_UNMAPPED_KEY (a certificate no principal has), all PEM file paths; the
+runners then run every case once as the token principal and once as the mTLS principal
+(conformance/README.md, "Principals"). One server for all four languages and both
+principals means every runner is judged against exactly the same behaviour. Exits with
+the command's status.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -34,19 +36,28 @@ READY_TIMEOUT_SECONDS = 60
 @dataclasses.dataclass(frozen=True)
 class Server:
     target: str
-    token: str
+    token: str  # tenant A's token principal
+    other_token: str  # tenant B's token principal
     ca: str = ""
-    client_cert: str = ""
+    client_cert: str = ""  # tenant A's mTLS principal
     client_key: str = ""
+    unmapped_cert: str = ""  # maps to no principal
+    unmapped_key: str = ""
 
     def env(self) -> dict[str, str]:
         """The variables the runners read (conformance/README.md)."""
-        values = {"CODEMODE_CONFORMANCE_TARGET": self.target, "CODEMODE_CONFORMANCE_TOKEN": self.token}
+        values = {
+            "CODEMODE_CONFORMANCE_TARGET": self.target,
+            "CODEMODE_CONFORMANCE_TOKEN": self.token,
+            "CODEMODE_CONFORMANCE_OTHER_TOKEN": self.other_token,
+        }
         if self.ca:
             values.update(
                 CODEMODE_CONFORMANCE_CA=self.ca,
                 CODEMODE_CONFORMANCE_CLIENT_CERT=self.client_cert,
                 CODEMODE_CONFORMANCE_CLIENT_KEY=self.client_key,
+                CODEMODE_CONFORMANCE_UNMAPPED_CERT=self.unmapped_cert,
+                CODEMODE_CONFORMANCE_UNMAPPED_KEY=self.unmapped_key,
             )
         return values
 
@@ -54,21 +65,28 @@ class Server:
 @contextlib.contextmanager
 def codemode_server(python: str = sys.executable, *, mtls: bool = False) -> Iterator[Server]:
     """Yields a server subprocess that is stopped (and its data dir removed) on exit."""
-    token = secrets.token_hex(16)
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)
+    from conformance.principals import write_principals_file
+
     # Short prefix: sandbox unix socket paths must fit in sun_path (108 bytes).
     data_dir = tempfile.mkdtemp(prefix="cmconf-")
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         [ROOT, os.path.join(ROOT, "clients", "python", "src"), env.get("PYTHONPATH", "")]
     ).rstrip(os.pathsep)
-    command = [python, "-m", "server", "--listen", "127.0.0.1:0", "--data-dir", data_dir, "--api-token", token]
+    principals_file = os.path.join(data_dir, "principals.json")
+    tokens = write_principals_file(principals_file)
+    command = [python, "-m", "server", "--listen", "127.0.0.1:0", "--data-dir", data_dir,
+               "--principals-file", principals_file]
     tls: dict[str, str] = {}
     if mtls:
         from conformance.pki import write_mtls_files
 
         files = write_mtls_files(os.path.join(data_dir, "pki"))
         command += ["--tls-cert", files.server_cert, "--tls-key", files.server_key, "--tls-client-ca", files.ca]
-        tls = {"ca": files.ca, "client_cert": files.client_cert, "client_key": files.client_key}
+        tls = {"ca": files.ca, "client_cert": files.client_cert, "client_key": files.client_key,
+               "unmapped_cert": files.unmapped_cert, "unmapped_key": files.unmapped_key}
     log_path = os.path.join(data_dir, "server.log")
     log = open(log_path, "wb")  # noqa: SIM115 - closed in finally
     process = subprocess.Popen(
@@ -77,7 +95,7 @@ def codemode_server(python: str = sys.executable, *, mtls: bool = False) -> Iter
     failed = True
     try:
         target = _wait_ready(process)
-        yield Server(target, token, **tls)
+        yield Server(target, tokens.tenant_a, tokens.tenant_b, **tls)
         failed = False
     finally:
         process.send_signal(signal.SIGTERM)
@@ -126,8 +144,6 @@ def main(argv: list[str]) -> int:
     if not argv:
         print(__doc__, file=sys.stderr)
         return 2
-    if ROOT not in sys.path:
-        sys.path.insert(0, ROOT)
     with codemode_server(mtls=mtls) as server:
         status = subprocess.call(argv, env=dict(os.environ, **server.env()))
         if status != 0:

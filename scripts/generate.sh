@@ -20,3 +20,5 @@ for d in codemode/v1 codemode/sandbox codemode/sandbox/v1; do
   printf '"""Generated from protos/%s by scripts/generate.sh; do not edit."""\n' "$d" > "$out/$d/__init__.py"
 done
 touch "$out/codemode/py.typed"
+# The client modules derived from the above and from aio.py (sync.py, _reasons.py).
+"$PY" scripts/generate_python_client.py

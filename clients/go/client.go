@@ -17,18 +17,21 @@ import (
 // Client is a connection to a codemode server. It is safe for concurrent
 // use; create one per server and share it.
 type Client struct {
-	conn     *grpc.ClientConn
-	sessions codemodev1.SessionServiceClient
-	execute  codemodev1.ExecuteServiceClient
-	skills   codemodev1.SkillStoreServiceClient
+	conn      *grpc.ClientConn
+	sessions  codemodev1.SessionServiceClient
+	execute   codemodev1.ExecuteServiceClient
+	skills    codemodev1.SkillStoreServiceClient
+	artifacts codemodev1.ArtifactServiceClient
+	deps      codemodev1.DependencyServiceClient
 }
 
 type options struct {
-	token       string
-	tlsConfig   *tls.Config
-	insecure    bool
-	dialOptions []grpc.DialOption
-	tlsErr      error
+	token              string
+	tlsConfig          *tls.Config
+	insecure           bool
+	allowInsecureToken bool
+	dialOptions        []grpc.DialOption
+	tlsErr             error
 }
 
 // Option configures Dial.
@@ -40,9 +43,17 @@ func WithToken(token string) Option {
 }
 
 // WithInsecure uses plaintext HTTP/2. Only for loopback or a trusted
-// network: the token then travels unencrypted.
+// network: with a token, Dial refuses any target that is not loopback or a
+// unix socket, unless WithAllowInsecureToken is given too.
 func WithInsecure() Option {
 	return func(o *options) { o.insecure = true }
+}
+
+// WithAllowInsecureToken lets WithInsecure send the token to a remote host,
+// for a trusted private network (a service mesh sidecar, say) where anyone
+// on the path may read it.
+func WithAllowInsecureToken() Option {
+	return func(o *options) { o.allowInsecureToken = true }
 }
 
 // WithTLSConfig uses the given TLS configuration as-is.
@@ -52,7 +63,8 @@ func WithTLSConfig(cfg *tls.Config) Option {
 
 // WithTLSFiles configures TLS from PEM files: caFile verifies the server
 // (empty means the system roots); certFile and keyFile, when both set, are
-// the client certificate for mTLS.
+// the client certificate for mTLS. With WithToken as well, the call carries
+// both credentials.
 func WithTLSFiles(caFile, certFile, keyFile string) Option {
 	return func(o *options) {
 		cfg, err := tlsFromFiles(caFile, certFile, keyFile)
@@ -81,6 +93,9 @@ func Dial(target string, opts ...Option) (*Client, error) {
 	if o.insecure && o.tlsConfig != nil {
 		return nil, errors.New("codemode: WithInsecure and a TLS configuration are mutually exclusive")
 	}
+	if o.insecure && o.token != "" && !o.allowInsecureToken && !isLocalTarget(target) {
+		return nil, plaintextTokenError(target)
+	}
 	dial := []grpc.DialOption{}
 	if o.insecure {
 		dial = append(dial, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -105,10 +120,12 @@ func Dial(target string, opts ...Option) (*Client, error) {
 // NewClientFromConn wraps an existing connection; Close then closes it.
 func NewClientFromConn(conn *grpc.ClientConn) *Client {
 	return &Client{
-		conn:     conn,
-		sessions: codemodev1.NewSessionServiceClient(conn),
-		execute:  codemodev1.NewExecuteServiceClient(conn),
-		skills:   codemodev1.NewSkillStoreServiceClient(conn),
+		conn:      conn,
+		sessions:  codemodev1.NewSessionServiceClient(conn),
+		execute:   codemodev1.NewExecuteServiceClient(conn),
+		skills:    codemodev1.NewSkillStoreServiceClient(conn),
+		artifacts: codemodev1.NewArtifactServiceClient(conn),
+		deps:      codemodev1.NewDependencyServiceClient(conn),
 	}
 }
 
@@ -116,14 +133,22 @@ func NewClientFromConn(conn *grpc.ClientConn) *Client {
 // deleted or expired.
 func (c *Client) Close() error { return c.conn.Close() }
 
-// Conn exposes the underlying connection for the generated stubs (for
-// example ArtifactService, which this package does not wrap).
+// Conn exposes the underlying connection, for the generated stubs' options
+// this package does not wrap.
 func (c *Client) Conn() *grpc.ClientConn { return c.conn }
 
-// Skills returns the tenant's skill library. An empty tenant means the
-// server's default tenant.
+// Skills returns a tenant's skill library. An empty tenant means the
+// caller's own (an operator's: the server's default tenant); only an
+// operator may name another.
 func (c *Client) Skills(tenant string) *Skills {
 	return &Skills{client: c.skills, tenant: tenant}
+}
+
+// Artifacts returns a tenant's artifact store. An empty tenant means the
+// caller's own (an operator's: the server's default tenant); only an
+// operator may name another.
+func (c *Client) Artifacts(tenant string) *Artifacts {
+	return &Artifacts{client: c.artifacts, tenant: tenant}
 }
 
 // CreateSession starts a sandbox and returns once it is ready. config may be

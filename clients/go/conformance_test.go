@@ -6,8 +6,10 @@ package codemode_test
 // real server and passes its address in CODEMODE_CONFORMANCE_TARGET.
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -21,7 +23,9 @@ import (
 
 	codemode "github.com/codemode-dev/codemode/clients/go"
 	codemodev1 "github.com/codemode-dev/codemode/clients/go/gen/codemode/v1"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 const (
@@ -37,16 +41,20 @@ type conformanceCase struct {
 	Name     string `json:"name"`
 	Requires string `json:"requires"`
 	Session  *struct {
-		OutputBudgetBytes int64 `json:"output_budget_bytes"`
+		OutputBudgetBytes int64    `json:"output_budget_bytes"`
+		Deps              []string `json:"deps"`
 	} `json:"session"`
 	Steps []step `json:"steps"`
 }
 
 type step struct {
+	// Auth names the client that makes the call ("" = "principal"); Tenant is
+	// the request's tenant field ("" = the caller's own).
+	Auth    string `json:"auth"`
+	Tenant  string `json:"tenant"`
 	Execute *struct {
 		Code                   string   `json:"code"`
 		Session                string   `json:"session"`
-		Auth                   string   `json:"auth"`
 		ExecutionTimeoutSecond *float64 `json:"execution_timeout_seconds"`
 		CallDeadlineSeconds    *float64 `json:"call_deadline_seconds"`
 		CancelAfterFirstOutput bool     `json:"cancel_after_first_output"`
@@ -72,8 +80,41 @@ type step struct {
 	DeleteSkill *struct {
 		ID string `json:"id"`
 	} `json:"delete_skill"`
-	CloseSession *struct{}   `json:"close_session"`
-	Expect       expectation `json:"expect"`
+	UploadArtifact *struct {
+		ID          string `json:"id"`
+		Type        string `json:"type"`
+		Description string `json:"description"`
+		Data        string `json:"data"`
+		Repeat      *int   `json:"repeat"`
+	} `json:"upload_artifact"`
+	GetArtifact *struct {
+		ID string `json:"id"`
+	} `json:"get_artifact"`
+	DownloadArtifact *struct {
+		ID string `json:"id"`
+	} `json:"download_artifact"`
+	ListArtifacts  *struct{} `json:"list_artifacts"`
+	DeleteArtifact *struct {
+		ID string `json:"id"`
+	} `json:"delete_artifact"`
+	ListDependencies *struct{} `json:"list_dependencies"`
+	AddDependency    *struct {
+		Package string `json:"package"`
+	} `json:"add_dependency"`
+	PlaintextClient *struct {
+		Target string `json:"target"`
+	} `json:"plaintext_client"`
+	CloseSession  *struct{}   `json:"close_session"`
+	GetSession    *struct{}   `json:"get_session"`
+	DeleteSession *struct{}   `json:"delete_session"`
+	ListSessions  *struct{}   `json:"list_sessions"`
+	Expect        expectation `json:"expect"`
+}
+
+// needsSession: the steps that act on the case's own session.
+func (s step) needsSession() bool {
+	return (s.Execute != nil && s.Execute.Session == "") || s.ListDependencies != nil || s.AddDependency != nil ||
+		s.GetSession != nil || s.DeleteSession != nil || s.ListSessions != nil
 }
 
 type expectation struct {
@@ -100,9 +141,24 @@ type expectation struct {
 		Code   string  `json:"code"`
 		Reason *string `json:"reason"`
 	} `json:"error_status"`
-	Name           string `json:"name"`
-	SourceContains string `json:"source_contains"`
-	ContainsName   string `json:"contains_name"`
+	Name                string  `json:"name"`
+	SourceContains      string  `json:"source_contains"`
+	ContainsName        string  `json:"contains_name"`
+	LacksName           string  `json:"lacks_name"`
+	ListsCaseSession    *bool   `json:"lists_case_session"`
+	SessionTenant       *string `json:"session_tenant"`
+	OutputsBeforeResult *int    `json:"outputs_before_result_at_least"`
+	Artifact            *struct {
+		Name        *string `json:"name"`
+		Type        *string `json:"type"`
+		Description *string `json:"description"`
+		SizeBytes   *int64  `json:"size_bytes"`
+		Sha256      *string `json:"sha256"`
+	} `json:"artifact"`
+	DataSha256      string           `json:"data_sha256"`
+	DataJSON        *json.RawMessage `json:"data_json"`
+	Dependencies    []string         `json:"dependencies"`
+	RefusedContains string           `json:"refused_contains"`
 }
 
 type observed struct {
@@ -112,8 +168,11 @@ type observed struct {
 	finished      *codemodev1.ExecutionFinished
 	firstOutputAt time.Time
 	finishedAt    time.Time
-	callErr       error
-	cancelled     bool
+	// outputsBeforeResult is how many output events had arrived when the
+	// result event did; -1 without a result.
+	outputsBeforeResult int
+	callErr             error
+	cancelled           bool
 }
 
 func (o *observed) text(stream codemodev1.OutputStream) string {
@@ -126,7 +185,7 @@ func (o *observed) text(stream codemodev1.OutputStream) string {
 	return b.String()
 }
 
-func loadCases(t *testing.T) []conformanceCase {
+func loadCases(t *testing.T, principal string) []conformanceCase {
 	t.Helper()
 	raw, err := os.ReadFile(filepath.Join("..", "..", "conformance", "cases.json"))
 	if err != nil {
@@ -134,7 +193,7 @@ func loadCases(t *testing.T) []conformanceCase {
 	}
 	suffix := make([]byte, 4)
 	_, _ = rand.Read(suffix)
-	text := strings.ReplaceAll(string(raw), "${uid}", "go"+hex.EncodeToString(suffix))
+	text := strings.ReplaceAll(string(raw), "${uid}", "go"+principal+hex.EncodeToString(suffix))
 	var file conformanceFile
 	if err := json.Unmarshal([]byte(text), &file); err != nil {
 		t.Fatal(err)
@@ -151,31 +210,56 @@ func TestConformance(t *testing.T) {
 		t.Skip("no server: run via `python conformance/with_server.py go test ./...`")
 	}
 	token := os.Getenv("CODEMODE_CONFORMANCE_TOKEN")
-	// mTLS when the harness started the server with --mtls, else plaintext.
-	transport := codemode.WithInsecure()
-	if ca := os.Getenv("CODEMODE_CONFORMANCE_CA"); ca != "" {
-		transport = codemode.WithTLSFiles(ca, os.Getenv("CODEMODE_CONFORMANCE_CLIENT_CERT"), os.Getenv("CODEMODE_CONFORMANCE_CLIENT_KEY"))
+	// Every case as the token principal and, when the harness started the
+	// server with --mtls, as the mTLS principal.
+	principals := []string{"token"}
+	if os.Getenv("CODEMODE_CONFORMANCE_CA") != "" {
+		principals = append(principals, "mtls")
+	}
+	for _, principal := range principals {
+		t.Run(principal, func(t *testing.T) {
+			clients := principalClients(t, target, token, principal)
+			for _, c := range loadCases(t, principal) {
+				t.Run(c.Name, func(t *testing.T) { runCase(t, clients, token, c) })
+			}
+		})
+	}
+}
+
+// principalClients dials the `auth` clients of one principal's run
+// (conformance/README.md, "Principals"); they close when t ends.
+func principalClients(t *testing.T, target, token, principal string) map[string]*codemode.Client {
+	ca := os.Getenv("CODEMODE_CONFORMANCE_CA")
+	// transport presents the named certificate over mTLS; plaintext without a CA.
+	transport := func(certificate string) codemode.Option {
+		if ca == "" {
+			return codemode.WithInsecure()
+		}
+		return codemode.WithTLSFiles(ca, os.Getenv("CODEMODE_CONFORMANCE_"+certificate+"_CERT"), os.Getenv("CODEMODE_CONFORMANCE_"+certificate+"_KEY"))
+	}
+	own, ownToken := transport("UNMAPPED"), token
+	if principal == "mtls" {
+		own, ownToken = transport("CLIENT"), ""
 	}
 	clients := map[string]*codemode.Client{}
 	for auth, opts := range map[string][]codemode.Option{
-		"token": {transport, codemode.WithToken(token)},
-		"none":  {transport},
-		"wrong": {transport, codemode.WithToken(token + "-wrong")},
+		"principal":    {own, codemode.WithToken(ownToken)},
+		"none":         {transport("UNMAPPED")},
+		"wrong":        {own, codemode.WithToken(token + "-wrong")},
+		"other_tenant": {transport("UNMAPPED"), codemode.WithToken(os.Getenv("CODEMODE_CONFORMANCE_OTHER_TOKEN"))},
 	} {
 		client, err := codemode.Dial(target, opts...)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer client.Close()
+		t.Cleanup(func() { client.Close() })
 		clients[auth] = client
 	}
-	for _, c := range loadCases(t) {
-		t.Run(c.Name, func(t *testing.T) { runCase(t, clients, c) })
-	}
+	return clients
 }
 
-func runCase(t *testing.T, clients map[string]*codemode.Client, c conformanceCase) {
-	client := clients["token"]
+func runCase(t *testing.T, clients map[string]*codemode.Client, token string, c conformanceCase) {
+	client := clients["principal"]
 	ctx, cancel := context.WithTimeout(context.Background(), stepTimeout*time.Duration(len(c.Steps)+1))
 	defer cancel()
 	if c.Requires == "skills" {
@@ -185,10 +269,11 @@ func runCase(t *testing.T, clients map[string]*codemode.Client, c conformanceCas
 	}
 	var session *codemode.Session
 	for _, s := range c.Steps {
-		if s.Execute != nil && s.Execute.Session == "" {
+		if s.needsSession() {
 			config := &codemodev1.SessionConfig{}
 			if c.Session != nil {
 				config.OutputBudgetBytes = c.Session.OutputBudgetBytes
+				config.Deps = c.Session.Deps
 			}
 			var err error
 			if session, err = client.CreateSession(ctx, config); err != nil {
@@ -199,18 +284,110 @@ func runCase(t *testing.T, clients map[string]*codemode.Client, c conformanceCas
 		}
 	}
 	for i, s := range c.Steps {
-		if err := runStep(ctx, clients, session, s); err != nil {
+		if err := runStep(ctx, clients, token, session, s); err != nil {
 			t.Fatalf("step %d: %v", i+1, err)
 		}
 	}
 }
 
-func runStep(ctx context.Context, clients map[string]*codemode.Client, session *codemode.Session, s step) error {
-	skills := clients["token"].Skills("")
+func runStep(ctx context.Context, clients map[string]*codemode.Client, token string, session *codemode.Session, s step) error {
+	auth := s.Auth
+	if auth == "" {
+		auth = "principal"
+	}
+	client := clients[auth]
+	skills := client.Skills(s.Tenant)
+	artifacts := client.Artifacts(s.Tenant)
+	// The client wraps no GetSession/ListSessions, and its Close forgives
+	// NOT_FOUND: the session steps use the generated stub on its connection.
+	sessions := codemodev1.NewSessionServiceClient(client.Conn())
 	want := s.Expect
 	switch {
+	case s.GetSession != nil:
+		resp, err := sessions.GetSession(ctx, &codemodev1.GetSessionRequest{Name: session.Name()})
+		if err != nil {
+			return checkCallError(err, want)
+		}
+		if want.ErrorStatus != nil {
+			return fmt.Errorf("expected %s, the call succeeded", want.ErrorStatus.Code)
+		}
+		if want.SessionTenant != nil && resp.GetSession().GetTenant() != *want.SessionTenant {
+			return fmt.Errorf("session tenant %q, want %q", resp.GetSession().GetTenant(), *want.SessionTenant)
+		}
+		return nil
+	case s.DeleteSession != nil:
+		if _, err := sessions.DeleteSession(ctx, &codemodev1.DeleteSessionRequest{Name: session.Name()}); err != nil {
+			return checkCallError(err, want)
+		}
+		return noErrorExpected(want)
+	case s.ListSessions != nil:
+		var names []string
+		for pageToken := ""; ; {
+			resp, err := sessions.ListSessions(ctx, &codemodev1.ListSessionsRequest{Tenant: s.Tenant, PageToken: pageToken})
+			if err != nil {
+				return checkCallError(err, want)
+			}
+			for _, listed := range resp.GetSessions() {
+				names = append(names, listed.GetName())
+			}
+			if pageToken = resp.GetNextPageToken(); pageToken == "" {
+				break
+			}
+		}
+		if err := noErrorExpected(want); err != nil {
+			return err
+		}
+		if want.ListsCaseSession != nil && contains(names, session.Name()) != *want.ListsCaseSession {
+			return fmt.Errorf("case session %s listed: %v (%v)", session.Name(), !*want.ListsCaseSession, names)
+		}
+		return nil
+	case s.UploadArtifact != nil:
+		u := s.UploadArtifact
+		repeat := 1
+		if u.Repeat != nil {
+			repeat = *u.Repeat
+		}
+		artifactType := codemodev1.ArtifactType(codemodev1.ArtifactType_value["ARTIFACT_TYPE_"+u.Type])
+		// The Go way to stream an upload: any io.Reader.
+		data := strings.NewReader(strings.Repeat(u.Data, repeat))
+		artifact, err := artifacts.Upload(ctx, u.ID, data, codemode.WithArtifactType(artifactType), codemode.WithDescription(u.Description))
+		return checkArtifact(artifact, err, want)
+	case s.GetArtifact != nil:
+		artifact, err := artifacts.Get(ctx, s.GetArtifact.ID)
+		return checkArtifact(artifact, err, want)
+	case s.DownloadArtifact != nil:
+		// The Go way to stream a download: any io.Writer.
+		var data bytes.Buffer
+		artifact, err := artifacts.Download(ctx, s.DownloadArtifact.ID, &data)
+		if err := checkArtifact(artifact, err, want); err != nil || want.ErrorStatus != nil {
+			return err
+		}
+		return checkDownloaded(artifact, data.Bytes(), want)
+	case s.ListArtifacts != nil:
+		list, err := artifacts.List(ctx)
+		if err != nil {
+			return checkCallError(err, want)
+		}
+		var names []string
+		for _, artifact := range list {
+			names = append(names, artifact.GetName())
+		}
+		return checkNames(names, want, "artifacts")
+	case s.DeleteArtifact != nil:
+		if err := artifacts.Delete(ctx, s.DeleteArtifact.ID); err != nil {
+			return checkCallError(err, want)
+		}
+		return noErrorExpected(want)
+	case s.ListDependencies != nil:
+		deps, err := session.Deps().List(ctx)
+		return checkDependencies(deps, err, want)
+	case s.AddDependency != nil:
+		added, err := session.Deps().Add(ctx, s.AddDependency.Package)
+		return checkDependencies(added.GetDependencies(), err, want)
+	case s.PlaintextClient != nil:
+		return checkPlaintextClient(s.PlaintextClient.Target, token, want)
 	case s.Execute != nil:
-		return checkExecute(execute(ctx, clients, session, s), want)
+		return checkExecute(execute(ctx, client, session, s), want)
 	case s.CreateSkill != nil:
 		skill, err := skills.Create(ctx, s.CreateSkill.ID, s.CreateSkill.Description, s.CreateSkill.Source)
 		return checkSkill(skill, err, want)
@@ -230,32 +407,25 @@ func runStep(ctx context.Context, clients map[string]*codemode.Client, session *
 		for _, hit := range hits {
 			names = append(names, hit.GetSkill().GetName())
 		}
-		if want.ContainsName != "" && !contains(names, want.ContainsName) {
-			return fmt.Errorf("%s not in search results %v", want.ContainsName, names)
-		}
-		return nil
+		return checkNames(names, want, "search results")
 	case s.CloseSession != nil:
 		return session.Close()
 	case s.DeleteSkill != nil:
 		if err := skills.Delete(ctx, s.DeleteSkill.ID); err != nil {
 			return checkCallError(err, want)
 		}
-		return nil
+		return noErrorExpected(want)
 	}
 	return fmt.Errorf("unknown step %+v", s)
 }
 
-func execute(ctx context.Context, clients map[string]*codemode.Client, session *codemode.Session, s step) *observed {
+func execute(ctx context.Context, client *codemode.Client, session *codemode.Session, s step) *observed {
 	spec := s.Execute
-	auth := spec.Auth
-	if auth == "" {
-		auth = "token"
-	}
 	name := spec.Session
 	if name == "" {
 		name = session.Name()
 	}
-	handle := clients[auth].Session(name)
+	handle := client.Session(name)
 	var opts []codemode.RunOption
 	if spec.ExecutionTimeoutSecond != nil {
 		opts = append(opts, codemode.WithTimeout(time.Duration(*spec.ExecutionTimeoutSecond*float64(time.Second))))
@@ -278,7 +448,7 @@ func execute(ctx context.Context, clients map[string]*codemode.Client, session *
 }
 
 func executeOnce(ctx context.Context, session *codemode.Session, code string, cancelOnOutput bool, opts []codemode.RunOption) *observed {
-	o := &observed{}
+	o := &observed{outputsBeforeResult: -1}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	for event, err := range session.Stream(ctx, code, opts...) {
@@ -301,6 +471,7 @@ func executeOnce(ctx context.Context, session *codemode.Session, code string, ca
 			}
 		case *codemodev1.ExecuteResponse_Result:
 			o.result = e.Result
+			o.outputsBeforeResult = len(o.outputs)
 		case *codemodev1.ExecuteResponse_Error:
 			o.execError = e.Error
 		case *codemodev1.ExecuteResponse_Finished:
@@ -317,8 +488,42 @@ func checkCallError(err error, want expectation) error {
 	if got := codeName(codemode.Code(err)); got != want.ErrorStatus.Code {
 		return fmt.Errorf("status %s, want %s (%v)", got, want.ErrorStatus.Code, err)
 	}
-	if want.ErrorStatus.Reason != nil && codemode.Reason(err) != *want.ErrorStatus.Reason {
-		return fmt.Errorf("reason %q, want %q (%v)", codemode.Reason(err), *want.ErrorStatus.Reason, err)
+	if want.ErrorStatus.Reason != nil && reason(err) != *want.ErrorStatus.Reason {
+		return fmt.Errorf("reason %q, want %q (%v)", reason(err), *want.ErrorStatus.Reason, err)
+	}
+	return nil
+}
+
+// reason is codemode.Reason, also for the plain status errors of the
+// generated stubs the session steps call.
+func reason(err error) string {
+	if r := codemode.Reason(err); r != "" {
+		return r
+	}
+	for _, detail := range status.Convert(err).Details() {
+		if info, ok := detail.(*errdetails.ErrorInfo); ok && info.GetDomain() == codemode.ErrorDomain {
+			return strings.TrimPrefix(info.GetReason(), "ERROR_REASON_")
+		}
+	}
+	return ""
+}
+
+func noErrorExpected(want expectation) error {
+	if want.ErrorStatus != nil {
+		return fmt.Errorf("expected %s, the call succeeded", want.ErrorStatus.Code)
+	}
+	return nil
+}
+
+func checkNames(names []string, want expectation, what string) error {
+	if err := noErrorExpected(want); err != nil {
+		return err
+	}
+	if want.ContainsName != "" && !contains(names, want.ContainsName) {
+		return fmt.Errorf("%s not in %s %v", want.ContainsName, what, names)
+	}
+	if want.LacksName != "" && contains(names, want.LacksName) {
+		return fmt.Errorf("%s in %s %v", want.LacksName, what, names)
 	}
 	return nil
 }
@@ -351,6 +556,88 @@ func checkSkill(skill *codemodev1.Skill, err error, want expectation) error {
 	}
 	if want.SourceContains != "" && !strings.Contains(skill.GetSource(), want.SourceContains) {
 		return fmt.Errorf("source %q lacks %q", skill.GetSource(), want.SourceContains)
+	}
+	return nil
+}
+
+func checkArtifact(artifact *codemodev1.Artifact, err error, want expectation) error {
+	if err != nil {
+		return checkCallError(err, want)
+	}
+	if want.ErrorStatus != nil {
+		return fmt.Errorf("expected %s, the call succeeded", want.ErrorStatus.Code)
+	}
+	a := want.Artifact
+	if a == nil {
+		return nil
+	}
+	typeName := strings.TrimPrefix(artifact.GetType().String(), "ARTIFACT_TYPE_")
+	switch {
+	case a.Name != nil && artifact.GetName() != *a.Name:
+		return fmt.Errorf("artifact name %q, want %q", artifact.GetName(), *a.Name)
+	case a.Type != nil && typeName != *a.Type:
+		return fmt.Errorf("artifact type %s, want %s", typeName, *a.Type)
+	case a.Description != nil && artifact.GetDescription() != *a.Description:
+		return fmt.Errorf("artifact description %q, want %q", artifact.GetDescription(), *a.Description)
+	case a.SizeBytes != nil && artifact.GetSizeBytes() != *a.SizeBytes:
+		return fmt.Errorf("artifact size_bytes %d, want %d", artifact.GetSizeBytes(), *a.SizeBytes)
+	case a.Sha256 != nil && artifact.GetSha256() != *a.Sha256:
+		return fmt.Errorf("artifact sha256 %s, want %s", artifact.GetSha256(), *a.Sha256)
+	}
+	return nil
+}
+
+func checkDownloaded(artifact *codemodev1.Artifact, data []byte, want expectation) error {
+	if want.DataSha256 != "" {
+		sum := sha256.Sum256(data)
+		digest := hex.EncodeToString(sum[:])
+		if digest != want.DataSha256 {
+			return fmt.Errorf("downloaded %d bytes with sha256 %s", len(data), digest)
+		}
+		if artifact.GetSha256() != digest {
+			return fmt.Errorf("artifact sha256 %s differs from the data's %s", artifact.GetSha256(), digest)
+		}
+	}
+	if want.DataJSON != nil {
+		var got, expected any
+		if err := json.Unmarshal(data, &got); err != nil {
+			return fmt.Errorf("downloaded data is not JSON: %w", err)
+		}
+		_ = json.Unmarshal(*want.DataJSON, &expected)
+		if !reflect.DeepEqual(got, expected) {
+			return fmt.Errorf("downloaded %s, want %s", data, string(*want.DataJSON))
+		}
+	}
+	return nil
+}
+
+func checkDependencies(deps []string, err error, want expectation) error {
+	if err != nil {
+		return checkCallError(err, want)
+	}
+	if want.ErrorStatus != nil {
+		return fmt.Errorf("expected %s, the call succeeded", want.ErrorStatus.Code)
+	}
+	if want.Dependencies != nil && !reflect.DeepEqual(deps, want.Dependencies) {
+		return fmt.Errorf("dependencies %v, want %v", deps, want.Dependencies)
+	}
+	return nil
+}
+
+func checkPlaintextClient(target, token string, want expectation) error {
+	client, err := codemode.Dial(target, codemode.WithInsecure(), codemode.WithToken(token))
+	if err != nil {
+		if want.RefusedContains == "" {
+			return fmt.Errorf("plaintext client to %s refused: %w", target, err)
+		}
+		if !strings.Contains(err.Error(), want.RefusedContains) {
+			return fmt.Errorf("refusal %q lacks %q", err.Error(), want.RefusedContains)
+		}
+		return nil
+	}
+	client.Close()
+	if want.RefusedContains != "" {
+		return fmt.Errorf("a plaintext client with a token to %s was allowed", target)
 	}
 	return nil
 }
@@ -438,6 +725,14 @@ func checkExecute(o *observed, want expectation) error {
 		}
 		if gap := o.finishedAt.Sub(o.firstOutputAt).Seconds(); gap < *want.FirstBefore {
 			return fmt.Errorf("first output only %.3fs before finished", gap)
+		}
+	}
+	if want.OutputsBeforeResult != nil {
+		if o.outputsBeforeResult < 0 {
+			return errors.New("no result event")
+		}
+		if o.outputsBeforeResult < *want.OutputsBeforeResult {
+			return fmt.Errorf("only %d output events before the result", o.outputsBeforeResult)
 		}
 	}
 	if want.Error != nil {

@@ -1,11 +1,14 @@
 // Package codemode is the Go client for codemode, a gRPC service that runs
 // AI-agent Python code in isolated, stateful sandboxes.
 //
-// It is a thin layer over the generated stubs in gen/codemode/v1: it adds
-// what every caller would otherwise rewrite (bearer-token auth, TLS/mTLS
-// setup, collecting an execution's events into a Result, turning gRPC
-// statuses into errors that carry the google.rpc.ErrorInfo reason) and
-// leaves everything else to the generated types, which it exposes as-is.
+// It is a thin layer over the generated stubs in gen/codemode/v1, covering
+// every public service (sessions, Execute, skills, artifacts, dependencies):
+// it adds what every caller would otherwise rewrite (bearer-token and mTLS
+// auth, refusing to send a token in plaintext to a remote host, collecting
+// an execution's events into a Result, chunked artifact streaming over
+// io.Reader and io.Writer, turning gRPC statuses into errors that carry the
+// google.rpc.ErrorInfo reason, RetryInfo and BadRequest) and leaves
+// everything else to the generated types, which it exposes as-is.
 //
 // Deadlines and cancellation use context.Context: the context's deadline
 // becomes the gRPC deadline, and cancelling it cancels the call, which the

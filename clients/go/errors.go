@@ -3,6 +3,8 @@ package codemode
 import (
 	"errors"
 	"fmt"
+	"strings"
+	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -12,15 +14,26 @@ import (
 // ErrorDomain is the google.rpc.ErrorInfo domain of every codemode error.
 const ErrorDomain = "codemode.dev"
 
-// Error is a failed RPC. Branch on Reason (a codemode.v1.ErrorReason value
-// name without the ERROR_REASON_ prefix, e.g. "SESSION_NOT_FOUND") or Code,
-// never on Message, which is for humans.
+// Error is a failed RPC. Branch on Reason (one of the Reason* constants, a
+// codemode.v1.ErrorReason value name without the ERROR_REASON_ prefix) or
+// Code, never on Message, which is for humans.
+//
+// The standard google.rpc details the server attaches after its ErrorInfo
+// are decoded too, so a caller needs no errdetails plumbing of its own:
+// RetryDelay (RetryInfo) says when a retry can help, FieldViolations
+// (BadRequest) which request fields were wrong, QuotaViolations
+// (QuotaFailure) which quota ran out.
 type Error struct {
 	Code     codes.Code
 	Reason   string
 	Message  string
 	Metadata map[string]string
-	status   *status.Status
+	// RetryDelay is how long to wait before retrying; 0 when the server
+	// sent no RetryInfo (then retrying is not expected to help).
+	RetryDelay      time.Duration
+	FieldViolations []*errdetails.BadRequest_FieldViolation
+	QuotaViolations []*errdetails.QuotaFailure_Violation
+	status          *status.Status
 }
 
 func (e *Error) Error() string {
@@ -65,11 +78,23 @@ func wrapError(err error) error {
 		return err
 	}
 	out := &Error{Code: st.Code(), Message: st.Message(), status: st}
+	// Details that fail to decode (unknown types) come back as errors and are
+	// skipped: they must not hide the status itself.
 	for _, detail := range st.Details() {
-		if info, ok := detail.(*errdetails.ErrorInfo); ok && info.GetDomain() == ErrorDomain {
-			out.Reason = info.GetReason()
-			out.Metadata = info.GetMetadata()
-			break
+		switch d := detail.(type) {
+		case *errdetails.ErrorInfo:
+			// Only ours: a proxy's reason must not be mistaken for a codemode one.
+			if d.GetDomain() == ErrorDomain && out.Reason == "" {
+				// Tolerates servers that send the full enum value name.
+				out.Reason = strings.TrimPrefix(d.GetReason(), "ERROR_REASON_")
+				out.Metadata = d.GetMetadata()
+			}
+		case *errdetails.RetryInfo:
+			out.RetryDelay = d.GetRetryDelay().AsDuration()
+		case *errdetails.BadRequest:
+			out.FieldViolations = append(out.FieldViolations, d.GetFieldViolations()...)
+		case *errdetails.QuotaFailure:
+			out.QuotaViolations = append(out.QuotaViolations, d.GetViolations()...)
 		}
 	}
 	return out

@@ -6,6 +6,7 @@ TypeScript and Java runners implement the same rules, so keep them in step.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -15,19 +16,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import codemode
-from codemode.v1 import session_pb2
+from codemode.v1 import artifact_pb2, session_pb2
 
 CASES_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "cases.json")
 RETRY_WHILE_BUSY_SECONDS = 30.0
+#: Steps that act on the case's session, so the runner creates one for them.
+SESSION_STEPS = ("list_dependencies", "add_dependency", "get_session", "delete_session", "list_sessions")
 
 
 class CaseSkipped(Exception):
     """The server lacks a feature the case `requires` (it answered UNIMPLEMENTED)."""
 
 
-def load_cases(language: str = "py") -> list[dict[str, Any]]:
-    """Cases with `${uid}` replaced by an id unique to this run and language."""
-    uid = language + secrets.token_hex(4)
+def load_cases(language: str = "py", principal: str = "token") -> list[dict[str, Any]]:
+    """Cases with `${uid}` replaced by an id unique to this run, language and principal."""
+    uid = language + principal + secrets.token_hex(4)
     with open(CASES_PATH, encoding="utf-8") as handle:
         raw = handle.read().replace("${uid}", uid)
     return list(json.loads(raw)["cases"])
@@ -42,6 +45,7 @@ class Observed:
     error: codemode.Error | None = None
     finished: codemode.Finished | None = None
     first_output_at: float | None = None
+    outputs_before_result: int | None = None
     finished_at: float | None = None
     call_error: codemode.CodemodeError | None = None
     cancelled_by_client: bool = False
@@ -50,37 +54,81 @@ class Observed:
         return b"".join(o.data for o in self.outputs if o.stream == stream).decode("utf-8", "replace")
 
 
-def tls_from_env(env: Mapping[str, str]) -> codemode.TLSConfig | None:
-    """mTLS settings when the harness started the server with --mtls, else plaintext."""
-    if not env.get("CODEMODE_CONFORMANCE_CA"):
-        return None
-    return codemode.TLSConfig(
-        root_certificates=env["CODEMODE_CONFORMANCE_CA"],
-        client_certificate=env["CODEMODE_CONFORMANCE_CLIENT_CERT"],
-        client_key=env["CODEMODE_CONFORMANCE_CLIENT_KEY"],
-    )
+def principals_in(env: Mapping[str, str]) -> list[str]:
+    """The principals every case runs as: the token one, and the mTLS one when the
+    harness started the server with a client CA (--mtls)."""
+    return ["token", "mtls"] if env.get("CODEMODE_CONFORMANCE_CA") else ["token"]
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What one client presents: a token ("" sends none) and, over TLS, a certificate."""
+
+    token: str
+    tls: codemode.TLSConfig | None
+
+
+def credentials(env: Mapping[str, str], principal: str) -> dict[str, Credentials]:
+    """The `auth` clients of one principal's run (conformance/README.md, "Principals")."""
+    ca = env.get("CODEMODE_CONFORMANCE_CA")
+    if principal == "mtls" and not ca:
+        raise ValueError("the mTLS principal needs a server started with --mtls")
+
+    def tls(certificate: str) -> codemode.TLSConfig | None:
+        if not ca:
+            return None
+        return codemode.TLSConfig(
+            root_certificates=ca,
+            client_certificate=env[f"CODEMODE_CONFORMANCE_{certificate}_CERT"],
+            client_key=env[f"CODEMODE_CONFORMANCE_{certificate}_KEY"],
+        )
+
+    token = env["CODEMODE_CONFORMANCE_TOKEN"]
+    own = tls("CLIENT") if principal == "mtls" else tls("UNMAPPED")
+    return {
+        "principal": Credentials("" if principal == "mtls" else token, own),
+        "none": Credentials("", tls("UNMAPPED")),
+        "wrong": Credentials(token + "-wrong", own),
+        "other_tenant": Credentials(env["CODEMODE_CONFORMANCE_OTHER_TOKEN"], tls("UNMAPPED")),
+    }
 
 
 class Runner:
-    def __init__(self, target: str, token: str, tls: codemode.TLSConfig | None = None) -> None:
-        self.clients = {
-            "token": codemode.Client(target, token=token, tls=tls),
-            "none": codemode.Client(target, tls=tls),
-            "wrong": codemode.Client(target, token=token + "-wrong", tls=tls),
-        }
-        self.client = self.clients["token"]
+    def __init__(self, env: Mapping[str, str], principal: str = "token") -> None:
+        self.target = env["CODEMODE_CONFORMANCE_TARGET"]
+        self.token = env["CODEMODE_CONFORMANCE_TOKEN"]
+        self.credentials = credentials(env, principal)
+        self._clients: dict[tuple[str, str], codemode.Client] = {}
+        self.client = self.client_for("principal")
+
+    def client_for(self, auth: str = "principal", tenant: str = "") -> codemode.Client:
+        """One client per (auth, tenant): the Python client names its tenant when built."""
+        key = (auth, tenant)
+        if key not in self._clients:
+            presented = self.credentials[auth]
+            # token="" rather than None: None would pick up CODEMODE_API_TOKEN.
+            self._clients[key] = codemode.Client(self.target, token=presented.token, tls=presented.tls, tenant=tenant)
+        return self._clients[key]
 
     def close(self) -> None:
-        for client in self.clients.values():
+        for client in self._clients.values():
             client.close()
 
     def run_case(self, case: dict[str, Any]) -> None:
         if case.get("requires") == "skills":
             self._require_skills()
         session = None
-        if any("execute" in step and "session" not in step["execute"] for step in case["steps"]):
-            config = case.get("session") or None
-            session = self.client.create_session(config={"outputBudgetBytes": config["output_budget_bytes"]} if config else None)
+        if any(
+            ("execute" in step and "session" not in step["execute"]) or any(kind in step for kind in SESSION_STEPS)
+            for step in case["steps"]
+        ):
+            wanted = case.get("session") or {}
+            config: dict[str, Any] = {}
+            if "output_budget_bytes" in wanted:
+                config["outputBudgetBytes"] = wanted["output_budget_bytes"]
+            if "deps" in wanted:
+                config["deps"] = wanted["deps"]
+            session = self.client.create_session(config=config or None)
         try:
             for index, step in enumerate(case["steps"]):
                 try:
@@ -104,17 +152,58 @@ class Runner:
 
     def _run_step(self, step: dict[str, Any], session: codemode.Session | None) -> None:
         expect = step.get("expect", {})
+        auth, tenant = step.get("auth", "principal"), step.get("tenant", "")
+        client = self.client_for(auth, tenant)
         if "execute" in step:
-            observed = self._execute(step["execute"], session)
+            observed = self._execute(step["execute"], client, session)
             check_execute(observed, expect)
             return
         if "close_session" in step:
             assert session is not None
             session.__exit__(None, None, None)  # what `with client.create_session() as s:` runs
             return
-        skills = self.client.skills
+        if "plaintext_client" in step:
+            check_plaintext_client(step["plaintext_client"]["target"], self.token, expect)
+            return
+        skills = client.skills
+        artifacts = client.artifacts
         try:
-            if "create_skill" in step:
+            if "get_session" in step:
+                assert session is not None
+                info = client.get_session(session.name).info
+                if "session_tenant" in expect:
+                    assert info.tenant == expect["session_tenant"], f"session tenant {info.tenant!r}, want {expect['session_tenant']!r}"
+            elif "delete_session" in step:
+                assert session is not None
+                client.delete_session(session.name)  # the RPC itself: Session.delete() forgives NOT_FOUND
+            elif "list_sessions" in step:
+                assert session is not None
+                names = [listed.name for listed in client.list_sessions(tenant=tenant or None)]
+                if "lists_case_session" in expect:
+                    listed = session.name in names
+                    assert listed == expect["lists_case_session"], f"case session {session.name} listed: {listed} ({names})"
+            elif "upload_artifact" in step:
+                spec = step["upload_artifact"]
+                payload = (spec["data"] * spec.get("repeat", 1)).encode("utf-8")
+                artifact = artifacts.put(spec["id"], payload, type=spec["type"].lower(), description=spec.get("description", ""))
+                check_artifact(artifact, expect)
+            elif "get_artifact" in step:
+                check_artifact(artifacts.info(step["get_artifact"]["id"]), expect)
+            elif "download_artifact" in step:
+                downloaded = artifacts.get(step["download_artifact"]["id"])
+                check_artifact(downloaded.artifact, expect)
+                check_downloaded(downloaded.artifact, downloaded.data, expect)
+            elif "list_artifacts" in step:
+                check_names([a.name for a in artifacts.list()], expect, "artifacts")
+            elif "delete_artifact" in step:
+                artifacts.delete(step["delete_artifact"]["id"])
+            elif "list_dependencies" in step:
+                assert session is not None
+                check_dependencies(session.deps.list(), expect)
+            elif "add_dependency" in step:
+                assert session is not None
+                check_dependencies(session.deps.add(step["add_dependency"]["package"]).dependencies, expect)
+            elif "create_skill" in step:
                 spec = step["create_skill"]
                 skill = skills.create(spec["id"], spec["source"], description=spec.get("description", ""))
                 check_skill(skill, expect)
@@ -125,9 +214,7 @@ class Runner:
             elif "get_skill" in step:
                 check_skill(skills.get(step["get_skill"]["id"]), expect)
             elif "search_skills" in step:
-                names = [hit.skill.name for hit in skills.search(step["search_skills"]["query"])]
-                if "contains_name" in expect:
-                    assert expect["contains_name"] in names, f"{expect['contains_name']} not in search results {names}"
+                check_names([hit.skill.name for hit in skills.search(step["search_skills"]["query"])], expect, "search results")
             elif "delete_skill" in step:
                 skills.delete(step["delete_skill"]["id"])
             else:
@@ -137,8 +224,7 @@ class Runner:
             return
         assert "error_status" not in expect, f"expected {expect['error_status']}, the call succeeded"
 
-    def _execute(self, spec: dict[str, Any], session: codemode.Session | None) -> Observed:
-        client = self.clients[spec.get("auth", "token")]
+    def _execute(self, spec: dict[str, Any], client: codemode.Client, session: codemode.Session | None) -> Observed:
         if "session" in spec:
             handle = codemode.Session(client, session_pb2.Session(name=spec["session"]))
         else:
@@ -171,6 +257,7 @@ class Runner:
                             break
                     elif isinstance(event, codemode.Result):
                         observed.result = event
+                        observed.outputs_before_result = len(observed.outputs)
                     elif isinstance(event, codemode.Error):
                         observed.error = event
                     elif isinstance(event, codemode.Finished):
@@ -188,12 +275,61 @@ def check_call_error(error: codemode.CodemodeError, expect: dict[str, Any]) -> N
         assert (error.reason or "") == wanted["reason"], f"reason {error.reason!r}, want {wanted['reason']!r}"
 
 
+def check_names(names: list[str], expect: dict[str, Any], what: str) -> None:
+    if "contains_name" in expect:
+        assert expect["contains_name"] in names, f"{expect['contains_name']} not in {what} {names}"
+    if "lacks_name" in expect:
+        assert expect["lacks_name"] not in names, f"{expect['lacks_name']} in {what} {names}"
+
+
 def check_skill(skill: Any, expect: dict[str, Any]) -> None:
     assert "error_status" not in expect, f"expected {expect['error_status']}, the call succeeded"
     if "name" in expect:
         assert skill.name == expect["name"], f"skill name {skill.name!r}, want {expect['name']!r}"
     if "source_contains" in expect:
         assert expect["source_contains"] in skill.source, f"source {skill.source!r} lacks {expect['source_contains']!r}"
+
+
+def check_plaintext_client(target: str, token: str, expect: dict[str, Any]) -> None:
+    try:
+        client = codemode.Client(target, token=token)
+    except ValueError as refusal:
+        wanted = expect.get("refused_contains")
+        assert wanted is not None, f"plaintext client to {target} refused: {refusal}"
+        assert wanted in str(refusal), f"refusal {str(refusal)!r} lacks {wanted!r}"
+        return
+    client.close()
+    assert "refused_contains" not in expect, f"a plaintext client with a token to {target} was allowed"
+
+
+def check_artifact(artifact: Any, expect: dict[str, Any]) -> None:
+    assert "error_status" not in expect, f"expected {expect['error_status']}, the call succeeded"
+    wanted = expect.get("artifact", {})
+    type_name = artifact_pb2.ArtifactType.Name(artifact.type).removeprefix("ARTIFACT_TYPE_")
+    got = {
+        "name": artifact.name,
+        "type": type_name,
+        "description": artifact.description,
+        "size_bytes": artifact.size_bytes,
+        "sha256": artifact.sha256,
+    }
+    for key, value in wanted.items():
+        assert got[key] == value, f"artifact {key} {got[key]!r}, want {value!r}"
+
+
+def check_downloaded(artifact: Any, data: bytes, expect: dict[str, Any]) -> None:
+    if "data_sha256" in expect:
+        digest = hashlib.sha256(data).hexdigest()
+        assert digest == expect["data_sha256"], f"downloaded {len(data)} bytes with sha256 {digest}"
+        assert artifact.sha256 == digest, f"artifact sha256 {artifact.sha256} differs from the data's {digest}"
+    if "data_json" in expect:
+        assert json.loads(data) == expect["data_json"], f"downloaded {data[:200]!r}, want {expect['data_json']!r}"
+
+
+def check_dependencies(dependencies: list[str], expect: dict[str, Any]) -> None:
+    assert "error_status" not in expect, f"expected {expect['error_status']}, the call succeeded"
+    if "dependencies" in expect:
+        assert list(dependencies) == expect["dependencies"], f"dependencies {dependencies}, want {expect['dependencies']}"
 
 
 def merged_streams(outputs: list[codemode.Output]) -> Iterator[str]:
@@ -238,6 +374,10 @@ def check_execute(observed: Observed, expect: dict[str, Any]) -> None:
         assert observed.first_output_at is not None and observed.finished_at is not None
         gap = observed.finished_at - observed.first_output_at
         assert gap >= expect["first_output_before_finished_seconds"], f"first output only {gap:.3f}s before finished"
+    if "outputs_before_result_at_least" in expect:
+        before = observed.outputs_before_result
+        assert before is not None, "no result event"
+        assert before >= expect["outputs_before_result_at_least"], f"only {before} output events before the result"
     if "error" in expect:
         wanted = expect["error"]
         assert observed.error is not None, "no error event"

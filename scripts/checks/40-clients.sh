@@ -32,10 +32,11 @@ echo "--- build TypeScript client ---"
 npm --prefix clients/typescript run --silent build || fail "TypeScript client does not build (tsc)"
 
 # The Java client is built and tested by the one Maven run inside run-all.sh.
-# Over mTLS + token, so every client's TLS and client-certificate options are
-# exercised; plaintext is covered by the README examples below and by pytest's
-# own run of tests/conformance.
-echo "--- conformance (python, go, typescript, java) against one mTLS server ---"
+# Over mTLS, so every client's TLS and client-certificate options are exercised:
+# each runner runs every case as a token principal and as an mTLS principal
+# (certificate, no token), plus the cross-tenant cases (conformance/README.md).
+# Plaintext is covered by the README examples below.
+echo "--- conformance (python, go, typescript, java; token and mTLS principals) against one mTLS server ---"
 "$PY" conformance/with_server.py --mtls bash conformance/run-all.sh || fail "conformance suite failed"
 
 echo "--- README examples (go, typescript, java) against a plaintext server ---"

@@ -1,5 +1,17 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import { decodeErrorInfo, ERROR_INFO_TYPE } from "./error-info.js";
+import {
+  BAD_REQUEST_TYPE,
+  decodeErrorInfo,
+  decodeFieldViolations,
+  decodeQuotaViolations,
+  decodeRetryDelayMs,
+  ERROR_INFO_TYPE,
+  QUOTA_FAILURE_TYPE,
+  RETRY_INFO_TYPE,
+  type ErrorInfo,
+  type FieldViolation,
+  type QuotaViolation,
+} from "./status-details.js";
 
 /** The google.rpc.ErrorInfo domain of every codemode error. */
 export const ERROR_DOMAIN = "codemode.dev";
@@ -15,9 +27,12 @@ const GRPC_CODE_NAMES = [
 export type GrpcCodeName = (typeof GRPC_CODE_NAMES)[number];
 
 /**
- * A failed call. Branch on `reason` (a codemode.v1.ErrorReason value name
- * without the ERROR_REASON_ prefix, e.g. "SESSION_NOT_FOUND") or `code`,
- * never on `message`, which is for humans.
+ * A failed call. Branch on `reason` (compare with the `Reason` constants,
+ * e.g. `Reason.SESSION_NOT_FOUND`) or `code`, never on `message`, which is
+ * for humans. The standard google.rpc details the server attaches are
+ * decoded too: `retryDelayMs` (RetryInfo) says when a retry can help,
+ * `fieldViolations` (BadRequest) which request fields were wrong, and
+ * `quotaViolations` (QuotaFailure) which quota ran out.
  */
 export class CodemodeError extends Error {
   override readonly name = "CodemodeError";
@@ -28,29 +43,57 @@ export class CodemodeError extends Error {
   /** ErrorInfo reason, or "" when the server sent none. */
   readonly reason: string;
   readonly metadata: Record<string, string>;
+  /** How long to wait before retrying; undefined when the server sent no RetryInfo. */
+  readonly retryDelayMs?: number;
+  readonly fieldViolations: FieldViolation[];
+  readonly quotaViolations: QuotaViolation[];
   /** The status message without the code prefix connect adds. */
   readonly rawMessage: string;
 
   constructor(cause: ConnectError) {
-    const info = findErrorInfo(cause);
+    const details = decodeDetails(cause);
     const grpcCode = GRPC_CODE_NAMES[cause.code] ?? "UNKNOWN";
+    const info = details.info;
     super(`codemode: ${grpcCode}${info ? ` (${info.reason})` : ""}: ${cause.rawMessage}`, { cause });
     this.code = cause.code;
     this.grpcCode = grpcCode;
     this.reason = info?.reason ?? "";
     this.metadata = info?.metadata ?? {};
+    if (details.retryDelayMs !== undefined) this.retryDelayMs = details.retryDelayMs;
+    this.fieldViolations = details.fieldViolations;
+    this.quotaViolations = details.quotaViolations;
     this.rawMessage = cause.rawMessage;
   }
 }
 
-function findErrorInfo(error: ConnectError) {
+interface Details {
+  info?: ErrorInfo;
+  retryDelayMs?: number;
+  fieldViolations: FieldViolation[];
+  quotaViolations: QuotaViolation[];
+}
+
+function decodeDetails(error: ConnectError): Details {
+  const details: Details = { fieldViolations: [], quotaViolations: [] };
   for (const detail of error.details) {
-    if ("type" in detail && detail.type === ERROR_INFO_TYPE) {
-      const info = decodeErrorInfo(detail.value);
-      if (info.domain === ERROR_DOMAIN) return info;
+    if (!("type" in detail)) continue;
+    try {
+      if (detail.type === ERROR_INFO_TYPE && !details.info) {
+        const info = decodeErrorInfo(detail.value);
+        // Only ours: a proxy's reason must not be mistaken for a codemode one.
+        if (info.domain === ERROR_DOMAIN) details.info = { ...info, reason: info.reason.replace(/^ERROR_REASON_/, "") };
+      } else if (detail.type === RETRY_INFO_TYPE) {
+        details.retryDelayMs = decodeRetryDelayMs(detail.value);
+      } else if (detail.type === BAD_REQUEST_TYPE) {
+        details.fieldViolations.push(...decodeFieldViolations(detail.value));
+      } else if (detail.type === QUOTA_FAILURE_TYPE) {
+        details.quotaViolations.push(...decodeQuotaViolations(detail.value));
+      }
+    } catch {
+      // A garbled detail must not hide the status itself.
     }
   }
-  return undefined;
+  return details;
 }
 
 /**
@@ -62,4 +105,13 @@ export function toCodemodeError(error: unknown): unknown {
   const connectError = ConnectError.from(error);
   if (connectError.code === Code.Unknown && !(error instanceof ConnectError)) return error;
   return new CodemodeError(connectError);
+}
+
+/** Runs one call, turning its failure into a CodemodeError. */
+export async function call<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (error) {
+    throw toCodemodeError(error);
+  }
 }

@@ -4,6 +4,7 @@ import type { ExecuteRequestSchema, ExecuteResponse, ExecutionError, ExecutionFi
 import { ExecutionStatus, OutputStream } from "./gen/codemode/v1/execute_pb.js";
 import type { Session as SessionInfo } from "./gen/codemode/v1/session_pb.js";
 import type { CallOptions, CodemodeClient } from "./client.js";
+import { Dependencies } from "./deps.js";
 import { CodemodeError, toCodemodeError } from "./errors.js";
 
 /** Bounds close(): it runs from `await using` and must not hang on a dead server. */
@@ -46,6 +47,11 @@ export class Session implements AsyncDisposable {
     /** The session as returned by createSession (undefined for handles). */
     readonly info?: SessionInfo,
   ) {}
+
+  /** The session's Python packages (DependencyService). */
+  get deps(): Dependencies {
+    return new Dependencies(this.client.dependencyService, this.name);
+  }
 
   /**
    * Runs code and collects its events. A failure of the code itself

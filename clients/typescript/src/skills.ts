@@ -2,7 +2,7 @@ import type { Client } from "@connectrpc/connect";
 import type { Skill, SkillSearchResult } from "./gen/codemode/v1/skill_pb.js";
 import { SkillStoreService } from "./gen/codemode/v1/skill_pb.js";
 import type { CallOptions } from "./client.js";
-import { toCodemodeError } from "./errors.js";
+import { call } from "./errors.js";
 
 /** "greet" → "skills/greet". */
 export function skillName(id: string): string {
@@ -55,13 +55,5 @@ export class Skills {
 
   async delete(id: string, options: CallOptions = {}): Promise<void> {
     await call(() => this.client.deleteSkill({ tenant: this.tenant, name: skillName(id) }, options));
-  }
-}
-
-async function call<T>(fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (error) {
-    throw toCodemodeError(error);
   }
 }

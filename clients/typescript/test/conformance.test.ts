@@ -4,17 +4,20 @@
  * runners. Run through conformance/with_server.py, which starts a real
  * server and passes its address in CODEMODE_CONFORMANCE_TARGET.
  */
-import { test } from "node:test";
+import { after, test } from "node:test";
 import { readFileSync } from "node:fs";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { isDeepStrictEqual } from "node:util";
+import { ConnectError } from "@connectrpc/connect";
 import {
+  ArtifactType,
   CodemodeClient,
   CodemodeError,
   ExecutionStatus,
   OutputStream,
+  type Artifact,
   type ExecutionError,
   type ExecutionFinished,
   type ExecutionOutput,
@@ -39,12 +42,14 @@ interface Observed {
   finished?: ExecutionFinished;
   firstOutputAt?: number;
   finishedAt?: number;
+  /** How many output events had arrived when the result event did. */
+  outputsBeforeResult?: number;
   callError?: CodemodeError;
   cancelled: boolean;
 }
 
-function loadCases(): Json[] {
-  const uid = "ts" + randomBytes(4).toString("hex");
+function loadCases(principal: string): Json[] {
+  const uid = "ts" + principal + randomBytes(4).toString("hex");
   return JSON.parse(readFileSync(CASES_PATH, "utf8").replaceAll("${uid}", uid)).cases;
 }
 
@@ -52,25 +57,40 @@ function fail(message: string): never {
   throw new Error(message);
 }
 
-// mTLS when the harness started the server with --mtls, else plaintext.
-const tls = process.env.CODEMODE_CONFORMANCE_CA
-  ? {
-      ca: readFileSync(process.env.CODEMODE_CONFORMANCE_CA),
-      cert: readFileSync(process.env.CODEMODE_CONFORMANCE_CLIENT_CERT ?? ""),
-      key: readFileSync(process.env.CODEMODE_CONFORMANCE_CLIENT_KEY ?? ""),
-    }
-  : (false as const);
+type Clients = Record<"principal" | "none" | "wrong" | "other_tenant", CodemodeClient>;
 
-const clients = target
-  ? {
-      token: new CodemodeClient(target, { token, tls }),
-      none: new CodemodeClient(target, { tls }),
-      wrong: new CodemodeClient(target, { token: token + "-wrong", tls }),
-    }
-  : undefined;
+const ca = process.env.CODEMODE_CONFORMANCE_CA;
+/** TLS presenting the named client certificate when the harness started the server with --mtls, else plaintext. */
+function tls(certificate: "CLIENT" | "UNMAPPED") {
+  if (!ca) return false as const;
+  return {
+    ca: readFileSync(ca),
+    cert: readFileSync(process.env[`CODEMODE_CONFORMANCE_${certificate}_CERT`] ?? ""),
+    key: readFileSync(process.env[`CODEMODE_CONFORMANCE_${certificate}_KEY`] ?? ""),
+  };
+}
 
-for (const c of loadCases()) {
-  test(c.name, async (t) => {
+/** The `auth` clients of one principal's run (conformance/README.md, "Principals"). */
+function principalClients(principal: string): Clients {
+  const own = tls(principal === "mtls" ? "CLIENT" : "UNMAPPED");
+  return {
+    principal: new CodemodeClient(target, { token: principal === "mtls" ? "" : token, tls: own }),
+    none: new CodemodeClient(target, { tls: tls("UNMAPPED") }),
+    wrong: new CodemodeClient(target, { token: token + "-wrong", tls: own }),
+    other_tenant: new CodemodeClient(target, { token: process.env.CODEMODE_CONFORMANCE_OTHER_TOKEN ?? "", tls: tls("UNMAPPED") }),
+  };
+}
+
+// Every case as the token principal and, over mTLS, as the mTLS principal.
+const principals = ca ? ["token", "mtls"] : ["token"];
+const runs = target ? principals.map((principal) => ({ principal, clients: principalClients(principal) })) : [{ principal: "token", clients: undefined }];
+
+after(async () => {
+  for (const run of runs) for (const client of Object.values(run.clients ?? {})) await client.close();
+});
+
+for (const { principal, clients } of runs) for (const c of loadCases(principal)) {
+  test(`${principal}/${c.name}`, async (t) => {
     if (!clients) {
       if (process.env.CI) fail("CODEMODE_CONFORMANCE_TARGET is required under CI (run via conformance/with_server.py)");
       t.skip("no server: run via `python conformance/with_server.py npm test`");
@@ -78,7 +98,7 @@ for (const c of loadCases()) {
     }
     if (c.requires === "skills") {
       try {
-        await clients.token.skills().search("probe", 1);
+        await clients.principal.skills().search("probe", 1);
       } catch (error) {
         if (error instanceof CodemodeError && error.grpcCode === "UNIMPLEMENTED") {
           t.skip("the server does not implement SkillStoreService");
@@ -91,11 +111,16 @@ for (const c of loadCases()) {
   });
 }
 
-async function runCase(all: NonNullable<typeof clients>, c: Json): Promise<void> {
-  const needsSession = c.steps.some((s: Json) => s.execute && !s.execute.session);
+const SESSION_STEPS = ["list_dependencies", "add_dependency", "get_session", "delete_session", "list_sessions"];
+
+async function runCase(all: Clients, c: Json): Promise<void> {
+  const needsSession = c.steps.some((s: Json) => (s.execute && !s.execute.session) || SESSION_STEPS.some((kind) => kind in s));
   // `await using` deletes the session however the case ends.
   await using session = needsSession
-    ? await all.token.createSession({ outputBudgetBytes: BigInt(c.session?.output_budget_bytes ?? 0) })
+    ? await all.principal.createSession({
+        outputBudgetBytes: BigInt(c.session?.output_budget_bytes ?? 0),
+        deps: c.session?.deps ?? [],
+      })
     : undefined;
   for (const [index, step] of c.steps.entries()) {
     try {
@@ -106,20 +131,97 @@ async function runCase(all: NonNullable<typeof clients>, c: Json): Promise<void>
   }
 }
 
-async function runStep(all: NonNullable<typeof clients>, session: Session | undefined, step: Json): Promise<void> {
+/** The generated stubs' errors as the client's own, for the calls it does not wrap. */
+async function raw<T>(call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (error) {
+    throw error instanceof ConnectError ? new CodemodeError(error) : error;
+  }
+}
+
+function checkNames(names: (string | undefined)[], expect: Json, what: string): void {
+  if (expect.contains_name && !names.includes(expect.contains_name)) fail(`${expect.contains_name} not in ${what} ${names}`);
+  if (expect.lacks_name && names.includes(expect.lacks_name)) fail(`${expect.lacks_name} in ${what} ${names}`);
+}
+
+async function runStep(all: Clients, session: Session | undefined, step: Json): Promise<void> {
   const expect = step.expect ?? {};
+  const client = all[(step.auth ?? "principal") as keyof Clients];
+  const tenant: string = step.tenant ?? "";
   if (step.execute) {
-    checkExecute(await execute(all, session, step.execute), expect);
+    checkExecute(await execute(client, session, step.execute), expect);
     return;
   }
   if (step.close_session) {
     await session!.close();
     return;
   }
-  const skills = all.token.skills();
+  if (step.plaintext_client) {
+    checkPlaintextClient(step.plaintext_client.target, expect);
+    return;
+  }
+  const skills = client.skills(tenant);
+  const artifacts = client.artifacts(tenant);
   let outcome: Json;
   try {
-    if (step.create_skill) {
+    // The client wraps no GetSession/ListSessions, and Session.close() forgives
+    // NOT_FOUND: the session steps call the generated stub it exposes.
+    if (step.get_session) {
+      const info = (await raw(() => client.sessionService.getSession({ name: session!.name }))).session;
+      if (expect.error_status) fail(`expected ${expect.error_status.code}, the call succeeded`);
+      if (expect.session_tenant !== undefined && info?.tenant !== expect.session_tenant) {
+        fail(`session tenant ${JSON.stringify(info?.tenant)}, want ${JSON.stringify(expect.session_tenant)}`);
+      }
+      return;
+    } else if (step.delete_session) {
+      await raw(() => client.sessionService.deleteSession({ name: session!.name }));
+    } else if (step.list_sessions) {
+      const names: string[] = [];
+      let pageToken = "";
+      do {
+        const page = await raw(() => client.sessionService.listSessions({ tenant, pageToken }));
+        names.push(...page.sessions.map((listed) => listed.name));
+        pageToken = page.nextPageToken;
+      } while (pageToken);
+      if (expect.error_status) fail(`expected ${expect.error_status.code}, the call succeeded`);
+      const listed = names.includes(session!.name);
+      if (expect.lists_case_session !== undefined && listed !== expect.lists_case_session) {
+        fail(`case session ${session!.name} listed: ${listed} (${names})`);
+      }
+      return;
+    } else if (step.upload_artifact) {
+      const spec = step.upload_artifact;
+      // The TypeScript way to stream an upload: any (async) iterable of chunks.
+      const piece = Buffer.from(spec.data, "utf8");
+      const data = (function* () {
+        for (let i = 0; i < (spec.repeat ?? 1); i++) yield piece;
+      })();
+      const type = ArtifactType[spec.type as keyof typeof ArtifactType];
+      checkArtifact(await artifacts.upload(spec.id, data, { type, description: spec.description ?? "" }), expect);
+      return;
+    } else if (step.get_artifact) {
+      checkArtifact(await artifacts.get(step.get_artifact.id), expect);
+      return;
+    } else if (step.download_artifact) {
+      // The TypeScript way to stream a download: iterate its chunks.
+      await using download = await artifacts.download(step.download_artifact.id);
+      const chunks: Uint8Array[] = [];
+      for await (const chunk of download) chunks.push(chunk);
+      checkArtifact(download.artifact, expect);
+      checkDownloaded(download.artifact, Buffer.concat(chunks), expect);
+      return;
+    } else if (step.list_artifacts) {
+      checkNames((await artifacts.list()).map((artifact) => artifact.name), expect, "artifacts");
+    } else if (step.delete_artifact) {
+      await artifacts.delete(step.delete_artifact.id);
+    } else if (step.list_dependencies) {
+      checkDependencies(await session!.deps.list(), expect);
+      return;
+    } else if (step.add_dependency) {
+      checkDependencies((await session!.deps.add(step.add_dependency.package)).dependencies, expect);
+      return;
+    } else if (step.create_skill) {
       const spec = step.create_skill;
       outcome = await skills.create(spec.id, spec.description ?? "", spec.source);
     } else if (step.update_skill) {
@@ -128,10 +230,7 @@ async function runStep(all: NonNullable<typeof clients>, session: Session | unde
     } else if (step.get_skill) {
       outcome = await skills.get(step.get_skill.id);
     } else if (step.search_skills) {
-      const names = (await skills.search(step.search_skills.query)).map((hit) => hit.skill?.name);
-      if (expect.contains_name && !names.includes(expect.contains_name)) {
-        fail(`${expect.contains_name} not in search results ${names}`);
-      }
+      checkNames((await skills.search(step.search_skills.query)).map((hit) => hit.skill?.name), expect, "search results");
     } else if (step.delete_skill) {
       await skills.delete(step.delete_skill.id);
     } else {
@@ -151,8 +250,7 @@ async function runStep(all: NonNullable<typeof clients>, session: Session | unde
   }
 }
 
-async function execute(all: NonNullable<typeof clients>, session: Session | undefined, spec: Json): Promise<Observed> {
-  const client = all[(spec.auth ?? "token") as keyof typeof all];
+async function execute(client: CodemodeClient, session: Session | undefined, spec: Json): Promise<Observed> {
   const handle = client.session(spec.session ?? session!.name);
   const giveUp = Date.now() + RETRY_WHILE_BUSY_MS;
   for (;;) {
@@ -186,6 +284,7 @@ async function executeOnce(session: Session, spec: Json): Promise<Observed> {
           break;
         case "result":
           observed.result = event.event.value;
+          observed.outputsBeforeResult = observed.outputs.length;
           break;
         case "error":
           observed.error = event.event.value;
@@ -210,6 +309,53 @@ function checkCallError(error: CodemodeError, expect: Json): void {
   if (wanted.reason !== undefined && error.reason !== wanted.reason) {
     fail(`reason ${JSON.stringify(error.reason)}, want ${JSON.stringify(wanted.reason)}`);
   }
+}
+
+function checkArtifact(artifact: Artifact, expect: Json): void {
+  if (expect.error_status) fail(`expected ${expect.error_status.code}, the call succeeded`);
+  const got: Json = {
+    name: artifact.name,
+    type: ArtifactType[artifact.type],
+    description: artifact.description,
+    size_bytes: Number(artifact.sizeBytes),
+    sha256: artifact.sha256,
+  };
+  for (const [key, value] of Object.entries(expect.artifact ?? {})) {
+    if (got[key] !== value) fail(`artifact ${key} ${JSON.stringify(got[key])}, want ${JSON.stringify(value)}`);
+  }
+}
+
+function checkDownloaded(artifact: Artifact, data: Buffer, expect: Json): void {
+  if (expect.data_sha256 !== undefined) {
+    const digest = createHash("sha256").update(data).digest("hex");
+    if (digest !== expect.data_sha256) fail(`downloaded ${data.length} bytes with sha256 ${digest}`);
+    if (artifact.sha256 !== digest) fail(`artifact sha256 ${artifact.sha256} differs from the data's ${digest}`);
+  }
+  if (expect.data_json !== undefined && !isDeepStrictEqual(JSON.parse(data.toString("utf8")), expect.data_json)) {
+    fail(`downloaded ${data.toString("utf8").slice(0, 200)}, want ${JSON.stringify(expect.data_json)}`);
+  }
+}
+
+function checkDependencies(dependencies: string[], expect: Json): void {
+  if (expect.error_status) fail(`expected ${expect.error_status.code}, the call succeeded`);
+  if (expect.dependencies !== undefined && !isDeepStrictEqual(dependencies, expect.dependencies)) {
+    fail(`dependencies ${JSON.stringify(dependencies)}, want ${JSON.stringify(expect.dependencies)}`);
+  }
+}
+
+function checkPlaintextClient(plaintextTarget: string, expect: Json): void {
+  let client: CodemodeClient;
+  try {
+    client = new CodemodeClient(plaintextTarget, { token, tls: false });
+  } catch (error) {
+    if (expect.refused_contains === undefined) fail(`plaintext client to ${plaintextTarget} refused: ${(error as Error).message}`);
+    if (!(error as Error).message.includes(expect.refused_contains)) {
+      fail(`refusal ${JSON.stringify((error as Error).message)} lacks ${JSON.stringify(expect.refused_contains)}`);
+    }
+    return;
+  }
+  void client.close();
+  if (expect.refused_contains !== undefined) fail(`a plaintext client with a token to ${plaintextTarget} was allowed`);
 }
 
 function text(observed: Observed, stream: OutputStream): string {
@@ -264,6 +410,10 @@ function checkExecute(observed: Observed, expect: Json): void {
     if (observed.firstOutputAt === undefined || observed.finishedAt === undefined) fail("no output or no finished event");
     const gap = (observed.finishedAt - observed.firstOutputAt) / 1000;
     if (gap < expect.first_output_before_finished_seconds) fail(`first output only ${gap.toFixed(3)}s before finished`);
+  }
+  if (expect.outputs_before_result_at_least !== undefined) {
+    const before = observed.outputsBeforeResult ?? fail("no result event");
+    if (before < expect.outputs_before_result_at_least) fail(`only ${before} output events before the result`);
   }
   if (expect.error !== undefined) {
     const error = observed.error ?? fail("no error event");

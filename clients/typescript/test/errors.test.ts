@@ -1,10 +1,10 @@
-/** Error mapping without a server: ErrorInfo decoding and ConnectError → CodemodeError. */
+/** Error mapping without a server: status details decoding and ConnectError → CodemodeError. */
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { BinaryWriter } from "@bufbuild/protobuf/wire";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { CodemodeError } from "../src/index.js";
-import { decodeErrorInfo } from "../src/error-info.js";
+import { CodemodeError, ErrorReason, Reason } from "../src/index.js";
+import { decodeErrorInfo } from "../src/status-details.js";
 import { toCodemodeError } from "../src/errors.js";
 
 function errorInfoBytes(reason: string, domain: string, metadata: Record<string, string>): Uint8Array {
@@ -44,4 +44,49 @@ test("ignores ErrorInfo of other domains and maps aborts to CANCELLED", () => {
 test("passes unrelated errors through", () => {
   const plain = new TypeError("bug");
   assert.equal(toCodemodeError(plain), plain);
+});
+
+/** Messages whose fields 1 and 2 are strings: BadRequest.FieldViolation, QuotaFailure.Violation. */
+function repeatedPairs(pairs: [string, string][]): Uint8Array {
+  const writer = new BinaryWriter();
+  for (const [first, second] of pairs) writer.tag(1, 2).fork().tag(1, 2).string(first).tag(2, 2).string(second).join();
+  return writer.finish();
+}
+
+function retryInfoBytes(seconds: number, nanos: number): Uint8Array {
+  return new BinaryWriter().tag(1, 2).fork().tag(1, 0).int64(seconds).tag(2, 0).int32(nanos).join().finish();
+}
+
+test("decodes RetryInfo, BadRequest and QuotaFailure after the ErrorInfo", () => {
+  const cause = new ConnectError("over quota", Code.ResourceExhausted);
+  cause.details.push(
+    { type: "google.rpc.ErrorInfo", value: errorInfoBytes("ERROR_REASON_SESSION_LIMIT_REACHED", "codemode.dev", {}) },
+    {
+      type: "google.rpc.BadRequest",
+      value: repeatedPairs([["session.config.memory_limit_bytes", "at most 4294967296"], ["session.labels", "at most 64 labels"]]),
+    },
+    { type: "google.rpc.QuotaFailure", value: repeatedPairs([["tenant:alice", "live sessions"]]) },
+    { type: "google.rpc.RetryInfo", value: retryInfoBytes(1, 500_000_000) },
+  );
+  const error = toCodemodeError(cause) as CodemodeError;
+  assert.equal(error.reason, Reason.SESSION_LIMIT_REACHED, "the ERROR_REASON_ prefix is stripped");
+  assert.equal(error.retryDelayMs, 1500);
+  assert.deepEqual(error.fieldViolations, [
+    { field: "session.config.memory_limit_bytes", description: "at most 4294967296" },
+    { field: "session.labels", description: "at most 64 labels" },
+  ]);
+  assert.deepEqual(error.quotaViolations, [{ subject: "tenant:alice", description: "live sessions" }]);
+});
+
+test("an error without details has no retry delay and no violations", () => {
+  const error = toCodemodeError(new ConnectError("down", Code.Unavailable)) as CodemodeError;
+  assert.equal(error.retryDelayMs, undefined);
+  assert.deepEqual([error.reason, error.fieldViolations, error.quotaViolations], ["", [], []]);
+});
+
+test("Reason has one constant per generated ErrorReason value", () => {
+  const names = Object.keys(ErrorReason).filter((key) => Number.isNaN(Number(key)) && key !== "UNSPECIFIED");
+  assert.deepEqual(Object.keys(Reason).sort(), names.sort());
+  assert.equal(Reason.SESSION_BUSY, "SESSION_BUSY");
+  assert.equal(Reason.RUNTIME_DEPS_DISABLED, "RUNTIME_DEPS_DISABLED");
 });

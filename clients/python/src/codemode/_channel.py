@@ -16,6 +16,8 @@ from typing import Any, Sequence, Union
 import grpc
 import grpc.aio
 
+from codemode._credentials import discover_token
+
 PemSource = Union[bytes, str, "os.PathLike[str]", None]
 
 #: Generous: artifact chunks are 1 MiB but list pages of large skills may be big.
@@ -98,6 +100,8 @@ class ChannelSettings:
     def __post_init__(self) -> None:
         if not self.target:
             raise ValueError("target must be 'host:port' or 'unix:/path'")
+        if self.token is None:  # find one (env, then the local server's file); "" = none
+            object.__setattr__(self, "token", discover_token(is_local_target(self.target)))
         if (
             self.token
             and not self.tls

@@ -179,15 +179,22 @@ def upload_requests(
         yield artifact_pb2.UploadArtifactRequest(chunk=bytes(view[start : start + ARTIFACT_CHUNK_BYTES]))
 
 
-def join_download(
-    responses: "Iterator[artifact_pb2.DownloadArtifactResponse]",
-) -> tuple[artifact_pb2.Artifact, bytes]:
-    """Reassembles a DownloadArtifact stream: metadata first, then data chunks."""
-    meta = artifact_pb2.Artifact()
-    data = bytearray()
-    for response in responses:
+class DownloadAssembler:
+    """Reassembles a DownloadArtifact stream (metadata first, then data chunks).
+
+    Fed one message at a time as the stream is read, so neither flavour holds
+    the chunk messages and the joined bytes at once.
+    """
+
+    def __init__(self) -> None:
+        self.meta = artifact_pb2.Artifact()
+        self._data = bytearray()
+
+    def add(self, response: artifact_pb2.DownloadArtifactResponse) -> None:
         if response.HasField("artifact"):
-            meta = response.artifact
+            self.meta = response.artifact
         else:
-            data.extend(response.chunk)
-    return meta, bytes(data)
+            self._data.extend(response.chunk)
+
+    def data(self) -> bytes:
+        return bytes(self._data)

@@ -1,19 +1,36 @@
-"""Asynchronous client (grpc.aio).
+"""Asynchronous client (grpc.aio), and the one source of both client flavours.
 
 Thin by design: it builds requests, maps errors and folds events; every rule
 (validation, limits, state) is the server's. Create the client anywhere, but use
 it from one event loop: grpc.aio channels are bound to the loop they start in.
+
+One body for sync and async: :mod:`codemode.sync` is generated from this file
+by ``scripts/generate_python_client.py`` (``async def`` → ``def``, ``await x``
+→ ``x``, ``AsyncClient`` → ``Client``, ...), and CI regenerates it and fails on
+a difference, like the protobuf stubs. Why generated rather than shared at run
+time: every method here does work after its RPC (error mapping, pagination,
+folding events), so one class cannot simply return whatever the stub returns,
+as authzed-py's clients do; a run-time "maybe await" core would type every
+result as ``T | Awaitable[T]``, and running the async client on a private loop
+would break callers that already run one. Generating keeps two plain,
+fully typed modules with no copy kept by hand (httpcore, psycopg 3 and
+elasticsearch-py make the same choice). What grpc and grpc.aio do differently
+beyond ``await`` lives in :mod:`codemode._flavour_aio` and its twin
+:mod:`codemode._flavour_sync`.
+
+Edit this file, never ``sync.py``; write code both flavours can share (no
+``asyncio`` here), then run ``python scripts/generate_python_client.py``.
 """
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Sequence, TypeVar
+from typing import Any, AsyncIterator, Mapping, Sequence, TypeVar
 
 import grpc
-import grpc.aio
 
 from codemode import _requests as req
 from codemode._channel import ChannelSettings, TLSSetting
+from codemode._flavour_aio import Channel, ResponseStream, Unary, eager_channel, next_response, open_channel
 from codemode.dependencies import AddedDependency, RemovedDependency, SyncedDependencies
 from codemode.errors import CodemodeError, ExecutionCancelledError, NotFoundError, from_rpc_error
 from codemode.results import (
@@ -29,6 +46,7 @@ from codemode.v1 import (
     artifact_pb2_grpc,
     dependency_pb2,
     dependency_pb2_grpc,
+    execute_pb2,
     execute_pb2_grpc,
     session_pb2,
     session_pb2_grpc,
@@ -42,15 +60,16 @@ DEFAULT_TARGET = "127.0.0.1:50051"
 
 
 class AsyncExecution:
-    """A running execution: an async iterator of events, in order, as they arrive.
+    """A running execution: iterate it for its events, in order, as they arrive.
 
-    Leaving early (``break``, an exception, task cancellation, ``cancel()``)
-    cancels the RPC, which makes the server interrupt the code. This is done
-    explicitly because grpc.aio never cancels an abandoned call (grpc#43462):
-    the code would otherwise keep running and the session stay busy.
+    Leaving early (``break``, an exception, Ctrl-C or task cancellation,
+    ``cancel()``) cancels the RPC, which makes the server interrupt the code and
+    free the session. This is done explicitly, not left to gRPC, because
+    grpc.aio never cancels an abandoned call (grpc#43462): the code would
+    otherwise keep running and the session stay busy.
     """
 
-    def __init__(self, call: Any) -> None:
+    def __init__(self, call: ResponseStream[execute_pb2.ExecuteResponse]) -> None:
         self._call = call
         self._builder = ResultBuilder()
         self._done = False
@@ -58,7 +77,7 @@ class AsyncExecution:
         #: The error that ended the stream, so a later result() reports it again.
         self._error: CodemodeError | None = None
 
-    def __aiter__(self) -> "AsyncExecution":
+    def __aiter__(self) -> AsyncExecution:
         return self
 
     async def __anext__(self) -> ExecutionEvent:
@@ -66,8 +85,8 @@ class AsyncExecution:
             raise StopAsyncIteration
         try:
             while True:
-                response = await self._call.read()
-                if response is grpc.aio.EOF:
+                response = await next_response(self._call)
+                if response is None:
                     break
                 event = event_from_proto(response)
                 if event is not None:
@@ -77,7 +96,7 @@ class AsyncExecution:
             self._error = from_rpc_error(error)
             self._stop()
             raise self._error from error
-        except BaseException:  # CancelledError included: stop the code, then re-raise
+        except BaseException:  # Ctrl-C or a cancelled task included: stop the code, then re-raise
             self._stop()
             raise
         self._done = True
@@ -101,7 +120,7 @@ class AsyncExecution:
     async def aclose(self) -> None:
         self._stop()
 
-    async def __aenter__(self) -> "AsyncExecution":
+    async def __aenter__(self) -> AsyncExecution:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -123,18 +142,18 @@ class AsyncExecution:
         return self._builder.build()
 
     def __del__(self) -> None:
-        # Last resort for `async for ev in session.stream(...): break`.
+        # Last resort for `async for ev in session.stream(...): break`, no reference kept.
         if not getattr(self, "_done", True):
             try:
                 self._call.cancel()
-            except Exception:  # the loop may already be closed at interpreter exit
+            except Exception:  # the loop or channel may already be closed at interpreter exit
                 pass
 
 
 class AsyncSession:
     """A handle on "sessions/{id}"; ``async with`` deletes the session on exit."""
 
-    def __init__(self, client: "AsyncClient", info: session_pb2.Session) -> None:
+    def __init__(self, client: AsyncClient, info: session_pb2.Session) -> None:
         self._client = client
         #: The session as last returned by the server (config, state, generation).
         self.info = info
@@ -166,8 +185,7 @@ class AsyncSession:
         """
         request = req.execute_request(self.name, code, timeout, request_id)
         rpc_deadline = req.execute_deadline(timeout, deadline, req.session_default_timeout(self.info))
-        call = self._client._execute_stub.Execute(request, timeout=rpc_deadline)
-        return AsyncExecution(call)
+        return AsyncExecution(self._client._execute_stub.Execute(request, timeout=rpc_deadline))
 
     async def run(
         self,
@@ -178,35 +196,30 @@ class AsyncSession:
         request_id: str | None = None,
     ) -> ExecutionResult:
         """Runs code and returns its result; failures of the code are in the result."""
-        execution = self.stream(code, timeout=timeout, deadline=deadline, request_id=request_id)
-        try:
+        async with self.stream(code, timeout=timeout, deadline=deadline, request_id=request_id) as execution:
             return await execution.result()
-        finally:
-            execution.cancel()
 
     async def reset(self) -> None:
         """Fresh interpreter: user state is cleared, a dead interpreter is revived."""
-        response = await self._client._unary(
-            self._client._session_stub.ResetSession, session_pb2.ResetSessionRequest(name=self.name)
-        )
+        request = session_pb2.ResetSessionRequest(name=self.name)
+        response = await self._client._unary(self._client._session_stub.ResetSession, request)
         self.info = response.session
 
     async def refresh(self) -> session_pb2.Session:
-        response = await self._client._unary(
-            self._client._session_stub.GetSession, session_pb2.GetSessionRequest(name=self.name)
-        )
+        request = session_pb2.GetSessionRequest(name=self.name)
+        response = await self._client._unary(self._client._session_stub.GetSession, request)
         self.info = response.session
         return self.info
 
     @property
-    def deps(self) -> "AsyncDependencies":
+    def deps(self) -> AsyncDependencies:
         """The session's Python packages (the API twin of ``deps`` in sandboxed code)."""
         return AsyncDependencies(self._client, self.name)
 
     async def delete(self) -> None:
         await self._client.delete_session(self.name)
 
-    async def __aenter__(self) -> "AsyncSession":
+    async def __aenter__(self) -> AsyncSession:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -224,7 +237,7 @@ class AsyncDependencies:
     ``allow_runtime_deps`` off; ``list``/``sync`` are always allowed.
     """
 
-    def __init__(self, client: "AsyncClient", session: str) -> None:
+    def __init__(self, client: AsyncClient, session: str) -> None:
         self._client = client
         self._session = session
         self._stub = dependency_pb2_grpc.DependencyServiceStub(client.channel)
@@ -232,7 +245,8 @@ class AsyncDependencies:
     async def add(self, package: str, *, deadline: float = req.DEPS_INSTALL_DEADLINE_SECONDS) -> AddedDependency:
         """Installs ``package`` (e.g. ``"pandas>=2.0"``); importable in the session at once."""
         request = dependency_pb2.AddDependencyRequest(session=self._session, package=package)
-        return AddedDependency.from_proto(await self._client._unary(self._stub.AddDependency, request, deadline))
+        response = await self._client._unary(self._stub.AddDependency, request, deadline)
+        return AddedDependency.from_proto(response)
 
     async def remove(self, package: str) -> RemovedDependency:
         """Drops ``package`` (matched by name) from the configured set.
@@ -241,33 +255,38 @@ class AsyncDependencies:
         module already imported keeps working; a later ``sync`` will not reinstall it.
         """
         request = dependency_pb2.RemoveDependencyRequest(session=self._session, package=package)
-        return RemovedDependency.from_proto(await self._client._unary(self._stub.RemoveDependency, request))
+        response = await self._client._unary(self._stub.RemoveDependency, request)
+        return RemovedDependency.from_proto(response)
 
     async def list(self) -> list[str]:
         """The configured packages, as normalized specifiers."""
         request = dependency_pb2.ListDependenciesRequest(session=self._session)
-        return list((await self._client._unary(self._stub.ListDependencies, request)).dependencies)
+        response = await self._client._unary(self._stub.ListDependencies, request)
+        return list(response.dependencies)
 
     async def sync(self, *, deadline: float = req.DEPS_INSTALL_DEADLINE_SECONDS) -> SyncedDependencies:
         """Installs every configured package that is missing from the sandbox."""
         request = dependency_pb2.SyncDependenciesRequest(session=self._session)
-        return SyncedDependencies.from_proto(await self._client._unary(self._stub.SyncDependencies, request, deadline))
+        response = await self._client._unary(self._stub.SyncDependencies, request, deadline)
+        return SyncedDependencies.from_proto(response)
 
 
 class AsyncSkills:
     """The tenant's skill library (``client.skills``)."""
 
-    def __init__(self, client: "AsyncClient") -> None:
+    def __init__(self, client: AsyncClient) -> None:
         self._client = client
         self._stub = skill_pb2_grpc.SkillStoreServiceStub(client.channel)
 
     async def create(self, name: str, source: str, *, description: str = "") -> skill_pb2.Skill:
         request = req.create_skill_request(self._client.tenant, name, source, description)
-        return (await self._client._unary(self._stub.CreateSkill, request)).skill
+        response = await self._client._unary(self._stub.CreateSkill, request)
+        return response.skill
 
     async def get(self, name: str) -> skill_pb2.Skill:
         request = skill_pb2.GetSkillRequest(tenant=self._client.tenant, name=req.qualify("skills", name))
-        return (await self._client._unary(self._stub.GetSkill, request)).skill
+        response = await self._client._unary(self._stub.GetSkill, request)
+        return response.skill
 
     async def list(self, *, page_size: int = 0) -> AsyncIterator[skill_pb2.Skill]:
         """All skills (without source), fetching pages as iteration proceeds."""
@@ -285,7 +304,8 @@ class AsyncSkills:
 
     async def search(self, query: str, *, limit: int = 0) -> Sequence[skill_pb2.SkillSearchResult]:
         request = skill_pb2.SearchSkillsRequest(tenant=self._client.tenant, query=query, limit=limit)
-        return list((await self._client._unary(self._stub.SearchSkills, request)).results)
+        response = await self._client._unary(self._stub.SearchSkills, request)
+        return list(response.results)
 
     async def update(
         self,
@@ -296,7 +316,8 @@ class AsyncSkills:
         etag: str = "",
     ) -> skill_pb2.Skill:
         request = req.update_skill_request(self._client.tenant, name, source, description, etag)
-        return (await self._client._unary(self._stub.UpdateSkill, request)).skill
+        response = await self._client._unary(self._stub.UpdateSkill, request)
+        return response.skill
 
     async def delete(self, name: str, *, etag: str = "") -> None:
         request = skill_pb2.DeleteSkillRequest(
@@ -308,7 +329,7 @@ class AsyncSkills:
 class AsyncArtifacts:
     """Named data that outlives sessions (``client.artifacts``); moved in chunks."""
 
-    def __init__(self, client: "AsyncClient") -> None:
+    def __init__(self, client: AsyncClient) -> None:
         self._client = client
         self._stub = artifact_pb2_grpc.ArtifactServiceStub(client.channel)
 
@@ -323,36 +344,31 @@ class AsyncArtifacts:
     ) -> artifact_pb2.Artifact:
         """Stores bytes (BYTES), str (TEXT) or any JSON value (JSON), replacing ``name``."""
         requests = req.upload_requests(self._client.tenant, name, data, type, description, metadata)
-        call = self._stub.UploadArtifact(requests, timeout=self._client.default_deadline)
-        try:
-            return (await call).artifact
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from error
-        finally:
-            call.cancel()
+        response = await self._client._unary(self._stub.UploadArtifact, requests)
+        return response.artifact
 
     async def get(self, name: str) -> DownloadedArtifact:
         request = artifact_pb2.DownloadArtifactRequest(
             tenant=self._client.tenant, name=req.qualify("artifacts", name)
         )
+        download = req.DownloadAssembler()
         call = self._stub.DownloadArtifact(request, timeout=self._client.default_deadline)
-        responses = []
         try:
             async for response in call:
-                responses.append(response)
+                download.add(response)
         except grpc.RpcError as error:
             raise from_rpc_error(error) from error
         finally:
             call.cancel()
-        meta, data = req.join_download(iter(responses))
-        return DownloadedArtifact(meta, data)
+        return DownloadedArtifact(download.meta, download.data())
 
     async def info(self, name: str) -> artifact_pb2.Artifact:
         """Metadata only, without transferring the data."""
         request = artifact_pb2.GetArtifactRequest(
             tenant=self._client.tenant, name=req.qualify("artifacts", name)
         )
-        return (await self._client._unary(self._stub.GetArtifact, request)).artifact
+        response = await self._client._unary(self._stub.GetArtifact, request)
+        return response.artifact
 
     async def list(self, *, page_size: int = 0) -> AsyncIterator[artifact_pb2.Artifact]:
         token = ""
@@ -379,7 +395,9 @@ class AsyncClient:
 
     Args:
         target: "host:port" or "unix:/path".
-        token: API token, sent as ``authorization: Bearer``.
+        token: API token, sent as ``authorization: Bearer``. ``None`` (the default)
+            uses ``CODEMODE_API_TOKEN``, else, for a loopback target, the token the
+            local server wrote to its data dir; ``""`` sends none.
         tls: None/False for plaintext, True for TLS with system roots, or a TLSConfig.
         tenant: tenant for skills and artifacts ("" = the server's default).
         default_deadline: seconds allowed for each non-execution RPC.
@@ -402,7 +420,7 @@ class AsyncClient:
         self._settings = ChannelSettings(target, token, tls, tuple(options), allow_insecure_token)
         self.tenant = tenant
         self.default_deadline = default_deadline
-        self._channel: grpc.aio.Channel | None = None
+        self._channel: Channel | None = eager_channel(self._settings)
         self._skills: AsyncSkills | None = None
         self._artifacts: AsyncArtifacts | None = None
 
@@ -411,10 +429,10 @@ class AsyncClient:
         return self._settings.target
 
     @property
-    def channel(self) -> grpc.aio.Channel:
-        """Created on first use so the client can be constructed outside the loop."""
+    def channel(self) -> Channel:
+        """The gRPC channel, opened on first use (again after ``close()``)."""
         if self._channel is None:
-            self._channel = self._settings.aio_channel()
+            self._channel = open_channel(self._settings)
         return self._channel
 
     @property
@@ -443,15 +461,13 @@ class AsyncClient:
             self._channel = None
             self._skills = self._artifacts = None
 
-    async def __aenter__(self) -> "AsyncClient":
+    async def __aenter__(self) -> AsyncClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _unary(
-        self, method: Callable[..., Awaitable[_Response]], request: Any, deadline: float | None = None
-    ) -> _Response:
+    async def _unary(self, method: Unary[_Response], request: Any, deadline: float | None = None) -> _Response:
         try:
             return await method(request, timeout=deadline or self.default_deadline)
         except grpc.RpcError as error:

@@ -1,17 +1,22 @@
-"""Synchronous client, the same API as :mod:`codemode.aio` without ``await``.
+"""Synchronous client: the same API as :mod:`codemode.aio`, without ``await``.
 
 Built on the sync gRPC stubs (not by running the async client in a thread), so
 it works inside programs that already run an event loop and in plain scripts.
+
+Generated from ``aio.py`` by ``scripts/generate_python_client.py``; do not edit.
+CI regenerates it and fails on a difference. Why one body serves both flavours
+this way is explained in :mod:`codemode.aio`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, Iterator, Mapping, Sequence, TypeVar
 
 import grpc
 
 from codemode import _requests as req
 from codemode._channel import ChannelSettings, TLSSetting
+from codemode._flavour_sync import Channel, ResponseStream, Unary, eager_channel, next_response, open_channel
 from codemode.dependencies import AddedDependency, RemovedDependency, SyncedDependencies
 from codemode.errors import CodemodeError, ExecutionCancelledError, NotFoundError, from_rpc_error
 from codemode.results import (
@@ -27,6 +32,7 @@ from codemode.v1 import (
     artifact_pb2_grpc,
     dependency_pb2,
     dependency_pb2_grpc,
+    execute_pb2,
     execute_pb2_grpc,
     session_pb2,
     session_pb2_grpc,
@@ -34,19 +40,22 @@ from codemode.v1 import (
     skill_pb2_grpc,
 )
 
-DEFAULT_TARGET = "127.0.0.1:50051"
-
 _Response = TypeVar("_Response")
+
+DEFAULT_TARGET = "127.0.0.1:50051"
 
 
 class Execution:
-    """A running execution: an iterator of events, in order, as they arrive.
+    """A running execution: iterate it for its events, in order, as they arrive.
 
-    Leaving early (``break``, an exception, Ctrl-C, ``cancel()``) cancels the
-    RPC, which makes the server interrupt the code and free the session.
+    Leaving early (``break``, an exception, Ctrl-C or task cancellation,
+    ``cancel()``) cancels the RPC, which makes the server interrupt the code and
+    free the session. This is done explicitly, not left to gRPC, because
+    grpc.aio never cancels an abandoned call (grpc#43462): the code would
+    otherwise keep running and the session stay busy.
     """
 
-    def __init__(self, call: Any) -> None:
+    def __init__(self, call: ResponseStream[execute_pb2.ExecuteResponse]) -> None:
         self._call = call
         self._builder = ResultBuilder()
         self._done = False
@@ -54,14 +63,17 @@ class Execution:
         #: The error that ended the stream, so a later result() reports it again.
         self._error: CodemodeError | None = None
 
-    def __iter__(self) -> "Execution":
+    def __iter__(self) -> Execution:
         return self
 
     def __next__(self) -> ExecutionEvent:
         if self._done:
             raise StopIteration
         try:
-            for response in self._call:
+            while True:
+                response = next_response(self._call)
+                if response is None:
+                    break
                 event = event_from_proto(response)
                 if event is not None:
                     self._builder.add(event)
@@ -70,7 +82,7 @@ class Execution:
             self._error = from_rpc_error(error)
             self._stop()
             raise self._error from error
-        except BaseException:  # KeyboardInterrupt included: stop the code, then re-raise
+        except BaseException:  # Ctrl-C or a cancelled task included: stop the code, then re-raise
             self._stop()
             raise
         self._done = True
@@ -91,9 +103,10 @@ class Execution:
         """Stops the execution; iteration ends and the server interrupts the code."""
         self._stop()
 
-    close = cancel
+    def close(self) -> None:
+        self._stop()
 
-    def __enter__(self) -> "Execution":
+    def __enter__(self) -> Execution:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -115,17 +128,18 @@ class Execution:
         return self._builder.build()
 
     def __del__(self) -> None:
+        # Last resort for `for ev in session.stream(...): break`, no reference kept.
         if not getattr(self, "_done", True):
             try:
                 self._call.cancel()
-            except Exception:  # the channel may already be closed at interpreter exit
+            except Exception:  # the loop or channel may already be closed at interpreter exit
                 pass
 
 
 class Session:
     """A handle on "sessions/{id}"; ``with`` deletes the session on exit."""
 
-    def __init__(self, client: "Client", info: session_pb2.Session) -> None:
+    def __init__(self, client: Client, info: session_pb2.Session) -> None:
         self._client = client
         #: The session as last returned by the server (config, state, generation).
         self.info = info
@@ -174,22 +188,24 @@ class Session:
     def reset(self) -> None:
         """Fresh interpreter: user state is cleared, a dead interpreter is revived."""
         request = session_pb2.ResetSessionRequest(name=self.name)
-        self.info = self._client._unary(self._client._session_stub.ResetSession, request).session
+        response = self._client._unary(self._client._session_stub.ResetSession, request)
+        self.info = response.session
 
     def refresh(self) -> session_pb2.Session:
         request = session_pb2.GetSessionRequest(name=self.name)
-        self.info = self._client._unary(self._client._session_stub.GetSession, request).session
+        response = self._client._unary(self._client._session_stub.GetSession, request)
+        self.info = response.session
         return self.info
 
     @property
-    def deps(self) -> "Dependencies":
+    def deps(self) -> Dependencies:
         """The session's Python packages (the API twin of ``deps`` in sandboxed code)."""
         return Dependencies(self._client, self.name)
 
     def delete(self) -> None:
         self._client.delete_session(self.name)
 
-    def __enter__(self) -> "Session":
+    def __enter__(self) -> Session:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -207,7 +223,7 @@ class Dependencies:
     ``allow_runtime_deps`` off; ``list``/``sync`` are always allowed.
     """
 
-    def __init__(self, client: "Client", session: str) -> None:
+    def __init__(self, client: Client, session: str) -> None:
         self._client = client
         self._session = session
         self._stub = dependency_pb2_grpc.DependencyServiceStub(client.channel)
@@ -215,7 +231,8 @@ class Dependencies:
     def add(self, package: str, *, deadline: float = req.DEPS_INSTALL_DEADLINE_SECONDS) -> AddedDependency:
         """Installs ``package`` (e.g. ``"pandas>=2.0"``); importable in the session at once."""
         request = dependency_pb2.AddDependencyRequest(session=self._session, package=package)
-        return AddedDependency.from_proto(self._client._unary(self._stub.AddDependency, request, deadline))
+        response = self._client._unary(self._stub.AddDependency, request, deadline)
+        return AddedDependency.from_proto(response)
 
     def remove(self, package: str) -> RemovedDependency:
         """Drops ``package`` (matched by name) from the configured set.
@@ -224,33 +241,38 @@ class Dependencies:
         module already imported keeps working; a later ``sync`` will not reinstall it.
         """
         request = dependency_pb2.RemoveDependencyRequest(session=self._session, package=package)
-        return RemovedDependency.from_proto(self._client._unary(self._stub.RemoveDependency, request))
+        response = self._client._unary(self._stub.RemoveDependency, request)
+        return RemovedDependency.from_proto(response)
 
     def list(self) -> list[str]:
         """The configured packages, as normalized specifiers."""
         request = dependency_pb2.ListDependenciesRequest(session=self._session)
-        return list(self._client._unary(self._stub.ListDependencies, request).dependencies)
+        response = self._client._unary(self._stub.ListDependencies, request)
+        return list(response.dependencies)
 
     def sync(self, *, deadline: float = req.DEPS_INSTALL_DEADLINE_SECONDS) -> SyncedDependencies:
         """Installs every configured package that is missing from the sandbox."""
         request = dependency_pb2.SyncDependenciesRequest(session=self._session)
-        return SyncedDependencies.from_proto(self._client._unary(self._stub.SyncDependencies, request, deadline))
+        response = self._client._unary(self._stub.SyncDependencies, request, deadline)
+        return SyncedDependencies.from_proto(response)
 
 
 class Skills:
     """The tenant's skill library (``client.skills``)."""
 
-    def __init__(self, client: "Client") -> None:
+    def __init__(self, client: Client) -> None:
         self._client = client
         self._stub = skill_pb2_grpc.SkillStoreServiceStub(client.channel)
 
     def create(self, name: str, source: str, *, description: str = "") -> skill_pb2.Skill:
         request = req.create_skill_request(self._client.tenant, name, source, description)
-        return self._client._unary(self._stub.CreateSkill, request).skill
+        response = self._client._unary(self._stub.CreateSkill, request)
+        return response.skill
 
     def get(self, name: str) -> skill_pb2.Skill:
         request = skill_pb2.GetSkillRequest(tenant=self._client.tenant, name=req.qualify("skills", name))
-        return self._client._unary(self._stub.GetSkill, request).skill
+        response = self._client._unary(self._stub.GetSkill, request)
+        return response.skill
 
     def list(self, *, page_size: int = 0) -> Iterator[skill_pb2.Skill]:
         """All skills (without source), fetching pages as iteration proceeds."""
@@ -267,7 +289,8 @@ class Skills:
 
     def search(self, query: str, *, limit: int = 0) -> Sequence[skill_pb2.SkillSearchResult]:
         request = skill_pb2.SearchSkillsRequest(tenant=self._client.tenant, query=query, limit=limit)
-        return list(self._client._unary(self._stub.SearchSkills, request).results)
+        response = self._client._unary(self._stub.SearchSkills, request)
+        return list(response.results)
 
     def update(
         self,
@@ -278,7 +301,8 @@ class Skills:
         etag: str = "",
     ) -> skill_pb2.Skill:
         request = req.update_skill_request(self._client.tenant, name, source, description, etag)
-        return self._client._unary(self._stub.UpdateSkill, request).skill
+        response = self._client._unary(self._stub.UpdateSkill, request)
+        return response.skill
 
     def delete(self, name: str, *, etag: str = "") -> None:
         request = skill_pb2.DeleteSkillRequest(
@@ -290,7 +314,7 @@ class Skills:
 class Artifacts:
     """Named data that outlives sessions (``client.artifacts``); moved in chunks."""
 
-    def __init__(self, client: "Client") -> None:
+    def __init__(self, client: Client) -> None:
         self._client = client
         self._stub = artifact_pb2_grpc.ArtifactServiceStub(client.channel)
 
@@ -305,27 +329,31 @@ class Artifacts:
     ) -> artifact_pb2.Artifact:
         """Stores bytes (BYTES), str (TEXT) or any JSON value (JSON), replacing ``name``."""
         requests = req.upload_requests(self._client.tenant, name, data, type, description, metadata)
-        return self._client._unary(self._stub.UploadArtifact, requests).artifact
+        response = self._client._unary(self._stub.UploadArtifact, requests)
+        return response.artifact
 
     def get(self, name: str) -> DownloadedArtifact:
         request = artifact_pb2.DownloadArtifactRequest(
             tenant=self._client.tenant, name=req.qualify("artifacts", name)
         )
+        download = req.DownloadAssembler()
         call = self._stub.DownloadArtifact(request, timeout=self._client.default_deadline)
         try:
-            meta, data = req.join_download(call)
+            for response in call:
+                download.add(response)
         except grpc.RpcError as error:
             raise from_rpc_error(error) from error
         finally:
             call.cancel()
-        return DownloadedArtifact(meta, data)
+        return DownloadedArtifact(download.meta, download.data())
 
     def info(self, name: str) -> artifact_pb2.Artifact:
         """Metadata only, without transferring the data."""
         request = artifact_pb2.GetArtifactRequest(
             tenant=self._client.tenant, name=req.qualify("artifacts", name)
         )
-        return self._client._unary(self._stub.GetArtifact, request).artifact
+        response = self._client._unary(self._stub.GetArtifact, request)
+        return response.artifact
 
     def list(self, *, page_size: int = 0) -> Iterator[artifact_pb2.Artifact]:
         token = ""
@@ -351,7 +379,9 @@ class Client:
 
     Args:
         target: "host:port" or "unix:/path".
-        token: API token, sent as ``authorization: Bearer``.
+        token: API token, sent as ``authorization: Bearer``. ``None`` (the default)
+            uses ``CODEMODE_API_TOKEN``, else, for a loopback target, the token the
+            local server wrote to its data dir; ``""`` sends none.
         tls: None/False for plaintext, True for TLS with system roots, or a TLSConfig.
         tenant: tenant for skills and artifacts ("" = the server's default).
         default_deadline: seconds allowed for each non-execution RPC.
@@ -374,26 +404,54 @@ class Client:
         self._settings = ChannelSettings(target, token, tls, tuple(options), allow_insecure_token)
         self.tenant = tenant
         self.default_deadline = default_deadline
-        self.channel: grpc.Channel = self._settings.sync_channel()
-        self._session_stub = session_pb2_grpc.SessionServiceStub(self.channel)
-        self._execute_stub = execute_pb2_grpc.ExecuteServiceStub(self.channel)
-        self.skills = Skills(self)
-        self.artifacts = Artifacts(self)
+        self._channel: Channel | None = eager_channel(self._settings)
+        self._skills: Skills | None = None
+        self._artifacts: Artifacts | None = None
 
     @property
     def target(self) -> str:
         return self._settings.target
 
-    def close(self) -> None:
-        self.channel.close()
+    @property
+    def channel(self) -> Channel:
+        """The gRPC channel, opened on first use (again after ``close()``)."""
+        if self._channel is None:
+            self._channel = open_channel(self._settings)
+        return self._channel
 
-    def __enter__(self) -> "Client":
+    @property
+    def _session_stub(self) -> session_pb2_grpc.SessionServiceStub:
+        return session_pb2_grpc.SessionServiceStub(self.channel)
+
+    @property
+    def _execute_stub(self) -> execute_pb2_grpc.ExecuteServiceStub:
+        return execute_pb2_grpc.ExecuteServiceStub(self.channel)
+
+    @property
+    def skills(self) -> Skills:
+        if self._skills is None:
+            self._skills = Skills(self)
+        return self._skills
+
+    @property
+    def artifacts(self) -> Artifacts:
+        if self._artifacts is None:
+            self._artifacts = Artifacts(self)
+        return self._artifacts
+
+    def close(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+            self._skills = self._artifacts = None
+
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _unary(self, method: Callable[..., _Response], request: Any, deadline: float | None = None) -> _Response:
+    def _unary(self, method: Unary[_Response], request: Any, deadline: float | None = None) -> _Response:
         try:
             return method(request, timeout=deadline or self.default_deadline)
         except grpc.RpcError as error:
@@ -414,14 +472,18 @@ class Client:
         """Starts a sandbox; returns once it is ready. ``config`` may be a dict
         in the proto's JSON form, e.g. ``{"timeout": "30s", "memoryLimitBytes": 1e9}``."""
         request = req.create_session_request(config, session_id, tenant, labels, request_id)
-        return Session(self, self._unary(self._session_stub.CreateSession, request, deadline).session)
+        response = self._unary(self._session_stub.CreateSession, request, deadline)
+        return Session(self, response.session)
 
     def get_session(self, name: str) -> Session:
         """A handle on an existing session; ``name`` is "sessions/{id}" or the id."""
         request = session_pb2.GetSessionRequest(name=req.qualify("sessions", name))
-        return Session(self, self._unary(self._session_stub.GetSession, request).session)
+        response = self._unary(self._session_stub.GetSession, request)
+        return Session(self, response.session)
 
-    def list_sessions(self, *, page_size: int = 0, tenant: str | None = None) -> Iterator[Session]:
+    def list_sessions(
+        self, *, page_size: int = 0, tenant: str | None = None
+    ) -> Iterator[Session]:
         """All live sessions, oldest first, fetching pages as iteration proceeds."""
         token = ""
         while True:

@@ -1,12 +1,15 @@
 package dev.codemode.client;
 
+import dev.codemode.v1.ArtifactServiceGrpc;
 import dev.codemode.v1.CreateSessionRequest;
+import dev.codemode.v1.DependencyServiceGrpc;
 import dev.codemode.v1.ExecuteServiceGrpc;
 import dev.codemode.v1.SessionConfig;
 import dev.codemode.v1.SessionServiceGrpc;
 import dev.codemode.v1.SkillStoreServiceGrpc;
 import io.grpc.ChannelCredentials;
 import io.grpc.ClientInterceptors;
+import io.grpc.Deadline;
 import io.grpc.Grpc;
 import io.grpc.InsecureChannelCredentials;
 import io.grpc.ManagedChannel;
@@ -36,16 +39,37 @@ public final class CodemodeClient implements AutoCloseable {
   final SessionServiceGrpc.SessionServiceBlockingStub sessions;
   final ExecuteServiceGrpc.ExecuteServiceBlockingStub execute;
   final SkillStoreServiceGrpc.SkillStoreServiceBlockingStub skills;
+  final ArtifactServiceGrpc.ArtifactServiceBlockingStub artifacts;
+  /** Client streaming (uploads) needs the async stub; Artifacts drives it with flow control. */
+  final ArtifactServiceGrpc.ArtifactServiceStub artifactsAsync;
+  final DependencyServiceGrpc.DependencyServiceBlockingStub deps;
+
+  private CodemodeClient(ManagedChannel owned, Channel channel) {
+    this(
+        owned,
+        SessionServiceGrpc.newBlockingStub(channel),
+        ExecuteServiceGrpc.newBlockingStub(channel),
+        SkillStoreServiceGrpc.newBlockingStub(channel),
+        ArtifactServiceGrpc.newBlockingStub(channel),
+        ArtifactServiceGrpc.newStub(channel),
+        DependencyServiceGrpc.newBlockingStub(channel));
+  }
 
   private CodemodeClient(
       ManagedChannel owned,
       SessionServiceGrpc.SessionServiceBlockingStub sessions,
       ExecuteServiceGrpc.ExecuteServiceBlockingStub execute,
-      SkillStoreServiceGrpc.SkillStoreServiceBlockingStub skills) {
+      SkillStoreServiceGrpc.SkillStoreServiceBlockingStub skills,
+      ArtifactServiceGrpc.ArtifactServiceBlockingStub artifacts,
+      ArtifactServiceGrpc.ArtifactServiceStub artifactsAsync,
+      DependencyServiceGrpc.DependencyServiceBlockingStub deps) {
     this.owned = owned;
     this.sessions = sessions;
     this.execute = execute;
     this.skills = skills;
+    this.artifacts = artifacts;
+    this.artifactsAsync = artifactsAsync;
+    this.deps = deps;
   }
 
   /** Starts building a client for {@code target}, e.g. {@code "127.0.0.1:50051"}. */
@@ -55,12 +79,15 @@ public final class CodemodeClient implements AutoCloseable {
 
   /** A view of this client whose calls must finish within {@code timeout} from now. */
   public CodemodeClient withDeadline(Duration timeout) {
-    long nanos = timeout.toNanos();
+    Deadline deadline = Deadline.after(timeout.toNanos(), TimeUnit.NANOSECONDS);
     return new CodemodeClient(
         null,
-        sessions.withDeadlineAfter(nanos, TimeUnit.NANOSECONDS),
-        execute.withDeadlineAfter(nanos, TimeUnit.NANOSECONDS),
-        skills.withDeadlineAfter(nanos, TimeUnit.NANOSECONDS));
+        sessions.withDeadline(deadline),
+        execute.withDeadline(deadline),
+        skills.withDeadline(deadline),
+        artifacts.withDeadline(deadline),
+        artifactsAsync.withDeadline(deadline),
+        deps.withDeadline(deadline));
   }
 
   /** Starts a sandbox and returns once it is ready; close it (try-with-resources) when done. */
@@ -87,9 +114,17 @@ public final class CodemodeClient implements AutoCloseable {
     return new Session(this, name, null);
   }
 
-  /** The tenant's skill library; "" means the server's default tenant. */
+  /**
+   * A tenant's skill library; "" means the caller's own (an operator's: the server's default
+   * tenant). Only an operator may name another.
+   */
   public Skills skills(String tenant) {
     return new Skills(skills, tenant);
+  }
+
+  /** A tenant's artifact store; the tenant works as for {@link #skills(String)}. */
+  public Artifacts artifacts(String tenant) {
+    return new Artifacts(artifacts, artifactsAsync, tenant);
   }
 
   /** Closes the channel this client created (views share it and do nothing). */
@@ -109,11 +144,15 @@ public final class CodemodeClient implements AutoCloseable {
     }
   }
 
-  /** Configures connection, auth and TLS. */
+  /**
+   * Configures connection, auth and TLS. A caller authenticates with a token, a client
+   * certificate (mTLS), or both.
+   */
   public static final class Builder {
     private final String target;
     private String token = "";
     private boolean plaintext;
+    private boolean allowInsecureToken;
     private byte[] caPem;
     private byte[] certPem;
     private byte[] keyPem;
@@ -129,9 +168,22 @@ public final class CodemodeClient implements AutoCloseable {
       return this;
     }
 
-    /** Plaintext HTTP/2, for loopback or trusted networks only: the token travels unencrypted. */
+    /**
+     * Plaintext HTTP/2, for loopback or trusted networks only: with a token, {@link #build()}
+     * refuses a target that is not loopback or a unix socket, unless {@link
+     * #allowInsecureToken()} is called too.
+     */
     public Builder plaintext() {
       this.plaintext = true;
+      return this;
+    }
+
+    /**
+     * Lets {@link #plaintext()} send the token to a remote host, for a trusted private network
+     * where anyone on the path may read it.
+     */
+    public Builder allowInsecureToken() {
+      this.allowInsecureToken = true;
       return this;
     }
 
@@ -154,7 +206,14 @@ public final class CodemodeClient implements AutoCloseable {
       return this;
     }
 
+    /**
+     * @throws IllegalArgumentException when a token would be sent in plaintext to a host that is
+     *     not loopback, or the TLS material is unreadable
+     */
     public CodemodeClient build() {
+      if (plaintext && !token.isEmpty() && !allowInsecureToken && !PlaintextTokens.isLocalTarget(target)) {
+        throw PlaintextTokens.refusal(target);
+      }
       var builder = Grpc.newChannelBuilder(target, credentials());
       if (authority != null) {
         builder.overrideAuthority(authority);
@@ -169,11 +228,7 @@ public final class CodemodeClient implements AutoCloseable {
         intercepted =
             ClientInterceptors.intercept(channel, MetadataUtils.newAttachHeadersInterceptor(headers));
       }
-      return new CodemodeClient(
-          channel,
-          SessionServiceGrpc.newBlockingStub(intercepted),
-          ExecuteServiceGrpc.newBlockingStub(intercepted),
-          SkillStoreServiceGrpc.newBlockingStub(intercepted));
+      return new CodemodeClient(channel, intercepted);
     }
 
     private ChannelCredentials credentials() {

@@ -45,6 +45,11 @@ public final class Session implements AutoCloseable {
     return info;
   }
 
+  /** The session's Python packages (DependencyService). */
+  public Dependencies deps() {
+    return new Dependencies(client.deps, name);
+  }
+
   /** The same session, with calls bounded by {@code timeout} from now. */
   public Session withDeadline(Duration timeout) {
     return new Session(client.withDeadline(timeout), name, info);

@@ -7,19 +7,31 @@ import com.google.gson.JsonElement;
 import com.google.gson.JsonObject;
 import com.google.gson.JsonParser;
 import com.google.protobuf.ByteString;
+import dev.codemode.v1.Artifact;
+import dev.codemode.v1.ArtifactType;
+import dev.codemode.v1.DeleteSessionRequest;
 import dev.codemode.v1.ExecuteResponse;
 import dev.codemode.v1.ExecutionError;
 import dev.codemode.v1.ExecutionFinished;
 import dev.codemode.v1.ExecutionOutput;
 import dev.codemode.v1.ExecutionResult;
+import dev.codemode.v1.GetSessionRequest;
+import dev.codemode.v1.ListSessionsRequest;
+import dev.codemode.v1.ListSessionsResponse;
 import dev.codemode.v1.OutputStream;
 import dev.codemode.v1.SessionConfig;
 import dev.codemode.v1.Skill;
 import io.grpc.Status;
+import io.grpc.StatusRuntimeException;
+import java.io.ByteArrayOutputStream;
 import java.io.IOException;
+import java.io.InputStream;
+import java.io.UncheckedIOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
 import java.security.SecureRandom;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -29,6 +41,8 @@ import java.util.Map;
 import java.util.stream.Stream;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.Assumptions;
+import org.junit.jupiter.api.DynamicContainer;
+import org.junit.jupiter.api.DynamicNode;
 import org.junit.jupiter.api.DynamicTest;
 import org.junit.jupiter.api.TestFactory;
 
@@ -42,6 +56,10 @@ class ConformanceTest {
   private static final Duration RETRY_WHILE_BUSY = Duration.ofSeconds(30);
   private static final Duration STEP_DEADLINE = Duration.ofSeconds(90);
   private static final List<CodemodeClient> OPENED = new ArrayList<>();
+  /** Steps that act on the case's session, so the runner creates one for them. */
+  private static final List<String> SESSION_STEPS =
+      List.of("list_dependencies", "add_dependency", "get_session", "delete_session", "list_sessions");
+  private static String TOKEN = "";
 
   /** What one execute step produced, in arrival order. */
   private static final class Observed {
@@ -51,6 +69,8 @@ class ConformanceTest {
     ExecutionFinished finished;
     long firstOutputAt = -1;
     long finishedAt = -1;
+    /** How many output events had arrived when the result event did; -1 without a result. */
+    int outputsBeforeResult = -1;
     CodemodeException callError;
     boolean cancelled;
 
@@ -71,7 +91,7 @@ class ConformanceTest {
   }
 
   @TestFactory
-  Stream<DynamicTest> conformance() throws IOException {
+  Stream<DynamicNode> conformance() throws IOException {
     String target = System.getenv().getOrDefault("CODEMODE_CONFORMANCE_TARGET", "");
     String token = System.getenv().getOrDefault("CODEMODE_CONFORMANCE_TOKEN", "");
     if (target.isEmpty()) {
@@ -80,17 +100,43 @@ class ConformanceTest {
       }
       Assumptions.abort("no server: run via `python conformance/with_server.py mvn test`");
     }
-    Map<String, CodemodeClient> clients =
-        Map.of(
-            "token", open(transport(target).token(token)),
-            "none", open(transport(target)),
-            "wrong", open(transport(target).token(token + "-wrong")));
-    return loadCases().stream()
-        .map(c -> DynamicTest.dynamicTest(c.get("name").getAsString(), () -> runCase(clients, c)));
+    TOKEN = token;
+    // Every case as the token principal and, over mTLS, as the mTLS principal.
+    List<String> principals =
+        System.getenv().getOrDefault("CODEMODE_CONFORMANCE_CA", "").isEmpty()
+            ? List.of("token")
+            : List.of("token", "mtls");
+    List<DynamicNode> runs = new ArrayList<>();
+    for (String principal : principals) {
+      Map<String, CodemodeClient> clients = principalClients(target, token, principal);
+      List<DynamicTest> tests = new ArrayList<>();
+      for (JsonObject c : loadCases(principal)) {
+        tests.add(DynamicTest.dynamicTest(c.get("name").getAsString(), () -> runCase(clients, c)));
+      }
+      runs.add(DynamicContainer.dynamicContainer(principal, tests));
+    }
+    return runs.stream();
   }
 
-  /** mTLS when the harness started the server with --mtls, else plaintext. */
-  private static CodemodeClient.Builder transport(String target) throws IOException {
+  /** The `auth` clients of one principal's run (conformance/README.md, "Principals"). */
+  private static Map<String, CodemodeClient> principalClients(String target, String token, String principal)
+      throws IOException {
+    String own = principal.equals("mtls") ? "CLIENT" : "UNMAPPED";
+    return Map.of(
+        "principal", open(transport(target, own).token(principal.equals("mtls") ? "" : token)),
+        "none", open(transport(target, "UNMAPPED")),
+        "wrong", open(transport(target, own).token(token + "-wrong")),
+        "other_tenant",
+            open(
+                transport(target, "UNMAPPED")
+                    .token(System.getenv().getOrDefault("CODEMODE_CONFORMANCE_OTHER_TOKEN", ""))));
+  }
+
+  /**
+   * mTLS presenting the named client certificate (CLIENT or UNMAPPED) when the harness started
+   * the server with --mtls, else plaintext.
+   */
+  private static CodemodeClient.Builder transport(String target, String certificate) throws IOException {
     String ca = System.getenv().getOrDefault("CODEMODE_CONFORMANCE_CA", "");
     if (ca.isEmpty()) {
       return CodemodeClient.builder(target).plaintext();
@@ -98,8 +144,8 @@ class ConformanceTest {
     return CodemodeClient.builder(target)
         .trustedCa(Files.readString(Path.of(ca)))
         .clientCertificate(
-            Files.readString(Path.of(System.getenv("CODEMODE_CONFORMANCE_CLIENT_CERT"))),
-            Files.readString(Path.of(System.getenv("CODEMODE_CONFORMANCE_CLIENT_KEY"))));
+            Files.readString(Path.of(System.getenv("CODEMODE_CONFORMANCE_" + certificate + "_CERT"))),
+            Files.readString(Path.of(System.getenv("CODEMODE_CONFORMANCE_" + certificate + "_KEY"))));
   }
 
   private static CodemodeClient open(CodemodeClient.Builder builder) {
@@ -108,12 +154,13 @@ class ConformanceTest {
     return client;
   }
 
-  private static List<JsonObject> loadCases() throws IOException {
+  private static List<JsonObject> loadCases(String principal) throws IOException {
     Path path = Path.of(System.getProperty("codemode.conformance.cases", "../../conformance/cases.json"));
     byte[] suffix = new byte[4];
     new SecureRandom().nextBytes(suffix);
     String raw =
-        Files.readString(path).replace("${uid}", "java" + HexFormat.of().formatHex(suffix));
+        Files.readString(path)
+            .replace("${uid}", "java" + principal + HexFormat.of().formatHex(suffix));
     List<JsonObject> cases = new ArrayList<>();
     for (JsonElement c : JsonParser.parseString(raw).getAsJsonObject().getAsJsonArray("cases")) {
       cases.add(c.getAsJsonObject());
@@ -122,7 +169,7 @@ class ConformanceTest {
   }
 
   private static void runCase(Map<String, CodemodeClient> clients, JsonObject c) {
-    CodemodeClient client = clients.get("token").withDeadline(STEP_DEADLINE);
+    CodemodeClient client = clients.get("principal").withDeadline(STEP_DEADLINE);
     if (c.has("requires") && c.get("requires").getAsString().equals("skills")) {
       try {
         client.skills("").search("probe", 1);
@@ -137,10 +184,19 @@ class ConformanceTest {
     for (JsonElement step : steps) {
       JsonObject s = step.getAsJsonObject();
       needsSession |= s.has("execute") && !s.getAsJsonObject("execute").has("session");
+      for (String kind : SESSION_STEPS) {
+        needsSession |= s.has(kind);
+      }
     }
     SessionConfig.Builder config = SessionConfig.newBuilder();
     if (c.has("session")) {
-      config.setOutputBudgetBytes(c.getAsJsonObject("session").get("output_budget_bytes").getAsLong());
+      JsonObject wanted = c.getAsJsonObject("session");
+      if (wanted.has("output_budget_bytes")) {
+        config.setOutputBudgetBytes(wanted.get("output_budget_bytes").getAsLong());
+      }
+      if (wanted.has("deps")) {
+        wanted.getAsJsonArray("deps").forEach(dep -> config.addDeps(dep.getAsString()));
+      }
     }
     // try-with-resources deletes the session however the case ends.
     try (Session session = needsSession ? client.createSession(config.build()) : null) {
@@ -158,15 +214,26 @@ class ConformanceTest {
 
   private static void runStep(Map<String, CodemodeClient> clients, Session session, JsonObject step) {
     JsonObject expect = step.has("expect") ? step.getAsJsonObject("expect") : new JsonObject();
+    CodemodeClient base = clients.get(step.has("auth") ? str(step, "auth") : "principal");
+    String tenant = str(step, "tenant");
     if (step.has("execute")) {
-      checkExecute(execute(clients, session, step.getAsJsonObject("execute")), expect);
+      checkExecute(execute(base, session, step.getAsJsonObject("execute")), expect);
       return;
     }
     if (step.has("close_session")) {
       session.close();
       return;
     }
-    Skills skills = clients.get("token").withDeadline(STEP_DEADLINE).skills("");
+    if (step.has("plaintext_client")) {
+      checkPlaintextClient(str(step.getAsJsonObject("plaintext_client"), "target"), expect);
+      return;
+    }
+    CodemodeClient client = base.withDeadline(STEP_DEADLINE);
+    if (runSessionStep(client, session, step, expect, tenant)
+        || runArtifactOrDepsStep(client, session, step, expect, tenant)) {
+      return;
+    }
+    Skills skills = client.skills(tenant);
     Skill skill = null;
     try {
       if (step.has("create_skill")) {
@@ -181,9 +248,7 @@ class ConformanceTest {
         List<String> names = new ArrayList<>();
         skills.search(str(step.getAsJsonObject("search_skills"), "query"), 0)
             .forEach(hit -> names.add(hit.getSkill().getName()));
-        if (expect.has("contains_name") && !names.contains(str(expect, "contains_name"))) {
-          fail(str(expect, "contains_name") + " not in search results " + names);
-        }
+        checkNames(names, expect, "search results");
       } else if (step.has("delete_skill")) {
         skills.delete(str(step.getAsJsonObject("delete_skill"), "id"));
       } else {
@@ -204,8 +269,211 @@ class ConformanceTest {
     }
   }
 
-  private static Observed execute(Map<String, CodemodeClient> clients, Session session, JsonObject spec) {
-    String auth = spec.has("auth") ? str(spec, "auth") : "token";
+  /**
+   * Runs a session step; false when the step is of another kind. The client wraps no
+   * GetSession/ListSessions, and Session.close() forgives NOT_FOUND: these call the generated
+   * stub it holds.
+   */
+  private static boolean runSessionStep(
+      CodemodeClient client, Session session, JsonObject step, JsonObject expect, String tenant) {
+    try {
+      if (step.has("get_session")) {
+        var info =
+            client.sessions.getSession(GetSessionRequest.newBuilder().setName(session.name()).build()).getSession();
+        noErrorExpected(expect);
+        if (expect.has("session_tenant") && !info.getTenant().equals(str(expect, "session_tenant"))) {
+          fail("session tenant " + quote(info.getTenant()) + ", want " + quote(str(expect, "session_tenant")));
+        }
+      } else if (step.has("delete_session")) {
+        client.sessions.deleteSession(DeleteSessionRequest.newBuilder().setName(session.name()).build());
+        noErrorExpected(expect);
+      } else if (step.has("list_sessions")) {
+        List<String> names = new ArrayList<>();
+        String pageToken = "";
+        do {
+          ListSessionsResponse page =
+              client.sessions.listSessions(
+                  ListSessionsRequest.newBuilder().setTenant(tenant).setPageToken(pageToken).build());
+          page.getSessionsList().forEach(listed -> names.add(listed.getName()));
+          pageToken = page.getNextPageToken();
+        } while (!pageToken.isEmpty());
+        noErrorExpected(expect);
+        boolean listed = names.contains(session.name());
+        if (expect.has("lists_case_session") && listed != expect.get("lists_case_session").getAsBoolean()) {
+          fail("case session " + session.name() + " listed: " + listed + " (" + names + ")");
+        }
+      } else {
+        return false;
+      }
+    } catch (StatusRuntimeException e) {
+      checkCallError(CodemodeException.from(e), expect);
+    }
+    return true;
+  }
+
+  private static void checkNames(List<String> names, JsonObject expect, String what) {
+    if (expect.has("contains_name") && !names.contains(str(expect, "contains_name"))) {
+      fail(str(expect, "contains_name") + " not in " + what + " " + names);
+    }
+    if (expect.has("lacks_name") && names.contains(str(expect, "lacks_name"))) {
+      fail(str(expect, "lacks_name") + " in " + what + " " + names);
+    }
+  }
+
+  /** Runs an artifact or dependency step; false when the step is of another kind. */
+  private static boolean runArtifactOrDepsStep(
+      CodemodeClient client, Session session, JsonObject step, JsonObject expect, String tenant) {
+    Artifacts artifacts = client.artifacts(tenant);
+    try {
+      if (step.has("upload_artifact")) {
+        JsonObject spec = step.getAsJsonObject("upload_artifact");
+        byte[] piece = str(spec, "data").getBytes(StandardCharsets.UTF_8);
+        int repeat = spec.has("repeat") ? spec.get("repeat").getAsInt() : 1;
+        ArtifactOptions options =
+            ArtifactOptions.type(ArtifactType.valueOf("ARTIFACT_TYPE_" + str(spec, "type")))
+                .withDescription(str(spec, "description"));
+        // The Java way to stream an upload: any InputStream.
+        checkArtifact(artifacts.upload(str(spec, "id"), repeated(piece, repeat), options), expect);
+      } else if (step.has("get_artifact")) {
+        checkArtifact(artifacts.get(str(step.getAsJsonObject("get_artifact"), "id")), expect);
+      } else if (step.has("download_artifact")) {
+        // The Java way to stream a download: any OutputStream.
+        ByteArrayOutputStream data = new ByteArrayOutputStream();
+        Artifact artifact = artifacts.download(str(step.getAsJsonObject("download_artifact"), "id"), data);
+        checkArtifact(artifact, expect);
+        checkDownloaded(artifact, data.toByteArray(), expect);
+      } else if (step.has("list_artifacts")) {
+        checkNames(artifacts.list().stream().map(Artifact::getName).toList(), expect, "artifacts");
+        noErrorExpected(expect);
+      } else if (step.has("delete_artifact")) {
+        artifacts.delete(str(step.getAsJsonObject("delete_artifact"), "id"));
+        noErrorExpected(expect);
+      } else if (step.has("list_dependencies")) {
+        checkDependencies(session.withDeadline(STEP_DEADLINE).deps().list(), expect);
+      } else if (step.has("add_dependency")) {
+        String pkg = str(step.getAsJsonObject("add_dependency"), "package");
+        checkDependencies(session.withDeadline(STEP_DEADLINE).deps().add(pkg).getDependenciesList(), expect);
+      } else {
+        return false;
+      }
+    } catch (CodemodeException e) {
+      checkCallError(e, expect);
+    } catch (IOException e) {
+      throw new UncheckedIOException(e);
+    }
+    return true;
+  }
+
+  /** {@code piece} repeated {@code times}, produced as it is read (never whole in memory). */
+  private static InputStream repeated(byte[] piece, int times) {
+    return new InputStream() {
+      private long position;
+      private final long length = (long) piece.length * times;
+
+      @Override
+      public int read() {
+        return position < length ? piece[(int) (position++ % piece.length)] & 0xff : -1;
+      }
+
+      @Override
+      public int read(byte[] buffer, int offset, int count) {
+        if (position >= length) {
+          return -1;
+        }
+        int n = (int) Math.min(count, length - position);
+        for (int i = 0; i < n; i++) {
+          buffer[offset + i] = piece[(int) (position++ % piece.length)];
+        }
+        return n;
+      }
+    };
+  }
+
+  private static void noErrorExpected(JsonObject expect) {
+    if (expect.has("error_status")) {
+      fail("expected " + expect.getAsJsonObject("error_status") + ", the call succeeded");
+    }
+  }
+
+  private static void checkArtifact(Artifact artifact, JsonObject expect) {
+    noErrorExpected(expect);
+    if (!expect.has("artifact")) {
+      return;
+    }
+    JsonObject wanted = expect.getAsJsonObject("artifact");
+    Map<String, Object> got =
+        Map.of(
+            "name", artifact.getName(),
+            "type", artifact.getType().name().replaceFirst("^ARTIFACT_TYPE_", ""),
+            "description", artifact.getDescription(),
+            "size_bytes", artifact.getSizeBytes(),
+            "sha256", artifact.getSha256());
+    for (String key : wanted.keySet()) {
+      Object value = got.get(key);
+      boolean same =
+          value instanceof Long number
+              ? number == wanted.get(key).getAsLong()
+              : value.equals(wanted.get(key).getAsString());
+      if (!same) {
+        fail("artifact " + key + " " + value + ", want " + wanted.get(key));
+      }
+    }
+  }
+
+  private static void checkDownloaded(Artifact artifact, byte[] data, JsonObject expect) {
+    if (expect.has("data_sha256")) {
+      String digest;
+      try {
+        digest = HexFormat.of().formatHex(MessageDigest.getInstance("SHA-256").digest(data));
+      } catch (NoSuchAlgorithmException e) {
+        throw new IllegalStateException(e);
+      }
+      if (!digest.equals(str(expect, "data_sha256"))) {
+        fail("downloaded " + data.length + " bytes with sha256 " + digest);
+      }
+      if (!artifact.getSha256().equals(digest)) {
+        fail("artifact sha256 " + artifact.getSha256() + " differs from the data's " + digest);
+      }
+    }
+    if (expect.has("data_json")) {
+      JsonElement got = JsonParser.parseString(new String(data, StandardCharsets.UTF_8));
+      if (!jsonEquals(got, expect.get("data_json"))) {
+        fail("downloaded " + got + ", want " + expect.get("data_json"));
+      }
+    }
+  }
+
+  private static void checkDependencies(List<String> dependencies, JsonObject expect) {
+    noErrorExpected(expect);
+    if (expect.has("dependencies")) {
+      List<String> wanted = new ArrayList<>();
+      expect.getAsJsonArray("dependencies").forEach(e -> wanted.add(e.getAsString()));
+      if (!dependencies.equals(wanted)) {
+        fail("dependencies " + dependencies + ", want " + wanted);
+      }
+    }
+  }
+
+  private static void checkPlaintextClient(String target, JsonObject expect) {
+    CodemodeClient client;
+    try {
+      client = CodemodeClient.builder(target).plaintext().token(TOKEN).build();
+    } catch (IllegalArgumentException refusal) {
+      if (!expect.has("refused_contains")) {
+        fail("plaintext client to " + target + " refused: " + refusal.getMessage());
+      }
+      if (!refusal.getMessage().contains(str(expect, "refused_contains"))) {
+        fail("refusal " + quote(refusal.getMessage()) + " lacks " + quote(str(expect, "refused_contains")));
+      }
+      return;
+    }
+    client.close();
+    if (expect.has("refused_contains")) {
+      fail("a plaintext client with a token to " + target + " was allowed");
+    }
+  }
+
+  private static Observed execute(CodemodeClient client, Session session, JsonObject spec) {
     String name = spec.has("session") ? str(spec, "session") : session.name();
     long giveUp = System.nanoTime() + RETRY_WHILE_BUSY.toNanos();
     while (true) {
@@ -213,7 +481,7 @@ class ConformanceTest {
       if (spec.has("call_deadline_seconds")) {
         deadline = Duration.ofMillis((long) (spec.get("call_deadline_seconds").getAsDouble() * 1000));
       }
-      Session handle = clients.get(auth).withDeadline(deadline).session(name);
+      Session handle = client.withDeadline(deadline).session(name);
       Observed observed = executeOnce(handle, spec);
       boolean busy = observed.callError != null && observed.callError.reason().equals("SESSION_BUSY");
       boolean retry = spec.has("retry_while_busy") && spec.get("retry_while_busy").getAsBoolean();
@@ -253,7 +521,10 @@ class ConformanceTest {
               events.cancel();
             }
           }
-          case RESULT -> observed.result = event.getResult();
+          case RESULT -> {
+            observed.result = event.getResult();
+            observed.outputsBeforeResult = observed.outputs.size();
+          }
           case ERROR -> observed.error = event.getError();
           case FINISHED -> {
             observed.finished = event.getFinished();
@@ -364,6 +635,14 @@ class ConformanceTest {
       double gap = (observed.finishedAt - observed.firstOutputAt) / 1e9;
       if (gap < expect.get("first_output_before_finished_seconds").getAsDouble()) {
         fail(String.format("first output only %.3fs before finished", gap));
+      }
+    }
+    if (expect.has("outputs_before_result_at_least")) {
+      if (observed.outputsBeforeResult < 0) {
+        fail("no result event");
+      }
+      if (observed.outputsBeforeResult < expect.get("outputs_before_result_at_least").getAsInt()) {
+        fail("only " + observed.outputsBeforeResult + " output events before the result");
       }
     }
     if (expect.has("error")) {
