@@ -22,16 +22,6 @@ if [ "${#missing[@]}" = 0 ]; then
   exit 0
 fi
 
-SUDO=""
-if [ "$(id -u)" != 0 ]; then
-  if command -v sudo >/dev/null 2>&1; then
-    SUDO="sudo"
-  else
-    echo "05-sandbox-tools: missing ${missing[*]}; as root run: apt-get install -y ${missing[*]}" >&2
-    exit 1
-  fi
-fi
-echo "05-sandbox-tools: installing ${missing[*]} from Debian's packages"
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+. "$(dirname "$0")/../lib/apt-install.sh"
+apt_install 05-sandbox-tools "${missing[@]}"
 echo "05-sandbox-tools: $(bwrap --version) installed"

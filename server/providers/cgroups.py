@@ -63,7 +63,7 @@ _V2_CONTROLLERS = ("memory", "pids", "cpu")
 # Group names become directory names in cgroupfs and lock file names: no slashes,
 # no dot-files (cgroupfs control files never start with a letter+dot pattern we use
 # as names, but `..`/`.` must be impossible).
-_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # fullmatch
 
 
 class CgroupUnavailable(RuntimeError):
@@ -71,7 +71,7 @@ class CgroupUnavailable(RuntimeError):
 
 
 def _check_name(kind: str, name: str) -> str:
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise ValueError(f"invalid cgroup {kind} {name!r}: use letters, digits, '_', '.', '-' (max 128)")
     return name
 
@@ -700,7 +700,13 @@ class CgroupManager:
             except OSError:
                 continue
             for name in entries:
-                if _NAME_RE.match(name) and stat.S_ISDIR(os.lstat(os.path.join(parent, name)).st_mode):
+                if not _NAME_RE.fullmatch(name):
+                    continue
+                try:
+                    is_dir = stat.S_ISDIR(os.lstat(os.path.join(parent, name)).st_mode)
+                except FileNotFoundError:
+                    continue  # another server removed it between listdir and lstat
+                if is_dir:
                     names.add(name)
         return sorted(names)
 
