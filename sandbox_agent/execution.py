@@ -41,7 +41,9 @@ class ExecutionRun:
         self._host = host
         self._start = start
         self._grace = host.config.interrupt_grace_seconds
-        self._timeout = start.timeout.ToTimedelta().total_seconds() if start.HasField("timeout") else 0.0
+        # Nanoseconds, not ToTimedelta(): a huge Duration must not raise (OverflowError)
+        # in the middle of taking the one-execution gate.
+        self._timeout = start.timeout.ToNanoseconds() / 1e9 if start.HasField("timeout") else 0.0
         self._execution: Execution | None = None
         self._interrupted_at: float | None = None
         self._killed = False

@@ -42,6 +42,10 @@ class ArtifactTooLargeError(HostCallError):
     """The artifact is larger than the server's limit."""
 
 
+class QuotaExceededError(HostCallError):
+    """The session's tenant used up a quota (skills, artifact bytes); free room first."""
+
+
 class RuntimeDepsDisabledError(HostCallError):
     """Runtime dependency changes are disabled for this session."""
 

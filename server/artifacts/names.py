@@ -12,7 +12,7 @@ import re
 from server.storage.errors import ArtifactInvalidError
 
 MAX_NAME_LENGTH = 255
-_SEGMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_SEGMENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")  # fullmatch: `$` allows a trailing newline
 
 
 def validate_artifact_name(name: str) -> str:
@@ -31,7 +31,7 @@ def validate_artifact_name(name: str) -> str:
             raise ArtifactInvalidError(
                 f"artifact name {name!r} has an empty, '.' or '..' path segment", field="name"
             )
-        if not _SEGMENT_RE.match(segment):
+        if not _SEGMENT_RE.fullmatch(segment):
             raise ArtifactInvalidError(
                 f"artifact name {name!r} is invalid: each '/'-separated part must start with a "
                 "letter or digit and contain only letters, digits, '_', '.', '-'",

@@ -15,8 +15,8 @@ from server.deps.errors import DepsSpecError
 
 MAX_SPEC_CHARS = 256
 _SPEC_RE = re.compile(
-    r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(?P<extras>\[[A-Za-z0-9._,-]+\])?(?P<version>[<>=!~][A-Za-z0-9.*,<>=!~ ]+)?$"
-)
+    r"(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(?P<extras>\[[A-Za-z0-9._,-]+\])?(?P<version>[<>=!~][A-Za-z0-9.*,<>=!~ ]+)?"
+)  # fullmatch: `$` would allow a trailing newline
 _BLOCKED_CHARACTERS = set(";|&`$()@'\"\\/:#")
 
 
@@ -35,7 +35,7 @@ def normalize_spec(spec: object) -> str:
                 f"package spec {spec!r} contains {char!r}: URLs, VCS references, paths, "
                 "environment markers and shell syntax are not allowed"
             )
-    match = _SPEC_RE.match(spec)
+    match = _SPEC_RE.fullmatch(spec)
     if not match:
         raise DepsSpecError(f"invalid package spec {spec!r}: expected a name with optional [extras] and version")
     name = re.sub(r"[-_.]+", "-", match.group("name")).lower()

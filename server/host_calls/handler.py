@@ -23,6 +23,7 @@ from server.storage.errors import (
     StoreError,
 )
 from server.storage.records import ArtifactRecord, SkillRecord
+from server.storage.text import require_valid_text
 
 if TYPE_CHECKING:
     from server.sessions import Session
@@ -108,6 +109,7 @@ class StoreHostCallHandler:
             params = json.loads(call.params_json or "{}")
             if not isinstance(params, dict):
                 raise InvalidArgumentError("params must be a JSON object", field="params")
+            require_valid_text(params, "params")  # JSON can spell lone surrogates; protobuf cannot carry them
             result, payload = await method(session.tenant, params, call.payload)
         except StoreError as exc:
             return _error(call, exc.sandbox_type, exc.message)

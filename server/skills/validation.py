@@ -34,7 +34,7 @@ _ANNOTATION_TYPES = {
 
 # ASCII only: names become file names and Redis keys, and non-ASCII identifiers
 # that normalise to the same NFKC form would be confusable.
-_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*")  # fullmatch: `$` allows a trailing newline
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +78,7 @@ def validate_name(name: str) -> str:
         raise SkillInvalidError(
             f"skill name {name!r} starts with '_'; such names are reserved", field="name"
         )
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise SkillInvalidError(
             f"skill name {name!r} is not an ASCII Python identifier (letters, digits, '_')",
             field="name",

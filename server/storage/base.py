@@ -5,6 +5,11 @@ embedded default) and RedisStorage (shared by many server instances) are
 interchangeable. Every method is scoped by tenant; no method can reach
 another tenant's data. Backend failures surface as StorageUnavailableError,
 and every write is all-or-nothing.
+
+Artifacts are written as a stream (`begin_artifact` -> `ArtifactUpload`), so an
+upload never has to be whole in the server's memory: chunks go to a temporary
+place in the backend and `commit` makes the artifact visible in one step, or
+`abort` removes every trace of it.
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ class Storage(abc.ABC):
     # Skills -----------------------------------------------------------------
 
     @abc.abstractmethod
-    async def create_skill(self, tenant: str, record: SkillRecord) -> None:
-        """Raises SkillAlreadyExistsError if the name is taken."""
+    async def create_skill(self, tenant: str, record: SkillRecord, *, max_skills: int = 0) -> None:
+        """Raises SkillAlreadyExistsError if the name is taken, and QuotaExceededError
+        if the tenant already has `max_skills` skills (0 = no limit); checked in the
+        same atomic step as the write, so concurrent creates cannot overshoot."""
 
     @abc.abstractmethod
     async def get_skill(self, tenant: str, name: str) -> SkillRecord:
@@ -76,9 +83,26 @@ class Storage(abc.ABC):
 
     # Artifacts --------------------------------------------------------------
 
+    async def put_artifact(
+        self, tenant: str, record: ArtifactRecord, data: bytes, *, max_tenant_bytes: int = 0
+    ) -> None:
+        """Creates or replaces an artifact whose data is already in memory."""
+        upload = await self.begin_artifact(tenant, record)
+        try:
+            await upload.write(data)
+            await upload.commit(record, max_tenant_bytes=max_tenant_bytes)
+        except BaseException:
+            await upload.abort()
+            raise
+
     @abc.abstractmethod
-    async def put_artifact(self, tenant: str, record: ArtifactRecord, data: bytes) -> None:
-        """Creates or replaces an artifact, metadata and data together."""
+    async def begin_artifact(self, tenant: str, draft: ArtifactRecord) -> "ArtifactUpload":
+        """Starts writing an artifact. `draft` has the final name, type, description
+        and metadata; size, sha256 and time may still be placeholders."""
+
+    @abc.abstractmethod
+    async def artifact_bytes(self, tenant: str) -> int:
+        """Total data bytes of the tenant's artifacts (what the artifact_bytes quota counts)."""
 
     @abc.abstractmethod
     async def get_artifact(self, tenant: str, name: str) -> ArtifactRecord:
@@ -98,3 +122,24 @@ class Storage(abc.ABC):
 
     async def close(self) -> None:
         """Releases connections; idempotent."""
+
+
+class ArtifactUpload(abc.ABC):
+    """One artifact being written; nothing is visible to readers before `commit`."""
+
+    @abc.abstractmethod
+    async def write(self, chunk: bytes) -> None:
+        """Appends data; the backend holds it, not the caller."""
+
+    @abc.abstractmethod
+    async def commit(self, record: ArtifactRecord, *, max_tenant_bytes: int = 0) -> None:
+        """Atomically makes `record` with the written data the artifact of its name.
+
+        Raises QuotaExceededError (and aborts) when the tenant's artifact bytes, this
+        artifact replacing any of the same name, would exceed `max_tenant_bytes`
+        (0 = no limit); the check and the write are one atomic step.
+        """
+
+    @abc.abstractmethod
+    async def abort(self) -> None:
+        """Removes everything written so far; idempotent, never raises."""

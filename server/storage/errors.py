@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import grpc
 
-from server.errors import ServiceError
+from server.errors import ServiceError, quota_violation, retry_after
 
 
 class StoreError(ServiceError):
@@ -101,3 +101,25 @@ class StorageUnavailableError(StoreError):
     code = grpc.StatusCode.UNAVAILABLE
     reason = "STORAGE_UNAVAILABLE"
     sandbox_type = "StorageUnavailableError"
+
+
+class QuotaExceededError(StoreError):
+    """A tenant used up one of its quotas (server/quotas.py).
+
+    A StoreError so host calls map it like every store error (sandboxed code sees
+    QuotaExceededError), and it carries google.rpc.QuotaFailure + RetryInfo for gRPC
+    callers. `limit` is the quota, `retry_seconds` when trying again can succeed.
+    """
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "QUOTA_EXCEEDED"
+    sandbox_type = "QuotaExceededError"
+
+    def __init__(self, tenant: str, quota: str, limit: int, message: str, retry_seconds: float) -> None:
+        super().__init__(message)
+        self.metadata.update(tenant=tenant, quota=quota, limit=str(limit))
+        self.retry_seconds = retry_seconds
+        self.with_details(
+            quota_violation(f"tenant:{tenant}", quota, f"{quota} quota of tenant {tenant!r} is {limit}"),
+            retry_after(retry_seconds),
+        )

@@ -7,9 +7,13 @@ Layout under `root` (documented in docs/storage.md):
     tenants/<tenant>/skills.rev                counter bumped by every skill write
     tenants/<tenant>/vectors/<model-hash>.json cached search vectors for one model
     tenants/<tenant>/artifacts/<quoted>.artifact  header (8-byte length + JSON) + data
+    tenants/<tenant>/artifacts/.upload-*          an artifact being uploaded
 
 Every file is written to a temporary file and `os.replace`d, so readers never
-see a torn document and need no lock. Writers take an exclusive `fcntl.flock`
+see a torn document and need no lock. An artifact upload streams its data into
+its temporary file behind a header slot sized from the draft record (JSON
+tolerates the trailing spaces that pad it), writes the real header into the slot
+at commit and renames: one pass over the data, none of it in memory. Writers take an exclusive `fcntl.flock`
 on the tenant's lock file, so read-check-write sequences (create, etag CAS,
 revision bump) stay correct across server processes sharing the directory.
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -26,11 +31,13 @@ import logging
 import os
 import struct
 import tempfile
+import time
 import urllib.parse
 from pathlib import Path
-from typing import Callable, Iterator, TypeVar
+from typing import BinaryIO, Callable, Iterator, TypeVar
 
-from server.storage.base import Storage
+from server.quotas import artifact_bytes_quota_error, skills_quota_error
+from server.storage.base import ArtifactUpload, Storage
 from server.storage.errors import (
     ArtifactNotFoundError,
     EtagMismatchError,
@@ -44,6 +51,86 @@ from server.storage.records import ArtifactRecord, SkillRecord, validate_tenant
 T = TypeVar("T")
 _log = logging.getLogger(__name__)
 _HEADER = struct.Struct(">Q")
+_UPLOAD_PREFIX = ".upload-"
+# Room beyond the draft's widest header, for the final values' digits.
+_HEADER_SLACK = 64
+# Older upload files belong to a server that died mid-upload; no live upload is this slow.
+_STALE_UPLOAD_SECONDS = 24 * 3600.0
+
+
+def _widest(draft: ArtifactRecord) -> ArtifactRecord:
+    """The draft with the longest values size, sha256 and time can take in JSON."""
+    return dataclasses.replace(draft, size_bytes=2**63, sha256="f" * 64, create_time=-1.2345678901234567e300)
+
+
+def _remove_stale_uploads(directory: Path) -> None:
+    cutoff = time.time() - _STALE_UPLOAD_SECONDS
+    for name in os.listdir(directory):
+        if name.startswith(_UPLOAD_PREFIX):
+            with contextlib.suppress(OSError):
+                if os.stat(directory / name).st_mtime < cutoff:
+                    os.unlink(directory / name)
+
+
+class _FileArtifactUpload(ArtifactUpload):
+    def __init__(
+        self, storage: "FileStorage", tenant: str, name: str, path: Path, tmp: Path, handle: BinaryIO, room: int
+    ) -> None:
+        self._storage = storage
+        self._tenant = tenant
+        self._name = name
+        self._path = path
+        self._tmp = tmp
+        self._handle: BinaryIO | None = handle
+        self._room = room
+
+    async def write(self, chunk: bytes) -> None:
+        handle = self._handle
+        if handle is None:
+            raise StorageUnavailableError("the upload was already committed or aborted")
+        await self._storage._run(lambda: handle.write(chunk))
+
+    async def commit(self, record: ArtifactRecord, *, max_tenant_bytes: int = 0) -> None:
+        header = record.to_json().encode()
+        handle = self._handle
+        if handle is None or record.name != self._name or len(header) > self._room:
+            await self.abort()
+            raise StorageUnavailableError("artifact upload cannot be committed: its header does not fit the draft's")
+
+        def op() -> None:
+            handle.seek(0)
+            handle.write(_HEADER.pack(self._room) + header.ljust(self._room))
+            handle.flush()
+            os.fsync(handle.fileno())
+            with self._storage._locked(self._tenant):
+                if max_tenant_bytes:
+                    used = self._storage._artifact_usage(self._tenant, except_name=record.name)
+                    if used + record.size_bytes > max_tenant_bytes:
+                        raise artifact_bytes_quota_error(self._tenant, max_tenant_bytes, used, record.size_bytes)
+                os.replace(self._tmp, self._path)
+            handle.close()
+            self._handle = None
+
+        try:
+            await self._storage._run(op)
+        except BaseException:
+            await self.abort()
+            raise
+
+    async def abort(self) -> None:
+        handle, self._handle = self._handle, None
+        tmp = self._tmp
+
+        def op() -> None:
+            if handle is not None:
+                with contextlib.suppress(OSError):
+                    handle.close()
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+        # Shielded: a cancelled upload (client gone) must still remove its file.
+        with contextlib.suppress(Exception):
+            await asyncio.shield(asyncio.to_thread(op))
 
 
 class FileStorage(Storage):
@@ -111,12 +198,14 @@ class FileStorage(Storage):
 
     # Skills -----------------------------------------------------------------
 
-    async def create_skill(self, tenant: str, record: SkillRecord) -> None:
+    async def create_skill(self, tenant: str, record: SkillRecord, *, max_skills: int = 0) -> None:
         def op() -> None:
             with self._locked(tenant) as tdir:
                 path = self._skill_path(tdir, record.name)
                 if path.exists():
                     raise SkillAlreadyExistsError(record.name)
+                if max_skills and len(self._skill_names(tenant)) >= max_skills:
+                    raise skills_quota_error(tenant, max_skills)
                 self._atomic_write(path, record.to_json().encode())
                 self._bump_revision(tdir)
 
@@ -254,17 +343,42 @@ class FileStorage(Storage):
         except FileNotFoundError:
             raise ArtifactNotFoundError(name) from None
 
-    async def put_artifact(self, tenant: str, record: ArtifactRecord, data: bytes) -> None:
-        header = record.to_json().encode()
+    async def begin_artifact(self, tenant: str, draft: ArtifactRecord) -> ArtifactUpload:
+        path = self._artifact_path(tenant, draft.name)
 
-        def op() -> None:
-            with self._locked(tenant):
-                self._atomic_write(
-                    self._artifact_path(tenant, record.name),
-                    _HEADER.pack(len(header)) + header + data,
-                )
+        def op() -> _FileArtifactUpload:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _remove_stale_uploads(path.parent)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_UPLOAD_PREFIX)
+            handle = os.fdopen(fd, "wb")
+            room = len(_widest(draft).to_json().encode()) + _HEADER_SLACK
+            handle.write(_HEADER.pack(room) + b" " * room)
+            return _FileArtifactUpload(self, tenant, draft.name, path, Path(tmp), handle, room)
 
-        await self._run(op)
+        return await self._run(op)
+
+    def _artifact_usage(self, tenant: str, except_name: str | None = None) -> int:
+        """Data bytes of every artifact (file size less its header), read from headers' lengths."""
+        directory = self._tenant_dir(tenant) / "artifacts"
+        try:
+            files = os.listdir(directory)
+        except FileNotFoundError:
+            return 0
+        skip = f"{urllib.parse.quote(except_name, safe='')}.artifact" if except_name else None
+        total = 0
+        for name in files:
+            if not name.endswith(".artifact") or name.startswith(".") or name == skip:
+                continue
+            try:
+                with open(directory / name, "rb") as f:
+                    (length,) = _HEADER.unpack(f.read(_HEADER.size))
+                    total += max(0, os.fstat(f.fileno()).st_size - _HEADER.size - length)
+            except (FileNotFoundError, struct.error):
+                continue  # deleted meanwhile, or a damaged file that holds no data
+        return total
+
+    async def artifact_bytes(self, tenant: str) -> int:
+        return await self._run(lambda: self._artifact_usage(tenant))
 
     async def get_artifact(self, tenant: str, name: str) -> ArtifactRecord:
         def op() -> ArtifactRecord:

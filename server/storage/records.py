@@ -15,13 +15,15 @@ import time
 
 from server.skills.validation import Parameter
 from server.storage.errors import InvalidArgumentError
+from server.storage.text import scrub
 
 # Tenants become directory names and Redis hash tags: no '/', '{', '}', ':'.
-_TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+# fullmatch, never `$`: `$` also matches before a trailing newline ("default\n").
+_TENANT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
 
 def validate_tenant(tenant: str) -> str:
-    if not _TENANT_RE.match(tenant or "") or ".." in tenant:
+    if not isinstance(tenant, str) or not _TENANT_RE.fullmatch(tenant) or ".." in tenant:
         raise InvalidArgumentError(
             f"tenant {tenant!r} is invalid: 1-63 characters of letters, digits, '_', '.', '-'",
             field="tenant",
@@ -58,7 +60,7 @@ class SkillRecord:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> "SkillRecord":
-        data = json.loads(text)
+        data = scrub(json.loads(text))
         return cls(
             name=data["name"],
             description=data.get("description", ""),
@@ -109,7 +111,7 @@ class ArtifactRecord:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> "ArtifactRecord":
-        data = json.loads(text)
+        data = scrub(json.loads(text))
         return cls(
             name=data["name"],
             type=data.get("type", "bytes"),

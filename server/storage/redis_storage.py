@@ -10,18 +10,28 @@ MULTI blocks below, which touch several of them, work on a cluster too:
     <prefix>:{t:<tenant>}:vectors:<model-hash> hash, skill name -> JSON [content hash, b64 vector]
     <prefix>:{t:<tenant>}:artifact:<name>      hash {meta: ArtifactRecord JSON, data: bytes}
     <prefix>:{t:<tenant>}:artifacts            zset of artifact names
+    <prefix>:{t:<tenant>}:artifacts:bytes      integer, total data bytes (the artifact_bytes quota)
+    <prefix>:{t:<tenant>}:upload:<random>      string, an artifact being uploaded (expires)
 
 Multi-key writes run as one Lua script or one MULTI/EXEC, so a failure never
-leaves a document without its index entry. Any Redis or socket failure is
+leaves a document without its index entry. An upload APPENDs its chunks to its
+own upload key (refreshing a one-hour expiry, so one a dead server left behind
+goes away by itself); the commit script moves the data into the artifact hash,
+indexes it and updates the byte count in one step, or refuses over quota. The
+byte count is computed once from the stored artifacts when it is missing (data
+written before it existed). Any Redis or socket failure is
 raised as StorageUnavailableError; the connection pool reconnects on the next
 call, so the server recovers by itself once Redis is back.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import hashlib
 import json
+import secrets
 from typing import Awaitable, TypeVar
 
 import redis.asyncio as aioredis
@@ -29,7 +39,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 
-from server.storage.base import Storage
+from server.quotas import artifact_bytes_quota_error, skills_quota_error
+from server.storage.base import ArtifactUpload, Storage
 from server.storage.errors import (
     ArtifactNotFoundError,
     EtagMismatchError,
@@ -44,6 +55,7 @@ T = TypeVar("T")
 
 _CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if tonumber(ARGV[3]) > 0 and redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then return -1 end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[2], 0, ARGV[2])
 redis.call('INCR', KEYS[3])
@@ -69,11 +81,60 @@ redis.call('INCR', KEYS[3])
 return 1
 """
 
+# KEYS[i] index zset, KEYS[u] byte counter, ARGV[p] artifact key prefix: the counter,
+# (re)computed from the index when missing. Shared by the scripts below.
+_USAGE = """
+local function artifact_usage(index, counter, prefix)
+  local used = redis.call('GET', counter)
+  if used then return tonumber(used) end
+  used = 0
+  for _, n in ipairs(redis.call('ZRANGE', index, 0, -1)) do
+    local meta = redis.call('HGET', prefix .. n, 'meta')
+    if meta then used = used + (tonumber(cjson.decode(meta)['size_bytes']) or 0) end
+  end
+  redis.call('SET', counter, used)
+  return used
+end
+"""
+
+# KEYS: upload, artifact, index, counter; ARGV: meta, name, size, limit (0 = none), prefix.
+_COMMIT_ARTIFACT = _USAGE + """
+local data = redis.call('GET', KEYS[1])
+if not data then return {-1, 0} end
+local used = artifact_usage(KEYS[3], KEYS[4], ARGV[5])
+local old = 0
+local meta = redis.call('HGET', KEYS[2], 'meta')
+if meta then old = tonumber(cjson.decode(meta)['size_bytes']) or 0 end
+local size = tonumber(ARGV[3])
+local limit = tonumber(ARGV[4])
+if limit > 0 and used - old + size > limit then
+  redis.call('DEL', KEYS[1])
+  return {-2, used - old}
+end
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[2], 'meta', ARGV[1], 'data', data)
+redis.call('DEL', KEYS[1])
+redis.call('ZADD', KEYS[3], 0, ARGV[2])
+redis.call('SET', KEYS[4], used - old + size)
+return {1, 0}
+"""
+
+_ARTIFACT_BYTES = _USAGE + """
+return artifact_usage(KEYS[1], KEYS[2], ARGV[1])
+"""
+
+# KEYS: artifact, index, counter; ARGV: name.
 _DELETE_ARTIFACT = """
+local meta = redis.call('HGET', KEYS[1], 'meta')
 if redis.call('DEL', KEYS[1]) == 0 then return 0 end
 redis.call('ZREM', KEYS[2], ARGV[1])
+if meta and redis.call('EXISTS', KEYS[3]) == 1 then
+  redis.call('DECRBY', KEYS[3], tonumber(cjson.decode(meta)['size_bytes']) or 0)
+end
 return 1
 """
+
+_UPLOAD_TTL_SECONDS = 3600
 
 _MGET_CHUNK = 500
 
@@ -97,6 +158,8 @@ class RedisStorage(Storage):
         self._replace = self._redis.register_script(_REPLACE)
         self._delete = self._redis.register_script(_DELETE)
         self._delete_artifact = self._redis.register_script(_DELETE_ARTIFACT)
+        self._commit_artifact = self._redis.register_script(_COMMIT_ARTIFACT)
+        self._artifact_bytes = self._redis.register_script(_ARTIFACT_BYTES)
 
     def _base(self, tenant: str) -> str:
         return f"{self.prefix}:{{t:{validate_tenant(tenant)}}}"
@@ -115,16 +178,18 @@ class RedisStorage(Storage):
 
     # Skills -----------------------------------------------------------------
 
-    async def create_skill(self, tenant: str, record: SkillRecord) -> None:
+    async def create_skill(self, tenant: str, record: SkillRecord, *, max_skills: int = 0) -> None:
         b = self._base(tenant)
         created = await self._call(
             self._create(
                 keys=[f"{b}:skill:{record.name}", f"{b}:skills", f"{b}:skills:rev"],
-                args=[record.to_json(), record.name],
+                args=[record.to_json(), record.name, max_skills],
             )
         )
         if created == 0:
             raise SkillAlreadyExistsError(record.name)
+        if created == -1:
+            raise skills_quota_error(tenant, max_skills)
 
     async def get_skill(self, tenant: str, name: str) -> SkillRecord:
         raw = await self._call(self._redis.get(f"{self._base(tenant)}:skill:{name}"))
@@ -223,20 +288,17 @@ class RedisStorage(Storage):
 
     # Artifacts --------------------------------------------------------------
 
-    async def put_artifact(self, tenant: str, record: ArtifactRecord, data: bytes) -> None:
+    async def begin_artifact(self, tenant: str, draft: ArtifactRecord) -> ArtifactUpload:
+        key = f"{self._base(tenant)}:upload:{secrets.token_hex(12)}"
+        await self._call(self._redis.set(key, b"", ex=_UPLOAD_TTL_SECONDS))
+        return _RedisArtifactUpload(self, tenant, key)
+
+    async def artifact_bytes(self, tenant: str) -> int:
         b = self._base(tenant)
-
-        async def op() -> None:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.delete(f"{b}:artifact:{record.name}")
-                pipe.hset(
-                    f"{b}:artifact:{record.name}",
-                    mapping={"meta": record.to_json(), "data": data},
-                )
-                pipe.zadd(f"{b}:artifacts", {record.name: 0})
-                await pipe.execute()
-
-        await self._call(op())
+        used = await self._call(
+            self._artifact_bytes(keys=[f"{b}:artifacts", f"{b}:artifacts:bytes"], args=[f"{b}:artifact:"])
+        )
+        return int(used)
 
     async def get_artifact(self, tenant: str, name: str) -> ArtifactRecord:
         raw = await self._call(self._redis.hget(f"{self._base(tenant)}:artifact:{name}", "meta"))
@@ -273,7 +335,55 @@ class RedisStorage(Storage):
     async def delete_artifact(self, tenant: str, name: str) -> None:
         b = self._base(tenant)
         deleted = await self._call(
-            self._delete_artifact(keys=[f"{b}:artifact:{name}", f"{b}:artifacts"], args=[name])
+            self._delete_artifact(
+                keys=[f"{b}:artifact:{name}", f"{b}:artifacts", f"{b}:artifacts:bytes"], args=[name]
+            )
         )
         if deleted == 0:
             raise ArtifactNotFoundError(name)
+
+
+class _RedisArtifactUpload(ArtifactUpload):
+    def __init__(self, storage: RedisStorage, tenant: str, key: str) -> None:
+        self._storage = storage
+        self._tenant = tenant
+        self._key = key
+        self._open = True
+
+    async def write(self, chunk: bytes) -> None:
+        if not self._open:
+            raise StorageUnavailableError("the upload was already committed or aborted")
+        redis = self._storage._redis
+
+        async def op() -> None:
+            async with redis.pipeline(transaction=False) as pipe:
+                pipe.append(self._key, chunk)
+                pipe.expire(self._key, _UPLOAD_TTL_SECONDS)
+                await pipe.execute()
+
+        await self._storage._call(op())
+
+    async def commit(self, record: ArtifactRecord, *, max_tenant_bytes: int = 0) -> None:
+        b = self._storage._base(self._tenant)
+        try:
+            status, used = await self._storage._call(
+                self._storage._commit_artifact(
+                    keys=[self._key, f"{b}:artifact:{record.name}", f"{b}:artifacts", f"{b}:artifacts:bytes"],
+                    args=[record.to_json(), record.name, record.size_bytes, max_tenant_bytes, f"{b}:artifact:"],
+                )
+            )
+        except BaseException:
+            await self.abort()
+            raise
+        self._open = False
+        if status == -1:
+            raise StorageUnavailableError("the upload expired in Redis before it was committed; upload again")
+        if status == -2:
+            raise artifact_bytes_quota_error(self._tenant, max_tenant_bytes, int(used), record.size_bytes)
+
+    async def abort(self) -> None:
+        self._open = False
+        # Shielded: a cancelled upload (client gone) must still remove its key; the
+        # expiry removes it should Redis be unreachable right now.
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self._storage._redis.delete(self._key))

@@ -37,7 +37,8 @@ def _rss_mib() -> float:
 
 
 async def test_slow_client_keeps_server_memory_bounded(running_server) -> None:
-    server = await running_server()
+    # The budget must exceed what is printed, so the server's own maximum is raised.
+    server = await running_server(max_output_budget=8 * PRINTED_MIB * MIB)
     client = connect(server.address)
     try:
         config = session_pb2.SessionConfig(output_budget_bytes=4 * PRINTED_MIB * MIB)
