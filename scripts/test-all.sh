@@ -13,14 +13,15 @@ cd "$(dirname "$0")/.."
 ROOT="$PWD"
 PY="$ROOT/.venv/bin/python"
 BUF="$ROOT/.venv/bin/buf"
-PYTEST_TIMEOUT="${PYTEST_TIMEOUT:-300}"          # per test (pytest-timeout)
+# The per-test timeout lives in one place, pyproject.toml ([tool.pytest.ini_options]).
 PYTEST_RUN_TIMEOUT="${PYTEST_RUN_TIMEOUT:-2700}"  # whole pytest run, seconds
 CHECK_TIMEOUT="${CHECK_TIMEOUT:-1800}"            # each scripts/checks/*.sh, seconds
 # The caps keep a hung step from eating CI's 90 minutes silently: the step
 # fails, the summary still prints.
 # Directories produced by scripts/generate.sh; any change there after
 # regenerating means checked-in code is stale or was edited by hand.
-GENERATED_DIRS=(clients/python/src/codemode/v1 clients/python/src/codemode/sandbox)
+GENERATED_DIRS=(clients/python/src/codemode/v1 clients/python/src/codemode/sandbox
+  clients/python/src/codemode/sync.py clients/python/src/codemode/_reasons.py)
 
 LOG_DIR="$(mktemp -d "${TMPDIR:-/tmp}/codemode-test-all.XXXXXX")"
 trap 'rm -rf "$LOG_DIR"' EXIT
@@ -29,7 +30,8 @@ declare -a STEP_NAMES=() STEP_RESULTS=() STEP_SECONDS=()
 FAILED=0
 PYTEST_SUMMARY=""
 
-banner() { printf '\n=== %s ===\n' "$*"; }
+# Each step's banner carries the time it starts, so a slow step shows in a live log.
+banner() { printf '\n=== %s  [%s] ===\n' "$*" "$(date -u +%H:%M:%SZ)"; }
 
 # record NAME RC SECONDS
 record() {
@@ -112,7 +114,7 @@ step "generated code up to date" check_generated
 run_pytest() {
   local rc=0
   timeout --kill-after=30 "$PYTEST_RUN_TIMEOUT" \
-    "$PY" -m pytest tests -p no:cacheprovider --timeout="$PYTEST_TIMEOUT" -ra \
+    "$PY" -m pytest tests -p no:cacheprovider -ra --durations=25 \
     2>&1 | tee "$LOG_DIR/pytest.log" || rc=$?
   PYTEST_SUMMARY="$(grep -E '^=+ .*( in [0-9.]+s).* =+$' "$LOG_DIR/pytest.log" | tail -n 1 | sed -E 's/^=+ //; s/ =+$//')"
   if [ "$rc" = 5 ]; then

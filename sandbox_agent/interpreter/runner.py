@@ -32,10 +32,17 @@ MAX_JSON_CHARS = 1024 * 1024
 # Sources kept for tracebacks of functions defined in earlier executions; older ones are
 # forgotten so a long session does not keep every submitted program forever.
 MAX_KEPT_SOURCES = 1000
-STDIN_CLOSED = "stdin is closed: codemode sandboxes take no interactive input"
+STDIN_CLOSED = (
+    "stdin is closed: codemode sandboxes take no interactive input; put the values in the code instead"
+)
 
 
 def _closed_input(prompt: object = "") -> str:
+    """input() shows its prompt, as the builtin would, then fails at once: a sandbox has
+    no terminal, and blocking until the timeout would only hide why nothing happens."""
+    if prompt != "":
+        sys.stdout.write(str(prompt))
+        sys.stdout.flush()
     raise EOFError(STDIN_CLOSED)
 
 

@@ -45,8 +45,10 @@ class SkillsNamespace:
         """True if the skill existed."""
         return self.__call("skills.delete", {"name": name})[0]
 
-    def invoke(self, name: str, **kwargs: Any) -> Any:
+    def invoke(self, name: str, /, **kwargs: Any) -> Any:
         """Runs the skill's `async def run(**kwargs)` here, in the sandbox, and returns its result.
+
+        `name` is positional-only so a skill may have a parameter called `name` too.
 
         The coroutine runs on a fresh event loop in a worker thread, so it works the
         same from sync code, from inside a running loop, and from a skill invoking

@@ -21,7 +21,9 @@ for command in "bash scripts/serve.sh" "bash scripts/test-all.sh" ".venv/bin/pyt
 done
 grep -qxF "bash scripts/test-all.sh" .ci/run || fail ".ci/run does not run 'bash scripts/test-all.sh'"
 
-for sub in serve run "sessions list" "sessions delete"; do
+# Every `codemode COMMAND ACTION` the README shows (its tour of the shell included).
+for sub in serve run "sessions create" "sessions list" "sessions reset" "sessions delete" \
+           "skills create" "artifacts put" "deps add"; do
   # shellcheck disable=SC2086 # word splitting of "sessions list" is intended
   .venv/bin/codemode $sub --help >/dev/null 2>&1 || fail "README.md shows 'codemode $sub', which the CLI does not accept"
 done

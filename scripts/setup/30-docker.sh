@@ -115,6 +115,22 @@ build_wheelhouse() {
   rm -rf "$src"
 }
 
+# BuildKit, so no "legacy builder is deprecated" warning: through buildx when the
+# docker CLI on PATH has it; else through the CLI of Debian's docker.io (20.10),
+# which drives the engine's built-in BuildKit with DOCKER_BUILDKIT=1 and needs no
+# plugin. Debian 12 packages no buildx, and a newer CLI without it refuses
+# DOCKER_BUILDKIT=1, so only a host with neither falls back to the legacy builder.
+docker_build() {
+  if docker buildx version >/dev/null 2>&1; then
+    DOCKER_BUILDKIT=1 docker build "$@"
+  elif [ -x /usr/bin/docker ] && /usr/bin/docker version --format '{{.Client.Version}}' 2>/dev/null | grep -q '^20\.'; then
+    DOCKER_BUILDKIT=1 /usr/bin/docker build "$@"
+  else
+    log "no BuildKit client here (no buildx plugin, no Debian docker.io CLI): using the legacy builder"
+    DOCKER_BUILDKIT=0 docker build "$@"
+  fi
+}
+
 build_sandbox_image() {
   if [ -z "${CODEMODE_REBUILD:-}" ] && image_is_current; then
     log "sandbox image $SANDBOX_IMAGE is up to date"
@@ -130,12 +146,13 @@ build_sandbox_image() {
   tar -C "$ROOT" --exclude=__pycache__ --exclude='*.pyc' -cf - sandbox_agent | tar -C "$ctx/app" -xf -
   build_wheelhouse "$ctx/wheelhouse"
   log "building $SANDBOX_IMAGE from $BASE_IMAGE"
-  docker build --quiet -t "$SANDBOX_IMAGE" \
+  docker_build --quiet -t "$SANDBOX_IMAGE" \
     --build-arg BASE_IMAGE="$BASE_IMAGE" \
     --label dev.codemode.source-hash="$(source_hash)" \
     "$ctx" >/dev/null
-  # The legacy builder keeps the build stage as an untagged image, and the
-  # previous sandbox image loses its tag; prune only those (dangling + our labels).
+  # The legacy builder keeps the build stage as an untagged image (BuildKit does
+  # not), and the previous sandbox image loses its tag; prune only those
+  # (dangling + our labels).
   docker image prune -f --filter label=dev.codemode.build-stage=true >/dev/null || true
   docker image prune -f --filter label=dev.codemode.image=sandbox >/dev/null || true
   log "built $SANDBOX_IMAGE"

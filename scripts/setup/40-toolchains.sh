@@ -24,7 +24,7 @@ go_minor="$(go env GOVERSION | sed -E 's/^go1\.([0-9]+).*/\1/')"
 node_major="$(node -p 'process.versions.node.split(".")[0]')"
 [ "$node_major" -ge 20 ] || { echo "40-toolchains: Node $(node --version) is too old; need 20+" >&2; exit 1; }
 
-echo "40-toolchains: $(go env GOVERSION), node $(node --version), $(java -version 2>&1 | head -n1), $(mvn -v 2>/dev/null | head -n1 | sed 's/\x1b\[[0-9;]*m//g')"
+echo "40-toolchains: $(go env GOVERSION), node $(node --version), $(java -version 2>&1 | head -n1), $(bash scripts/mvn.sh -v | head -n1)"
 
 # Go: the client's dependencies and the pinned code generators (Go tools).
 go -C clients/go mod download
@@ -44,5 +44,5 @@ fi
 # Maven: every plugin and dependency (protoc and protoc-gen-grpc-java included)
 # is fetched by compiling once; scripts/checks/40-clients.sh then runs the tests
 # on this build without recompiling.
-mvn -B -q -Dstyle.color=never -f clients/java/pom.xml -DskipTests test-compile
+bash scripts/mvn.sh -q -f clients/java/pom.xml -DskipTests test-compile
 echo "40-toolchains: Go modules, npm packages and Maven artifacts are in place"

@@ -102,6 +102,7 @@ async def test_input_fails_at_once(stub):
     run = await execute(stub, "input('name? ')")
     assert run.error.type == "EOFError"
     assert "stdin is closed" in run.error.message
+    assert run.stdout == b"name? "  # the prompt is shown, as the builtin would show it
     run = await execute(stub, "import sys\nsys.stdin.read()")
     assert run.result is None or run.result.json == '""'
 
