@@ -31,8 +31,13 @@ class Server:
 
     def __init__(self, *extra_args: str) -> None:
         self._data_dir = tempfile.TemporaryDirectory(prefix="codemode-bench-")
+        # --no-auth unless the caller configures auth: these benchmarks (and the Go/TS/Java
+        # bench clients, which send no token) measure execution; bench/auth.py measures auth.
+        # Audit lines go to a file in the data dir rather than flooding the bench's terminal.
+        auth = [] if any(a in ("--no-auth", "--api-token", "--principals-file") for a in extra_args) else ["--no-auth"]
+        audit = [] if "--audit-log" in extra_args else ["--audit-log", os.path.join(self._data_dir.name, "audit.jsonl")]
         argv = [sys.executable, "-m", "server", "--listen", "127.0.0.1:0",
-                "--data-dir", self._data_dir.name, "--sandbox", "process", *extra_args]
+                "--data-dir", self._data_dir.name, "--sandbox", "process", *auth, *audit, *extra_args]
         repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         self.process = ReadyProcess(argv, timeout=120, cwd=repo)
 

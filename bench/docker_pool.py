@@ -145,7 +145,7 @@ class DockerServer:
         self.instance_id = DockerProviderConfig.for_data_dir(self.data_dir).instance_id
         argv = [sys.executable, "-m", "server", "--listen", "127.0.0.1:0", "--data-dir", self.data_dir,
                 "--sandbox", "docker", "--warm-pool-size", str(warm_pool_size),
-                "--warm-pool-max-configs", "0", "--max-sessions", "8"]
+                "--warm-pool-max-configs", "0", "--max-sessions", "8", "--no-auth"]
         self.process = ReadyProcess(argv, timeout=180, cwd=ROOT)
         self.channel = grpc.aio.insecure_channel(self.process.info["address"], options=[("grpc.so_reuseport", 0)])
         self.sessions = session_pb2_grpc.SessionServiceStub(self.channel)

@@ -1,7 +1,8 @@
 """`python -m server`: parse the configuration and serve until SIGTERM/SIGINT.
 
 Prints one JSON line `{"ready": true, "address": ...}` on stdout once serving, so
-scripts and tests can start it with `--listen 127.0.0.1:0` and learn the port.
+scripts and tests can start it with `--listen 127.0.0.1:0` and learn the port (with
+`--metrics-listen`, `metrics_address` is the scrape endpoint's bound host:port).
 """
 
 from __future__ import annotations
@@ -15,9 +16,13 @@ from server.config import ConfigError, ServerConfig, parse_config
 from server.providers.base import SandboxStartError
 
 
-def main(argv: list[str] | None = None) -> int:
-    # Logging before any gRPC object exists (grpc/grpc#43421).
+def configure_logging() -> None:
+    """Before any gRPC object exists (grpc/grpc#43421); run() applies --log-level later."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    configure_logging()
     try:
         config = parse_config(argv)
     except ConfigError as exc:
@@ -31,11 +36,21 @@ def run(config: ServerConfig, banner: str | None = None) -> int:
     """Serves `config` until SIGTERM/SIGINT; the one place both `python -m server`
     and `codemode serve` start the service, so they announce and fail alike."""
     from server.app import App, serve
+    from server.listen_check import check_listen_address
 
+    logging.getLogger().setLevel(config.log_level.upper())
     _make_non_dumpable()
+    try:
+        check_listen_address(config.listen)
+    except OSError as exc:
+        print(f"codemode server: {exc}", file=sys.stderr)
+        return 1
 
     def announce(app: App) -> None:
-        print(json.dumps({"ready": True, "address": app.address}), flush=True)
+        ready: dict[str, object] = {"ready": True, "address": app.address}
+        if app.metrics.endpoint_address:
+            ready["metrics_address"] = app.metrics.endpoint_address
+        print(json.dumps(ready), flush=True)
         if banner:
             print(banner.format(address=app.address), file=sys.stderr, flush=True)
 

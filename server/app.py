@@ -23,13 +23,21 @@ from grpc_reflection.v1alpha import reflection
 
 from codemode.v1 import session_pb2
 from server import telemetry
-from server.auth import ApiTokenInterceptor
+from server.identity.bootstrap import Identity, build_identity
+from server.metrics import Metrics
+from server.metrics_export import build_metrics
+from server.metrics_rpc import RpcMetricsInterceptor
 from server.config import ConfigError, ServerConfig
 from server.deps.provisioner import DepsProvisioner
+from server.health import HealthServicer
+from server.health_checks import SandboxProbe, storage_check
 from server.host_call_handler import HostCallHandler, NotImplementedHostCallHandler
 from server.pki import CertificateAuthority
 from server.providers.base import SandboxProvider
 from server.providers.registry import SandboxProviders
+from server.quotas import QuotaTable
+from server.readiness import READINESS_SERVICE, Readiness
+from server.rpc_limits import ConcurrencyLimitInterceptor
 from server.services import dependency_service, execute_service, session_service
 from server.sessions import SessionManager, default_limits
 from server.warm_pool import PoolConfig, WarmPool
@@ -45,8 +53,16 @@ SERVER_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
     ("grpc.http2.max_pings_without_data", 0),
+    # Bounds what the transport buffers per incoming stream: with BDP probing a
+    # stream's receive window grew until 20 concurrent 60 MiB uploads held ~900 MB;
+    # a fixed 1 MiB window (one upload chunk) keeps it near 1 MiB per stream and
+    # still moves ~20 MiB/s per upload at 50 ms round trip.
+    ("grpc.http2.bdp_probe", 0),
+    ("grpc.http2.lookahead_bytes", 1024 * 1024),
 ]
 _STOP_AFTER_GRACE_SECONDS = 1.0
+_FIRST_READINESS_WAIT_SECONDS = 10.0
+_BACKGROUND: set[asyncio.Task] = set()
 
 
 @dataclasses.dataclass
@@ -82,10 +98,19 @@ class App:
     storage: StorageServices
     providers: SandboxProviders
     deps: DepsProvisioner  # package provisioning, shared by every provider (they only expose its dirs)
+    identity: Identity  # authentication, authorization and audit (server/identity/)
+    metrics: Metrics  # OTel instruments and their exporters (server/metrics*.py, docs/operations.md)
+    readiness: Readiness  # health statuses from periodic checks (server/readiness.py)
     stop_requested: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
     def request_stop(self) -> None:
         self.stop_requested.set()
+
+    def request_reload(self) -> None:
+        """SIGHUP: re-read the principals file and reopen the audit log, without a restart."""
+        task = asyncio.get_running_loop().create_task(self.identity.reload(), name="sighup-reload")
+        _BACKGROUND.add(task)  # a reference, so the task is not collected mid-run
+        task.add_done_callback(_BACKGROUND.discard)
 
 
 def _load_ca(config: ServerConfig) -> CertificateAuthority:
@@ -148,8 +173,11 @@ def _bound_address(listen: str, port: int) -> str:
     return f"{host}:{port}"
 
 
-def _register_storage_services(server: grpc.aio.Server, config: ServerConfig) -> StorageServices:
+def _register_storage_services(
+    server: grpc.aio.Server, config: ServerConfig, quotas: QuotaTable, metrics: Metrics
+) -> StorageServices:
     """SkillStoreService and ArtifactService: this is where they are plugged in."""
+    from server.artifacts.budget import ByteBudget
     from server.artifacts.library import ArtifactLibrary
     from server.services import artifact_service, skill_service
     from server.skills.library import SkillLibrary
@@ -170,11 +198,11 @@ def _register_storage_services(server: grpc.aio.Server, config: ServerConfig) ->
         ranker = make_ranker(config.search_ranker)
     except RankerUnavailableError as exc:
         raise ConfigError(str(exc)) from None
-    skills = SkillLibrary(storage, ranker)
-    artifacts = ArtifactLibrary(storage)
+    skills = SkillLibrary(storage, ranker, quotas=quotas, on_created=metrics.skill_created)
+    artifacts = ArtifactLibrary(storage, quotas=quotas, budget=ByteBudget(config.max_upload_bytes_in_flight))
     names = [
-        skill_service.register(server, skills, config.tenant),
-        artifact_service.register(server, artifacts, config.tenant),
+        skill_service.register(server, skills),
+        artifact_service.register(server, artifacts),
     ]
     return StorageServices(storage, skills, artifacts, names)
 
@@ -193,40 +221,44 @@ def _host_call_handler(storage: StorageServices) -> HostCallHandler:
 async def build_app(config: ServerConfig, host_call_handler: HostCallHandler | None = None) -> App:
     telemetry.configure_tracing()
     os.makedirs(config.data_dir, mode=0o700, exist_ok=True)
+    identity = build_identity(config)  # first: a bad principals file fails before anything starts
     ca = _load_ca(config)
     deps = DepsProvisioner.from_config(config)
     providers = _make_providers(config, ca, deps)
     provider = providers.default()  # the default kind must work: fail at boot, not per session
-    interceptors: list[grpc.aio.ServerInterceptor] = [telemetry.server_interceptor()]
-    if config.api_token:
-        interceptors.append(ApiTokenInterceptor(config.api_token))
-    # A cap makes an overload fail fast (RESOURCE_EXHAUSTED from grpc itself, no
-    # ErrorInfo) instead of queueing calls until memory runs out; 0 = no cap.
-    server = grpc.aio.server(
-        interceptors=interceptors,
-        options=SERVER_OPTIONS,
-        maximum_concurrent_rpcs=config.max_concurrent_rpcs or None,
-    )
+    metrics = build_metrics(config.metrics_listen, tenant_labels=config.metrics_tenant_labels,
+                            status_attribute=config.metrics_status_attribute)
+    interceptors: list[grpc.aio.ServerInterceptor] = [telemetry.server_interceptor(), identity.interceptor]
+    if metrics.exporting:  # outermost, so refusals by the interceptors below are measured too
+        interceptors.insert(0, RpcMetricsInterceptor(metrics))
+    # Caps make an overload fail fast instead of queueing calls until memory runs out;
+    # health checks have a cap of their own so unauthenticated probes cannot starve the
+    # API. Last, so only authenticated calls (and health) hold a slot.
+    interceptors.append(ConcurrencyLimitInterceptor(config.max_concurrent_rpcs, config.max_health_rpcs))
+    server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
 
     pool = WarmPool(
         providers.get,
         PoolConfig(providers.default_kind, default_limits(config)),
         config.warm_pool_size,
         config.warm_pool_max_configs,
+        metrics=metrics,
     )
     sessions = SessionManager(config, pool, providers.default_kind)
+    metrics.observe_sessions(sessions)
     inflight = execute_service.InflightTracker()
-    storage = _register_storage_services(server, config)
-    handler = host_call_handler or _host_call_handler(storage)
+    storage = _register_storage_services(server, config, sessions.quotas, metrics)
+    handler = metrics.host_calls(host_call_handler or _host_call_handler(storage))
 
     names = [
         session_service.register(server, session_service.SessionService(sessions)),
-        execute_service.register(server, execute_service.ExecuteService(config, sessions, handler, inflight)),
+        execute_service.register(server, execute_service.ExecuteService(config, sessions, handler, inflight, metrics)),
         dependency_service.register(server, dependency_service.DependencyService(sessions)),
     ]
     names += storage.service_names
-    health = health_async.HealthServicer()
+    health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    readiness = _readiness(config, health, names, storage, providers, metrics)
     reflection.enable_server_reflection([*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server)
 
     credentials = _server_credentials(config)
@@ -237,11 +269,27 @@ async def build_app(config: ServerConfig, host_call_handler: HostCallHandler | N
             port = server.add_secure_port(config.listen, credentials)
     except RuntimeError as exc:
         raise OSError(f"cannot listen on {config.listen}: {exc}") from None
-    return App(config, server, _bound_address(config.listen, port), sessions, pool, provider, health, inflight, ca, names, storage, providers, deps)
+    return App(config, server, _bound_address(config.listen, port), sessions, pool, provider, health, inflight, ca,
+               names, storage, providers, deps, identity, metrics=metrics, readiness=readiness)
+
+
+def _readiness(config: ServerConfig, health: HealthServicer, names: list[str], storage: StorageServices,
+               providers: SandboxProviders, metrics: Metrics) -> Readiness:
+    """Storage answers, and the default kind starts a sandbox that runs 1+1 (see server/readiness.py)."""
+    def remember_memory(memory: tuple[int, int] | None) -> None:
+        metrics.redis_memory = memory
+
+    # The cheapest sandbox of the default configuration: no packages to install.
+    limits = dataclasses.replace(default_limits(config), deps=(), sync_deps_on_start=False, allow_runtime_deps=False)
+    probe = SandboxProbe(providers.default, limits, config.sandbox_start_timeout)
+    return Readiness(health, names, [
+        (storage_check(storage.storage, remember_memory), config.health_storage_interval),
+        (probe, config.health_probe_interval),
+    ], metrics)
 
 
 async def _set_health(app: App, status: int) -> None:
-    for name in ["", *app.service_names]:
+    for name in ["", *app.service_names, READINESS_SERVICE]:
         await app.health.set(name, status)
 
 
@@ -255,10 +303,15 @@ async def start(app: App) -> None:
     else:
         if removed:
             _log.info("removed %d sandboxes left by a previous run", removed)
+    app.metrics.start()  # a taken --metrics-listen port fails the start here
     await app.server.start()
+    app.identity.start()
     app.pool.start()
     app.sessions.start_expiry()
-    await _set_health(app, health_pb2.HealthCheckResponse.SERVING)
+    # Real statuses before the server announces itself: the first round of checks.
+    await app.readiness.start(_FIRST_READINESS_WAIT_SECONDS)
+    if app.metrics.endpoint_address:
+        _log.info("metrics on http://%s/metrics", app.metrics.endpoint_address)
     _log.info("codemode serving on %s (%s sandboxes)", app.address, app.config.sandbox)
 
 
@@ -266,14 +319,19 @@ async def shutdown(app: App) -> None:
     """Graceful stop; safe to call once the server was started."""
     _log.info("shutting down: draining %d in-flight executions", app.inflight.count)
     app.sessions.shutting_down = True
+    await app.readiness.stop()
     await _set_health(app, health_pb2.HealthCheckResponse.NOT_SERVING)
     if not await app.inflight.wait_idle(app.config.shutdown_grace):
         _log.warning("%d executions still running after %.1fs; cancelling them", app.inflight.count, app.config.shutdown_grace)
+        # Each ends with SERVER_SHUTTING_DOWN while the server can still write statuses.
+        await app.inflight.cancel_for_shutdown(_STOP_AFTER_GRACE_SECONDS)
     await app.server.stop(_STOP_AFTER_GRACE_SECONDS)
+    await app.identity.close()
     await app.sessions.close()
     await app.pool.close()
     await app.providers.close()
     await app.storage.close()
+    app.metrics.close()
     telemetry.shutdown_tracing()
     _log.info("shutdown complete")
 
@@ -291,6 +349,9 @@ async def serve(
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, app.request_stop)
             installed.append(sig)
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        loop.add_signal_handler(signal.SIGHUP, app.request_reload)
+        installed.append(signal.SIGHUP)
     try:
         await start(app)
         if ready_callback is not None:

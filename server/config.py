@@ -2,7 +2,9 @@
 
 Every setting has a flag and an environment variable (flag wins, then env, then the
 default) so the same binary works from a shell, a systemd unit or a container. The
-table in docs/configuration.md is the user-facing copy of `_OPTIONS`; keep them in sync.
+table in docs/configuration.md is `options_table()` pasted, and `codemode serve --help`
+is generated from the same rows (option_help, option_metavar), so both follow `_OPTIONS`;
+tests/cli/test_cli_serve.py fails when the pasted table is stale.
 """
 
 from __future__ import annotations
@@ -22,15 +24,15 @@ class ConfigError(ValueError):
     """A flag or environment variable has an invalid value; the message names it."""
 
 
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
+_SIZE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$", re.IGNORECASE)
+_DURATION_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", re.IGNORECASE)
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 
 def parse_size(text: str) -> int:
     """Parses `512m`, `1g`, `1GiB` or plain bytes; binary units because limits are RAM."""
-    match = _SIZE_RE.match(str(text))
+    match = _SIZE_RE.fullmatch(str(text))
     if not match:
         raise ConfigError(f"invalid size {text!r}: use bytes or a number with k/m/g/t (e.g. 512m, 1g)")
     number, unit = match.group(1), match.group(2).lower()
@@ -39,7 +41,7 @@ def parse_size(text: str) -> int:
 
 def parse_duration(text: str) -> float:
     """Parses `30s`, `15m`, `2h`, `500ms` or plain seconds (`1.5`)."""
-    match = _DURATION_RE.match(str(text))
+    match = _DURATION_RE.fullmatch(str(text))
     if not match:
         raise ConfigError(f"invalid duration {text!r}: use seconds or a number with ms/s/m/h (e.g. 30s, 15m)")
     unit = match.group(2).lower() if match.group(2) else None
@@ -70,12 +72,28 @@ def _normalized_deps(specs: Iterable[str]) -> tuple[str, ...]:
         raise ConfigError(str(exc)) from None
 
 
+#: The value placeholder `serve --help` shows for each parser (its unit); the formats
+#: are explained once, in VALUE_FORMATS_HELP. Range checks map to the parser they check.
+_METAVARS: dict[Callable[[str], Any], str] = {}
+_CHECKED: dict[Callable[[str], Any], Callable[[str], Any]] = {}
+
+VALUE_FORMATS_HELP = """\
+value formats:
+  DURATION  seconds (1.5) or a number with ms/s/m/h (500ms, 30s, 15m, 2h)
+  SIZE      bytes or a number with k/m/g/t, binary units (512m = 512 MiB, 1g)
+  BOOL      true/false, 1/0, yes/no; a bare flag means true
+  N         a whole number; NUMBER may have a fraction (0.5)
+
+docs/configuration.md has the same table and the rules (fail-closed listening, tokens)."""
+
+
 def _choice(*allowed: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in allowed:
             raise ConfigError(f"invalid value {text!r}: expected one of {', '.join(allowed)}")
         return text
 
+    _METAVARS[parse] = "{" + ",".join(allowed) + "}"
     return parse
 
 
@@ -86,6 +104,18 @@ def _non_negative(parse: Callable[[str], Any]) -> Callable[[str], Any]:
             raise ConfigError(f"invalid value {text!r}: must not be negative")
         return value
 
+    _CHECKED[checked] = parse
+    return checked
+
+
+def _positive(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def checked(text: str) -> Any:
+        value = parse(text)
+        if not value > 0:
+            raise ConfigError(f"invalid value {text!r}: must be positive")
+        return value
+
+    _CHECKED[checked] = parse
     return checked
 
 
@@ -98,6 +128,24 @@ def _parse_uid_range(text: str) -> tuple[int, int]:
     if first < 1000 or last < first or last >= 2**32 - 1:
         raise ConfigError(f"invalid uid range {text!r}: need 1000 <= FIRST <= LAST < 4294967295")
     return first, last
+
+
+_METRICS_LISTEN_RE = re.compile(r"(?:(\[[^\]]+\]|[^:\[\]]*):)?(\d{1,5})")
+
+
+def parse_metrics_listen(text: str) -> str:
+    """`HOST:PORT`, `[::1]:PORT`, `:PORT` or `PORT` -> `HOST:PORT`, 127.0.0.1 when no host:
+    the endpoint is unauthenticated, so it stays on this machine unless a host is named."""
+    match = _METRICS_LISTEN_RE.fullmatch(str(text).strip())
+    if not match or int(match.group(2)) > 65535:
+        raise ConfigError(f"invalid metrics address {text!r}: use HOST:PORT, :PORT or PORT (e.g. 127.0.0.1:9464)")
+    return f"{match.group(1) or '127.0.0.1'}:{int(match.group(2))}"
+
+
+_METAVARS.update({
+    parse_duration: "DURATION", parse_size: "SIZE", parse_bool: "BOOL", int: "N", float: "NUMBER",
+    _parse_deps: "SPEC[,SPEC...]", _parse_uid_range: "FIRST-LAST", parse_metrics_listen: "HOST:PORT",
+})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,8 +177,12 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("deps_install_timeout", "--deps-install-timeout", "CODEMODE_DEPS_INSTALL_TIMEOUT", "5m", parse_duration, "longest one pip install of deps may take"),
     _Option("auth_token", "--auth-token", "CODEMODE_AUTH_TOKEN", None, str, "sandbox agent token (default: fresh random token per sandbox)"),
     _Option("auth_token_file", "--auth-token-file", "CODEMODE_AUTH_TOKEN_FILE", None, str, "file holding the sandbox agent token"),
-    _Option("api_token", "--api-token", "CODEMODE_API_TOKEN", None, str, "bearer token clients must present (optional)"),
-    _Option("api_token_file", "--api-token-file", "CODEMODE_API_TOKEN_FILE", None, str, "file holding the client API token"),
+    _Option("api_token", "--api-token", "CODEMODE_API_TOKEN", None, str, "shorthand: one operator principal (id api-token) holding this bearer token; without --principals-file it is the only principal"),
+    _Option("api_token_file", "--api-token-file", "CODEMODE_API_TOKEN_FILE", None, str, "file holding the --api-token token"),
+    _Option("principals_file", "--principals-file", "CODEMODE_PRINCIPALS_FILE", None, str, "JSON or YAML file mapping bearer-token hashes and client-certificate identities to principals (id, tenant, role); reloaded on change and on SIGHUP (default: <data-dir>/principals.json, created on first start with a local-admin token, unless --api-token is given)"),
+    _Option("no_auth", "--no-auth", "CODEMODE_NO_AUTH", "false", parse_bool, "serve without authentication: every caller acts as an operator; loopback only, logged loudly (local debugging)", True),
+    _Option("audit_log", "--audit-log", "CODEMODE_AUDIT_LOG", None, str, "file to append the audit log to, one JSON line per mutating or executing call, reopened on SIGHUP (default: the codemode.audit logger on stderr)"),
+    _Option("audit_log_code", "--audit-log-code", "CODEMODE_AUDIT_LOG_CODE", "false", parse_bool, "put Execute's code itself in the audit log (default: only its sha256 and length)", True),
     _Option("tls_cert", "--tls-cert", "CODEMODE_TLS_CERT", None, str, "server TLS certificate (PEM file)"),
     _Option("tls_key", "--tls-key", "CODEMODE_TLS_KEY", None, str, "server TLS private key (PEM file)"),
     _Option("tls_client_ca", "--tls-client-ca", "CODEMODE_TLS_CLIENT_CA", None, str, "CA for client certificates (enables mTLS)"),
@@ -138,10 +190,27 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("ca_key", "--ca-key", "CODEMODE_CA_KEY", None, str, "sandbox CA private key (PEM file)"),
     _Option("max_code_bytes", "--max-code-bytes", "CODEMODE_MAX_CODE_BYTES", "2m", _non_negative(parse_size), "largest accepted code (INVALID_ARGUMENT above)"),
     _Option("max_sessions", "--max-sessions", "CODEMODE_MAX_SESSIONS", "64", _non_negative(int), "live session cap (RESOURCE_EXHAUSTED above)"),
-    _Option("max_concurrent_rpcs", "--max-concurrent-rpcs", "CODEMODE_MAX_CONCURRENT_RPCS", "1000", _non_negative(int), "RPCs in flight at once, streams included; more fail fast with RESOURCE_EXHAUSTED (0 = unlimited)"),
+    _Option("max_concurrent_rpcs", "--max-concurrent-rpcs", "CODEMODE_MAX_CONCURRENT_RPCS", "1000", _non_negative(int), "RPCs in flight at once, streams included, health checks not; more fail fast with RESOURCE_EXHAUSTED (0 = unlimited)"),
+    _Option("max_health_rpcs", "--max-health-rpcs", "CODEMODE_MAX_HEALTH_RPCS", "32", _non_negative(int), "grpc.health.v1 calls in flight at once (Watch streams included), counted apart from --max-concurrent-rpcs so unauthenticated probes cannot starve other calls (0 = unlimited)"),
+    _Option("max_memory_limit", "--max-memory-limit", "CODEMODE_MAX_MEMORY_LIMIT", "4g", _positive(parse_size), "largest memory_limit_bytes a session may ask for (INVALID_ARGUMENT above)"),
+    _Option("max_cpu_quota", "--max-cpu-quota", "CODEMODE_MAX_CPU_QUOTA", "4", _positive(float), "largest cpu_quota a session may ask for (INVALID_ARGUMENT above)"),
+    _Option("max_timeout", "--max-timeout", "CODEMODE_MAX_TIMEOUT", "1h", _positive(parse_duration), "longest execution timeout a session or an Execute may ask for (INVALID_ARGUMENT above)"),
+    _Option("max_output_budget", "--max-output-budget", "CODEMODE_MAX_OUTPUT_BUDGET", "64m", _positive(parse_size), "largest output_budget_bytes a session may ask for (INVALID_ARGUMENT above)"),
+    _Option("max_idle_ttl", "--max-idle-ttl", "CODEMODE_MAX_IDLE_TTL", "24h", _positive(parse_duration), "longest idle_ttl a session may ask for (INVALID_ARGUMENT above)"),
+    _Option("max_pids_limit", "--max-pids-limit", "CODEMODE_MAX_PIDS_LIMIT", "4096", _positive(int), "largest pids_limit a session may ask for (INVALID_ARGUMENT above)"),
+    _Option("max_labels", "--max-labels", "CODEMODE_MAX_LABELS", "64", _non_negative(int), "most labels one session may carry (INVALID_ARGUMENT above)"),
+    _Option("max_label_bytes", "--max-label-bytes", "CODEMODE_MAX_LABEL_BYTES", "16k", _non_negative(parse_size), "total UTF-8 bytes of one session's label keys and values (INVALID_ARGUMENT above)"),
+    _Option("max_upload_bytes_in_flight", "--max-upload-bytes-in-flight", "CODEMODE_MAX_UPLOAD_BYTES_IN_FLIGHT", "64m", _positive(parse_size), "artifact upload data held in server memory at once, all uploads together; an upload past it waits (gRPC flow control) and fails with RESOURCE_EXHAUSTED after 30 s"),
+    _Option("quota_live_sessions", "--quota-live-sessions", "CODEMODE_QUOTA_LIVE_SESSIONS", "0", _non_negative(int), "default per-tenant quota: live sessions (0 = only --max-sessions applies)"),
+    _Option("quota_concurrent_executions", "--quota-concurrent-executions", "CODEMODE_QUOTA_CONCURRENT_EXECUTIONS", "0", _non_negative(int), "default per-tenant quota: Executes running at once (0 = unlimited)"),
+    _Option("quota_executions_per_minute", "--quota-executions-per-minute", "CODEMODE_QUOTA_EXECUTIONS_PER_MINUTE", "0", _non_negative(int), "default per-tenant quota: Executes started per minute, a token bucket that allows bursts of this size (0 = unlimited)"),
+    _Option("quota_skills", "--quota-skills", "CODEMODE_QUOTA_SKILLS", "10000", _non_negative(int), "default per-tenant quota: stored skills (0 = unlimited)"),
+    _Option("quota_artifact_bytes", "--quota-artifact-bytes", "CODEMODE_QUOTA_ARTIFACT_BYTES", "10g", _non_negative(parse_size), "default per-tenant quota: total bytes of stored artifact data (0 = unlimited)"),
+    _Option("quotas_file", "--quotas-file", "CODEMODE_QUOTAS_FILE", None, str, "YAML or JSON file of per-tenant quota overrides (see docs/security.md, Limits and quotas); read at start"),
     _Option("output_budget", "--output-budget", "CODEMODE_OUTPUT_BUDGET", "10m", _non_negative(parse_size), "per-execution output budget"),
     _Option("idle_ttl", "--idle-ttl", "CODEMODE_IDLE_TTL", "15m", _non_negative(parse_duration), "idle time after which a session is deleted (0 = never)"),
     _Option("shutdown_grace", "--shutdown-grace", "CODEMODE_SHUTDOWN_GRACE", "10s", _non_negative(parse_duration), "time in-flight Executes get on SIGTERM"),
+    _Option("log_level", "--log-level", "CODEMODE_LOG_LEVEL", "info", _choice("debug", "info", "warning", "error"), "server log level on stderr; info logs one line per session created or deleted and per execution"),
     _Option("warm_pool_size", "--warm-pool-size", "CODEMODE_WARM_POOL_SIZE", "2", _non_negative(int), "pre-started sandboxes with default limits"),
     _Option("warm_pool_max_configs", "--warm-pool-max-configs", "CODEMODE_WARM_POOL_MAX_CONFIGS", "4", _non_negative(int), "non-default configurations (kind+image+limits) learned from CreateSession and kept warm too, least recently used evicted (0 = only the default)"),
     _Option("heartbeat_interval", "--heartbeat-interval", "CODEMODE_HEARTBEAT_INTERVAL", "5s", parse_duration, "heartbeat after this much silence on an Execute stream"),
@@ -158,6 +227,11 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("redis_url", "--redis-url", "CODEMODE_REDIS_URL", "redis://127.0.0.1:6379/0", str, "Redis URL (storage=redis)"),
     _Option("redis_prefix", "--redis-prefix", "CODEMODE_REDIS_PREFIX", "codemode", str, "Redis key prefix"),
     _Option("search_ranker", "--search-ranker", "CODEMODE_SEARCH_RANKER", "auto", _choice("auto", "bm25", "embedding"), "skill search ranker: auto (embedding model when installed, else BM25), bm25 or embedding"),
+    _Option("metrics_listen", "--metrics-listen", "CODEMODE_METRICS_LISTEN", None, parse_metrics_listen, "serve Prometheus metrics over HTTP on HOST:PORT (a bare PORT or :PORT binds 127.0.0.1; port 0 picks one, printed as metrics_address in the ready line); unauthenticated (default: no endpoint; OTLP push follows the OTEL_* variables)"),
+    _Option("metrics_status_attribute", "--metrics-status-attribute", "CODEMODE_METRICS_STATUS_ATTRIBUTE", "rpc.grpc.status_code", _choice("rpc.grpc.status_code", "rpc.response.status_code"), "attribute carrying the gRPC status on rpc.server.duration: rpc.grpc.status_code (the number, older semantic conventions) or rpc.response.status_code (the name, e.g. DEADLINE_EXCEEDED)"),
+    _Option("metrics_tenant_labels", "--metrics-tenant-labels", "CODEMODE_METRICS_TENANT_LABELS", "false", parse_bool, "add a codemode.tenant label to execution, output, skill and session series (one series per tenant: mind the cardinality)", True),
+    _Option("health_probe_interval", "--health-probe-interval", "CODEMODE_HEALTH_PROBE_INTERVAL", "30s", _non_negative(parse_duration), "readiness: how often a probe sandbox is started to run 1+1 (never from the warm pool, outside session limits and quotas; 0 = no probe)"),
+    _Option("health_storage_interval", "--health-storage-interval", "CODEMODE_HEALTH_STORAGE_INTERVAL", "5s", _non_negative(parse_duration), "readiness: how often storage is checked (Redis INFO memory, or a file written and removed; 0 = never)"),
 )
 
 
@@ -182,6 +256,10 @@ class ServerConfig:
     deps_install_timeout: float = 300.0
     auth_token: str | None = None
     api_token: str | None = None
+    principals_file: str | None = None
+    no_auth: bool = False
+    audit_log: str | None = None
+    audit_log_code: bool = False
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_client_ca: str | None = None
@@ -190,9 +268,26 @@ class ServerConfig:
     max_code_bytes: int = 2 * MIB
     max_sessions: int = 64
     max_concurrent_rpcs: int = 1000
+    max_health_rpcs: int = 32
+    max_memory_limit: int = 4 * 1024**3
+    max_cpu_quota: float = 4.0
+    max_timeout: float = 3600.0
+    max_output_budget: int = 64 * MIB
+    max_idle_ttl: float = 24 * 3600.0
+    max_pids_limit: int = 4096
+    max_labels: int = 64
+    max_label_bytes: int = 16 * 1024
+    max_upload_bytes_in_flight: int = 64 * MIB
+    quota_live_sessions: int = 0
+    quota_concurrent_executions: int = 0
+    quota_executions_per_minute: int = 0
+    quota_skills: int = 10000
+    quota_artifact_bytes: int = 10 * 1024**3
+    quotas_file: str | None = None
     output_budget: int = 10 * MIB
     idle_ttl: float = 15 * 60.0
     shutdown_grace: float = 10.0
+    log_level: str = "info"
     warm_pool_size: int = 2
     warm_pool_max_configs: int = 4
     heartbeat_interval: float = 5.0
@@ -209,6 +304,11 @@ class ServerConfig:
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "codemode"
     search_ranker: str = "auto"
+    metrics_listen: str | None = None
+    metrics_status_attribute: str = "rpc.grpc.status_code"
+    metrics_tenant_labels: bool = False
+    health_probe_interval: float = 30.0
+    health_storage_interval: float = 5.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", os.path.abspath(os.path.expanduser(self.data_dir)))
@@ -236,7 +336,7 @@ def is_loopback_listen(listen: str) -> bool:
 
 def validate(config: ServerConfig) -> None:
     """Fail closed: refuse configurations that would expose an unauthenticated server."""
-    if not config.listen.startswith("unix:") and not re.match(r"^.+:\d+$", config.listen):
+    if not config.listen.startswith("unix:") and not re.fullmatch(r".+:\d+", config.listen):
         raise ConfigError(f"--listen {config.listen!r}: expected HOST:PORT or unix:/path")
     if bool(config.tls_cert) != bool(config.tls_key):
         raise ConfigError("--tls-cert and --tls-key must be given together")
@@ -244,10 +344,13 @@ def validate(config: ServerConfig) -> None:
         raise ConfigError("--tls-client-ca needs --tls-cert and --tls-key")
     if bool(config.ca_cert) != bool(config.ca_key):
         raise ConfigError("--ca-cert and --ca-key must be given together")
-    if not is_loopback_listen(config.listen) and not (config.api_token and config.tls_enabled):
+    if config.no_auth and (config.api_token or config.principals_file):
+        raise ConfigError("--no-auth contradicts --api-token/--principals-file: choose one")
+    if not is_loopback_listen(config.listen) and (config.no_auth or not config.tls_enabled):
         raise ConfigError(
-            f"refusing to listen on non-loopback address {config.listen!r} without both "
-            "--api-token and server TLS (--tls-cert/--tls-key); bind to 127.0.0.1 or configure both"
+            f"refusing to listen on non-loopback address {config.listen!r} "
+            + ("with --no-auth" if config.no_auth else "without server TLS (--tls-cert/--tls-key)")
+            + ": bind to 127.0.0.1, or serve with TLS and authentication"
         )
     if config.heartbeat_interval <= 0:
         raise ConfigError("--heartbeat-interval must be positive")
@@ -257,15 +360,65 @@ def validate(config: ServerConfig) -> None:
         raise ConfigError("--deps-install-timeout must be positive")
     if config.max_sessions < 1:
         raise ConfigError("--max-sessions must be at least 1")
+    _validate_maxima(config)
+
+
+# Keeps every duration a client can reach representable: a session's expire_time must
+# stay a valid Timestamp (before year 10000) and the agent's timer a finite number.
+DURATION_CEILING_SECONDS = 10 * 365 * 86400.0
+
+
+def _validate_maxima(config: ServerConfig) -> None:
+    """Each maximum is positive and finite, and no server default lies beyond its maximum
+    (a session asking for nothing must never get more than one asking explicitly)."""
+    pairs = (
+        ("--memory-limit", config.memory_limit, "--max-memory-limit", config.max_memory_limit),
+        ("--cpu-quota", config.cpu_quota, "--max-cpu-quota", config.max_cpu_quota),
+        ("--timeout", config.timeout, "--max-timeout", config.max_timeout),
+        ("--output-budget", config.output_budget, "--max-output-budget", config.max_output_budget),
+        ("--idle-ttl", config.idle_ttl, "--max-idle-ttl", config.max_idle_ttl),
+        ("--pids-limit", config.pids_limit, "--max-pids-limit", config.max_pids_limit),
+    )
+    for default_flag, default, max_flag, maximum in pairs:
+        if not maximum > 0 or maximum != maximum or maximum == float("inf"):
+            raise ConfigError(f"{max_flag} must be a positive finite number")
+        if default > maximum:
+            raise ConfigError(f"{default_flag} {default:g} is above {max_flag} {maximum:g}")
+    for flag, seconds in (("--max-timeout", config.max_timeout), ("--max-idle-ttl", config.max_idle_ttl)):
+        if seconds > DURATION_CEILING_SECONDS:
+            raise ConfigError(f"{flag} must be at most 3650 days")
+    if config.quotas_file:
+        from server.quotas import load_quota_overrides
+
+        load_quota_overrides(config.quotas_file)  # a bad file fails the start, naming itself
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds every server flag; the CLI reuses this so flags are defined once."""
     for option in _OPTIONS:
-        if option.is_bool:
-            parser.add_argument(option.flag, dest=option.field, nargs="?", const="true", default=None, help=option.help)
-        else:
-            parser.add_argument(option.flag, dest=option.field, default=None, help=option.help)
+        extra: dict[str, Any] = {"nargs": "?", "const": "true"} if option.is_bool else {}
+        metavar = option_metavar(option)
+        if metavar is not None:
+            extra["metavar"] = metavar
+        parser.add_argument(option.flag, dest=option.field, default=None, help=option_help(option), **extra)
+
+
+def option_metavar(option: _Option) -> str | None:
+    """The unit placeholder (DURATION, SIZE, N...); None for free text (argparse names it)."""
+    parse = option.parse
+    while parse not in _METAVARS and parse in _CHECKED:
+        parse = _CHECKED[parse]
+    return _METAVARS.get(parse)
+
+
+def _default_text(option: _Option) -> str:
+    return "(none)" if option.default is None else option.default or "(empty)"
+
+
+def option_help(option: _Option) -> str:
+    """`serve --help` text: meaning, default and variable, from the same row as the docs table."""
+    text = f"{option.help} (default: {_default_text(option)}; env {option.env})"
+    return text.replace("%", "%%")  # argparse formats help with %
 
 
 def config_from_namespace(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> ServerConfig:
@@ -320,6 +473,6 @@ def options_table() -> str:
     """Markdown table of all options (used to write docs/configuration.md)."""
     rows = ["| Flag | Environment variable | Default | Meaning |", "| --- | --- | --- | --- |"]
     for option in _OPTIONS:
-        default = "(none)" if option.default is None else f"`{option.default}`" if option.default else "(empty)"
+        default = f"`{option.default}`" if option.default else _default_text(option)
         rows.append(f"| `{option.flag}` | `{option.env}` | {default} | {option.help} |")
     return "\n".join(rows)

@@ -1,9 +1,11 @@
 """Registers generated servicers with two safety nets the generated code lacks.
 
 1. Undecodable request bytes (e.g. invalid UTF-8 in a `string` field) make grpcio's
-   deserializer raise, which the client sees as INTERNAL/UNKNOWN with no detail. We
-   wrap `request_deserializer` so a DecodeError becomes a sentinel, and the handler
-   answers INVALID_ARGUMENT with a clear message.
+   deserializer raise, which the client sees as INTERNAL/UNKNOWN with no detail (and
+   the server logs a traceback per call). We wrap `request_deserializer` so a
+   DecodeError becomes a sentinel, and the handler answers INVALID_ARGUMENT with a clear
+   message, without logging. For client-streaming methods the sentinel is caught while
+   the handler iterates its requests, so a garbage message mid-stream is refused alike.
 2. Exceptions escaping a handler become UNKNOWN in grpcio. We map `ServiceError` to its
    status and everything else to INTERNAL (reason INTERNAL).
 
@@ -53,11 +55,17 @@ async def _abort_for(exc: BaseException, context: grpc.aio.ServicerContext) -> N
     await from_exception(exc).abort(context)
 
 
-def _wrap_unary(behavior: Callable) -> Callable:
+async def _checked_requests(requests: Any) -> Any:
+    """A client stream that raises INVALID_ARGUMENT at the first undecodable message."""
+    async for request in requests:
+        _reject_undecodable(request)
+        yield request
+
+
+def _wrap_unary(behavior: Callable, request_streaming: bool = False) -> Callable:
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            _reject_undecodable(request)
-            return await behavior(request, context)
+            return await behavior(_checked(request, request_streaming), context)
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
         except Exception as exc:  # noqa: BLE001 - mapped to a status below
@@ -66,12 +74,18 @@ def _wrap_unary(behavior: Callable) -> Callable:
     return handler
 
 
-def _wrap_stream_response(behavior: Callable) -> Callable:
+def _checked(request: Any, request_streaming: bool) -> Any:
+    if request_streaming:
+        return _checked_requests(request)
+    _reject_undecodable(request)
+    return request
+
+
+def _wrap_stream_response(behavior: Callable, request_streaming: bool = False) -> Callable:
     if not inspect.isasyncgenfunction(behavior) and not inspect.isasyncgenfunction(getattr(behavior, "__func__", None)):
         async def writer(request: Any, context: grpc.aio.ServicerContext) -> None:
             try:
-                _reject_undecodable(request)
-                await behavior(request, context)
+                await behavior(_checked(request, request_streaming), context)
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
             except Exception as exc:  # noqa: BLE001
@@ -81,8 +95,7 @@ def _wrap_stream_response(behavior: Callable) -> Callable:
 
     async def generator(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            _reject_undecodable(request)
-            async for item in behavior(request, context):
+            async for item in behavior(_checked(request, request_streaming), context):
                 yield item
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
@@ -93,12 +106,7 @@ def _wrap_stream_response(behavior: Callable) -> Callable:
 
 
 def _wrap_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    if handler.request_streaming:
-        # Client-streaming methods receive an iterator; decode errors surface while
-        # iterating, so only the exception mapping applies.
-        deserializer = handler.request_deserializer
-    else:
-        deserializer = _safe_deserializer(handler.request_deserializer)
+    deserializer = _safe_deserializer(handler.request_deserializer)
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(
             _wrap_unary(handler.unary_unary), deserializer, handler.response_serializer
@@ -109,10 +117,10 @@ def _wrap_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         )
     if handler.stream_unary:
         return grpc.stream_unary_rpc_method_handler(
-            _wrap_unary(handler.stream_unary), deserializer, handler.response_serializer
+            _wrap_unary(handler.stream_unary, request_streaming=True), deserializer, handler.response_serializer
         )
     return grpc.stream_stream_rpc_method_handler(
-        _wrap_stream_response(handler.stream_stream), deserializer, handler.response_serializer
+        _wrap_stream_response(handler.stream_stream, request_streaming=True), deserializer, handler.response_serializer
     )
 
 

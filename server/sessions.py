@@ -26,14 +26,19 @@ from codemode.sandbox.v1 import agent_pb2
 from codemode.v1 import error_reason_pb2 as reasons
 from codemode.v1 import session_pb2
 from server.config import ServerConfig
-from server.errors import ServiceError, invalid_argument
+from server.errors import ServiceError, invalid_argument, retry_after
+from server.limits import Maxima, check_request_id
+from server.pages import fit_page
 from server.providers.base import Sandbox, SandboxCapabilities, SandboxLimits, SandboxStartError, SandboxUnenforceable
+from server.quotas import ExecutionQuotas, QuotaTable, seconds_until_a_slot_frees
+from server.storage.records import validate_tenant
 from server.warm_pool import WarmPool
 
 _log = logging.getLogger(__name__)
 State = session_pb2.Session.State
-SESSION_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-_NAME_RE = re.compile(r"^sessions/([^/]+)$")
+# Always fullmatch: `$` would also match before a trailing newline.
+SESSION_ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+_NAME_RE = re.compile(r"sessions/([^/]+)")
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 REMEMBERED_REQUEST_IDS = 1024
@@ -42,8 +47,8 @@ _AGENT_CALL_TIMEOUT = 30.0
 
 def parse_session_name(name: str, field: str = "name") -> str:
     """'sessions/{id}' -> id, or INVALID_ARGUMENT / INVALID_SESSION_NAME."""
-    match = _NAME_RE.match(name or "")
-    if not match or not SESSION_ID_RE.match(match.group(1)):
+    match = _NAME_RE.fullmatch(name or "")
+    if not match or not SESSION_ID_RE.fullmatch(match.group(1)):
         raise invalid_argument(
             f"{field} {name!r} is not a session name of the form 'sessions/{{id}}' "
             "with id matching [a-z0-9][a-z0-9-]{0,62}",
@@ -75,6 +80,7 @@ class Session:
     limits: SandboxLimits
     idle_ttl: float
     sandbox_kind: int
+    created_by: str = ""  # id of the principal that created it (audit, logs)
     create_time: float = dataclasses.field(default_factory=time.time)
     last_use_time: float = dataclasses.field(default_factory=time.time)
     state: int = State.STATE_STARTING
@@ -181,7 +187,7 @@ def _validated_deps(deps: object) -> tuple[str, ...]:
         ) from None
 
 
-def _not_found(session_id: str) -> ServiceError:
+def session_not_found(session_id: str) -> ServiceError:
     return ServiceError(
         grpc.StatusCode.NOT_FOUND,
         reasons.ERROR_REASON_SESSION_NOT_FOUND,
@@ -202,8 +208,13 @@ class SessionManager:
         self._pool = pool
         self._sandbox_kind = sandbox_kind
         self._sessions: dict[str, Session] = {}
-        self._create_requests: dict[str, str] = {}
+        self._create_requests: dict[tuple[str, str], str] = {}  # (tenant, request_id) -> session id
         self._expiry_task: asyncio.Task | None = None
+        self._maxima = Maxima.from_config(config)
+        #: Per-tenant quotas (also used by the skill/artifact libraries) and the
+        #: Execute admission state built on them.
+        self.quotas = QuotaTable.from_config(config)
+        self.executions = ExecutionQuotas(self.quotas)
         self.shutting_down = False
 
     # ---- limits -------------------------------------------------------------------
@@ -269,17 +280,22 @@ class SessionManager:
 
     # ---- create / get / list --------------------------------------------------------
 
-    async def create(self, request: session_pb2.CreateSessionRequest) -> Session:
+    async def create(self, request: session_pb2.CreateSessionRequest, *, tenant: str, created_by: str) -> Session:
+        """`tenant` and `created_by` come from the caller's principal (server/identity/caller.py),
+        never from the request itself; request ids are remembered per tenant, so one tenant's
+        retry can never return another tenant's session."""
         if self.shutting_down:
             raise shutting_down_error()
-        if request.request_id and request.request_id in self._create_requests:
-            existing = self._sessions.get(self._create_requests[request.request_id])
+        check_request_id("request_id", request.request_id)
+        request_key = (tenant, request.request_id)
+        if request.request_id and request_key in self._create_requests:
+            existing = self._sessions.get(self._create_requests[request_key])
             if existing is not None:
                 await existing.ready.wait()
                 return self._checked_live(existing)
         session_id = request.session_id
         if session_id:
-            if not SESSION_ID_RE.match(session_id):
+            if not SESSION_ID_RE.fullmatch(session_id):
                 raise invalid_argument(
                     f"session_id {session_id!r} must match [a-z0-9][a-z0-9-]{{0,62}}",
                     field="session_id",
@@ -294,26 +310,30 @@ class SessionManager:
                 )
         else:
             session_id = secrets.token_hex(8)
+        self._maxima.check_session(request.session)
         limits, idle_ttl = self._limits_from(request.session.config)
         sandbox_kind = self._kind_from(request.session.config)
+        tenant = validate_tenant(tenant)
         if len(self._sessions) >= self._config.max_sessions:
             raise ServiceError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 reasons.ERROR_REASON_SESSION_LIMIT_REACHED,
                 f"the server's limit of {self._config.max_sessions} live sessions is reached; delete a session first",
                 {"max_sessions": self._config.max_sessions},
-            )
+            ).with_details(retry_after(seconds_until_a_slot_frees(s.expire_time() for s in self._sessions.values())))
+        self.quotas.check_live_sessions(tenant, [s.expire_time() for s in self._sessions.values() if s.tenant == tenant])
         session = Session(
             id=session_id,
-            tenant=request.session.tenant or self._config.tenant,
+            tenant=tenant,
             labels=dict(request.session.labels),
             limits=limits,
             idle_ttl=idle_ttl,
             sandbox_kind=sandbox_kind,
+            created_by=created_by,
         )
         self._sessions[session_id] = session
         if request.request_id:
-            self._create_requests[request.request_id] = session_id
+            self._create_requests[request_key] = session_id
         try:
             await self._attach_sandbox(session)
         except BaseException:
@@ -342,7 +362,7 @@ class SessionManager:
             ) from None
         if session.state == State.STATE_CLOSED:  # deleted while starting
             await sandbox.stop()
-            raise _not_found(session.id)
+            raise session_not_found(session.id)
         session.sandbox = sandbox
         session.capabilities = sandbox.capabilities
         session.agent_generation = sandbox.info.interpreter_generation
@@ -352,7 +372,7 @@ class SessionManager:
 
     def _checked_live(self, session: Session) -> Session:
         if self._sessions.get(session.id) is not session:
-            raise _not_found(session.id)
+            raise session_not_found(session.id)
         return session
 
     def get(self, session_id: str) -> Session:
@@ -365,7 +385,7 @@ class SessionManager:
         (Execute: begin_execution does), so the hot path reads /proc once, not twice."""
         session = self._sessions.get(session_id)
         if session is None:
-            raise _not_found(session_id)
+            raise session_not_found(session_id)
         return session
 
     def get_by_name(self, name: str, field: str = "name") -> Session:
@@ -391,11 +411,12 @@ class SessionManager:
         )
         if after is not None:
             sessions = [s for s in sessions if (s.create_time, s.id) > after]
-        page = sessions[:page_size]
+        # Also ends at ~2 MiB so every page reaches a default client (server/pages.py).
+        page, more = fit_page(sessions, page_size, lambda s: s.to_proto().ByteSize())
         for session in page:
             self.refresh_health(session)
         next_token = ""
-        if len(sessions) > page_size:
+        if more:
             last = page[-1]
             next_token = self._encode_page_token(last.create_time, last.id, tenant)
         return page, next_token

@@ -1,4 +1,5 @@
-"""OpenTelemetry wiring: tracing across client -> control plane -> agent.
+"""OpenTelemetry wiring: tracing across client -> control plane -> agent (metrics:
+server/metrics.py and server/metrics_export.py).
 
 Nothing is exported unless the standard OTEL_* variables ask for it, so a default
 install sends no data anywhere. Interceptors take the provider explicitly, which keeps
@@ -53,11 +54,10 @@ def configure_tracing(environ: Mapping[str, str] | None = None) -> trace.TracerP
     if env.get("OTEL_SDK_DISABLED", "").lower() == "true":
         _provider = existing
         return existing
-    resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME", "codemode-server")})
-    _configure_metrics(env, resource)
     if not _otlp_requested(env):
         _provider = existing
         return existing
+    resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME", "codemode-server")})
     provider = TracerProvider(resource=resource)
     try:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
@@ -70,32 +70,9 @@ def configure_tracing(environ: Mapping[str, str] | None = None) -> trace.TracerP
     return _provider
 
 
-def _configure_metrics(environ: Mapping[str, str], resource: Resource) -> None:
-    """Metrics (warm pool counters) are exported only when OTEL_METRICS_EXPORTER=otlp."""
-    if "otlp" not in environ.get("OTEL_METRICS_EXPORTER", "").lower().split(","):
-        return
-    try:
-        from opentelemetry import metrics
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-        from opentelemetry.sdk.metrics import MeterProvider
-        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-
-        reader = PeriodicExportingMetricReader(OTLPMetricExporter())
-        metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=[reader]))
-    except Exception:  # noqa: BLE001 - telemetry must never stop the server
-        _log.exception("could not configure the OTLP metric exporter")
-
-
 def shutdown_tracing() -> None:
-    """Flushes pending spans (BatchSpanProcessor) before the process exits."""
-    from opentelemetry import metrics
-
-    meter_provider = metrics.get_meter_provider()
-    if hasattr(meter_provider, "force_flush"):
-        try:
-            meter_provider.force_flush(5000)
-        except Exception:  # noqa: BLE001
-            _log.warning("flushing metrics failed", exc_info=True)
+    """Flushes pending spans (BatchSpanProcessor) before the process exits; metrics
+    are flushed by their own provider (server/metrics_export.py)."""
     provider = _provider
     if isinstance(provider, TracerProvider):
         try:

@@ -22,12 +22,13 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
-import weakref
+import time
 from collections.abc import Callable, Iterator
 
 import grpc
 
 from codemode.sandbox.v1 import agent_pb2
+from server.metrics import START_COLD, START_WARM_POOL_HIT, START_WARM_POOL_REFILL, Metrics
 from server.providers.base import Sandbox, SandboxLimits, SandboxProvider
 from server.providers.registry import kind_name
 
@@ -54,9 +55,6 @@ class WarmPoolMetrics:
     start_failures: int = 0
     evicted: int = 0
     size: int = 0
-
-
-_COUNTERS = ("hits", "misses", "discarded", "started", "start_failures")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,56 +91,6 @@ class _ConfigPool:
         self.metrics.size = len(self.ready)
 
 
-_LIVE_POOLS: weakref.WeakSet[WarmPool] = weakref.WeakSet()
-_instruments_registered = False
-
-
-def _observe(name: str) -> Callable[[object], list]:
-    from opentelemetry.metrics import Observation
-
-    def callback(_options: object) -> list:
-        return [
-            Observation(getattr(config_pool.metrics, name), config_pool_attributes(config_pool))
-            for pool in list(_LIVE_POOLS)
-            for config_pool in pool.config_pools()
-        ]
-
-    return callback
-
-
-def config_pool_attributes(config_pool: _ConfigPool) -> dict[str, str | bool]:
-    """Metric attributes that tell an operator which pool a series belongs to."""
-    config = config_pool.config
-    return {
-        "codemode.sandbox.kind": kind_name(config.kind),
-        "codemode.warm_pool.config": config.label,
-        "codemode.warm_pool.image": config.limits.image,
-        "codemode.warm_pool.learned": config_pool.learned,
-    }
-
-
-def _register_otel_instruments() -> None:
-    """Publishes every live pool's counters, one series per configuration, once per process.
-
-    Instruments are process-global in OTel (a second registration under the same name
-    is ignored), so they observe a registry of pools instead of one pool each. No-op
-    unless a MeterProvider exports. An evicted configuration's series simply stops.
-    """
-    global _instruments_registered
-    if _instruments_registered:
-        return
-    _instruments_registered = True
-    from opentelemetry import metrics as otel_metrics
-
-    meter = otel_metrics.get_meter("codemode.server")
-    meter.create_observable_gauge(
-        "codemode.warm_pool.size", callbacks=[_observe("size")],
-        description="Pre-started sandboxes ready to be handed out, per configuration",
-    )
-    for name in _COUNTERS:
-        meter.create_observable_counter(f"codemode.warm_pool.{name}", callbacks=[_observe(name)])
-
-
 class WarmPool:
     """Warm sandboxes for the default configuration and for configurations learned from demand."""
 
@@ -152,7 +100,10 @@ class WarmPool:
         default: PoolConfig,
         size: int,
         max_learned: int = 4,
+        metrics: Metrics | None = None,
     ) -> None:
+        """`metrics`: the server's; the pools' counters are published as
+        codemode.warm_pool.* series (server/metrics.py) and sandbox starts timed."""
         self._provider_for = provider_for
         self._default = default
         self._target = size
@@ -163,8 +114,8 @@ class WarmPool:
         self._started = False
         self._closed = False
         self.metrics = WarmPoolMetrics()  # totals over every configuration, evicted ones included
-        _LIVE_POOLS.add(self)
-        _register_otel_instruments()
+        self._metrics = metrics if metrics is not None else Metrics.unexported()
+        self._metrics.observe_pool(self)
 
     # ---- introspection ----------------------------------------------------------------
 
@@ -256,13 +207,17 @@ class WarmPool:
         """
         config = PoolConfig(kind, limits)
         config_pool = self._pools.get(config.key)
+        started = time.perf_counter()
         if config_pool is not None:
             self._pools.move_to_end(config.key)
             sandbox = await self._take_healthy(config_pool)
             if sandbox is not None:
                 self._count(config_pool, "hits")
+                self._metrics.sandbox_started(kind, START_WARM_POOL_HIT, time.perf_counter() - started)
                 return sandbox
+        started = time.perf_counter()
         sandbox = await self._provider_for(kind).start(limits)
+        self._metrics.sandbox_started(kind, START_COLD, time.perf_counter() - started)
         if config_pool is None and config.key != self._default.key:
             config_pool = self._learn(config)
         self._count(config_pool, "misses")
@@ -311,6 +266,7 @@ class WarmPool:
                 config_pool.wakeup.clear()
                 await config_pool.wakeup.wait()
                 continue
+            started = time.perf_counter()
             try:
                 sandbox = await self._provider_for(config.kind).start(config.limits)
             except asyncio.CancelledError:
@@ -327,6 +283,7 @@ class WarmPool:
                 await sandbox.stop()
                 return
             self._count(config_pool, "started")
+            self._metrics.sandbox_started(config.kind, START_WARM_POOL_REFILL, time.perf_counter() - started)
             config_pool.ready.append(sandbox)
             config_pool.update_size()
             self._update_size()

@@ -54,7 +54,8 @@ class RunningServer:
 async def running_server() -> AsyncIterator[Callable[..., Awaitable[RunningServer]]]:
     """Factory: `await running_server(warm_pool_size=0, ...)` starts a server on 127.0.0.1:0.
 
-    Keyword arguments override ServerConfig fields; `host_call_handler` replaces the
+    Keyword arguments override ServerConfig fields (without api_token, principals_file or
+    no_auth the server runs with no_auth=True); `host_call_handler` replaces the
     default skills/artifacts handler. Every server started is shut down
     (sandboxes included) and its data dir removed when the test ends.
     """
@@ -69,6 +70,10 @@ async def running_server() -> AsyncIterator[Callable[..., Awaitable[RunningServe
         # Short path: sandbox unix sockets must fit in sun_path (108 bytes).
         data_dir = tempfile.mkdtemp(prefix="cmt-")
         fields = {"listen": "127.0.0.1:0", "data_dir": data_dir, "warm_pool_size": 0, "shutdown_grace": 5.0}
+        if not {"api_token", "principals_file", "no_auth"} & overrides.keys():
+            # Unauthenticated unless the test configures auth: these tests are about other
+            # things; tests/identity/ covers authentication, including the default.
+            fields["no_auth"] = True
         fields.update(overrides)
         config = ServerConfig(**fields)  # type: ignore[arg-type]
         ready: asyncio.Future = asyncio.get_running_loop().create_future()

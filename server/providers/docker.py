@@ -69,7 +69,7 @@ _MAX_MESSAGE = 16 * 1024 * 1024
 _DOCKER_API_VERSION = "1.41"
 _ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
 # Entries of the state dir that belong to a sandbox: "<id>" and "<id>-deps".
-_SANDBOX_ENTRY_RE = re.compile(r"^[0-9a-f]{12}(-deps)?$")
+_SANDBOX_ENTRY_RE = re.compile(r"[0-9a-f]{12}(-deps)?")  # fullmatch
 
 
 class DockerSandbox(Sandbox):
@@ -268,7 +268,7 @@ class DockerSandboxProvider:
         for name in os.listdir(state_dir):
             path = os.path.join(state_dir, name)
             if (
-                _SANDBOX_ENTRY_RE.match(name)
+                _SANDBOX_ENTRY_RE.fullmatch(name)
                 and path not in live_dirs
                 and os.path.isdir(path)
                 and not os.path.islink(path)

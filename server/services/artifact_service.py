@@ -1,12 +1,14 @@
 """ArtifactService: chunked upload/download over ArtifactLibrary.
 
 Data moves in chunks of at most 1 MiB so no message nears gRPC's 4 MiB
-default limit; the size limit is enforced while receiving, so an oversized
-upload is refused before it is fully buffered.
+default limit. Uploads stream to storage as they arrive (never whole in memory),
+and the size limit and quota are enforced while receiving, so an oversized upload
+is refused before it is stored.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
@@ -14,12 +16,16 @@ from google.protobuf import json_format, struct_pb2
 
 from codemode.v1 import artifact_pb2, artifact_pb2_grpc
 from server.artifacts.library import ArtifactLibrary
+from server.identity import caller
 from server.services.skill_service import timestamp
+from server.errors import ServiceError
 from server.storage.errors import ArtifactInvalidError
 from server.storage.records import ArtifactRecord
 
 NAME_PREFIX = "artifacts/"
 CHUNK_BYTES = 1024 * 1024
+_DRAIN_SECONDS = 30.0
+_CANCEL_GRACE_SECONDS = 0.02
 
 _TYPE_TO_PROTO = {
     "bytes": artifact_pb2.ARTIFACT_TYPE_BYTES,
@@ -52,55 +58,96 @@ def artifact_id_from_name(name: str) -> str:
     return name[len(NAME_PREFIX):]
 
 
+async def _drain(requests: AsyncIterator[artifact_pb2.UploadArtifactRequest], limit_bytes: int) -> None:
+    """Reads (and drops) what the client still sends before the error is answered.
+
+    grpc-python's asyncio client reports INTERNAL ("Failed execute_batch") instead of
+    the server's status when the call ends while it is still writing (grpc/grpc#36066),
+    so a refused upload would lose its QUOTA_EXCEEDED or ARTIFACT_TOO_LARGE. Bounded in
+    bytes and time; memory stays at one message.
+    """
+    received = 0
+    try:
+        async with asyncio.timeout(_DRAIN_SECONDS):
+            async for message in requests:
+                received += len(message.chunk) if message.WhichOneof("part") == "chunk" else message.ByteSize()
+                if received > limit_bytes:
+                    return
+    except Exception:  # noqa: BLE001 - timed out, or a broken stream with nothing left to drain
+        return
+
+
+async def _chunks(
+    requests: AsyncIterator[artifact_pb2.UploadArtifactRequest], context: grpc.aio.ServicerContext
+) -> AsyncIterator[bytes]:
+    """The data of the messages after the first; each must be a chunk of at most 1 MiB.
+
+    A client that cancels between two messages also ends the request stream, exactly
+    as one that finished sending does; only the call's cancellation, which follows
+    within a moment, tells them apart, and a cancelled upload must not be stored
+    truncated. (A declared size in the first message would make this exact; the API
+    has none yet.)
+    """
+    async for message in requests:
+        if message.WhichOneof("part") != "chunk":
+            raise ArtifactInvalidError("only the first message may carry the artifact", field="artifact")
+        chunk = message.chunk  # one copy: every access to a bytes field makes a new one
+        if len(chunk) > CHUNK_BYTES:
+            raise ArtifactInvalidError(f"chunks must be at most {CHUNK_BYTES} bytes", field="chunk")
+        yield chunk
+    # The call's cancellation follows a cancel's end of stream within a moment; wait
+    # that moment (20 ms, which every completed upload pays once) before committing.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _CANCEL_GRACE_SECONDS
+    while not context.cancelled() and loop.time() < deadline:
+        await asyncio.sleep(0.002)
+    if context.cancelled():
+        raise asyncio.CancelledError("the client cancelled the upload")
+
+
 class ArtifactService(artifact_pb2_grpc.ArtifactServiceServicer):
-    def __init__(self, library: ArtifactLibrary, default_tenant: str) -> None:
+    def __init__(self, library: ArtifactLibrary) -> None:
         self._library = library
-        self._default_tenant = default_tenant
 
     def _tenant(self, tenant: str) -> str:
-        return tenant or self._default_tenant
+        """The caller's tenant; `tenant` is only an operator's override (server/identity/caller.py)."""
+        return caller.tenant_for(tenant)
 
     async def UploadArtifact(
         self,
         request_iterator: AsyncIterator[artifact_pb2.UploadArtifactRequest],
         context: grpc.aio.ServicerContext,
     ) -> artifact_pb2.UploadArtifactResponse:
-        header: artifact_pb2.UploadArtifactRequest | None = None
-        chunks: list[bytes] = []
-        size = 0
-        async for message in request_iterator:
-            part = message.WhichOneof("part")
-            if header is None:
-                if part != "artifact":
-                    raise ArtifactInvalidError(
-                        "the first UploadArtifactRequest must carry the artifact", field="artifact"
-                    )
-                header = message
-                artifact_id_from_name(message.artifact.name)  # fail before any data arrives
-                continue
-            if part != "chunk":
-                raise ArtifactInvalidError("only the first message may carry the artifact", field="artifact")
-            if len(message.chunk) > CHUNK_BYTES:
-                raise ArtifactInvalidError(
-                    f"chunks must be at most {CHUNK_BYTES} bytes", field="chunk"
-                )
-            size += len(message.chunk)
-            self._library.check_size(size)
-            chunks.append(message.chunk)
-        if header is None:
-            raise ArtifactInvalidError("empty upload: no artifact was sent", field="artifact")
-        art = header.artifact
+        requests = request_iterator.__aiter__()
+        try:
+            first = await requests.__anext__()
+        except StopAsyncIteration:
+            raise ArtifactInvalidError("empty upload: no artifact was sent", field="artifact") from None
+        try:
+            return await self._upload(first, requests, context)
+        except ServiceError:
+            await _drain(requests, self._library.max_bytes + CHUNK_BYTES)
+            raise
+
+    async def _upload(
+        self,
+        first: artifact_pb2.UploadArtifactRequest,
+        requests: AsyncIterator[artifact_pb2.UploadArtifactRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> artifact_pb2.UploadArtifactResponse:
+        if first.WhichOneof("part") != "artifact":
+            raise ArtifactInvalidError("the first UploadArtifactRequest must carry the artifact", field="artifact")
+        art = first.artifact
+        name = artifact_id_from_name(art.name)
+        tenant = self._tenant(first.tenant)  # another tenant's: PERMISSION_DENIED before any data
         type_ = _PROTO_TO_TYPE.get(art.type)
         if type_ is None:
             raise ArtifactInvalidError(f"unknown artifact type {art.type}", field="artifact.type")
-        record = await self._library.save(
-            self._tenant(header.tenant),
-            artifact_id_from_name(art.name),
-            type_,
-            b"".join(chunks),
-            art.description,
-            json_format.MessageToDict(art.metadata) if art.HasField("metadata") else {},
-        )
+        metadata = json_format.MessageToDict(art.metadata) if art.HasField("metadata") else {}
+        # Everything but the data is checked before any data arrives; the data then
+        # streams to storage (server memory: one chunk per upload, within the budget).
+        draft = self._library.draft(tenant, name, type_, art.description, metadata)
+        record = await self._library.save_stream(tenant, draft, _chunks(requests, context))
         return artifact_pb2.UploadArtifactResponse(artifact=artifact_to_proto(record))
 
     async def DownloadArtifact(
@@ -137,11 +184,11 @@ class ArtifactService(artifact_pb2_grpc.ArtifactServiceServicer):
         return artifact_pb2.DeleteArtifactResponse()
 
 
-def register(server: grpc.aio.Server, library: ArtifactLibrary, default_tenant: str) -> str:
+def register(server: grpc.aio.Server, library: ArtifactLibrary) -> str:
     from server.registration import register_servicer
 
     return register_servicer(
         server,
         artifact_pb2_grpc.add_ArtifactServiceServicer_to_server,
-        ArtifactService(library, default_tenant),
+        ArtifactService(library),
     )

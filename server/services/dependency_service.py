@@ -15,6 +15,7 @@ from codemode.v1 import session_pb2
 from server.deps.host_calls import session_deps
 from server.deps.session_deps import SessionDeps
 from server.errors import ServiceError
+from server.identity import caller
 from server.sessions import SessionManager
 
 
@@ -23,7 +24,7 @@ class DependencyService(dependency_pb2_grpc.DependencyServiceServicer):
         self._sessions = sessions
 
     def _deps(self, name: str) -> SessionDeps:
-        session = self._sessions.get_by_name(name, field="session")
+        session = caller.visible_session(self._sessions.get_by_name(name, field="session"))
         deps = session_deps(session)
         state = session.state
         if deps is None or state not in (session_pb2.Session.STATE_READY, session_pb2.Session.STATE_BUSY):

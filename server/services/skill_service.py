@@ -12,6 +12,7 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from codemode.v1 import skill_pb2, skill_pb2_grpc
+from server.identity import caller
 from server.skills.library import SkillLibrary
 from server.storage.errors import InvalidArgumentError, SkillInvalidError
 from server.storage.records import SkillRecord
@@ -49,12 +50,12 @@ def skill_id_from_name(name: str, field: str = "name") -> str:
 
 
 class SkillStoreService(skill_pb2_grpc.SkillStoreServiceServicer):
-    def __init__(self, library: SkillLibrary, default_tenant: str) -> None:
+    def __init__(self, library: SkillLibrary) -> None:
         self._library = library
-        self._default_tenant = default_tenant
 
     def _tenant(self, tenant: str) -> str:
-        return tenant or self._default_tenant
+        """The caller's tenant; `tenant` is only an operator's override (server/identity/caller.py)."""
+        return caller.tenant_for(tenant)
 
     async def CreateSkill(
         self, request: skill_pb2.CreateSkillRequest, context: grpc.aio.ServicerContext
@@ -126,11 +127,11 @@ class SkillStoreService(skill_pb2_grpc.SkillStoreServiceServicer):
         return skill_pb2.DeleteSkillResponse()
 
 
-def register(server: grpc.aio.Server, library: SkillLibrary, default_tenant: str) -> str:
+def register(server: grpc.aio.Server, library: SkillLibrary) -> str:
     from server.registration import register_servicer
 
     return register_servicer(
         server,
         skill_pb2_grpc.add_SkillStoreServiceServicer_to_server,
-        SkillStoreService(library, default_tenant),
+        SkillStoreService(library),
     )

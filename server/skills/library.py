@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
+from server.pages import fit_page
+from server.quotas import QuotaTable
 from server.skills.search import Ranker, make_ranker
 from server.skills.validation import DEFAULT_MAX_SOURCE_BYTES, validate_name, validate_skill
 from server.storage.base import Storage
 from server.storage.errors import EtagMismatchError, InvalidArgumentError
 from server.storage.records import SkillRecord, validate_tenant
+from server.storage.text import require_valid_text
 
 _log = logging.getLogger(__name__)
 
@@ -31,19 +35,29 @@ class SkillLibrary:
         ranker: Ranker | None = None,
         *,
         max_source_bytes: int = DEFAULT_MAX_SOURCE_BYTES,
+        quotas: QuotaTable | None = None,
+        on_created: Callable[[str], None] | None = None,
     ) -> None:
+        """`on_created(tenant)` is called after each skill is created (the server's
+        codemode.skill.creations counter), from the API and from sandboxed code alike."""
         self.storage = storage
         # auto: the offline embedding model when installed, else BM25.
         self.ranker = ranker if ranker is not None else make_ranker("auto")
         self.max_source_bytes = max_source_bytes
+        self._quotas = quotas
+        self._on_created = on_created
 
     async def create(
         self, tenant: str, name: str, source: str, description: str = ""
     ) -> SkillRecord:
         validate_tenant(tenant)
+        _require_text(source, description)
         skill = validate_skill(name, source, description, max_source_bytes=self.max_source_bytes)
         record = SkillRecord.new(skill.name, skill.description, skill.source, skill.parameters)
-        await self.storage.create_skill(tenant, record)
+        max_skills = self._quotas.for_tenant(tenant).skills if self._quotas is not None else 0
+        await self.storage.create_skill(tenant, record, max_skills=max_skills)
+        if self._on_created is not None:
+            self._on_created(tenant)
         await self._prepare_search(tenant, record)
         return record
 
@@ -68,6 +82,7 @@ class SkillLibrary:
         # Re-derive the description from docstrings only when the caller replaces the
         # source without giving one and the old description came from the old source.
         new_description = current.description if description is None else description
+        _require_text(new_source, new_description)
         skill = validate_skill(
             name, new_source, new_description, max_source_bytes=self.max_source_bytes
         )
@@ -99,8 +114,8 @@ class SkillLibrary:
         if page_token:
             validate_name_token(page_token)
         records = await self.storage.list_skills(tenant, page_token, size + 1)
-        next_token = records[size - 1].name if len(records) > size else ""
-        return records[:size], next_token
+        page, more = fit_page(records, size, _listed_size)
+        return page, page[-1].name if more else ""
 
     async def search(
         self, tenant: str, query: str, limit: int = 0
@@ -114,6 +129,21 @@ class SkillLibrary:
         n = DEFAULT_SEARCH_LIMIT if limit <= 0 else min(limit, MAX_SEARCH_LIMIT)
         results = await self.ranker.search(self.storage, tenant, query, n)
         return results, self.ranker.ranker_id
+
+
+def _listed_size(record: SkillRecord) -> int:
+    """About the bytes a skill takes in a listing (which carries no source)."""
+    parameters = sum(len(p.name) + len(p.type) + len(p.default.encode()) + 16 for p in record.parameters)
+    return len(record.description.encode()) + parameters + 128
+
+
+def _require_text(source: object, description: object) -> None:
+    """Sandboxed code can send lone surrogates in JSON; they would make every later
+    listing of the tenant fail, so they are refused here (server/storage/text.py)."""
+    if isinstance(source, str):
+        require_valid_text(source, "source")
+    if isinstance(description, str):
+        require_valid_text(description, "description")
 
 
 def validate_name_token(token: str) -> None:

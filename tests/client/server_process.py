@@ -30,7 +30,8 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     """Environment in which `python -m server` / `-m server.cli` import this checkout."""
     env = dict(os.environ)
     env["PYTHONPATH"] = PYTHONPATH + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env.pop("CODEMODE_API_TOKEN", None)
+    for name in ("CODEMODE_API_TOKEN", "CODEMODE_PRINCIPALS_FILE", "CODEMODE_NO_AUTH", "CODEMODE_DATA_DIR"):
+        env.pop(name, None)  # each server gets its auth and data dir from flags
     env.pop("CODEMODE_TARGET", None)
     env.update(extra)
     return env
@@ -46,14 +47,29 @@ def read_ready_line(stdout: "typing.IO[str]", timeout: float = READY_TIMEOUT_SEC
     return result[0] if result else ""
 
 
-class ServerProcess:
-    """``python -m server --listen 127.0.0.1:0`` with its own data dir."""
+#: Flags that configure authentication; without one, ServerProcess adds --no-auth.
+AUTH_FLAGS = ("--api-token", "--api-token-file", "--principals-file", "--no-auth")
 
-    def __init__(self, extra_args: Sequence[str] = (), module: Sequence[str] = ("server",)) -> None:
+
+class ServerProcess:
+    """``python -m server --listen 127.0.0.1:0`` with its own data dir.
+
+    Unauthenticated (``--no-auth``) unless `extra_args` configure authentication or
+    `default_auth` asks for the server's zero-configuration default (a principals file
+    and `local-admin.token` created in `data_dir`): most tests are about other things,
+    tests/identity/ about authentication.
+    """
+
+    def __init__(
+        self, extra_args: Sequence[str] = (), module: Sequence[str] = ("server",), default_auth: bool = False
+    ) -> None:
         self.extra_args = list(extra_args)
+        if not default_auth and not any(arg.split("=", 1)[0] in AUTH_FLAGS for arg in self.extra_args):
+            self.extra_args.append("--no-auth")
         #: ``("server",)`` or ``("server.cli", "serve")``: both print the same ready line.
         self.module = list(module)
         self.address = ""
+        self.ready: dict = {}
         self._data_dir = ""
         self._proc: subprocess.Popen[str] | None = None
         self._stderr_lines: list[str] = []
@@ -83,6 +99,7 @@ class ServerProcess:
                 f"server did not report ready (stdout: {line!r}); stderr:\n{self.stderr_tail()}"
             )
         self.address = ready["address"]
+        self.ready = ready  # the whole ready line (e.g. metrics_address with --metrics-listen)
         threading.Thread(target=self._drain_stdout, daemon=True).start()
         return self
 
@@ -103,6 +120,15 @@ class ServerProcess:
 
     def stderr_tail(self) -> str:
         return "".join(self._stderr_lines[-50:])
+
+    @property
+    def data_dir(self) -> str:
+        return self._data_dir
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
 
     def stop(self) -> int | None:
         """SIGTERM (the server stops its sandboxes), then SIGKILL the whole group."""

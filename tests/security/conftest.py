@@ -244,7 +244,7 @@ class ServerHandle:
         return self.server.pid
 
     def client(self) -> codemode.Client:
-        return codemode.Client(self.server.address)
+        return codemode.Client(self.server.address, token=self.server.token())
 
 
 def start_server(target: Target, data_dir: str, home: str, canary: str) -> SecServer:

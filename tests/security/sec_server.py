@@ -45,6 +45,12 @@ class SecServer:
         assert self.proc is not None
         return self.proc.pid
 
+    def token(self) -> str:
+        """The server runs its zero-configuration default: authentication on, with the
+        local-admin token it created in the data dir (what the CLI would find there)."""
+        with open(os.path.join(self.data_dir, "local-admin.token"), encoding="utf-8") as handle:
+            return handle.read().strip()
+
     def command(self) -> list[str]:
         command = [
             sys.executable, "-m", "server", "--listen", "127.0.0.1:0", "--data-dir", self.data_dir,

@@ -22,7 +22,8 @@ def _serve(*args: str) -> subprocess.Popen[str]:
     data_dir = tempfile.mkdtemp(prefix="cmf-")
     env = subprocess_env(PATH=_EMPTY_PATH_DIR)
     return subprocess.Popen(
-        [sys.executable, "-m", "server", "--listen", "127.0.0.1:0", "--data-dir", data_dir, "--warm-pool-size", "0", *args],
+        [sys.executable, "-m", "server", "--listen", "127.0.0.1:0", "--data-dir", data_dir, "--warm-pool-size", "0",
+         "--no-auth", *args],
         cwd=str(ROOT), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 

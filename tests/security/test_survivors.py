@@ -99,7 +99,7 @@ def test_nothing_survives_server_kill9(target):  # type: ignore[no-untyped-def]
         )
         if second is None:
             second = start_server(target, data_dir, home, canary)
-        with codemode.Client(second.address) as client:
+        with codemode.Client(second.address, token=second.token()) as client:
             list(client.list_sessions())  # the restarted server is up and answering
         host_probe.wait_until(lambda: not any(os.path.exists(d) for d in sandbox_dirs), GONE_WITHIN)
         remaining = [d for d in sandbox_dirs if os.path.exists(d)]

@@ -113,7 +113,7 @@ async def test_sigterm_drains_in_flight_execute_and_leaves_no_orphans() -> None:
     env["PYTHONPATH"] = os.pathsep.join([ROOT, os.path.join(ROOT, "clients", "python", "src")])
     process = subprocess.Popen(
         [sys.executable, "-m", "server", "--listen", "127.0.0.1:0", "--data-dir", data_dir,
-         "--warm-pool-size", "1", "--shutdown-grace", "20s"],
+         "--warm-pool-size", "1", "--shutdown-grace", "20s", "--no-auth"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=ROOT,
     )
     try:
@@ -198,7 +198,7 @@ async def test_agents_die_with_a_hard_killed_server() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEMODE_", "OTEL_"))}
     env["PYTHONPATH"] = os.pathsep.join([ROOT, os.path.join(ROOT, "clients", "python", "src")])
     process = subprocess.Popen(
-        [sys.executable, "-m", "server", "--listen", "127.0.0.1:0", "--data-dir", data_dir, "--warm-pool-size", "0"],
+        [sys.executable, "-m", "server", "--listen", "127.0.0.1:0", "--data-dir", data_dir, "--warm-pool-size", "0", "--no-auth"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=ROOT,
     )
     try:

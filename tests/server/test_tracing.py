@@ -78,7 +78,7 @@ async def test_client_server_and_agent_spans_share_one_trace() -> None:
         # The agent exports its spans to the collector over the network, so this test
         # lets sandboxes reach the host (sandboxes have no network by default).
         [sys.executable, "-m", "server", "--listen", "127.0.0.1:0", "--data-dir", data_dir, "--warm-pool-size", "0",
-         "--sandbox-network", "allow"],
+         "--sandbox-network", "allow", "--no-auth"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=ROOT,
     )
     exporter = InMemorySpanExporter()

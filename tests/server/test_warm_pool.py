@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Callable
 
 from codemode.v1 import session_pb2
-from server.warm_pool import _observe
+from server.metrics import iter_points
 from tests.server.helpers import connect, stdout
 
 MIB = 1024 * 1024
@@ -108,7 +108,7 @@ async def test_pool_size_zero_keeps_nothing_warm(running_server) -> None:
         assert pool.metrics.misses == 2 and pool.metrics.hits == 0 and pool.metrics.started == 0
 
 
-async def test_otel_callbacks_report_one_series_per_configuration(running_server) -> None:
+async def test_otel_callbacks_report_one_series_per_configuration(running_server, otel_metric_reader) -> None:
     # Limits no other test uses: pools of earlier servers may still be alive in this process.
     server = await running_server(warm_pool_size=1, warm_pool_max_configs=2, memory_limit=777 * MIB)
     pool = server.app.pool
@@ -118,16 +118,16 @@ async def test_otel_callbacks_report_one_series_per_configuration(running_server
     labels = {config_pool.config.label: config_pool for config_pool in pool.config_pools()}
     assert len(labels) == 2
     observed = {
-        observation.attributes["codemode.warm_pool.config"]: observation
-        for observation in _observe("misses")(None)
-        if observation.attributes["codemode.warm_pool.config"] in labels
+        attributes["codemode.warm_pool.config"]: (attributes, point)
+        for name, attributes, point in iter_points(otel_metric_reader.get_metrics_data())
+        if name == "codemode.warm_pool.misses" and attributes["codemode.warm_pool.config"] in labels
     }
     assert set(observed) == set(labels)
-    for label, observation in observed.items():
+    for label, (attributes, point) in observed.items():
         config_pool = labels[label]
-        assert observation.value == config_pool.metrics.misses
-        assert observation.attributes["codemode.sandbox.kind"] == "process"
-        assert observation.attributes["codemode.warm_pool.learned"] is config_pool.learned
+        assert point.value == config_pool.metrics.misses
+        assert attributes["codemode.sandbox.kind"] == "process"
+        assert attributes["codemode.warm_pool.learned"] is config_pool.learned
 
 
 async def test_concurrent_creates_never_share_a_pooled_sandbox(running_server) -> None:

@@ -10,6 +10,7 @@ from grpc_status import rpc_status
 from codemode.v1 import artifact_pb2, artifact_pb2_grpc, skill_pb2, skill_pb2_grpc
 from server.artifacts.library import ArtifactLibrary
 from server.errors import error_info_of
+from server.identity.bootstrap import anonymous_interceptor
 from server.services import artifact_service, skill_service
 from server.skills.library import SkillLibrary
 from server.skills.search import BM25Ranker
@@ -25,9 +26,10 @@ async def run(url: str, timeout: float = 10.0):
 
 @pytest.fixture
 async def stubs(storage):
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    skill_service.register(server, SkillLibrary(storage, BM25Ranker()), "default")
-    artifact_service.register(server, ArtifactLibrary(storage, max_bytes=3 * 1024 * 1024), "default")
+    # The services need a caller; an anonymous operator is what `--no-auth` gives them.
+    server = grpc.aio.server(interceptors=[anonymous_interceptor("default")], options=[("grpc.so_reuseport", 0)])
+    skill_service.register(server, SkillLibrary(storage, BM25Ranker()))
+    artifact_service.register(server, ArtifactLibrary(storage, max_bytes=3 * 1024 * 1024))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")

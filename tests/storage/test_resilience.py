@@ -102,14 +102,15 @@ async def test_grpc_maps_redis_outage_to_unavailable_and_recovers():
 
     from codemode.v1 import skill_pb2, skill_pb2_grpc
     from server.errors import error_info_of
+    from server.identity.bootstrap import anonymous_interceptor
     from server.services import skill_service
 
     redis = RedisServer()
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    server = grpc.aio.server(interceptors=[anonymous_interceptor("default")], options=[("grpc.so_reuseport", 0)])
     try:
         redis.start()
         store = RedisStorage(redis.url, prefix="grpc-outage")
-        skill_service.register(server, SkillLibrary(store), "default")
+        skill_service.register(server, SkillLibrary(store))
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
