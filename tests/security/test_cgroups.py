@@ -255,8 +255,10 @@ def test_unlimited_fields_are_reported_not_enforced(manager: cgroups.CgroupManag
 def test_unprivileged_reports_unavailable() -> None:
     python = "/usr/bin/python3"
     setpriv = shutil.which("setpriv")
-    if not (os.path.exists(python) and setpriv and os.geteuid() == 0):
-        pytest.skip("needs root, setpriv and /usr/bin/python3 (the venv under /root is not readable by nobody)")
+    require(
+        bool(os.path.exists(python) and setpriv and os.geteuid() == 0),
+        "root, setpriv and /usr/bin/python3 (the venv under /root is not readable by nobody)",
+    )
     # The module alone (standard library only), copied where nobody can read it: the
     # checkout may sit under a 0700 directory (a CI clone made with mktemp -d).
     module_dir = tempfile.mkdtemp(prefix="cm-cgroups-")
