@@ -189,7 +189,7 @@ def _register_storage_services(
     if config.storage == "redis":
         from server.storage.redis_storage import RedisStorage
 
-        storage = RedisStorage(config.redis_url, config.redis_prefix)
+        storage = RedisStorage(config.redis_url, config.redis_prefix, cluster=config.redis_cluster)
     else:
         from server.storage.file_storage import FileStorage
 

@@ -226,6 +226,7 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("storage", "--storage", "CODEMODE_STORAGE", "file", _choice("file", "redis"), "skill/artifact storage: file or redis"),
     _Option("redis_url", "--redis-url", "CODEMODE_REDIS_URL", "redis://127.0.0.1:6379/0", str, "Redis URL (storage=redis)"),
     _Option("redis_prefix", "--redis-prefix", "CODEMODE_REDIS_PREFIX", "codemode", str, "Redis key prefix"),
+    _Option("redis_cluster", "--redis-cluster", "CODEMODE_REDIS_CLUSTER", "false", parse_bool, "the Redis URL names a node of a Redis Cluster (the client discovers the others)", True),
     _Option("search_ranker", "--search-ranker", "CODEMODE_SEARCH_RANKER", "auto", _choice("auto", "bm25", "embedding"), "skill search ranker: auto (embedding model when installed, else BM25), bm25 or embedding"),
     _Option("metrics_listen", "--metrics-listen", "CODEMODE_METRICS_LISTEN", None, parse_metrics_listen, "serve Prometheus metrics over HTTP on HOST:PORT (a bare PORT or :PORT binds 127.0.0.1; port 0 picks one, printed as metrics_address in the ready line); unauthenticated (default: no endpoint; OTLP push follows the OTEL_* variables)"),
     _Option("metrics_status_attribute", "--metrics-status-attribute", "CODEMODE_METRICS_STATUS_ATTRIBUTE", "rpc.grpc.status_code", _choice("rpc.grpc.status_code", "rpc.response.status_code"), "attribute carrying the gRPC status on rpc.server.duration: rpc.grpc.status_code (the number, older semantic conventions) or rpc.response.status_code (the name, e.g. DEADLINE_EXCEEDED)"),
@@ -303,6 +304,7 @@ class ServerConfig:
     storage: str = "file"
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "codemode"
+    redis_cluster: bool = False
     search_ranker: str = "auto"
     metrics_listen: str | None = None
     metrics_status_attribute: str = "rpc.grpc.status_code"

@@ -62,30 +62,33 @@ class RedisCheck:
 
     name = STORAGE
 
-    def __init__(self, url: str, on_memory: Callable[[tuple[int, int] | None], None]) -> None:
+    def __init__(self, url: str, on_memory: Callable[[tuple[int, int] | None], None], *, cluster: bool = False) -> None:
         self._url = url
         self._on_memory = on_memory
+        self._cluster = cluster
         self._client: Any = None
 
     async def run(self) -> None:
-        import redis.asyncio as aioredis
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
-        if self._client is None:
-            self._client = aioredis.Redis.from_url(
-                self._url, socket_connect_timeout=STORAGE_TIMEOUT_SECONDS, socket_timeout=STORAGE_TIMEOUT_SECONDS,
-                retry=Retry(NoBackoff(), 0), single_connection_client=True,
-            )
+        from server.storage import redis_client
+
         try:
-            info = await asyncio.wait_for(self._client.info("memory"), STORAGE_TIMEOUT_SECONDS)
+            if self._client is None:
+                # A cluster client connects (and discovers the nodes) when it is made.
+                self._client = redis_client.connect(
+                    self._url, cluster=self._cluster, socket_connect_timeout=STORAGE_TIMEOUT_SECONDS,
+                    socket_timeout=STORAGE_TIMEOUT_SECONDS, retry=Retry(NoBackoff(), 0), single_connection_client=True,
+                )
+            memory = await asyncio.wait_for(redis_client.memory(self._client, cluster=self._cluster), STORAGE_TIMEOUT_SECONDS)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - every failure means "not ready"
             self._on_memory(None)
             await self._reset()
             raise CheckFailed(f"Redis at {_redacted(self._url)} does not answer: {exc or type(exc).__name__}") from None
-        self._on_memory((int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))))
+        self._on_memory(memory)
 
     async def _reset(self) -> None:
         """A fresh connection next time: the old one may be half-open after a Redis restart."""
@@ -129,7 +132,7 @@ def storage_check(storage: object, on_memory: Callable[[tuple[int, int] | None],
     from server.storage.redis_storage import RedisStorage
 
     if isinstance(storage, RedisStorage):
-        return RedisCheck(storage.url, on_memory)
+        return RedisCheck(storage.url, on_memory, cluster=storage.cluster)
     root = getattr(storage, "root", None)
     if root is None:
         raise TypeError(f"no health check for storage {type(storage).__name__}")

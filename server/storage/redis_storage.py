@@ -34,12 +34,12 @@ import json
 import secrets
 from typing import Awaitable, TypeVar
 
-import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import AskError, MovedError, RedisError, ResponseError
 
 from server.quotas import artifact_bytes_quota_error, skills_quota_error
+from server.storage import redis_client
 from server.storage.base import ArtifactUpload, Storage
 from server.storage.errors import (
     ArtifactNotFoundError,
@@ -140,13 +140,15 @@ _MGET_CHUNK = 500
 
 
 class RedisStorage(Storage):
-    def __init__(self, url: str, prefix: str = "codemode") -> None:
+    def __init__(self, url: str, prefix: str = "codemode", *, cluster: bool = False) -> None:
         if not prefix or any(c in prefix for c in "{}"):
             raise InvalidArgumentError(f"Redis key prefix {prefix!r} must be non-empty without braces")
         self.prefix = prefix
         self.url = url
-        self._redis = aioredis.Redis.from_url(
+        self.cluster = cluster
+        self._redis = redis_client.connect(
             url,
+            cluster=cluster,
             socket_connect_timeout=2.0,
             socket_timeout=5.0,
             # Stale pooled connections after a Redis restart fail once; one quick
@@ -167,6 +169,13 @@ class RedisStorage(Storage):
     async def _call(self, awaitable: Awaitable[T]) -> T:
         try:
             return await awaitable
+        except ResponseError as exc:
+            # redis-py raises MovedError/AskError (text "<slot> host:port") for a redirect.
+            if isinstance(exc, (MovedError, AskError)) or str(exc).startswith(("MOVED", "ASK")):
+                raise StorageUnavailableError(
+                    "Redis answered MOVED: it is a Redis Cluster node; start the server with --redis-cluster"
+                ) from exc
+            raise StorageUnavailableError(f"Redis is unavailable: {exc}") from exc
         except (RedisError, OSError) as exc:
             raise StorageUnavailableError(f"Redis is unavailable: {exc}") from exc
 

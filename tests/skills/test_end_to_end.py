@@ -23,14 +23,17 @@ async def run_ok(client, session: str, code: str) -> str:
     return stdout(events).decode()
 
 
-@pytest.fixture(params=["file", "redis"])
+@pytest.fixture(params=["file", "redis", "redis-cluster"])
 def backend(request):
+    """Each storage the server supports, the cluster a real three-master Redis Cluster."""
     if request.param == "file":
         return {"storage": "file"}
-    server = request.getfixturevalue("redis_server")
+    cluster = request.param == "redis-cluster"
+    server = request.getfixturevalue("redis_cluster" if cluster else "redis_server")
     import uuid
 
-    return {"storage": "redis", "redis_url": server.url, "redis_prefix": f"e2e-{uuid.uuid4().hex[:8]}"}
+    return {"storage": "redis", "redis_url": server.url, "redis_prefix": f"e2e-{uuid.uuid4().hex[:8]}",
+            "redis_cluster": cluster}
 
 
 async def test_lifecycle_api_and_sandbox(running_server, backend):

@@ -6,6 +6,7 @@ import uuid
 
 import pytest
 
+from tests.storage.redis_cluster import RedisCluster
 from tests.storage.redis_server import RedisServer
 
 
@@ -17,9 +18,18 @@ def redis_server():
     server.close()
 
 
-@pytest.fixture(params=["file", "redis"])
+@pytest.fixture(scope="session")
+def redis_cluster():
+    cluster = RedisCluster()
+    cluster.start()
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture(params=["file", "redis", "redis-cluster"])
 async def storage(request, tmp_path):
-    """Each backend, isolated per test (fresh directory / fresh key prefix)."""
+    """Each backend, isolated per test (fresh directory / fresh key prefix); Redis both as
+    one server and as a real three-master cluster."""
     if request.param == "file":
         from server.storage.file_storage import FileStorage
 
@@ -27,7 +37,8 @@ async def storage(request, tmp_path):
     else:
         from server.storage.redis_storage import RedisStorage
 
-        server = request.getfixturevalue("redis_server")
-        store = RedisStorage(server.url, prefix=f"test-{uuid.uuid4().hex[:8]}")
+        cluster = request.param == "redis-cluster"
+        server = request.getfixturevalue("redis_cluster" if cluster else "redis_server")
+        store = RedisStorage(server.url, prefix=f"test-{uuid.uuid4().hex[:8]}", cluster=cluster)
         yield store
         await store.close()

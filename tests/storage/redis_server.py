@@ -45,12 +45,13 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> None:
+    def start(self, *extra_args: str) -> None:
+        """`extra_args` come last, so they override the defaults (redis-server: last one wins)."""
         self.proc = subprocess.Popen(
             [
                 self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
                 "--dir", self.dir, "--save", "", "--appendonly", "yes",
-                "--protected-mode", "yes", "--daemonize", "no",
+                "--protected-mode", "yes", "--daemonize", "no", *extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import pytest
 
@@ -159,10 +160,39 @@ async def test_persists_across_instances(storage, tmp_path):
     else:
         from server.storage.redis_storage import RedisStorage
 
-        again = RedisStorage(storage.url, prefix=storage.prefix)
+        again = RedisStorage(storage.url, prefix=storage.prefix, cluster=storage.cluster)
     assert (await SkillLibrary(again).get("acme", "kept")).description == "Kept"
     assert (await ArtifactLibrary(again).read("acme", "kept.txt"))[1] == b"hi"
     await again.close()
+
+
+async def test_a_cluster_without_the_cluster_flag_is_a_clear_error(redis_cluster):
+    """A plain client on a cluster node gets MOVED for most keys: the error must say what
+    to change, not echo Redis's "MOVED 9557 127.0.0.1:port"."""
+    from server.storage.errors import StorageUnavailableError
+    from server.storage.redis_storage import RedisStorage
+
+    plain = RedisStorage(redis_cluster.url, prefix="misconfigured")
+    messages = set()
+    for tenant in ("t1", "t2", "t3", "t4", "t5", "t6"):
+        try:
+            await plain.list_skills(tenant, "", 10)
+        except StorageUnavailableError as exc:
+            messages.add(str(exc))
+    await plain.close()
+    assert messages, "some tenant's slot must live on another node"
+    assert all("--redis-cluster" in message for message in messages), messages
+
+
+async def test_cluster_spreads_tenants_over_the_primaries(redis_cluster):
+    """Tenants hash to different slots, so a cluster really spreads the library."""
+    from server.storage.redis_storage import RedisStorage
+
+    store = RedisStorage(redis_cluster.url, prefix=f"spread-{uuid.uuid4().hex[:6]}", cluster=True)
+    for n in range(24):
+        await SkillLibrary(store).create(f"tenant{n}", "s", SRC)
+    await store.close()
+    assert sum(1 for keys in redis_cluster.slot_owners().values() if keys > 0) == 3
 
 
 async def test_file_storage_skips_a_damaged_skill_document(tmp_path):
