@@ -27,6 +27,6 @@ async def memory(client: Any, *, cluster: bool) -> tuple[int, int]:
     if not cluster:
         info = await client.info("memory")
         return int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
-    per_node = await client.info("memory", target_nodes=aioredis.RedisCluster.PRIMARIES)
-    infos = list(per_node.values()) if per_node and isinstance(next(iter(per_node.values())), dict) else [per_node]
+    # A dict of node address -> that node's INFO dict.
+    infos = (await client.info("memory", target_nodes=aioredis.RedisCluster.PRIMARIES)).values()
     return (sum(int(i.get("used_memory", 0)) for i in infos), sum(int(i.get("maxmemory", 0)) for i in infos))

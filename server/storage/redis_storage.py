@@ -171,7 +171,7 @@ class RedisStorage(Storage):
             return await awaitable
         except ResponseError as exc:
             # redis-py raises MovedError/AskError (text "<slot> host:port") for a redirect.
-            if isinstance(exc, (MovedError, AskError)) or str(exc).startswith(("MOVED", "ASK")):
+            if isinstance(exc, (MovedError, AskError)):
                 raise StorageUnavailableError(
                     "Redis answered MOVED: it is a Redis Cluster node; start the server with --redis-cluster"
                 ) from exc

@@ -204,3 +204,24 @@ async def test_file_storage_skips_a_damaged_skill_document(tmp_path):
     await lib.create("acme", "bad", SRC)
     (tmp_path / "tenants" / "acme" / "skills" / "bad.json").write_text("{not json")
     assert [r.name for r in await storage.all_skills("acme")] == ["good"]
+
+
+async def test_cluster_memory_gauge_sums_the_primaries(redis_cluster):
+    """The Redis memory gauge on a cluster is the sum over its primaries, each node's INFO."""
+    import subprocess
+
+    from server.health_checks import RedisCheck
+
+    seen: list[tuple[int, int] | None] = []
+    check = RedisCheck(redis_cluster.url, seen.append, cluster=True)
+    await check.run()
+    await check.close()
+    per_node = []
+    for node in redis_cluster.nodes:
+        info = subprocess.run(["redis-cli", "-p", str(node.port), "info", "memory"], capture_output=True,
+                              text=True, timeout=10).stdout
+        per_node.append(int(next(line for line in info.splitlines() if line.startswith("used_memory:")).split(":")[1]))
+    used, _ = seen[-1]
+    # INFO is read a moment apart from the check's, so allow for the nodes' own churn.
+    assert sum(per_node) * 0.8 < used < sum(per_node) * 1.2, (used, per_node)
+    assert used > max(per_node)
