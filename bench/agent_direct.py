@@ -16,21 +16,20 @@ import uuid
 
 import grpc
 import grpc.aio
-from codemode.sandbox.v1 import agent_pb2, agent_pb2_grpc
-
 from procs import ReadyProcess
 from workloads import ONE_PLUS_ONE, STDOUT_CODE
+
+from codemode_protos.sandbox.v1 import agent_pb2, agent_pb2_grpc
 
 
 async def _execute(stub: agent_pb2_grpc.AgentServiceStub, code: str) -> tuple[float, float | None, str]:
     """Returns (seconds to the end of the stream, seconds to the first stdout, the result's repr)."""
     started = time.perf_counter()
-    call = stub.Execute(timeout=60)
+    call = stub.Execute(agent_pb2.ExecuteStart(
+        execution_id=uuid.uuid4().hex, code=code, output_budget_bytes=10 * 1024 * 1024), timeout=60)
     first_stdout: float | None = None
     value = ""
     try:
-        await call.write(agent_pb2.ExecuteRequest(start=agent_pb2.ExecuteStart(
-            execution_id=uuid.uuid4().hex, code=code, output_budget_bytes=10 * 1024 * 1024)))
         while True:
             response = await call.read()
             if response is grpc.aio.EOF:

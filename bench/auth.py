@@ -41,12 +41,18 @@ BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH_DIR)
 sys.path[:0] = [BENCH_DIR, REPO, os.path.join(REPO, "clients", "python", "src")]
 
-import grpc  # noqa: E402
-
 import codemode_bench as cb  # noqa: E402
+import grpc  # noqa: E402
 import machine  # noqa: E402
-from codemode.v1 import execute_pb2, execute_pb2_grpc, session_pb2, session_pb2_grpc  # noqa: E402
 from stats import Latency  # noqa: E402
+
+from codemode_protos.v1 import (  # noqa: E402
+    execute_pb2,
+    execute_pb2_grpc,
+    session_pb2,
+    session_pb2_grpc,
+)
+from tests.helpers.sessions import create_ready_session  # noqa: E402
 
 TENANT = "bench"
 ONE_PLUS_ONE = "1+1"
@@ -96,8 +102,8 @@ async def execute_rounds(iterations: int, servers: dict[str, cb.Server], token: 
         stubs = {k: (session_pb2_grpc.SessionServiceStub(c), execute_pb2_grpc.ExecuteServiceStub(c)) for k, c in channels.items()}
         names = {}
         for name, (sessions, _) in stubs.items():
-            created = await sessions.CreateSession(session_pb2.CreateSessionRequest(), timeout=120, metadata=md)
-            names[name] = created.session.name
+            created = await create_ready_session(sessions, session_pb2.CreateSessionRequest(), metadata=md)
+            names[name] = created.name
 
         async def execute(server: str, header: bool) -> float:
             request = execute_pb2.ExecuteRequest(session=names[server], code=ONE_PLUS_ONE)
@@ -123,8 +129,9 @@ async def execute_rounds(iterations: int, servers: dict[str, cb.Server], token: 
                     samples[arm].append(await call(server, header))
             lat = {arm: Latency.of(v) for arm, v in samples.items()}
 
-            def paired(a: str, b: str) -> float:
-                return statistics.median(x - y for x, y in zip(samples[a], samples[b])) * 1e6
+            # `samples` bound now (B023); every arm gets one sample per iteration, so equal lengths.
+            def paired(a: str, b: str, samples: dict[str, list[float]] = samples) -> float:
+                return statistics.median(x - y for x, y in zip(samples[a], samples[b], strict=True)) * 1e6
 
             result[kind] = {
                 **{arm: lat[arm].__dict__ for arm in samples},
@@ -239,7 +246,7 @@ async def reload_in_process(path: str, entries: list[dict], rounds: int) -> dict
 async def reload_end_to_end(path: str, entries: list[dict], probe_token: str, rounds: int) -> dict:
     """SIGHUP a real server; time until a principal new in the file is accepted, while a
     unary call loop (as another tenant) runs."""
-    from codemode.v1 import skill_pb2, skill_pb2_grpc
+    from codemode_protos.v1 import skill_pb2, skill_pb2_grpc
 
     with cb.Server("--principals-file", path, "--warm-pool-size", "0") as server:
         async with grpc.aio.insecure_channel(server.address, options=[("grpc.so_reuseport", 0)]) as channel:

@@ -16,13 +16,13 @@ import tempfile
 import time
 from collections.abc import Sequence
 
-import codemode
-from codemode.v1 import execute_pb2, execute_pb2_grpc
-
 import proc_memory
 from procs import ReadyProcess
-
 from workloads import ONE_PLUS_ONE, STDOUT_CODE
+
+import codemode
+from codemode_protos.v1 import execute_pb2, execute_pb2_grpc
+
 MIB = 1024 * 1024
 
 

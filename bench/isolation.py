@@ -43,8 +43,6 @@ BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH_DIR)
 sys.path.insert(0, BENCH_DIR)
 
-import codemode  # noqa: E402
-
 import codemode_bench as cb  # noqa: E402
 import machine  # noqa: E402
 import proc_memory  # noqa: E402
@@ -52,6 +50,8 @@ import report  # noqa: E402
 import run  # noqa: E402
 from run import Results  # noqa: E402
 from stats import Latency  # noqa: E402
+
+import codemode  # noqa: E402
 
 BEGIN = "<!-- BEGIN bench/isolation.py -->"
 END = "<!-- END bench/isolation.py -->"
@@ -156,7 +156,7 @@ def bench_pool_less(results: Results, plan: Plan) -> None:
             for kind in KINDS:
                 results.add_latency(f"create_cold_{kind}", create[kind])
                 results.add_latency(f"create_delete_cold_{kind}", cycle[kind])
-                results.add_latency(f"delete_cold_{kind}", [c - s for c, s in zip(cycle[kind], create[kind])])
+                results.add_latency(f"delete_cold_{kind}", [c - s for c, s in zip(cycle[kind], create[kind], strict=True)])
 
             # 4. memory: each session is the only sandbox on its server; alternating, median per field.
             idle: dict[str, list[dict[str, int]]] = {k: [] for k in KINDS}

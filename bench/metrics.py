@@ -46,11 +46,17 @@ REPO = os.path.dirname(BENCH_DIR)
 sys.path.insert(0, BENCH_DIR)
 sys.path.insert(0, REPO)
 
-import grpc  # noqa: E402
-
 import codemode_bench as cb  # noqa: E402
-from codemode.v1 import execute_pb2, execute_pb2_grpc, session_pb2, session_pb2_grpc  # noqa: E402
+import grpc  # noqa: E402
 from stats import Latency  # noqa: E402
+
+from codemode_protos.v1 import (  # noqa: E402
+    execute_pb2,
+    execute_pb2_grpc,
+    session_pb2,
+    session_pb2_grpc,
+)
+from tests.helpers.sessions import create_ready_session  # noqa: E402
 
 KINDS = ("metrics", "plain")
 COMMON = ("--warm-pool-size", "1", "--health-probe-interval", "0")
@@ -120,9 +126,9 @@ def bench_execute(plan: Plan) -> dict:
             stubs = {k: execute_pb2_grpc.ExecuteServiceStub(c) for k, c in channels.items()}
             sessions = {}
             for kind, channel in channels.items():
-                reply = await session_pb2_grpc.SessionServiceStub(channel).CreateSession(
-                    session_pb2.CreateSessionRequest(), timeout=60)
-                sessions[kind] = reply.session.name
+                session = await create_ready_session(
+                    session_pb2_grpc.SessionServiceStub(channel), session_pb2.CreateSessionRequest())
+                sessions[kind] = session.name
             for kind in KINDS:
                 await _round_trips(stubs[kind], sessions[kind], plan.warmup)
             url = f"http://{servers['metrics'].process.info['metrics_address']}/metrics"

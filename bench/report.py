@@ -194,8 +194,8 @@ def render(results: "Results", plan: "Plan", command: str) -> str:
               f"- (a) uses the `codemode` client's `AsyncSession.run('1+1')` on a session of a server started as "
               f"`python -m server --listen 127.0.0.1:0 --sandbox process --warm-pool-size {plan.warm_pool}`; "
               f"{plan.execute} calls after {plan.execute // 10} warm-up calls; a sample ends when the stream has ended.",
-              f"- (c) `jupyter_client.start_new_kernel` (ipykernel, loopback TCP); `1+1` ends when both the "
-              f"execute_reply and the execute_result are read; first stdout ends at the first `stream` message.",
+              "- (c) `jupyter_client.start_new_kernel` (ipykernel, loopback TCP); `1+1` ends when both the "
+              "execute_reply and the execute_result are read; first stdout ends at the first `stream` message.",
               "- (a'') and (d'') start `python -m sandbox_agent --insecure-dev-no-auth` on a unix socket and call it "
               "directly (`bench/agent_direct.py`): (a) minus (a'') is the cost of the client → control plane hop, "
               "the relay and mTLS; (a) minus (a') is the client wrapper's.",

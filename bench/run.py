@@ -102,8 +102,9 @@ def bench_jupyter(results: Results, plan: Plan) -> None:
 
 def bench_codemode_default_server(results: Results, plan: Plan) -> None:
     """(a), (d), (e) warm and (g) against a server with a warm pool, as users run it."""
-    import codemode
     import codemode_bench as cb
+
+    import codemode
 
     async def body(server: cb.Server) -> None:
         async with codemode.AsyncClient(server.address) as client:
@@ -138,8 +139,9 @@ def bench_agent_alone(results: Results, plan: Plan) -> None:
 
 def bench_codemode_no_pool(results: Results, plan: Plan) -> None:
     """(h), (f) and (e) cold on a server without a warm pool, so every sandbox is the session's."""
-    import codemode
     import codemode_bench as cb
+
+    import codemode
 
     async def body(server: cb.Server) -> None:
         async with codemode.AsyncClient(server.address) as client:

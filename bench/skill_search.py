@@ -22,7 +22,7 @@ import time
 
 from server.skills import minilm
 from server.skills.corpus import LABELLED, SKILLS
-from server.skills.search import BM25Ranker, EmbeddingRanker, description_text
+from server.skills.search import BM25Ranker, EmbeddingRanker
 from server.skills.validation import validate_skill
 from server.storage.base import Storage
 from server.storage.file_storage import FileStorage
@@ -63,8 +63,9 @@ async def store_vectors(storage: Storage, ranker: EmbeddingRanker, records: list
     started = time.perf_counter()
     # On the encoder's own thread, as the server embeds on write: the model's work
     # stays on one thread (and its malloc arena), see minilm.in_encoder_thread.
-    desc = dict(zip(desc_texts, await minilm.in_encoder_thread(encoder.encode, desc_texts, 128)))
-    src = dict(zip(src_texts, await minilm.in_encoder_thread(encoder.encode, src_texts, 256)))
+    # encode returns one row per text.
+    desc = dict(zip(desc_texts, await minilm.in_encoder_thread(encoder.encode, desc_texts, 128), strict=True))
+    src = dict(zip(src_texts, await minilm.in_encoder_thread(encoder.encode, src_texts, 256), strict=True))
     rate = (len(desc_texts) + len(src_texts)) / (time.perf_counter() - started)
     await storage.put_vectors(
         TENANT,

@@ -2,9 +2,9 @@
 
     python conformance/with_server.py [--mtls] [--] COMMAND [ARGS...]
 
-The server listens on 127.0.0.1 port 0 with a fresh data dir and a principals file
+The server listens on 127.0.0.1 port 0 with a fresh data dir, a principals file
 (conformance/principals.py: tenant A's token and mTLS principals, tenant B's token
-principal). The command gets CODEMODE_CONFORMANCE_TARGET, _TOKEN (tenant A's token) and
+principal) and a local wheelhouse holding cm-tiny-a 1.0 and cm-tiny-b 2.0 (--deps-wheelhouse). The command gets CODEMODE_CONFORMANCE_TARGET, _TOKEN (tenant A's token) and
 _OTHER_TOKEN (tenant B's) in its environment. With --mtls the server requires TLS with a
 client certificate from an ephemeral CA (conformance/pki.py), and the command also gets
 CODEMODE_CONFORMANCE_CA, _CLIENT_CERT/_CLIENT_KEY (tenant A's mTLS identity) and
@@ -78,7 +78,7 @@ def codemode_server(python: str = sys.executable, *, mtls: bool = False) -> Iter
     principals_file = os.path.join(data_dir, "principals.json")
     tokens = write_principals_file(principals_file)
     command = [python, "-m", "server", "--listen", "127.0.0.1:0", "--data-dir", data_dir,
-               "--principals-file", principals_file]
+               "--principals-file", principals_file, "--deps-wheelhouse", _write_wheelhouse(data_dir)]
     tls: dict[str, str] = {}
     if mtls:
         from conformance.pki import write_mtls_files
@@ -110,6 +110,18 @@ def codemode_server(python: str = sys.executable, *, mtls: bool = False) -> Iter
                 sys.stderr.write("--- codemode server log (last 100 lines) ---\n")
                 sys.stderr.writelines(handle.readlines()[-100:])
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _write_wheelhouse(data_dir: str) -> str:
+    """The deps cases install cm-tiny-a / cm-tiny-b from here (never from an index);
+    any other package, such as cm-tiny-missing, fails with DEPS_INSTALL_FAILED."""
+    from tests.docker.wheel_factory import make_wheel
+
+    wheels = os.path.join(data_dir, "wheels")
+    os.makedirs(wheels)
+    make_wheel(wheels, "cm-tiny-a", "1.0", "VALUE = 'a-1.0'\n")
+    make_wheel(wheels, "cm-tiny-b", "2.0", "VALUE = 'b-2.0'\n")
+    return wheels
 
 
 def _wait_ready(process: subprocess.Popen[str]) -> str:

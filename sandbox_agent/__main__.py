@@ -5,8 +5,8 @@ from sandbox_agent.bootstrap import bootstrap
 
 boot = bootstrap()
 
-from sandbox_agent.cli import serve  # noqa: E402
-
 import asyncio  # noqa: E402
+
+from sandbox_agent.cli import serve  # noqa: E402
 
 sys.exit(asyncio.run(serve(boot)))

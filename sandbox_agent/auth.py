@@ -13,6 +13,7 @@ from typing import Any, Awaitable, Callable
 
 import grpc
 
+from codemode_protos.v1 import error_reason_pb2 as reasons
 from sandbox_agent.errors import abort
 
 
@@ -40,12 +41,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         names = (context.auth_context() or {}).get("x509_common_name", [])
         identity_ok = any(hmac.compare_digest(name, self._identity) for name in names)
         if not token_ok:
-            await abort(context, grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED", "missing or invalid bearer token")
+            await abort(context, grpc.StatusCode.UNAUTHENTICATED, reasons.ERROR_REASON_UNAUTHENTICATED, "missing or invalid bearer token")
         if not identity_ok:
             await abort(
                 context,
                 grpc.StatusCode.UNAUTHENTICATED,
-                "UNAUTHENTICATED",
+                reasons.ERROR_REASON_UNAUTHENTICATED,
                 "the client certificate does not carry the control plane's identity",
             )
 

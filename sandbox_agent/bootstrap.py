@@ -8,9 +8,15 @@ import argparse
 import ctypes
 import dataclasses
 import sys
+from collections.abc import Callable  # already loaded by argparse; typing is not
 
 from sandbox_agent import credentials as credentials_module
 from sandbox_agent.interpreter_spawn import InterpreterConfig, Spawned, spawn
+from sandbox_agent.replay_limits import (
+    DEFAULT_REPLAY_BUFFER_BYTES,
+    DEFAULT_REPLAY_EXECUTIONS,
+    DEFAULT_REPLAY_RETENTION_SECONDS,
+)
 
 EXIT_REFUSED = 2
 PR_SET_DUMPABLE = 4
@@ -46,7 +52,30 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="octal mode for a unix socket (the process provider's socket dir is private to the sandbox, and an "
         "unprivileged control plane is not the sandbox's uid)",
     )  # fmt: skip
+    # Kept in memory by the agent, for Attach (sandbox_agent/replay.py); within the sandbox's memory limit.
+    parser.add_argument(
+        "--replay-buffer-bytes", type=_positive(int), default=DEFAULT_REPLAY_BUFFER_BYTES,
+        help="total bytes of execution events kept for Attach, over all remembered executions",
+    )  # fmt: skip
+    parser.add_argument(
+        "--replay-retention-seconds", type=_positive(float), default=DEFAULT_REPLAY_RETENTION_SECONDS,
+        help="how long an ended execution's events stay attachable",
+    )  # fmt: skip
+    parser.add_argument(
+        "--replay-executions", type=_positive(int), default=DEFAULT_REPLAY_EXECUTIONS,
+        help="how many ended executions stay attachable",
+    )  # fmt: skip
     return parser.parse_args(argv)
+
+
+def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, not {text}")
+        return value
+
+    return parse
 
 
 def make_non_dumpable() -> None:

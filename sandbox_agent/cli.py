@@ -11,15 +11,17 @@ import sys
 
 import grpc
 
-from codemode.sandbox.v1 import agent_pb2_grpc
+from codemode_protos.sandbox.v1 import agent_pb2_grpc
 from sandbox_agent import telemetry
 from sandbox_agent.auth import AuthInterceptor
 from sandbox_agent.bootstrap import Bootstrap, bootstrap
 from sandbox_agent.interpreter_host import InterpreterHost, InterpreterStartError
+from sandbox_agent.limits import (
+    MAX_MESSAGE_BYTES,  # the agent channel's message size, both ends
+)
+from sandbox_agent.replay import ReplayStore
 from sandbox_agent.service import AgentService
 from sandbox_agent.tls import server_credentials
-
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 def _bound_address(listen: str, port: int) -> str:
@@ -49,7 +51,9 @@ async def serve(boot: Bootstrap) -> int:
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ],
     )
-    agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentService(host, creds.sandbox_id if creds else ""), server)
+    args = boot.args
+    replay = ReplayStore(args.replay_buffer_bytes, args.replay_retention_seconds, args.replay_executions)
+    agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentService(host, creds.sandbox_id if creds else "", replay), server)
     try:
         port = server.add_secure_port(listen, server_credentials(creds)) if creds else server.add_insecure_port(listen)
     except RuntimeError as exc:

@@ -1,24 +1,30 @@
-"""One Execute call: turns interpreter events into AgentService responses.
+"""One execution, owned by the agent: turns interpreter events into numbered log events.
 
-Owns the timeout/cancel ladder: SIGINT to the child's process group, then
-after the grace period SIGKILL and a fresh interpreter (state lost).
+Runs as a task of its own (sandbox_agent/service.py), so it goes on to its end whoever
+is attached (sandbox_agent/replay.py). Owns the timeout/cancel ladder: SIGINT to the
+child's process group, then after the grace period SIGKILL and a fresh interpreter
+(state lost). A timeout and a Cancel climb the same ladder; only the status differs.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import json
 import time
-from typing import Any, Awaitable, Callable
+from typing import Any
 
-from google.protobuf import duration_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 
-from codemode.sandbox.v1 import agent_pb2
-from codemode.v1 import execute_pb2
-from sandbox_agent.interpreter_host import Event, Execution, InterpreterHost
+from codemode_protos.sandbox.v1 import agent_pb2
+from codemode_protos.v1 import execute_pb2
+from sandbox_agent.interpreter_host import (
+    Event,
+    Execution,
+    InterpreterHost,
+    InterpreterStartError,
+)
 from sandbox_agent.output_budget import STDOUT, Chunk
-
-Write = Callable[[agent_pb2.ExecuteResponse], Awaitable[None]]
+from sandbox_agent.replay import ExecutionLog, ReplayStore
 
 _STREAMS = {STDOUT: execute_pb2.OUTPUT_STREAM_STDOUT}
 _STATUS = execute_pb2.ExecutionStatus
@@ -35,68 +41,143 @@ def _output(chunk: Chunk) -> agent_pb2.ExecuteResponse:
 
 
 class ExecutionRun:
-    """Runs one ExecuteStart to its `finished` event (or to cleanup after a cancel)."""
+    """Runs one ExecuteStart to its `finished` event, writing into its log."""
 
-    def __init__(self, host: InterpreterHost, start: agent_pb2.ExecuteStart) -> None:
+    def __init__(self, host: InterpreterHost, start: agent_pb2.ExecuteStart, log: ExecutionLog, store: ReplayStore) -> None:
         self._host = host
         self._start = start
+        self.log = log
+        self._store = store
         self._grace = host.config.interrupt_grace_seconds
-        # Nanoseconds, not ToTimedelta(): a huge Duration must not raise (OverflowError)
-        # in the middle of taking the one-execution gate.
+        # Nanoseconds, not ToTimedelta(): a huge Duration must not raise (OverflowError).
         self._timeout = start.timeout.ToNanoseconds() / 1e9 if start.HasField("timeout") else 0.0
         self._execution: Execution | None = None
         self._interrupted_at: float | None = None
         self._killed = False
+        self._cancelled = False  # Cancel came before any timeout: the status is CANCELLED
         self._began = time.monotonic()
         self._deadline: asyncio.TimerHandle | None = None
         self._interrupting: asyncio.Task | None = None
+        #: Resolves once the interpreter has the code (InterpreterStartError if it could not start).
+        self.began: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        #: Set just before `finished` is logged: from then on the agent takes a new execution.
+        self.done = False
 
     @property
-    def execution(self) -> Execution | None:
-        return self._execution
+    def execution_id(self) -> str:
+        return self._start.execution_id
 
-    async def run(self, write: Write) -> None:
-        """Sends started, outputs, host calls, result/error and finished through `write`."""
+    async def run(self) -> None:
+        """The execution's task: started, outputs, host calls, result/error and finished."""
         try:
             self._execution = await self._host.begin(
                 self._start.execution_id, self._start.code, self._start.output_budget_bytes
             )
+        except InterpreterStartError as exc:
+            self.done = True
+            self.began.set_exception(exc)
+            self.began.exception()  # retrieved: the Execute handler may be gone already
+            return
         except (ConnectionError, OSError) as exc:
-            await write(self._finished(_STATUS.EXECUTION_STATUS_SANDBOX_DIED, str(exc), state_lost=True))
+            self.began.set_result(None)
+            await self._append(self._started(self._host.generation))
+            self.done = True
+            await self._append(self._finished(_STATUS.EXECUTION_STATUS_SANDBOX_DIED, str(exc), state_lost=True))
             self._host.replace_soon()
             return
+        self.began.set_result(None)
         execution = self._execution
+        if self._cancelled:
+            self._interrupt(execution)
         self._arm_deadline(execution)
         try:
-            await self._relay_events(execution, write)
+            await self._relay_events(execution)
         finally:
             self._disarm_deadline()
+            if not execution.ended:
+                self._host.end(execution)
+            self._fail_pending_calls("the execution ended")
 
-    async def _relay_events(self, execution: Execution, write: Write) -> None:
-        await write(agent_pb2.ExecuteResponse(started=agent_pb2.Started(interpreter_generation=execution.generation)))
+    async def _append(self, event: agent_pb2.ExecuteResponse) -> None:
+        await self._store.append(self.log, event)
+
+    def _started(self, generation: int) -> agent_pb2.ExecuteResponse:
+        start_time = timestamp_pb2.Timestamp()
+        start_time.GetCurrentTime()
+        return agent_pb2.ExecuteResponse(started=agent_pb2.Started(interpreter_generation=generation, start_time=start_time))
+
+    async def _relay_events(self, execution: Execution) -> None:
+        await self._append(self._started(execution.generation))
         while True:
             # A plain await: the timeout ladder runs from one timer (_on_deadline), not
             # from a wait_for per event, which would cost a task and a timer each.
             event = await execution.events.get()
             execution.consumed()
             if event.kind == "output" and event.chunk is not None:
-                await write(_output(event.chunk))
+                await self._append(_output(event.chunk))
             elif event.kind == "call":
                 message = event.message or {}
-                await write(
+                call_id = int(message.get("call_id", 0))
+                self.log.add_call(
+                    call_id,
                     agent_pb2.ExecuteResponse(
                         host_call=agent_pb2.HostCall(
-                            call_id=int(message.get("call_id", 0)),
+                            call_id=call_id,
                             method=str(message.get("method", "")),
-                            params_json=_json_dumps(message.get("params") or {}),
+                            params_json=json.dumps(message.get("params") or {}, separators=(",", ":")),
                             payload=event.payload,
                         )
-                    )
+                    ),
                 )
             else:
-                for response in self._final_events(execution, event):
-                    await write(response)
+                responses = self._final_events(execution, event)
+                for response in responses[:-1]:
+                    await self._append(response)
+                self.done = True
+                await self._append(responses[-1])
                 return
+
+    # --- host calls --------------------------------------------------------------
+
+    async def answer(self, answer: agent_pb2.HostCallResult) -> None:
+        """The first answer to a pending call goes to the interpreter; later ones are ignored."""
+        if not self.log.take_call(answer.call_id):
+            return
+        if answer.HasField("error") and (answer.error.type or answer.error.message):
+            await self._host.reply(answer.call_id, error=(answer.error.type or "HostCallError", answer.error.message))
+            return
+        try:
+            result = json.loads(answer.result_json) if answer.result_json else None
+        except ValueError as exc:
+            await self._host.reply(answer.call_id, error=("HostCallError", f"invalid result_json: {exc}"))
+            return
+        await self._host.reply(answer.call_id, result, answer.payload)
+
+    def _fail_pending_calls(self, why: str) -> None:
+        """Threads of the code still waiting for an answer get an exception, not a hang."""
+        for call_id in list(self.log.pending_calls):
+            if self.log.take_call(call_id):
+                self._host.reply_soon(call_id, error=("HostCallUnavailableError", why))
+
+    # --- the ladder ------------------------------------------------------------------
+
+    def cancel(self) -> bool:
+        """Climbs the ladder now (SIGINT, grace, kill); False when the execution already ended."""
+        if self.done:
+            return False
+        if self._interrupted_at is None and not self._cancelled:
+            self._cancelled = True
+            execution = self._execution
+            if execution is not None and not execution.ended:  # else: interrupted as soon as it began
+                self._disarm_deadline()
+                self._interrupt(execution)
+                self._arm_deadline(execution)
+        return True
+
+    def _interrupt(self, execution: Execution) -> None:
+        self._interrupted_at = time.monotonic()
+        # The interrupt frame is an async socket write; the SIGINT inside it is what counts.
+        self._interrupting = asyncio.get_running_loop().create_task(self._host.interrupt(execution.exec_id))
 
     def _wake_at(self) -> float | None:
         if self._killed:
@@ -121,23 +202,24 @@ class ExecutionRun:
             self._deadline = None
 
     def _on_deadline(self, execution: Execution) -> None:
-        """Escalates one step; the consumer keeps awaiting events (the `done` after
+        """Escalates one step; the run keeps awaiting events (the `done` after
         KeyboardInterrupt, or the `died` after the kill), so nothing else changes."""
         self._deadline = None
         if execution.ended:
             return
         if self._interrupted_at is None:
-            self._interrupted_at = time.monotonic()
-            # The interrupt frame is an async socket write; the SIGINT inside it is what counts.
-            self._interrupting = asyncio.get_running_loop().create_task(self._host.interrupt(execution.exec_id))
+            self._interrupt(execution)
         elif not self._killed:
             self._killed = True
             self._host.force_kill()
         self._arm_deadline(execution)
 
+    # --- the end -------------------------------------------------------------------
+
     def _final_events(self, execution: Execution, event: Event) -> list[agent_pb2.ExecuteResponse]:
         responses = [_output(chunk) for chunk in execution.drain()]
         interrupted = self._interrupted_at is not None
+        stopped = _STATUS.EXECUTION_STATUS_CANCELLED if self._cancelled else _STATUS.EXECUTION_STATUS_TIMEOUT
         if event.kind == "done":
             message = event.message or {}
             error = message.get("error")
@@ -147,15 +229,15 @@ class ExecutionRun:
             if error is not None and not (interrupted and error.get("type") == "KeyboardInterrupt"):
                 responses.append(agent_pb2.ExecuteResponse(error=_error(error)))
             if interrupted:
-                status, text, lost = _STATUS.EXECUTION_STATUS_TIMEOUT, self._timeout_message(False), False
+                status, text, lost = stopped, self._stop_message(False), False
             elif error is not None:
                 status, text, lost = _STATUS.EXECUTION_STATUS_ERROR, f"{error.get('type')}: {error.get('message')}", False
             else:
                 status, text, lost = _STATUS.EXECUTION_STATUS_OK, "", False
         else:  # died
             self._host.replace_soon()
-            if self._killed:
-                status, text, lost = _STATUS.EXECUTION_STATUS_TIMEOUT, self._timeout_message(True), True
+            if self._killed or self._cancelled:
+                status, text, lost = stopped, self._stop_message(True), True
             else:
                 status = _STATUS.EXECUTION_STATUS_SANDBOX_DIED
                 text = f"{event.reason}; variables, functions and imports were lost and a fresh interpreter was started"
@@ -164,8 +246,11 @@ class ExecutionRun:
         responses.append(self._finished(status, text, lost))
         return responses
 
-    def _timeout_message(self, killed: bool) -> str:
-        text = f"execution timed out after {self._timeout:g}s and was interrupted"
+    def _stop_message(self, killed: bool) -> str:
+        if self._cancelled:
+            text = "the execution was cancelled and interrupted"
+        else:
+            text = f"execution timed out after {self._timeout:g}s and was interrupted"
         if killed:
             text += (
                 f"; it did not stop within {self._grace:g}s of SIGINT, so the interpreter was killed "
@@ -189,49 +274,6 @@ class ExecutionRun:
                 message=message,
             )
         )
-
-    async def stop_after_cancel(self) -> None:
-        """The caller went away: interrupt, wait the grace period, kill if needed."""
-        execution = self._execution
-        if execution is None or execution.ended:
-            return
-        if self._interrupted_at is None:
-            await self._host.interrupt(execution.exec_id)
-            deadline = time.monotonic() + self._grace
-        else:  # the timeout already sent SIGINT; a second one could hit the code's own cleanup
-            deadline = self._interrupted_at + self._grace
-        try:
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    event = await asyncio.wait_for(execution.events.get(), remaining)
-                except asyncio.TimeoutError:
-                    break
-                execution.consumed()
-                if event.kind == "call":
-                    await self._host.reply(
-                        int((event.message or {}).get("call_id", 0)),
-                        error=("HostCallUnavailableError", "the execution was cancelled"),
-                    )
-                elif event.kind in ("done", "died"):
-                    if event.kind == "died":
-                        self._host.replace_soon()
-                    return
-            self._host.force_kill()
-            with contextlib.suppress(asyncio.TimeoutError):
-                while (await asyncio.wait_for(execution.events.get(), 30.0)).kind != "died":
-                    pass
-            self._host.replace_soon()
-        finally:
-            self._host.end(execution)
-
-
-def _json_dumps(value: object) -> str:
-    import json
-
-    return json.dumps(value, separators=(",", ":"))
 
 
 def _result(result: dict) -> execute_pb2.ExecutionResult:

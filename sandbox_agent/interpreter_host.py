@@ -18,7 +18,12 @@ import sys
 from typing import Any
 
 from sandbox_agent import protocol
-from sandbox_agent.interpreter_spawn import ChildProcess, InterpreterConfig, Spawned, spawn
+from sandbox_agent.interpreter_spawn import (
+    ChildProcess,
+    InterpreterConfig,
+    Spawned,
+    spawn,
+)
 from sandbox_agent.output_budget import STDERR, STDOUT, Chunk, OutputBudget
 
 READ_SIZE = 64 * 1024
@@ -280,6 +285,7 @@ class InterpreterHost:
         fd = sock.fileno()
 
         def on_readable() -> None:
+            error: Exception | None
             try:
                 data = sock.recv(1024 * 1024)
             except (BlockingIOError, InterruptedError):
@@ -331,12 +337,12 @@ class InterpreterHost:
             if current is not None and message.get("exec_id") == current.exec_id and not current.ended:
                 current.events.put_nowait(Event("call", message=message, payload=payload))
             else:
-                self._reply_soon(
+                self.reply_soon(
                     int(message.get("call_id", 0)),
                     error=("HostCallUnavailableError", "host calls work only while an execution is running"),
                 )
 
-    def _reply_soon(self, call_id: int, error: tuple[str, str]) -> None:
+    def reply_soon(self, call_id: int, error: tuple[str, str]) -> None:
         """A reply from the reader callback (rare path): the socket write is async."""
         task = asyncio.get_running_loop().create_task(self.reply(call_id, error=error))
         self._replies.add(task)

@@ -95,7 +95,12 @@ class ChildProcess:
             loop = asyncio.get_running_loop()
             exited: asyncio.Future[None] = loop.create_future()
             pidfd = os.pidfd_open(self.pid)
-            loop.add_reader(pidfd, lambda: exited.done() or exited.set_result(None))
+
+            def on_exit() -> None:
+                if not exited.done():
+                    exited.set_result(None)
+
+            loop.add_reader(pidfd, on_exit)
             try:
                 if self._popen.poll() is None:
                     await exited

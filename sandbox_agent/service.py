@@ -1,69 +1,59 @@
-"""AgentService: one interpreter, one execution at a time."""
+"""AgentService: one interpreter, one execution at a time, owned by the agent.
+
+Execute starts an execution as a task of the agent and streams it as an Attach from 0
+that answers host calls; the stream going away does not stop the code, only Cancel
+(or the timeout) does. Events are numbered into a replay log (sandbox_agent/replay.py)
+that any number of Attach calls follow.
+
+The one-at-a-time rule is a plain check, not a gate to wait at: an execution counts
+as running until just before its `finished` is logged, and the control plane holds the
+session's lock until it has seen that `finished` (also after a client cancel), so a
+second Execute meanwhile is a real conflict and is refused at once with
+FAILED_PRECONDITION / SESSION_BUSY. Reset is refused the same way while one runs.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import platform
-import time
 
 import grpc
 
-from codemode.sandbox.v1 import agent_pb2, agent_pb2_grpc
-from sandbox_agent.errors import abort
+from codemode_protos.sandbox.v1 import agent_pb2, agent_pb2_grpc
+from codemode_protos.v1 import error_reason_pb2 as reasons
+from sandbox_agent.errors import abort, logged_cause
 from sandbox_agent.execution import ExecutionRun
 from sandbox_agent.interpreter_host import InterpreterHost, InterpreterStartError
-
-# A new call may arrive a moment before the agent has seen the cancellation of the
-# previous one (the control plane releases its session lock on cancel); wait this
-# long before calling the interpreter busy.
-BUSY_WAIT_SECONDS = 0.25
-WIND_DOWN_EXTRA_SECONDS = 30.0
+from sandbox_agent.replay import EventsExpired, ExecutionLog, ReplayStore, follow
 
 
 class AgentService(agent_pb2_grpc.AgentServiceServicer):
-    def __init__(self, host: InterpreterHost, sandbox_id: str) -> None:
+    def __init__(self, host: InterpreterHost, sandbox_id: str, store: ReplayStore | None = None) -> None:
         self._host = host
         self._sandbox_id = sandbox_id
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._winding_down = False
+        self._store = store if store is not None else ReplayStore()
+        self._running: ExecutionRun | None = None
+        self._resetting = False
+        self._tasks: set[asyncio.Task] = set()
 
-    # --- the one-at-a-time gate ----------------------------------------------
-
-    async def _acquire(self) -> bool:
-        deadline = time.monotonic() + BUSY_WAIT_SECONDS
-        while not self._idle.is_set():
-            if self._winding_down:
-                deadline = max(
-                    deadline, time.monotonic() + self._host.config.interrupt_grace_seconds + WIND_DOWN_EXTRA_SECONDS
-                )
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            try:
-                await asyncio.wait_for(self._idle.wait(), remaining)
-            except asyncio.TimeoutError:
-                return False
-        self._idle.clear()
-        return True
-
-    def _release(self) -> None:
-        self._winding_down = False
-        self._idle.set()
+    def _busy(self) -> bool:
+        return self._resetting or (self._running is not None and not self._running.done)
 
     async def _reject_busy(self, context: grpc.aio.ServicerContext) -> None:
+        running = self._running.execution_id if self._running is not None and not self._running.done else ""
         await abort(
             context,
             grpc.StatusCode.FAILED_PRECONDITION,
-            "SESSION_BUSY",
-            "another execution is running in this sandbox",
+            reasons.ERROR_REASON_SESSION_BUSY,
+            "another execution is running in this sandbox" if running else "the interpreter is being reset",
+            {"execution": running} if running else None,
         )
 
     # --- RPCs ------------------------------------------------------------------
 
     async def GetInfo(self, request: agent_pb2.GetInfoRequest, context: grpc.aio.ServicerContext) -> agent_pb2.GetInfoResponse:
+        running = self._running
         return agent_pb2.GetInfoResponse(
             session_id=self._sandbox_id,
             interpreter_generation=self._host.generation,
@@ -71,76 +61,107 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             python_version=platform.python_version(),
             agent_pid=os.getpid(),
             interpreter_pid=self._host.pid,
+            running_execution_id=running.execution_id if running is not None and not running.done else "",
         )
 
     async def Reset(self, request: agent_pb2.ResetRequest, context: grpc.aio.ServicerContext) -> agent_pb2.ResetResponse:
-        if not await self._acquire():
+        if self._busy():
             await self._reject_busy(context)
+        self._resetting = True
         try:
             await self._host.restart()
         except InterpreterStartError as exc:
-            await abort(context, grpc.StatusCode.UNAVAILABLE, "SANDBOX_UNAVAILABLE", str(exc))
+            await abort(context, grpc.StatusCode.UNAVAILABLE, reasons.ERROR_REASON_SANDBOX_UNAVAILABLE, logged_cause(exc))
         finally:
-            self._release()
+            self._resetting = False
         return agent_pb2.ResetResponse(interpreter_generation=self._host.generation)
 
-    async def Execute(  # type: ignore[override]  # write-style handler: cancellation lands in our code
-        self, request_iterator: object, context: grpc.aio.ServicerContext
+    async def Execute(  # type: ignore[override]  # write-style handler: no generator per event
+        self, request: agent_pb2.ExecuteStart, context: grpc.aio.ServicerContext
     ) -> None:
-        first = await context.read()
-        if first is grpc.aio.EOF or not first.HasField("start"):
+        if not request.execution_id:
             await abort(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "INVALID_ARGUMENT",
-                "the first message of Execute must be `start`",
-                {"field": "start"},
-            )
-        if not await self._acquire():
+                context, grpc.StatusCode.INVALID_ARGUMENT, reasons.ERROR_REASON_INVALID_ARGUMENT,
+                "execution_id is required", {"field": "execution_id"},
+            )  # fmt: skip
+        if self._busy():
             await self._reject_busy(context)
-        run = ExecutionRun(self._host, first.start)
-        forwarder = asyncio.create_task(self._forward_host_call_results(context))
-        handed_off = False
         try:
-            await run.run(context.write)
-        except asyncio.CancelledError:
-            # Clean up in a task of its own: the gate stays closed until the
-            # interpreter is idle again, even if this handler is cancelled twice.
-            self._winding_down = True
-            handed_off = True
-            cleanup = asyncio.create_task(run.stop_after_cancel())
-            cleanup.add_done_callback(lambda _task: self._release())
-            raise
+            log = self._store.create(request.execution_id)
+        except KeyError:
+            await abort(
+                context, grpc.StatusCode.ALREADY_EXISTS, reasons.ERROR_REASON_DUPLICATE_REQUEST,
+                f"execution {request.execution_id!r} was already started in this sandbox",
+                {"execution": request.execution_id},
+            )  # fmt: skip
+        run = ExecutionRun(self._host, request, log, self._store)
+        self._running = run
+        task = asyncio.get_running_loop().create_task(self._own(run), name=f"execution-{request.execution_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        try:
+            # Shielded: a caller that goes away while the interpreter starts stops nothing.
+            await asyncio.shield(run.began)
         except InterpreterStartError as exc:
-            await abort(context, grpc.StatusCode.UNAVAILABLE, "SANDBOX_UNAVAILABLE", str(exc))
-        finally:
-            forwarder.cancel()
-            if not handed_off:
-                if run.execution is not None and not run.execution.ended:
-                    self._host.end(run.execution)
-                self._release()
+            await abort(context, grpc.StatusCode.UNAVAILABLE, reasons.ERROR_REASON_SANDBOX_UNAVAILABLE, logged_cause(exc))
+        await self._follow(log, 0, True, context)
 
-    async def _forward_host_call_results(self, context: grpc.aio.ServicerContext) -> None:
+    async def _own(self, run: ExecutionRun) -> None:
         try:
-            while True:
-                request = await context.read()
-                if request is grpc.aio.EOF:
-                    return
-                if not request.HasField("host_call_result"):
-                    continue
-                answer = request.host_call_result
-                if answer.HasField("error") and (answer.error.type or answer.error.message):
-                    await self._host.reply(
-                        answer.call_id, error=(answer.error.type or "HostCallError", answer.error.message)
-                    )
-                    continue
-                try:
-                    result = json.loads(answer.result_json) if answer.result_json else None
-                except ValueError as exc:
-                    await self._host.reply(answer.call_id, error=("HostCallError", f"invalid result_json: {exc}"))
-                    continue
-                await self._host.reply(answer.call_id, result, answer.payload)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # noqa: BLE001 - the call ended; nothing more to forward
-            return
+            await run.run()
+        finally:
+            if self._running is run:
+                self._running = None
+            if run.began.done() and run.began.exception() is not None:
+                self._store.discard(run.log)  # never ran: the id may be used again
+            run.log.end()
+            self._store.prune()
+
+    async def Attach(  # type: ignore[override]
+        self, request: agent_pb2.AttachRequest, context: grpc.aio.ServicerContext
+    ) -> None:
+        if request.after_sequence < 0:
+            await abort(
+                context, grpc.StatusCode.INVALID_ARGUMENT, reasons.ERROR_REASON_INVALID_ARGUMENT,
+                "after_sequence must not be negative", {"field": "after_sequence"},
+            )  # fmt: skip
+        log = self._store.get(request.execution_id)
+        if log is None:
+            await abort(
+                context, grpc.StatusCode.NOT_FOUND, reasons.ERROR_REASON_EXECUTION_NOT_FOUND,
+                f"no execution {request.execution_id!r} in this sandbox (never started, or past retention)",
+                {"execution": request.execution_id},
+            )  # fmt: skip
+        assert log is not None
+        await self._follow(log, request.after_sequence, request.answers_host_calls, context)
+
+    async def _follow(self, log: ExecutionLog, after: int, answers: bool, context: grpc.aio.ServicerContext) -> None:
+        try:
+            await follow(log, after, answers, context.write)
+        except EventsExpired as exc:
+            await abort(
+                context, grpc.StatusCode.OUT_OF_RANGE, reasons.ERROR_REASON_EVENTS_EXPIRED,
+                f"the events of execution {log.execution_id!r} after sequence {after} are no longer kept; "
+                f"the first kept is {exc.first_available}",
+                {"execution": log.execution_id, "firstAvailableSequence": str(exc.first_available)},
+            )  # fmt: skip
+
+    async def Cancel(self, request: agent_pb2.CancelRequest, context: grpc.aio.ServicerContext) -> agent_pb2.CancelResponse:
+        run = self._running
+        if run is None or run.execution_id != request.execution_id:
+            return agent_pb2.CancelResponse(cancelled=False)
+        return agent_pb2.CancelResponse(cancelled=run.cancel())
+
+    async def AnswerHostCall(
+        self, request: agent_pb2.HostCallResult, context: grpc.aio.ServicerContext
+    ) -> agent_pb2.AnswerHostCallResponse:
+        run = self._running
+        if run is not None and run.execution_id == request.execution_id:
+            await run.answer(request)
+        elif self._store.get(request.execution_id) is None:
+            await abort(
+                context, grpc.StatusCode.NOT_FOUND, reasons.ERROR_REASON_EXECUTION_NOT_FOUND,
+                f"no execution {request.execution_id!r} in this sandbox", {"execution": request.execution_id},
+            )  # fmt: skip
+        # An answer for an execution that ended is ignored, like a second answer.
+        return agent_pb2.AnswerHostCallResponse()

@@ -39,7 +39,9 @@ def server_interceptors(environ: Mapping[str, str] | None = None) -> list[grpc.a
     if not _otlp_requested(env) or env.get("OTEL_SDK_DISABLED", "").lower() == "true":
         return []
     try:
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter,
+        )
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor

@@ -111,7 +111,9 @@ def _proto_comments(proto_text: str) -> dict[str, str]:
 
 def reasons_source() -> str:
     sys.path.insert(0, str(PACKAGE.parent))
-    from codemode.v1 import error_reason_pb2  # the generated enum is the truth; the .proto adds comments
+    from codemode_protos.v1 import (
+        error_reason_pb2,  # the generated enum is the truth; the .proto adds comments
+    )
 
     comments = _proto_comments(REASONS_PROTO.read_text(encoding="utf-8"))
     lines = [

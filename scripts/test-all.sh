@@ -21,7 +21,7 @@ CHECK_TIMEOUT="${CHECK_TIMEOUT:-1800}"            # each scripts/checks/*.sh, se
 # Directories produced by scripts/generate.sh; any change there after
 # regenerating means checked-in code is stale or was edited by hand.
 GENERATED_DIRS=(clients/python/src/codemode/v1 clients/python/src/codemode/sandbox
-  clients/python/src/codemode/sync.py clients/python/src/codemode/_reasons.py)
+  clients/python/src/codemode/sync.py clients/python/src/codemode/_reasons.py gen/python/codemode_protos)
 
 LOG_DIR="$(mktemp -d "${TMPDIR:-/tmp}/codemode-test-all.XXXXXX")"
 trap 'rm -rf "$LOG_DIR"' EXIT
@@ -109,6 +109,8 @@ check_generated() {
   echo "generated code is up to date"
 }
 step "generated code up to date" check_generated
+
+step "lint (ruff, mypy)" bash scripts/lint.sh
 
 # --- 4. pytest --------------------------------------------------------------
 run_pytest() {

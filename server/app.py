@@ -21,17 +21,20 @@ from grpc_health.v1 import _async as health_async
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from codemode.v1 import session_pb2
+from codemode_protos.v1 import session_pb2
 from server import telemetry
+from server.access_log import AccessLogInterceptor
+from server.config import ConfigError, ServerConfig
+from server.deps.provisioner import DepsProvisioner
+from server.errors import hide_path
+from server.health import HealthServicer
+from server.health_checks import SandboxProbe, storage_check
+from server.health_listener import HealthListener, build_health_listener
+from server.host_call_handler import HostCallHandler, NotImplementedHostCallHandler
 from server.identity.bootstrap import Identity, build_identity
 from server.metrics import Metrics
 from server.metrics_export import build_metrics
 from server.metrics_rpc import RpcMetricsInterceptor
-from server.config import ConfigError, ServerConfig
-from server.deps.provisioner import DepsProvisioner
-from server.health import HealthServicer
-from server.health_checks import SandboxProbe, storage_check
-from server.host_call_handler import HostCallHandler, NotImplementedHostCallHandler
 from server.pki import CertificateAuthority
 from server.providers.base import SandboxProvider
 from server.providers.registry import SandboxProviders
@@ -102,6 +105,7 @@ class App:
     metrics: Metrics  # OTel instruments and their exporters (server/metrics*.py, docs/operations.md)
     readiness: Readiness  # health statuses from periodic checks (server/readiness.py)
     stop_requested: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    health_listener: HealthListener | None = None  # --health-listen: plaintext grpc.health.v1 only
 
     def request_stop(self) -> None:
         self.stop_requested.set()
@@ -182,7 +186,6 @@ def _register_storage_services(
     from server.services import artifact_service, skill_service
     from server.skills.library import SkillLibrary
     from server.skills.search import RankerUnavailableError, make_ranker
-
     from server.storage.base import Storage
 
     storage: Storage
@@ -221,6 +224,9 @@ def _host_call_handler(storage: StorageServices) -> HostCallHandler:
 async def build_app(config: ServerConfig, host_call_handler: HostCallHandler | None = None) -> App:
     telemetry.configure_tracing()
     os.makedirs(config.data_dir, mode=0o700, exist_ok=True)
+    # No error message or host-call error names these (server/errors.py `redact`).
+    hide_path(config.data_dir, "<data-dir>")
+    hide_path(config.deps_wheelhouse, "<wheelhouse>")
     identity = build_identity(config)  # first: a bad principals file fails before anything starts
     ca = _load_ca(config)
     deps = DepsProvisioner.from_config(config)
@@ -229,12 +235,15 @@ async def build_app(config: ServerConfig, host_call_handler: HostCallHandler | N
     metrics = build_metrics(config.metrics_listen, tenant_labels=config.metrics_tenant_labels,
                             status_attribute=config.metrics_status_attribute)
     interceptors: list[grpc.aio.ServerInterceptor] = [telemetry.server_interceptor(), identity.interceptor]
+    if config.access_log:  # inside the trace context, outside authentication: refused calls get a line too
+        interceptors.insert(1, AccessLogInterceptor())
     if metrics.exporting:  # outermost, so refusals by the interceptors below are measured too
         interceptors.insert(0, RpcMetricsInterceptor(metrics))
     # Caps make an overload fail fast instead of queueing calls until memory runs out;
     # health checks have a cap of their own so unauthenticated probes cannot starve the
     # API. Last, so only authenticated calls (and health) hold a slot.
-    interceptors.append(ConcurrencyLimitInterceptor(config.max_concurrent_rpcs, config.max_health_rpcs))
+    limiter = ConcurrencyLimitInterceptor(config.max_concurrent_rpcs, config.max_health_rpcs)
+    interceptors.append(limiter)
     server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
 
     pool = WarmPool(
@@ -269,8 +278,14 @@ async def build_app(config: ServerConfig, host_call_handler: HostCallHandler | N
             port = server.add_secure_port(config.listen, credentials)
     except RuntimeError as exc:
         raise OSError(f"cannot listen on {config.listen}: {exc}") from None
+    health_listener = None
+    if config.health_listen:  # the same servicer, cap and measurement; no auth, no API
+        health_interceptors = [RpcMetricsInterceptor(metrics)] if metrics.exporting else []
+        health_listener = build_health_listener(config.health_listen, health, [*health_interceptors, limiter],
+                                                SERVER_OPTIONS)
     return App(config, server, _bound_address(config.listen, port), sessions, pool, provider, health, inflight, ca,
-               names, storage, providers, deps, identity, metrics=metrics, readiness=readiness)
+               names, storage, providers, deps, identity, metrics=metrics, readiness=readiness,
+               health_listener=health_listener)
 
 
 def _readiness(config: ServerConfig, health: HealthServicer, names: list[str], storage: StorageServices,
@@ -305,6 +320,8 @@ async def start(app: App) -> None:
             _log.info("removed %d sandboxes left by a previous run", removed)
     app.metrics.start()  # a taken --metrics-listen port fails the start here
     await app.server.start()
+    if app.health_listener is not None:
+        await app.health_listener.start()
     app.identity.start()
     app.pool.start()
     app.sessions.start_expiry()
@@ -326,6 +343,8 @@ async def shutdown(app: App) -> None:
         # Each ends with SERVER_SHUTTING_DOWN while the server can still write statuses.
         await app.inflight.cancel_for_shutdown(_STOP_AFTER_GRACE_SECONDS)
     await app.server.stop(_STOP_AFTER_GRACE_SECONDS)
+    if app.health_listener is not None:  # answered NOT_SERVING until the API port closed
+        await app.health_listener.stop(0)
     await app.identity.close()
     await app.sessions.close()
     await app.pool.close()

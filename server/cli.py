@@ -17,7 +17,17 @@ import os
 import sys
 from typing import Callable, Sequence
 
-from server import cli_artifacts, cli_deps, cli_health, cli_run, cli_serve, cli_sessions, cli_skills, cli_tokens
+from server import (
+    cli_artifacts,
+    cli_deps,
+    cli_health,
+    cli_run,
+    cli_serve,
+    cli_sessions,
+    cli_skills,
+    cli_storage,
+    cli_tokens,
+)
 from server.cli_common import (
     EXIT_BROKEN_PIPE,
     EXIT_CANCELLED,
@@ -41,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     conn = connection_options()
-    for module in (cli_serve, cli_run, cli_sessions, cli_skills, cli_artifacts, cli_deps, cli_tokens, cli_health):
+    for module in (cli_serve, cli_run, cli_sessions, cli_skills, cli_artifacts, cli_deps, cli_tokens, cli_health, cli_storage):
         module.register(commands, conn)
     return parser
 

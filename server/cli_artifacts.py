@@ -40,7 +40,7 @@ def register(commands: Any, conn: argparse.ArgumentParser) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from codemode.v1 import artifact_pb2
+    from codemode_protos.v1 import artifact_pb2
 
     with connect(args) as client:
         artifacts = list(client.artifacts.list())

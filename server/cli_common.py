@@ -30,7 +30,7 @@ EXIT_BROKEN_PIPE = 141
 EXIT_CODES_HELP = """\
 exit codes:
   0    success
-  1    the code raised an exception (run); the server could not start (serve); not SERVING (health)
+  1    the code raised an exception (run); the server could not start (serve); not SERVING (health); a damaged backup (storage)
   2    bad usage: unknown flag, missing file, invalid JSON or duration
   3    the service refused or failed the call, could not be reached, or shut down mid-run
   124  the execution timed out (like timeout(1))

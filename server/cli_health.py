@@ -14,7 +14,12 @@ import json
 import sys
 from typing import Any
 
-from server.cli_common import EXIT_CODE_ERROR, EXIT_OK, EXIT_SERVICE_ERROR, START_SERVER_HINT
+from server.cli_common import (
+    EXIT_CODE_ERROR,
+    EXIT_OK,
+    EXIT_SERVICE_ERROR,
+    START_SERVER_HINT,
+)
 
 LIVENESS_LABEL = "(liveness)"
 

@@ -13,7 +13,15 @@ import json
 import sys
 from typing import Any
 
-from server.cli_common import EXIT_OK, UsageError, Waiting, connect, duration_arg, note, size_arg
+from server.cli_common import (
+    EXIT_OK,
+    UsageError,
+    Waiting,
+    connect,
+    duration_arg,
+    note,
+    size_arg,
+)
 
 
 def register(commands: Any, conn: argparse.ArgumentParser) -> None:
@@ -79,13 +87,13 @@ def _print_json(value: Any) -> None:
 
 
 def _state(info: Any) -> str:
-    from codemode.v1 import session_pb2
+    from codemode_protos.v1 import session_pb2
 
     return session_pb2.Session.State.Name(info.state).removeprefix("STATE_")
 
 
 def _kind(info: Any) -> str:
-    from codemode.v1 import session_pb2
+    from codemode_protos.v1 import session_pb2
 
     return session_pb2.SandboxKind.Name(info.config.sandbox_kind).removeprefix("SANDBOX_KIND_").lower()
 
@@ -101,7 +109,7 @@ def _age(timestamp: Any, now: datetime.datetime) -> str:
 
 def _table(rows: list[list[str]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip() for row in rows)
 
 
 def _describe(info: Any) -> str:
@@ -141,7 +149,7 @@ def _labels(pairs: list[str]) -> dict[str, str]:
 
 
 def _config(args: argparse.Namespace) -> Any:
-    from codemode.v1 import session_pb2
+    from codemode_protos.v1 import session_pb2
 
     config = session_pb2.SessionConfig()
     if args.sandbox:

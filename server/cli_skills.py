@@ -11,7 +11,15 @@ import argparse
 import os
 from typing import Any
 
-from server.cli_common import EXIT_OK, SKILL_FILE_HELP, HelpFormatter, UsageError, connect, note, read_source
+from server.cli_common import (
+    EXIT_OK,
+    SKILL_FILE_HELP,
+    HelpFormatter,
+    UsageError,
+    connect,
+    note,
+    read_source,
+)
 
 
 def register(commands: Any, conn: argparse.ArgumentParser) -> None:
@@ -116,7 +124,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     with connect(args) as client:
-        hits = client.skills.search(args.query, limit=args.limit)
+        hits = client.skills.search(args.query, page_size=args.limit)
     if not hits:
         note("no skills match")
     for hit in hits:

@@ -74,7 +74,7 @@ def _path(args: argparse.Namespace) -> tuple[str, str | None]:
 
 
 def _load(path: str) -> Any:
-    from server.identity.principals import PrincipalSet, PrincipalsError, load
+    from server.identity.principals import PrincipalsError, PrincipalSet, load
 
     if not os.path.exists(path):
         return PrincipalSet(source=path)
@@ -89,7 +89,15 @@ def cmd_create(args: argparse.Namespace) -> int:
 
     from server.identity.bootstrap import ensure_default_principals
     from server.identity.principals import (
-        Principal, PrincipalsError, Role, TokenEntry, locked, new_token, now_rfc3339, save, token_digest,
+        Principal,
+        PrincipalsError,
+        Role,
+        TokenEntry,
+        locked,
+        new_token,
+        now_rfc3339,
+        save,
+        token_digest,
     )
 
     path, data_dir = _path(args)

@@ -171,7 +171,7 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("network_disabled", "--network-disabled", "CODEMODE_NETWORK_DISABLED", "false", parse_bool, "disable sandbox networking (docker)", True),
     _Option("allow_runtime_deps", "--allow-runtime-deps", "CODEMODE_ALLOW_RUNTIME_DEPS", "false", parse_bool, "let sandboxed code install packages", True),
     _Option("deps", "--deps", "CODEMODE_DEPS", "", _parse_deps, "comma-separated packages every session starts with"),
-    _Option("sync_deps_on_start", "--sync-deps-on-start", "CODEMODE_SYNC_DEPS_ON_START", "false", parse_bool, "install deps before CreateSession returns", True),
+    _Option("sync_deps_on_start", "--sync-deps-on-start", "CODEMODE_SYNC_DEPS_ON_START", "false", parse_bool, "sessions stay STARTING until deps are installed", True),
     _Option("deps_wheelhouse", "--deps-wheelhouse", "CODEMODE_DEPS_WHEELHOUSE", None, str, "directory of wheels deps are installed from (enables deps_install)"),
     _Option("deps_index_url", "--deps-index-url", "CODEMODE_DEPS_INDEX_URL", None, str, "package index deps are installed from (enables deps_install)"),
     _Option("deps_install_timeout", "--deps-install-timeout", "CODEMODE_DEPS_INSTALL_TIMEOUT", "5m", parse_duration, "longest one pip install of deps may take"),
@@ -211,6 +211,8 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("idle_ttl", "--idle-ttl", "CODEMODE_IDLE_TTL", "15m", _non_negative(parse_duration), "idle time after which a session is deleted (0 = never)"),
     _Option("shutdown_grace", "--shutdown-grace", "CODEMODE_SHUTDOWN_GRACE", "10s", _non_negative(parse_duration), "time in-flight Executes get on SIGTERM"),
     _Option("log_level", "--log-level", "CODEMODE_LOG_LEVEL", "info", _choice("debug", "info", "warning", "error"), "server log level on stderr; info logs one line per session created or deleted and per execution"),
+    _Option("log_format", "--log-format", "CODEMODE_LOG_FORMAT", "auto", _choice("auto", "text", "json"), "stderr log format: json (one object per line: time, level, logger, message, trace_id, span_id and the line's own fields; docs/operations.md, Logs), text, or auto (text when stderr is a terminal, else json)"),
+    _Option("access_log", "--access-log", "CODEMODE_ACCESS_LOG", "true", parse_bool, "one log line per RPC (logger codemode.access, INFO; health checks at DEBUG): method, status, duration, principal, tenant, request and response bytes", True),
     _Option("warm_pool_size", "--warm-pool-size", "CODEMODE_WARM_POOL_SIZE", "2", _non_negative(int), "pre-started sandboxes with default limits"),
     _Option("warm_pool_max_configs", "--warm-pool-max-configs", "CODEMODE_WARM_POOL_MAX_CONFIGS", "4", _non_negative(int), "non-default configurations (kind+image+limits) learned from CreateSession and kept warm too, least recently used evicted (0 = only the default)"),
     _Option("heartbeat_interval", "--heartbeat-interval", "CODEMODE_HEARTBEAT_INTERVAL", "5s", parse_duration, "heartbeat after this much silence on an Execute stream"),
@@ -233,6 +235,7 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("metrics_tenant_labels", "--metrics-tenant-labels", "CODEMODE_METRICS_TENANT_LABELS", "false", parse_bool, "add a codemode.tenant label to execution, output, skill and session series (one series per tenant: mind the cardinality)", True),
     _Option("health_probe_interval", "--health-probe-interval", "CODEMODE_HEALTH_PROBE_INTERVAL", "30s", _non_negative(parse_duration), "readiness: how often a probe sandbox is started to run 1+1 (never from the warm pool, outside session limits and quotas; 0 = no probe)"),
     _Option("health_storage_interval", "--health-storage-interval", "CODEMODE_HEALTH_STORAGE_INTERVAL", "5s", _non_negative(parse_duration), "readiness: how often storage is checked (Redis INFO memory, or a file written and removed; 0 = never)"),
+    _Option("health_listen", "--health-listen", "CODEMODE_HEALTH_LISTEN", None, str, "also serve grpc.health.v1 alone, in plaintext, on HOST:PORT, for probes that cannot do TLS (Kubernetes grpc probes); health needs no credentials and shows only statuses, so any address is allowed (port 0 picks one, printed as health_address in the ready line)"),
 )
 
 
@@ -289,6 +292,8 @@ class ServerConfig:
     idle_ttl: float = 15 * 60.0
     shutdown_grace: float = 10.0
     log_level: str = "info"
+    log_format: str = "auto"
+    access_log: bool = True
     warm_pool_size: int = 2
     warm_pool_max_configs: int = 4
     heartbeat_interval: float = 5.0
@@ -311,6 +316,7 @@ class ServerConfig:
     metrics_tenant_labels: bool = False
     health_probe_interval: float = 30.0
     health_storage_interval: float = 5.0
+    health_listen: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", os.path.abspath(os.path.expanduser(self.data_dir)))
@@ -354,6 +360,8 @@ def validate(config: ServerConfig) -> None:
             + ("with --no-auth" if config.no_auth else "without server TLS (--tls-cert/--tls-key)")
             + ": bind to 127.0.0.1, or serve with TLS and authentication"
         )
+    if config.health_listen is not None and not re.fullmatch(r".+:\d+", config.health_listen):
+        raise ConfigError(f"--health-listen {config.health_listen!r}: expected HOST:PORT")
     if config.heartbeat_interval <= 0:
         raise ConfigError("--heartbeat-interval must be positive")
     if config.sandbox_start_timeout <= 0:

@@ -22,8 +22,8 @@ from typing import Any, Protocol
 
 from google.protobuf import duration_pb2
 
-from codemode.sandbox.v1 import agent_pb2
-from codemode.v1 import execute_pb2
+from codemode_protos.sandbox.v1 import agent_pb2
+from codemode_protos.v1 import execute_pb2
 from server.providers.base import SandboxLimits, SandboxProvider
 
 STORAGE, SANDBOX = "storage", "sandbox"
@@ -167,13 +167,12 @@ class SandboxProbe:
 
     @staticmethod
     async def _one_plus_one(sandbox: Any) -> None:
-        call = sandbox.stub.Execute(timeout=PROBE_RUN_TIMEOUT_SECONDS)
+        call = sandbox.stub.Execute(agent_pb2.ExecuteStart(
+            execution_id=f"health-{secrets.token_hex(4)}", code="1+1",
+            timeout=duration_pb2.Duration(seconds=int(PROBE_RUN_TIMEOUT_SECONDS)), output_budget_bytes=65536,
+        ), timeout=PROBE_RUN_TIMEOUT_SECONDS)
         result, finished = None, None
         try:
-            await call.write(agent_pb2.ExecuteRequest(start=agent_pb2.ExecuteStart(
-                execution_id=f"health-{secrets.token_hex(4)}", code="1+1",
-                timeout=duration_pb2.Duration(seconds=int(PROBE_RUN_TIMEOUT_SECONDS)), output_budget_bytes=65536,
-            )))
             async for event in call:
                 kind = event.WhichOneof("event")
                 if kind == "result":

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
-from codemode.sandbox.v1 import agent_pb2
+from codemode_protos.sandbox.v1 import agent_pb2
 
 if TYPE_CHECKING:
     from server.sessions import Session

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from codemode.v1 import session_pb2
+from codemode_protos.v1 import session_pb2
 from server.config import ServerConfig
 from server.errors import ServiceError, field_violation, invalid_argument
 

@@ -36,7 +36,7 @@ from server.providers.registry import kind_name as _kind_name
 if TYPE_CHECKING:
     from opentelemetry.metrics import Meter
 
-    from codemode.sandbox.v1 import agent_pb2
+    from codemode_protos.sandbox.v1 import agent_pb2
     from server.host_call_handler import HostCallHandler
     from server.sessions import Session, SessionManager
     from server.warm_pool import WarmPool

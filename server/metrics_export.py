@@ -93,7 +93,9 @@ def build_metrics(
         endpoint = PrometheusEndpoint(metrics_listen, registry)
     if otlp_metrics_requested(env):
         try:
-            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
+                OTLPMetricExporter,
+            )
 
             readers.append(periodic_reader(OTLPMetricExporter()))
         except Exception:  # noqa: BLE001 - telemetry must never stop the server

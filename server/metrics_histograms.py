@@ -62,7 +62,12 @@ class ProducedHistogram:
 
     def metric(self, now: int) -> Any:
         """The cumulative points as an SDK `Metric`, or None before the first record."""
-        from opentelemetry.sdk.metrics.export import AggregationTemporality, Histogram, HistogramDataPoint, Metric
+        from opentelemetry.sdk.metrics.export import (
+            AggregationTemporality,
+            Histogram,
+            HistogramDataPoint,
+            Metric,
+        )
 
         with self._lock:
             snapshot = [(key, list(p.counts), p.total, p.count, p.low, p.high) for key, p in self._points.items()]
@@ -103,7 +108,11 @@ class SdkHistogram:
 
 def _with_produced(data: Any, produced: list[Any], resource: Any, scope_name: str) -> Any:
     """`data` (SDK MetricsData, possibly None) with `produced` metrics added to our scope."""
-    from opentelemetry.sdk.metrics.export import MetricsData, ResourceMetrics, ScopeMetrics
+    from opentelemetry.sdk.metrics.export import (
+        MetricsData,
+        ResourceMetrics,
+        ScopeMetrics,
+    )
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
     if not produced:

@@ -2,14 +2,9 @@
 
 The OTel gRPC instrumentation records no server metrics, so this interceptor does.
 It is the outermost one, so refusals by authentication, quotas and the RPC caps are
-measured with their status too. Its status is decided here rather than in a done
-callback, because grpc.aio reports neither a deadline, a client cancel nor an
-exception escaping a (library) handler through `context.code()`:
-
-* returned: `context.code()` if the handler set one, else OK;
-* aborted (every ServiceError ends so, server/registration.py): `context.code()`;
-* cancelled: DEADLINE_EXCEEDED when the deadline has passed, else CANCELLED;
-* any other exception: UNKNOWN, what grpc answers then.
+measured with their status too. Its status is decided in the wrapper around the
+handler rather than in a done callback (server/rpc_status.py says why and how; the
+access log decides it the same way).
 
 Only methods the server has are measured (an unknown one never reaches a handler),
 so `rpc.method` is bounded by the API.
@@ -18,7 +13,6 @@ so `rpc.method` is bounded by the API.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -26,28 +20,7 @@ from typing import Any
 import grpc
 
 from server.metrics import Metrics
-
-_CODES_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
-
-
-def _code_of(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
-    code = context.code()
-    if isinstance(code, grpc.StatusCode):
-        return code
-    if isinstance(code, int):  # some grpcio versions keep the raw number after abort
-        return _CODES_BY_NUMBER.get(code, grpc.StatusCode.UNKNOWN)
-    return grpc.StatusCode.OK
-
-
-def _cancelled_code(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
-    remaining = context.time_remaining()
-    if remaining is not None and remaining <= 0:
-        return grpc.StatusCode.DEADLINE_EXCEEDED
-    return grpc.StatusCode.CANCELLED
-
-
-def _is_generator(behavior: Callable) -> bool:
-    return inspect.isasyncgenfunction(behavior) or inspect.isasyncgenfunction(getattr(behavior, "__func__", None))
+from server.rpc_status import cancelled_code, code_of, is_generator, kind_of
 
 
 class _Method:
@@ -58,8 +31,8 @@ class _Method:
 
     def __init__(self, metrics: Metrics, full_method: str, handler: grpc.RpcMethodHandler) -> None:
         self.service, _, self.method = full_method.lstrip("/").partition("/")
-        self.kind = next(kind for kind in _KINDS if getattr(handler, kind) is not None)
-        self.generator = _is_generator(getattr(handler, self.kind))
+        self.kind = kind_of(handler)
+        self.generator = is_generator(getattr(handler, self.kind))
         self._metrics = metrics
 
     def finish(self, started: float, code: grpc.StatusCode) -> None:
@@ -78,13 +51,13 @@ class _Method:
             code = grpc.StatusCode.UNKNOWN
             try:
                 result = await behavior(request, context)
-                code = _code_of(context)
+                code = code_of(context)
                 return result
             except grpc.aio.AbortError:
-                code = _code_of(context)
+                code = code_of(context)
                 raise
             except asyncio.CancelledError:
-                code = _cancelled_code(context)
+                code = cancelled_code(context)
                 raise
             finally:
                 finish(started, code)
@@ -100,20 +73,17 @@ class _Method:
             try:
                 async for response in behavior(request, context):
                     yield response
-                code = _code_of(context)
+                code = code_of(context)
             except grpc.aio.AbortError:
-                code = _code_of(context)
+                code = code_of(context)
                 raise
             except (asyncio.CancelledError, GeneratorExit):
-                code = _cancelled_code(context)
+                code = cancelled_code(context)
                 raise
             finally:
                 finish(started, code)
 
         return generator
-
-
-_KINDS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
 
 
 class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):

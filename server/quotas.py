@@ -25,8 +25,8 @@ EXECUTIONS_PER_MINUTE = "executions_per_minute"
 SKILLS = "skills"
 ARTIFACT_BYTES = "artifact_bytes"
 
-# No time-based release for stored things: the caller frees room by deleting.
-STORAGE_RETRY_SECONDS = 60.0
+# No time-based release for stored things: only deleting frees room, so no RetryInfo.
+STORAGE_RETRY_SECONDS: float | None = None
 # A running Execute ends within --max-timeout; a second is a polite first retry.
 CONCURRENCY_RETRY_SECONDS = 1.0
 
@@ -62,8 +62,8 @@ def load_quota_overrides(path: str) -> dict[str, dict[str, int]]:
     """
     import yaml
 
-    from server.storage.records import validate_tenant
     from server.storage.errors import InvalidArgumentError
+    from server.storage.records import validate_tenant
 
     try:
         with open(path, encoding="utf-8") as handle:
@@ -140,7 +140,7 @@ def seconds_until_a_slot_frees(expire_times: Iterable[float | None]) -> float:
     return min(max(min(known) - time.time(), 1.0), 300.0)
 
 
-def quota_exceeded(tenant: str, quota: str, limit: int, message: str, retry_seconds: float) -> QuotaExceededError:
+def quota_exceeded(tenant: str, quota: str, limit: int, message: str, retry_seconds: float | None) -> QuotaExceededError:
     return QuotaExceededError(tenant, quota, limit, message, retry_seconds)
 
 

@@ -6,8 +6,10 @@
    DecodeError becomes a sentinel, and the handler answers INVALID_ARGUMENT with a clear
    message, without logging. For client-streaming methods the sentinel is caught while
    the handler iterates its requests, so a garbage message mid-stream is refused alike.
-2. Exceptions escaping a handler become UNKNOWN in grpcio. We map `ServiceError` to its
-   status and everything else to INTERNAL (reason INTERNAL).
+2. Exceptions escaping a handler become UNKNOWN in grpcio (and a CancelledError that is
+   not the call's own, from awaiting a cancelled downstream call, no status at all). We map `ServiceError` to its
+   status, a cancel or passed deadline to CANCELLED / DEADLINE_EXCEEDED, and everything
+   else to INTERNAL with a generic message and a logged errorId (server/errors.py).
 
 We reuse the generated `add_*Servicer_to_server` function by handing it a recording
 fake server, so method tables are never duplicated by hand.
@@ -34,12 +36,16 @@ class UndecodableRequest:
     error: str
 
 
-def _safe_deserializer(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+def _safe_deserializer(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None  # none registered: grpc hands the handler the raw bytes, nothing to decode
+
     def deserializer(data: bytes) -> Any:
         try:
             return deserialize(data)
         except (DecodeError, UnicodeDecodeError, ValueError) as exc:
-            return UndecodableRequest(str(exc) or type(exc).__name__)
+            # The parser's own text names internals (types, offsets), not the caller's mistake.
+            return UndecodableRequest(type(exc).__name__)
 
     return deserializer
 
@@ -47,12 +53,24 @@ def _safe_deserializer(deserialize: Callable[[bytes], Any]) -> Callable[[bytes],
 def _reject_undecodable(request: Any) -> None:
     if isinstance(request, UndecodableRequest):
         raise invalid_argument(
-            f"request could not be decoded (strings must be valid UTF-8): {request.error}", field="request"
+            "request could not be decoded as a protobuf message of this method (strings must be valid UTF-8)",
+            field="request",
         )
 
 
-async def _abort_for(exc: BaseException, context: grpc.aio.ServicerContext) -> None:
-    await from_exception(exc).abort(context)
+async def _abort_for(exc: BaseException, context: grpc.aio.ServicerContext, behavior: Callable) -> None:
+    await from_exception(exc, context, where=getattr(behavior, "__qualname__", "handler")).abort(context)
+
+
+async def _cancelled(exc: asyncio.CancelledError, context: grpc.aio.ServicerContext, behavior: Callable) -> None:
+    """A CancelledError in a handler: the call's own cancel (the client went away, its
+    deadline passed) propagates, grpc ends the call. Any other, e.g. awaiting a
+    downstream call that was cancelled (grpc.aio raises CancelledError for it), would
+    leave the client waiting until its deadline: it is answered CANCELLED at once."""
+    task = asyncio.current_task()
+    if (task is not None and task.cancelling()) or context.cancelled() or context.done():
+        raise exc
+    await from_exception(exc, context, where=getattr(behavior, "__qualname__", "handler")).abort(context)
 
 
 async def _checked_requests(requests: Any) -> Any:
@@ -66,10 +84,12 @@ def _wrap_unary(behavior: Callable, request_streaming: bool = False) -> Callable
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             return await behavior(_checked(request, request_streaming), context)
-        except (asyncio.CancelledError, grpc.aio.AbortError):
+        except grpc.aio.AbortError:
             raise
+        except asyncio.CancelledError as exc:
+            await _cancelled(exc, context, behavior)
         except Exception as exc:  # noqa: BLE001 - mapped to a status below
-            await _abort_for(exc, context)
+            await _abort_for(exc, context, behavior)
 
     return handler
 
@@ -86,10 +106,12 @@ def _wrap_stream_response(behavior: Callable, request_streaming: bool = False) -
         async def writer(request: Any, context: grpc.aio.ServicerContext) -> None:
             try:
                 await behavior(_checked(request, request_streaming), context)
-            except (asyncio.CancelledError, grpc.aio.AbortError):
+            except grpc.aio.AbortError:
                 raise
+            except asyncio.CancelledError as exc:
+                await _cancelled(exc, context, behavior)
             except Exception as exc:  # noqa: BLE001
-                await _abort_for(exc, context)
+                await _abort_for(exc, context, behavior)
 
         return writer
 
@@ -97,10 +119,12 @@ def _wrap_stream_response(behavior: Callable, request_streaming: bool = False) -
         try:
             async for item in behavior(_checked(request, request_streaming), context):
                 yield item
-        except (asyncio.CancelledError, grpc.aio.AbortError):
+        except grpc.aio.AbortError:
             raise
+        except asyncio.CancelledError as exc:
+            await _cancelled(exc, context, behavior)
         except Exception as exc:  # noqa: BLE001
-            await _abort_for(exc, context)
+            await _abort_for(exc, context, behavior)
 
     return generator
 
@@ -119,6 +143,7 @@ def _wrap_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         return grpc.stream_unary_rpc_method_handler(
             _wrap_unary(handler.stream_unary, request_streaming=True), deserializer, handler.response_serializer
         )
+    assert handler.stream_stream is not None  # every handler has one of the four behaviours
     return grpc.stream_stream_rpc_method_handler(
         _wrap_stream_response(handler.stream_stream, request_streaming=True), deserializer, handler.response_serializer
     )

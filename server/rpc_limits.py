@@ -18,10 +18,11 @@ from typing import Any
 
 import grpc
 
+from codemode_protos.v1 import error_reason_pb2 as reasons
 from server.errors import ServiceError, retry_after
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
-OVERLOADED = "SERVER_OVERLOADED"
+OVERLOADED = reasons.ERROR_REASON_SERVER_OVERLOADED
 _RETRY_SECONDS = 1.0
 
 
@@ -103,9 +104,9 @@ class ConcurrencyLimitInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(details)
         if handler is None:
             return None  # unknown method: grpc answers UNIMPLEMENTED

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import collections
 import contextlib
 import dataclasses
 import json
@@ -20,16 +19,28 @@ import secrets
 import time
 
 import grpc
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import timestamp_pb2
 
-from codemode.sandbox.v1 import agent_pb2
-from codemode.v1 import error_reason_pb2 as reasons
-from codemode.v1 import session_pb2
+from codemode_protos.sandbox.v1 import agent_pb2
+from codemode_protos.v1 import error_reason_pb2 as reasons
+from codemode_protos.v1 import session_pb2
+from server import session_config
 from server.config import ServerConfig
-from server.errors import ServiceError, invalid_argument, retry_after
+from server.deps.installs import InstallRecord
+from server.deps.provisioner import DepsStartError
+from server.errors import ServiceError, invalid_argument, log_internal, retry_after
+from server.executions import ExecutionTable
 from server.limits import Maxima, check_request_id
 from server.pages import fit_page
-from server.providers.base import Sandbox, SandboxCapabilities, SandboxLimits, SandboxStartError, SandboxUnenforceable
+from server.providers.base import (
+    Sandbox,
+    SandboxCapabilities,
+    SandboxLimits,
+    SandboxStartError,
+    SandboxUnenforceable,
+    start_failure_message,
+)
+from server.providers.registry import kind_name
 from server.quotas import ExecutionQuotas, QuotaTable, seconds_until_a_slot_frees
 from server.storage.records import validate_tenant
 from server.warm_pool import WarmPool
@@ -41,7 +52,11 @@ SESSION_ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _NAME_RE = re.compile(r"sessions/([^/]+)")
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
-REMEMBERED_REQUEST_IDS = 1024
+#: WaitSession: how long it waits when the request sets no timeout, and at most (below
+#: the idle timeouts of common proxies, so no proxy cuts the call).
+WAIT_DEFAULT_SECONDS = 30.0
+WAIT_MAX_SECONDS = 60.0
+_TRANSIENT = frozenset({State.STATE_STARTING, State.STATE_INSTALLING})
 _AGENT_CALL_TIMEOUT = 30.0
 
 
@@ -64,12 +79,6 @@ def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
     return stamp
 
 
-def _duration(seconds: float) -> duration_pb2.Duration:
-    value = duration_pb2.Duration()
-    value.FromNanoseconds(int(seconds * 1e9))
-    return value
-
-
 @dataclasses.dataclass(eq=False)
 class Session:
     """One live session; `to_proto` renders it for the API."""
@@ -79,11 +88,10 @@ class Session:
     labels: dict[str, str]
     limits: SandboxLimits
     idle_ttl: float
-    sandbox_kind: int
+    sandbox_kind: session_pb2.SandboxKind
     created_by: str = ""  # id of the principal that created it (audit, logs)
     create_time: float = dataclasses.field(default_factory=time.time)
     last_use_time: float = dataclasses.field(default_factory=time.time)
-    state: int = State.STATE_STARTING
     state_message: str = ""
     sandbox: Sandbox | None = None
     capabilities: SandboxCapabilities = dataclasses.field(default_factory=SandboxCapabilities)
@@ -92,12 +100,49 @@ class Session:
     agent_generation: int = 0
     generation_offset: int = 0
     busy: bool = False
-    ready: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
-    execution_request_ids: collections.OrderedDict = dataclasses.field(default_factory=collections.OrderedDict)
+    #: The latest package install (start-up deps, AddDependency, SyncDependencies, deps.*).
+    last_install: InstallRecord | None = None
+    #: The sandbox start or package install running for this session in the background;
+    #: deleting the session cancels it.
+    background: asyncio.Task | None = None
+    _state: State = dataclasses.field(default=State.STATE_STARTING, init=False, repr=False)
+    _state_changed: asyncio.Event | None = dataclasses.field(default=None, init=False, repr=False)
+    #: Its executions, for request_id replay, AttachExecution and CancelExecution.
+    executions: ExecutionTable = dataclasses.field(default_factory=ExecutionTable)
 
     @property
     def name(self) -> str:
         return f"sessions/{self.id}"
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @state.setter
+    def state(self, value: State) -> None:
+        """Every change wakes WaitSession callers, wherever it is made."""
+        self._state = value
+        if self._state_changed is not None:
+            self._state_changed.set()
+            self._state_changed = None
+
+    @property
+    def transient(self) -> bool:
+        """STARTING or INSTALLING: a state WaitSession waits out."""
+        return self._state in _TRANSIENT
+
+    async def wait_settled(self, timeout: float) -> None:
+        """Returns once the session is neither STARTING nor INSTALLING, or after `timeout`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.transient:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            if self._state_changed is None:
+                self._state_changed = asyncio.Event()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._state_changed.wait(), remaining)
 
     @property
     def interpreter_generation(self) -> int:
@@ -114,31 +159,8 @@ class Session:
             self.state = State.STATE_FAILED
             self.state_message = message
 
-    def remember_execution_request(self, request_id: str) -> bool:
-        """False if this request_id was already used on this session (bounded memory)."""
-        if request_id in self.execution_request_ids:
-            return False
-        self.execution_request_ids[request_id] = None
-        while len(self.execution_request_ids) > REMEMBERED_REQUEST_IDS:
-            self.execution_request_ids.popitem(last=False)
-        return True
-
     def to_proto(self) -> session_pb2.Session:
-        limits = self.limits
-        config = session_pb2.SessionConfig(
-            sandbox_kind=self.sandbox_kind,
-            timeout=_duration(limits.timeout_seconds),
-            memory_limit_bytes=limits.memory_limit_bytes,
-            cpu_quota=limits.cpu_quota,
-            pids_limit=limits.pids_limit,
-            network_disabled=limits.network_disabled,
-            allow_runtime_deps=limits.allow_runtime_deps,
-            deps=list(limits.deps),
-            sync_deps_on_start=limits.sync_deps_on_start,
-            output_budget_bytes=limits.output_budget_bytes,
-            idle_ttl=_duration(self.idle_ttl),
-            image=limits.image,
-        )
+        config = session_config.to_proto(self.limits, self.sandbox_kind, self.idle_ttl)
         message = session_pb2.Session(
             name=self.name,
             state=self.state,
@@ -150,7 +172,10 @@ class Session:
             tenant=self.tenant,
             labels=self.labels,
             interpreter_generation=self.interpreter_generation,
+            created_by=self.created_by,
         )
+        if self.last_install is not None:
+            message.last_install.CopyFrom(self.last_install.to_proto())
         expire = self.expire_time()
         if expire is not None:
             message.expire_time.CopyFrom(_timestamp(expire))
@@ -173,26 +198,22 @@ def default_limits(config: ServerConfig) -> SandboxLimits:
     )
 
 
-def _validated_deps(deps: object) -> tuple[str, ...]:
-    """Normalized specs, or INVALID_ARGUMENT / INVALID_PACKAGE_SPEC before any sandbox starts."""
-    from server.deps.errors import DepsSpecError
-    from server.deps.specs import normalize_set
-
-    try:
-        return normalize_set(deps)  # type: ignore[arg-type]
-    except DepsSpecError as exc:
-        raise invalid_argument(
-            f"session.config.deps: {exc.message}", field="session.config.deps",
-            reason=reasons.ERROR_REASON_INVALID_PACKAGE_SPEC,
-        ) from None
-
-
 def session_not_found(session_id: str) -> ServiceError:
     return ServiceError(
         grpc.StatusCode.NOT_FOUND,
         reasons.ERROR_REASON_SESSION_NOT_FOUND,
         f"session 'sessions/{session_id}' does not exist (never created, deleted or expired)",
         {"session": f"sessions/{session_id}"},
+    )
+
+
+def installing_error(session: Session) -> ServiceError:
+    """SESSION_BUSY while packages install (AddDependency, SyncDependencies)."""
+    return ServiceError(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        reasons.ERROR_REASON_SESSION_BUSY,
+        f"packages are being installed in {session.name}; WaitSession returns once the install ended",
+        {"session": session.name, "state": State.Name(State.STATE_INSTALLING)},
     )
 
 
@@ -203,7 +224,7 @@ def shutting_down_error() -> ServiceError:
 
 
 class SessionManager:
-    def __init__(self, config: ServerConfig, pool: WarmPool, sandbox_kind: int) -> None:
+    def __init__(self, config: ServerConfig, pool: WarmPool, sandbox_kind: session_pb2.SandboxKind) -> None:
         self._config = config
         self._pool = pool
         self._sandbox_kind = sandbox_kind
@@ -222,47 +243,36 @@ class SessionManager:
     def default_limits(self) -> SandboxLimits:
         return default_limits(self._config)
 
-    def _limits_from(self, requested: session_pb2.SessionConfig) -> tuple[SandboxLimits, float]:
-        """Merges a request's config over the server defaults (unset/zero = default)."""
-        defaults = self.default_limits()
-        checks = {
-            "memory_limit_bytes": requested.memory_limit_bytes,
-            "cpu_quota": requested.cpu_quota,
-            "pids_limit": requested.pids_limit,
-            "output_budget_bytes": requested.output_budget_bytes,
-        }
-        for field, value in checks.items():
-            if value < 0:
-                raise invalid_argument(f"session.config.{field} must not be negative", field=f"session.config.{field}")
-        timeout = defaults.timeout_seconds
-        if requested.HasField("timeout"):
-            timeout = requested.timeout.ToNanoseconds() / 1e9
-            if timeout < 0:
-                raise invalid_argument("session.config.timeout must not be negative", field="session.config.timeout")
-            timeout = timeout or defaults.timeout_seconds
-        idle_ttl = self._config.idle_ttl
-        if requested.HasField("idle_ttl"):
-            idle_ttl = requested.idle_ttl.ToNanoseconds() / 1e9
-            if idle_ttl < 0:
-                raise invalid_argument("session.config.idle_ttl must not be negative", field="session.config.idle_ttl")
-            idle_ttl = idle_ttl or self._config.idle_ttl
-        deps = _validated_deps(requested.deps) if requested.deps else defaults.deps
-        limits = dataclasses.replace(
-            defaults,
-            timeout_seconds=timeout,
-            memory_limit_bytes=requested.memory_limit_bytes or defaults.memory_limit_bytes,
-            cpu_quota=requested.cpu_quota or defaults.cpu_quota,
-            pids_limit=requested.pids_limit or defaults.pids_limit,
-            network_disabled=requested.network_disabled or defaults.network_disabled,
-            allow_runtime_deps=requested.allow_runtime_deps or defaults.allow_runtime_deps,
-            deps=deps,
-            sync_deps_on_start=requested.sync_deps_on_start or defaults.sync_deps_on_start,
-            output_budget_bytes=requested.output_budget_bytes or defaults.output_budget_bytes,
-            image=requested.image or defaults.image,
-        )
-        return limits, idle_ttl
+    def _effective_config(self, requested: session_pb2.SessionConfig) -> session_config.EffectiveConfig:
+        """The request's set fields over the server defaults (server/session_config.py)."""
+        return session_config.merge(requested, self.default_limits(), self._config.idle_ttl)
 
-    def _kind_from(self, requested: session_pb2.SessionConfig) -> int:
+    def _admit(self, kind: int, config: session_config.EffectiveConfig) -> SandboxCapabilities:
+        """What a sandbox of `kind` would enforce, or the refusal of a setting it cannot:
+        checked before the session exists, so the refusal is CreateSession's error."""
+        try:
+            provider = self._pool.provider(kind)
+        except SandboxStartError as exc:  # e.g. no Docker engine library on this host
+            raise ServiceError(
+                grpc.StatusCode.UNAVAILABLE, reasons.ERROR_REASON_SANDBOX_START_FAILED, start_failure_message(exc),
+            ) from None
+        capabilities = provider.capabilities(config.limits)
+        session_config.check_enforceable(config, capabilities, kind_name(kind))
+        if config.limits.sync_deps_on_start and config.limits.deps and not capabilities.deps_install:
+            raise ServiceError(
+                grpc.StatusCode.FAILED_PRECONDITION, reasons.ERROR_REASON_DEPS_INSTALL_FAILED,
+                "sync_deps_on_start needs a package source on this server (--deps-wheelhouse or --deps-index-url), "
+                "which it has not", {"field": session_config.PREFIX + "sync_deps_on_start"},
+            )
+        check = getattr(provider, "check_enforceable", None)
+        if check is not None:
+            try:
+                check(config.limits)
+            except SandboxUnenforceable as exc:
+                raise session_config.not_enforceable(exc.field, str(exc)) from None
+        return capabilities
+
+    def _kind_from(self, requested: session_pb2.SessionConfig) -> session_pb2.SandboxKind:
         """The sandbox kind a session runs in: the request's, else the server's `--sandbox`.
 
         Every server can run both kinds; the non-default provider is created on first use
@@ -281,9 +291,14 @@ class SessionManager:
     # ---- create / get / list --------------------------------------------------------
 
     async def create(self, request: session_pb2.CreateSessionRequest, *, tenant: str, created_by: str) -> Session:
-        """`tenant` and `created_by` come from the caller's principal (server/identity/caller.py),
-        never from the request itself; request ids are remembered per tenant, so one tenant's
-        retry can never return another tenant's session."""
+        """Admits a session and returns at once: READY with a warm-pool sandbox, else
+        STARTING while `_start` runs in the background and ends it READY or FAILED.
+
+        Validation, quota and capability refusals are errors of this call; a sandbox that
+        fails to start is the session's FAILED state. `tenant` and `created_by` come from
+        the caller's principal (server/identity/caller.py), never from the request itself;
+        request ids are remembered per tenant, so one tenant's retry can never return
+        another tenant's session (and a retry returns it in its current state)."""
         if self.shutting_down:
             raise shutting_down_error()
         check_request_id("request_id", request.request_id)
@@ -291,8 +306,7 @@ class SessionManager:
         if request.request_id and request_key in self._create_requests:
             existing = self._sessions.get(self._create_requests[request_key])
             if existing is not None:
-                await existing.ready.wait()
-                return self._checked_live(existing)
+                return existing
         session_id = request.session_id
         if session_id:
             if not SESSION_ID_RE.fullmatch(session_id):
@@ -311,39 +325,96 @@ class SessionManager:
         else:
             session_id = secrets.token_hex(8)
         self._maxima.check_session(request.session)
-        limits, idle_ttl = self._limits_from(request.session.config)
+        config = self._effective_config(request.session.config)
         sandbox_kind = self._kind_from(request.session.config)
         tenant = validate_tenant(tenant)
+        capabilities = self._admit(sandbox_kind, config)
         if len(self._sessions) >= self._config.max_sessions:
             raise ServiceError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 reasons.ERROR_REASON_SESSION_LIMIT_REACHED,
                 f"the server's limit of {self._config.max_sessions} live sessions is reached; delete a session first",
-                {"max_sessions": self._config.max_sessions},
+                {"maxSessions": self._config.max_sessions},
             ).with_details(retry_after(seconds_until_a_slot_frees(s.expire_time() for s in self._sessions.values())))
         self.quotas.check_live_sessions(tenant, [s.expire_time() for s in self._sessions.values() if s.tenant == tenant])
         session = Session(
             id=session_id,
             tenant=tenant,
             labels=dict(request.session.labels),
-            limits=limits,
-            idle_ttl=idle_ttl,
+            limits=config.limits,
+            idle_ttl=config.idle_ttl,
             sandbox_kind=sandbox_kind,
             created_by=created_by,
+            capabilities=capabilities,
         )
         self._sessions[session_id] = session
         if request.request_id:
             self._create_requests[request_key] = session_id
         try:
-            await self._attach_sandbox(session)
+            sandbox = await self._pool.take_warm(sandbox_kind, config.limits)
         except BaseException:
             self._forget(session)
             raise
-        finally:
-            session.ready.set()
+        if sandbox is not None:
+            if session.state == State.STATE_CLOSED:  # deleted during the pooled sandbox's health check
+                await sandbox.stop()
+            else:
+                self._adopt(session, sandbox)
+            return session
+        session.background = asyncio.get_running_loop().create_task(self._start(session), name=f"start-{session.id}")
         return session
 
+    async def _start(self, session: Session) -> None:
+        """CreateSession's slow half: start the sandbox (pip first, for sync_deps_on_start
+        packages), then READY, or FAILED with the cause in state_message.
+
+        Cancelled by DeleteSession and server shutdown; the provider then stops whatever
+        it had started (its start leaves nothing behind on any exception)."""
+        limits = session.limits
+        record = InstallRecord(limits.deps) if limits.sync_deps_on_start and limits.deps else None
+        if record is not None:
+            session.last_install = record
+        started = time.monotonic()
+        try:
+            sandbox = await self._pool.start_cold(session.sandbox_kind, limits)
+        except SandboxStartError as exc:
+            message = start_failure_message(exc)
+            if record is not None:
+                record.fail(exc.reason if isinstance(exc, DepsStartError) else "SANDBOX_START_FAILED", message)
+            session.mark_failed(message)
+            _log.info("session %s FAILED to start: %s", session.name, message)
+            return
+        except Exception as exc:  # noqa: BLE001 - the session says so; nobody awaits this task
+            error_id = log_internal(exc, f"starting {session.name} failed")
+            if record is not None:
+                record.fail_from(exc)
+            session.mark_failed(f"the sandbox could not be started: internal server error (errorId {error_id})")
+            return
+        except BaseException as exc:  # cancelled: deleted, or the server stops
+            if record is not None:
+                record.fail_from(exc)
+            raise
+        finally:
+            if session.background is asyncio.current_task():
+                session.background = None
+        if session.state == State.STATE_CLOSED:
+            await sandbox.stop()
+            return
+        if record is not None:
+            record.succeed(limits.deps)
+        self._adopt(session, sandbox)
+        _log.info("session %s READY after %.2fs", session.name, time.monotonic() - started)
+
+    def _adopt(self, session: Session, sandbox: Sandbox) -> None:
+        session.sandbox = sandbox
+        session.capabilities = sandbox.capabilities
+        session.agent_generation = sandbox.info.interpreter_generation
+        session.state_message = ""
+        session.state = State.STATE_READY
+        session.touch()
+
     async def _attach_sandbox(self, session: Session) -> None:
+        """ResetSession's restart of a dead sandbox (synchronous: the caller waits)."""
         try:
             sandbox = await self._pool.acquire(session.sandbox_kind, session.limits)
         except SandboxUnenforceable as exc:
@@ -357,22 +428,21 @@ class SessionManager:
             raise ServiceError(
                 grpc.StatusCode.UNAVAILABLE,
                 reasons.ERROR_REASON_SANDBOX_START_FAILED,
-                f"the sandbox could not be started: {exc}",
+                start_failure_message(exc),
                 {"session": session.name},
             ) from None
         if session.state == State.STATE_CLOSED:  # deleted while starting
             await sandbox.stop()
             raise session_not_found(session.id)
-        session.sandbox = sandbox
-        session.capabilities = sandbox.capabilities
-        session.agent_generation = sandbox.info.interpreter_generation
-        session.state = State.STATE_READY
-        session.state_message = ""
-        session.touch()
+        self._adopt(session, sandbox)
 
-    def _checked_live(self, session: Session) -> Session:
-        if self._sessions.get(session.id) is not session:
+    async def wait(self, session: Session, timeout: float) -> Session:
+        """WaitSession: the session once neither STARTING nor INSTALLING, or after
+        `timeout` (capped at WAIT_MAX_SECONDS) in whatever state it is in."""
+        await session.wait_settled(min(max(timeout, 0.0), WAIT_MAX_SECONDS))
+        if self._sessions.get(session.id) is not session:  # deleted meanwhile
             raise session_not_found(session.id)
+        self.refresh_health(session)
         return session
 
     def get(self, session_id: str) -> Session:
@@ -394,7 +464,8 @@ class SessionManager:
     def refresh_health(self, session: Session) -> None:
         """Notices a dead agent without waiting for the next Execute to trip over it."""
         sandbox = session.sandbox
-        if session.state in (State.STATE_READY, State.STATE_BUSY) and sandbox is not None and not sandbox.is_alive():
+        live = (State.STATE_READY, State.STATE_BUSY, State.STATE_INSTALLING)
+        if session.state in live and sandbox is not None and not sandbox.is_alive():
             session.mark_failed(sandbox.exit_description() + "; ResetSession restarts it")
 
     def list_page(self, page_size: int, page_token: str, tenant: str) -> tuple[list[Session], str]:
@@ -441,16 +512,23 @@ class SessionManager:
 
     # ---- execution lock -------------------------------------------------------------
 
-    def begin_execution(self, session: Session, request_id: str) -> None:
-        """Takes the session's execution lock or raises; pair with end_execution()."""
+    def begin_execution(self, session: Session) -> None:
+        """Takes the session's execution lock or raises; pair with end_execution().
+
+        The lock is held until the execution's `finished` is known, also when the client
+        cancelled (server/services/execute_service.py winds it down). A request_id retry
+        never takes it: it attaches to the execution it names (server/executions.py)."""
         self.refresh_health(session)
         if session.busy:
-            raise ServiceError(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                reasons.ERROR_REASON_SESSION_BUSY,
-                f"another Execute is running on {session.name}; wait for it or cancel it",
-                {"session": session.name},
-            )
+            running = session.executions.running()
+            if running is not None and running.cancelling:
+                text = f"the cancelled execution {running.name} is still stopping; retry in a moment"
+            else:
+                text = f"another Execute is running on {session.name}; wait for it or cancel it"
+            metadata = {"session": session.name, **({"execution": running.name} if running is not None else {})}
+            raise ServiceError(grpc.StatusCode.FAILED_PRECONDITION, reasons.ERROR_REASON_SESSION_BUSY, text, metadata)
+        if session.state == State.STATE_INSTALLING:
+            raise installing_error(session)
         if session.state != State.STATE_READY or session.sandbox is None:
             detail = f": {session.state_message}" if session.state_message else ""
             raise ServiceError(
@@ -458,13 +536,6 @@ class SessionManager:
                 reasons.ERROR_REASON_SESSION_NOT_READY,
                 f"{session.name} is {State.Name(session.state).removeprefix('STATE_')}{detail}",
                 {"session": session.name, "state": State.Name(session.state)},
-            )
-        if request_id and not session.remember_execution_request(request_id):
-            raise ServiceError(
-                grpc.StatusCode.ALREADY_EXISTS,
-                reasons.ERROR_REASON_DUPLICATE_REQUEST,
-                f"an Execute with request_id {request_id!r} was already handled on {session.name}",
-                {"session": session.name, "request_id": request_id},
             )
         session.busy = True
         session.state = State.STATE_BUSY
@@ -494,8 +565,10 @@ class SessionManager:
                 grpc.StatusCode.FAILED_PRECONDITION,
                 reasons.ERROR_REASON_SESSION_NOT_READY,
                 f"{session.name} is still starting",
-                {"session": session.name},
+                {"session": session.name, "state": State.Name(session.state)},
             )
+        if session.state == State.STATE_INSTALLING:
+            raise installing_error(session)
         session.busy = True  # keep Executes out while the interpreter is replaced
         try:
             sandbox = session.sandbox
@@ -532,8 +605,14 @@ class SessionManager:
         session.generation_offset = next_generation - session.agent_generation
 
     async def delete(self, session: Session) -> None:
+        """Also stops a start or install in progress, and waits until it has let go of
+        everything it started, so nothing outlives the session."""
         self._forget(session)
         session.state = State.STATE_CLOSED
+        task, session.background = session.background, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task})
         sandbox, session.sandbox = session.sandbox, None
         if sandbox is not None:
             await sandbox.stop()
@@ -558,7 +637,7 @@ class SessionManager:
             now = time.time()
             for session in list(self._sessions.values()):
                 expire = session.expire_time()
-                if expire is not None and now >= expire and not session.busy and session.state != State.STATE_STARTING:
+                if expire is not None and now >= expire and not session.busy and not session.transient:
                     _log.info("session %s expired after %.1fs idle", session.name, session.idle_ttl)
                     with contextlib.suppress(Exception):
                         await self.delete(session)

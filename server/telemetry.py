@@ -11,12 +11,16 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
 
 import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
+from opentelemetry.instrumentation.grpc import (
+    aio_client_interceptors,
+    aio_server_interceptor,
+)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -60,7 +64,9 @@ def configure_tracing(environ: Mapping[str, str] | None = None) -> trace.TracerP
     resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME", "codemode-server")})
     provider = TracerProvider(resource=resource)
     try:
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter,
+        )
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     except Exception:  # noqa: BLE001 - telemetry must never stop the server
@@ -102,25 +108,31 @@ class _PropagateContextInterceptor(grpc.aio.ServerInterceptor):
     """Makes an incoming `traceparent` the current context of the handler; calls
     without one get their handler unchanged (no wrapping at all)."""
 
-    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         metadata = handler_call_details.invocation_metadata or ()
         if handler is None or not any(key == "traceparent" for key, _ in metadata):
             return handler
         parent = propagate.extract({key: value for key, value in metadata if isinstance(value, str)})
+        # grpc's handlers are namedtuples; the stubs' RpcMethodHandler ABC has no _replace.
+        replace = handler._replace  # type: ignore[attr-defined]
         if handler.unary_unary is not None:
-            return handler._replace(unary_unary=_unary_in_context(handler.unary_unary, parent))
+            return replace(unary_unary=_unary_in_context(handler.unary_unary, parent))
         if handler.stream_unary is not None:
-            return handler._replace(stream_unary=_unary_in_context(handler.stream_unary, parent))
+            return replace(stream_unary=_unary_in_context(handler.stream_unary, parent))
         if handler.unary_stream is not None:
-            return handler._replace(unary_stream=_stream_in_context(handler.unary_stream, parent))
+            return replace(unary_stream=_stream_in_context(handler.unary_stream, parent))
         if handler.stream_stream is not None:
-            return handler._replace(stream_stream=_stream_in_context(handler.stream_stream, parent))
+            return replace(stream_stream=_stream_in_context(handler.stream_stream, parent))
         return handler
 
 
-def _unary_in_context(behavior, parent: otel_context.Context):  # type: ignore[no-untyped-def]
-    async def in_context(request, context):  # type: ignore[no-untyped-def]
+def _unary_in_context(behavior: Callable[..., Any], parent: otel_context.Context) -> Callable[..., Any]:
+    async def in_context(request: Any, context: grpc.aio.ServicerContext) -> Any:
         token = otel_context.attach(parent)
         try:
             return await behavior(request, context)
@@ -130,11 +142,11 @@ def _unary_in_context(behavior, parent: otel_context.Context):  # type: ignore[n
     return in_context
 
 
-def _stream_in_context(behavior, parent: otel_context.Context):  # type: ignore[no-untyped-def]
+def _stream_in_context(behavior: Callable[..., Any], parent: otel_context.Context) -> Callable[..., Any]:
     if not inspect.isasyncgenfunction(behavior):
         return _unary_in_context(behavior, parent)  # write-style handler: a coroutine
 
-    async def in_context(request, context):  # type: ignore[no-untyped-def]
+    async def in_context(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         token = otel_context.attach(parent)
         try:
             async for response in behavior(request, context):

@@ -27,8 +27,13 @@ from collections.abc import Callable, Iterator
 
 import grpc
 
-from codemode.sandbox.v1 import agent_pb2
-from server.metrics import START_COLD, START_WARM_POOL_HIT, START_WARM_POOL_REFILL, Metrics
+from codemode_protos.sandbox.v1 import agent_pb2
+from server.metrics import (
+    START_COLD,
+    START_WARM_POOL_HIT,
+    START_WARM_POOL_REFILL,
+    Metrics,
+)
 from server.providers.base import Sandbox, SandboxLimits, SandboxProvider
 from server.providers.registry import kind_name
 
@@ -200,11 +205,22 @@ class WarmPool:
 
     # ---- acquire ----------------------------------------------------------------------
 
+    def provider(self, kind: int) -> SandboxProvider:
+        """The provider of `kind` (for capability checks before a start); raises
+        SandboxStartError when it cannot exist on this host."""
+        return self._provider_for(kind)
+
     async def acquire(self, kind: int, limits: SandboxLimits) -> Sandbox:
         """A healthy sandbox of `kind` with `limits`: pooled if possible, else freshly started.
 
         Raises SandboxStartError when the kind's provider cannot exist or start one.
         """
+        sandbox = await self.take_warm(kind, limits)
+        return sandbox if sandbox is not None else await self.start_cold(kind, limits)
+
+    async def take_warm(self, kind: int, limits: SandboxLimits) -> Sandbox | None:
+        """A healthy pooled sandbox of this configuration, or None (never starts one):
+        CreateSession answers READY at once with it, else starts one in the background."""
         config = PoolConfig(kind, limits)
         config_pool = self._pools.get(config.key)
         started = time.perf_counter()
@@ -215,6 +231,12 @@ class WarmPool:
                 self._count(config_pool, "hits")
                 self._metrics.sandbox_started(kind, START_WARM_POOL_HIT, time.perf_counter() - started)
                 return sandbox
+        return None
+
+    async def start_cold(self, kind: int, limits: SandboxLimits) -> Sandbox:
+        """Starts a sandbox (a pool miss) and learns the configuration for next time."""
+        config = PoolConfig(kind, limits)
+        config_pool = self._pools.get(config.key)
         started = time.perf_counter()
         sandbox = await self._provider_for(kind).start(limits)
         self._metrics.sandbox_started(kind, START_COLD, time.perf_counter() - started)

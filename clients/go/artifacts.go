@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 
 	codemodev1 "github.com/codemode-dev/codemode/clients/go/gen/codemode/v1"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -31,8 +32,9 @@ func ArtifactName(id string) string { return "artifacts/" + id }
 type ArtifactOption func(*artifactHeader)
 
 type artifactHeader struct {
-	artifact *codemodev1.Artifact
-	metadata map[string]any
+	artifact  *codemodev1.Artifact
+	metadata  map[string]any
+	sizeBytes int64
 }
 
 // WithArtifactType says how the data is read back: ARTIFACT_TYPE_TEXT
@@ -53,13 +55,47 @@ func WithMetadata(metadata map[string]any) ArtifactOption {
 	return func(h *artifactHeader) { h.metadata = metadata }
 }
 
+// WithSizeBytes declares how many bytes the reader will yield, so the server
+// refuses an artifact over its limit (ARTIFACT_TOO_LARGE) before any data is
+// sent. Upload finds the size itself for readers with a Len method
+// (bytes.Reader, strings.Reader, bytes.Buffer) and regular *os.File; a
+// declared size the data does not match fails the upload (INVALID_ARGUMENT),
+// and nothing is stored.
+func WithSizeBytes(n int64) ArtifactOption {
+	return func(h *artifactHeader) { h.sizeBytes = n }
+}
+
+// knownSize is the number of bytes left in data when the reader can say so
+// without being read, else 0 (undeclared).
+func knownSize(data io.Reader) int64 {
+	switch r := data.(type) {
+	case interface{ Len() int }:
+		return int64(r.Len())
+	case *os.File:
+		info, err := r.Stat()
+		if err != nil || !info.Mode().IsRegular() {
+			return 0
+		}
+		offset, err := r.Seek(0, io.SeekCurrent)
+		if err != nil || offset > info.Size() {
+			return 0
+		}
+		return info.Size() - offset
+	}
+	return 0
+}
+
 // Upload stores what data yields under id, replacing any artifact of that
 // name. It streams: one chunk of at most ArtifactChunkBytes is read, sent
 // and released at a time, so data may be a file or a pipe of any size the
-// server accepts. If reading data fails, the upload is cancelled (nothing
+// server accepts. The size is declared up front when known (see
+// WithSizeBytes). If reading data fails, the upload is cancelled (nothing
 // is stored) and the read error is returned.
 func (a *Artifacts) Upload(ctx context.Context, id string, data io.Reader, opts ...ArtifactOption) (*codemodev1.Artifact, error) {
-	header := artifactHeader{artifact: &codemodev1.Artifact{Name: ArtifactName(id), Type: codemodev1.ArtifactType_ARTIFACT_TYPE_BYTES}}
+	header := artifactHeader{
+		artifact:  &codemodev1.Artifact{Name: ArtifactName(id), Type: codemodev1.ArtifactType_ARTIFACT_TYPE_BYTES},
+		sizeBytes: knownSize(data),
+	}
 	for _, opt := range opts {
 		opt(&header)
 	}
@@ -78,7 +114,7 @@ func (a *Artifacts) Upload(ctx context.Context, id string, data io.Reader, opts 
 	if err != nil {
 		return nil, wrapError(err)
 	}
-	if err := stream.Send(&codemodev1.UploadArtifactRequest{Tenant: a.tenant, Part: &codemodev1.UploadArtifactRequest_Artifact{Artifact: header.artifact}}); err != nil {
+	if err := stream.Send(&codemodev1.UploadArtifactRequest{Tenant: a.tenant, SizeBytes: header.sizeBytes, Part: &codemodev1.UploadArtifactRequest_Artifact{Artifact: header.artifact}}); err != nil {
 		return nil, uploadFailure(stream, err)
 	}
 	for {

@@ -151,16 +151,36 @@ func (c *Client) Artifacts(tenant string) *Artifacts {
 	return &Artifacts{client: c.artifacts, tenant: tenant}
 }
 
-// CreateSession starts a sandbox and returns once it is ready. config may be
-// nil (server defaults). Call Close on the session when done.
-func (c *Client) CreateSession(ctx context.Context, config *codemodev1.SessionConfig) (*Session, error) {
+// CreateSession admits a session and, unless NoWait is given, waits (with
+// WaitSession, bounded by ctx) until it is READY. config may be nil (server
+// defaults); its optional fields left nil take the server's defaults, and a
+// set one is honoured or refused, e.g. AllowRuntimeDeps: proto.Bool(false).
+// A session that ends FAILED is deleted and reported as an *Error whose
+// Session field holds it: Reason SANDBOX_START_FAILED (Code Unavailable), or
+// DEPS_INSTALL_FAILED (FailedPrecondition) when its start-up deps
+// (sync_deps_on_start) failed; Message is its state_message. Call Close on
+// the session when done.
+func (c *Client) CreateSession(ctx context.Context, config *codemodev1.SessionConfig, opts ...WaitOption) (*Session, error) {
 	resp, err := c.sessions.CreateSession(ctx, &codemodev1.CreateSessionRequest{
 		Session: &codemodev1.Session{Config: config},
 	})
 	if err != nil {
 		return nil, wrapError(err)
 	}
-	return &Session{client: c, name: resp.GetSession().GetName(), info: resp.GetSession()}, nil
+	info := resp.GetSession()
+	session := &Session{client: c, name: info.GetName(), info: info}
+	if !waitWanted(opts) {
+		return session, nil
+	}
+	if session.info, err = c.waitSettled(ctx, info); err == nil {
+		err = settledError(session.info, false)
+	}
+	if err != nil {
+		// The caller gets no handle, so nothing else would delete it.
+		_ = session.Close()
+		return nil, err
+	}
+	return session, nil
 }
 
 // Session returns a handle to an existing session ("sessions/{id}") without

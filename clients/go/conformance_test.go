@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -38,29 +39,77 @@ type conformanceFile struct {
 }
 
 type conformanceCase struct {
-	Name     string `json:"name"`
-	Requires string `json:"requires"`
-	Session  *struct {
-		OutputBudgetBytes int64    `json:"output_budget_bytes"`
-		Deps              []string `json:"deps"`
-	} `json:"session"`
-	Steps []step `json:"steps"`
+	Name     string       `json:"name"`
+	Requires string       `json:"requires"`
+	Session  *sessionSpec `json:"session"`
+	Steps    []step       `json:"steps"`
+}
+
+// sessionSpec is a session configuration of cases.json; an absent key stays
+// unset (nil), so the server's default applies, and a present one is sent
+// even when false.
+type sessionSpec struct {
+	OutputBudgetBytes *int64   `json:"output_budget_bytes"`
+	Deps              []string `json:"deps"`
+	AllowRuntimeDeps  *bool    `json:"allow_runtime_deps"`
+	SyncDepsOnStart   *bool    `json:"sync_deps_on_start"`
+}
+
+func (s *sessionSpec) config() *codemodev1.SessionConfig {
+	config := &codemodev1.SessionConfig{}
+	if s != nil {
+		config.OutputBudgetBytes = s.OutputBudgetBytes
+		config.Deps = s.Deps
+		config.AllowRuntimeDeps = s.AllowRuntimeDeps
+		config.SyncDepsOnStart = s.SyncDepsOnStart
+	}
+	return config
+}
+
+// signed is one non-heartbeat event as the cases compare it: its sequence
+// and a signature of its kind and payload (conformance/README.md).
+type signed struct {
+	sequence  int64
+	signature string
+}
+
+func signature(event *codemodev1.ExecuteResponse) string {
+	switch e := event.GetEvent().(type) {
+	case *codemodev1.ExecuteResponse_Started:
+		return "started " + e.Started.GetExecution()
+	case *codemodev1.ExecuteResponse_Output:
+		return "output " + streamName(e.Output.GetStream()) + " " + string(e.Output.GetData())
+	case *codemodev1.ExecuteResponse_Result:
+		return fmt.Sprintf("result %q %q", e.Result.GetJson(), e.Result.GetRepr())
+	case *codemodev1.ExecuteResponse_Error:
+		return "error " + e.Error.GetType() + " " + e.Error.GetMessage()
+	case *codemodev1.ExecuteResponse_Finished:
+		return "finished " + e.Finished.GetStatus().String()
+	}
+	return fmt.Sprintf("unknown %v", event)
+}
+
+// caseState is what a case's later steps need from earlier ones: the last
+// execution (conformance/README.md, "The last execution").
+type caseState struct {
+	session       *codemode.Session
+	lastExecution string
+	lastEvents    []signed
 }
 
 type step struct {
 	// Auth names the client that makes the call ("" = "principal"); Tenant is
 	// the request's tenant field ("" = the caller's own).
-	Auth    string `json:"auth"`
-	Tenant  string `json:"tenant"`
-	Execute *struct {
-		Code                   string   `json:"code"`
-		Session                string   `json:"session"`
-		ExecutionTimeoutSecond *float64 `json:"execution_timeout_seconds"`
-		CallDeadlineSeconds    *float64 `json:"call_deadline_seconds"`
-		CancelAfterFirstOutput bool     `json:"cancel_after_first_output"`
-		RetryWhileBusy         bool     `json:"retry_while_busy"`
-	} `json:"execute"`
-	CreateSkill *struct {
+	Auth            string       `json:"auth"`
+	Tenant          string       `json:"tenant"`
+	Execute         *executeSpec `json:"execute"`
+	AttachExecution *struct {
+		AfterSequence int64  `json:"after_sequence"`
+		ExecutionID   string `json:"execution_id"`
+	} `json:"attach_execution"`
+	CancelExecution *struct{}    `json:"cancel_execution"`
+	CreateSession   *sessionSpec `json:"create_session"`
+	CreateSkill     *struct {
 		ID          string `json:"id"`
 		Description string `json:"description"`
 		Source      string `json:"source"`
@@ -111,10 +160,23 @@ type step struct {
 	Expect        expectation `json:"expect"`
 }
 
+type executeSpec struct {
+	Code                            string   `json:"code"`
+	Session                         string   `json:"session"`
+	RequestID                       string   `json:"request_id"`
+	ExecutionTimeoutSecond          *float64 `json:"execution_timeout_seconds"`
+	CallDeadlineSeconds             *float64 `json:"call_deadline_seconds"`
+	CancelAfterFirstOutput          bool     `json:"cancel_after_first_output"`
+	CancelExecutionAfterFirstOutput bool     `json:"cancel_execution_after_first_output"`
+	AttachAfterOutputs              int      `json:"attach_after_outputs"`
+	RetryWhileBusy                  bool     `json:"retry_while_busy"`
+}
+
 // needsSession: the steps that act on the case's own session.
 func (s step) needsSession() bool {
 	return (s.Execute != nil && s.Execute.Session == "") || s.ListDependencies != nil || s.AddDependency != nil ||
-		s.GetSession != nil || s.DeleteSession != nil || s.ListSessions != nil
+		s.GetSession != nil || s.DeleteSession != nil || s.ListSessions != nil ||
+		s.AttachExecution != nil || s.CancelExecution != nil
 }
 
 type expectation struct {
@@ -135,7 +197,7 @@ type expectation struct {
 	} `json:"error"`
 	Truncated *struct {
 		Stream     string `json:"stream"`
-		TotalBytes uint64 `json:"total_bytes"`
+		TotalBytes int64  `json:"total_bytes"`
 	} `json:"truncated"`
 	ErrorStatus *struct {
 		Code   string  `json:"code"`
@@ -147,6 +209,11 @@ type expectation struct {
 	LacksName           string  `json:"lacks_name"`
 	ListsCaseSession    *bool   `json:"lists_case_session"`
 	SessionTenant       *string `json:"session_tenant"`
+	SessionState        *string `json:"session_state"`
+	ContiguousSequences bool    `json:"contiguous_sequences"`
+	SameEventsAsLast    bool    `json:"same_events_as_last_execution"`
+	AttachMatchesStream bool    `json:"attach_matches_stream"`
+	ExecutionCancelled  *bool   `json:"execution_cancelled"`
 	OutputsBeforeResult *int    `json:"outputs_before_result_at_least"`
 	Artifact            *struct {
 		Name        *string `json:"name"`
@@ -173,6 +240,15 @@ type observed struct {
 	outputsBeforeResult int
 	callErr             error
 	cancelled           bool
+	// execution is the name from the started event; events every
+	// non-heartbeat event, in order.
+	execution string
+	events    []signed
+	// attached is what attach_after_outputs read, after attachedAfter.
+	attached      []signed
+	attachedAfter int64
+	// sideErr is a failed CancelExecution or AttachExecution made mid-stream.
+	sideErr error
 }
 
 func (o *observed) text(stream codemodev1.OutputStream) string {
@@ -263,34 +339,32 @@ func runCase(t *testing.T, clients map[string]*codemode.Client, token string, c 
 	ctx, cancel := context.WithTimeout(context.Background(), stepTimeout*time.Duration(len(c.Steps)+1))
 	defer cancel()
 	if c.Requires == "skills" {
-		if _, err := client.Skills("").Search(ctx, "probe", 1); codemode.Code(err) == codes.Unimplemented {
+		if _, err := client.Skills("").Search(ctx, "probe", 1, ""); codemode.Code(err) == codes.Unimplemented {
 			t.Skip("the server does not implement SkillStoreService")
 		}
 	}
-	var session *codemode.Session
+	state := &caseState{}
 	for _, s := range c.Steps {
 		if s.needsSession() {
-			config := &codemodev1.SessionConfig{}
-			if c.Session != nil {
-				config.OutputBudgetBytes = c.Session.OutputBudgetBytes
-				config.Deps = c.Session.Deps
-			}
-			var err error
-			if session, err = client.CreateSession(ctx, config); err != nil {
+			// The client's own CreateSession, which waits until the session is READY.
+			session, err := client.CreateSession(ctx, c.Session.config())
+			if err != nil {
 				t.Fatalf("create session: %v", err)
 			}
 			defer session.Close()
+			state.session = session
 			break
 		}
 	}
 	for i, s := range c.Steps {
-		if err := runStep(ctx, clients, token, session, s); err != nil {
+		if err := runStep(ctx, clients, token, state, s); err != nil {
 			t.Fatalf("step %d: %v", i+1, err)
 		}
 	}
 }
 
-func runStep(ctx context.Context, clients map[string]*codemode.Client, token string, session *codemode.Session, s step) error {
+func runStep(ctx context.Context, clients map[string]*codemode.Client, token string, state *caseState, s step) error {
+	session := state.session
 	auth := s.Auth
 	if auth == "" {
 		auth = "principal"
@@ -313,6 +387,22 @@ func runStep(ctx context.Context, clients map[string]*codemode.Client, token str
 		}
 		if want.SessionTenant != nil && resp.GetSession().GetTenant() != *want.SessionTenant {
 			return fmt.Errorf("session tenant %q, want %q", resp.GetSession().GetTenant(), *want.SessionTenant)
+		}
+		if got := strings.TrimPrefix(resp.GetSession().GetState().String(), "STATE_"); want.SessionState != nil && got != *want.SessionState {
+			return fmt.Errorf("session state %s, want %s (%s)", got, *want.SessionState, resp.GetSession().GetStateMessage())
+		}
+		return nil
+	case s.CreateSession != nil:
+		created, err := client.CreateSession(ctx, s.CreateSession.config())
+		if err != nil {
+			return checkCallError(err, want)
+		}
+		defer created.Close()
+		if err := noErrorExpected(want); err != nil {
+			return err
+		}
+		if got := created.Info().GetState(); got != codemodev1.Session_STATE_READY {
+			return fmt.Errorf("CreateSession returned a %s session", got)
 		}
 		return nil
 	case s.DeleteSession != nil:
@@ -387,7 +477,33 @@ func runStep(ctx context.Context, clients map[string]*codemode.Client, token str
 	case s.PlaintextClient != nil:
 		return checkPlaintextClient(s.PlaintextClient.Target, token, want)
 	case s.Execute != nil:
-		return checkExecute(execute(ctx, client, session, s), want)
+		o := execute(ctx, client, session, s)
+		err := checkExecute(o, want, state, 0)
+		if o.execution != "" {
+			state.lastExecution, state.lastEvents = o.execution, o.events
+		}
+		return err
+	case s.AttachExecution != nil:
+		name := state.lastExecution
+		if id := s.AttachExecution.ExecutionID; id != "" {
+			name = session.Name() + "/executions/" + id
+		}
+		after := s.AttachExecution.AfterSequence
+		// The Go way to attach: range over the same iterator type Stream returns.
+		o := observe(ctx, client, client.AttachExecution(ctx, name, after), nil, func() {})
+		return checkExecute(o, want, state, after)
+	case s.CancelExecution != nil:
+		cancelled, err := client.CancelExecution(ctx, state.lastExecution)
+		if err != nil {
+			return checkCallError(err, want)
+		}
+		if err := noErrorExpected(want); err != nil {
+			return err
+		}
+		if want.ExecutionCancelled != nil && cancelled != *want.ExecutionCancelled {
+			return fmt.Errorf("cancelled %v, want %v", cancelled, *want.ExecutionCancelled)
+		}
+		return nil
 	case s.CreateSkill != nil:
 		skill, err := skills.Create(ctx, s.CreateSkill.ID, s.CreateSkill.Description, s.CreateSkill.Source)
 		return checkSkill(skill, err, want)
@@ -399,12 +515,12 @@ func runStep(ctx context.Context, clients map[string]*codemode.Client, token str
 		skill, err := skills.Get(ctx, s.GetSkill.ID)
 		return checkSkill(skill, err, want)
 	case s.SearchSkills != nil:
-		hits, err := skills.Search(ctx, s.SearchSkills.Query, 0)
+		page, err := skills.Search(ctx, s.SearchSkills.Query, 0, "")
 		if err != nil {
 			return checkCallError(err, want)
 		}
 		var names []string
-		for _, hit := range hits {
+		for _, hit := range page.GetResults() {
 			names = append(names, hit.GetSkill().GetName())
 		}
 		return checkNames(names, want, "search results")
@@ -430,6 +546,9 @@ func execute(ctx context.Context, client *codemode.Client, session *codemode.Ses
 	if spec.ExecutionTimeoutSecond != nil {
 		opts = append(opts, codemode.WithTimeout(time.Duration(*spec.ExecutionTimeoutSecond*float64(time.Second))))
 	}
+	if spec.RequestID != "" {
+		opts = append(opts, codemode.WithRequestID(spec.RequestID))
+	}
 	giveUp := time.Now().Add(retryWhileBusy)
 	for {
 		callCtx, cancel := ctx, context.CancelFunc(func() {})
@@ -437,7 +556,7 @@ func execute(ctx context.Context, client *codemode.Client, session *codemode.Ses
 			// The Go way to set a deadline: the context's.
 			callCtx, cancel = context.WithTimeout(ctx, time.Duration(*spec.CallDeadlineSeconds*float64(time.Second)))
 		}
-		o := executeOnce(callCtx, handle, spec.Code, spec.CancelAfterFirstOutput, opts)
+		o := executeOnce(callCtx, client, handle, spec, opts)
 		cancel()
 		if spec.RetryWhileBusy && codemode.Reason(o.callErr) == "SESSION_BUSY" && time.Now().Before(giveUp) {
 			time.Sleep(100 * time.Millisecond)
@@ -447,27 +566,62 @@ func execute(ctx context.Context, client *codemode.Client, session *codemode.Ses
 	}
 }
 
-func executeOnce(ctx context.Context, session *codemode.Session, code string, cancelOnOutput bool, opts []codemode.RunOption) *observed {
-	o := &observed{outputsBeforeResult: -1}
+func executeOnce(ctx context.Context, client *codemode.Client, session *codemode.Session, spec *executeSpec, opts []codemode.RunOption) *observed {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	for event, err := range session.Stream(ctx, code, opts...) {
+	return observe(ctx, client, session.Stream(ctx, spec.Code, opts...), spec, cancel)
+}
+
+// observe reads an execution stream (Execute or AttachExecution) to its end;
+// spec, for an execute step, says what to do mid-stream.
+func observe(ctx context.Context, client *codemode.Client, events iter.Seq2[*codemodev1.ExecuteResponse, error], spec *executeSpec, cancel context.CancelFunc) *observed {
+	o := &observed{outputsBeforeResult: -1}
+	if spec == nil {
+		spec = &executeSpec{}
+	}
+	var lastSequence int64
+	for event, err := range events {
 		if err != nil {
 			o.callErr = err
 			break
 		}
 		now := time.Now()
+		// Any event, a heartbeat too, carries the sequence to resume after.
+		lastSequence = event.GetSequence()
+		if event.GetHeartbeat() == nil {
+			o.events = append(o.events, signed{event.GetSequence(), signature(event)})
+		}
 		switch e := event.GetEvent().(type) {
+		case *codemodev1.ExecuteResponse_Started:
+			o.execution = e.Started.GetExecution()
 		case *codemodev1.ExecuteResponse_Output:
 			o.outputs = append(o.outputs, e.Output)
 			if o.firstOutputAt.IsZero() {
 				o.firstOutputAt = now
 			}
-			if cancelOnOutput && !o.cancelled {
+			if spec.CancelAfterFirstOutput && !o.cancelled {
 				// The Go way to cancel: cancel the context; the stream then
 				// ends with a CANCELLED error.
 				o.cancelled = true
 				cancel()
+			}
+			if spec.CancelExecutionAfterFirstOutput && len(o.outputs) == 1 {
+				if _, err := client.CancelExecution(ctx, o.execution); err != nil {
+					o.sideErr = fmt.Errorf("CancelExecution: %w", err)
+				}
+			}
+			if spec.AttachAfterOutputs > 0 && len(o.outputs) == spec.AttachAfterOutputs {
+				// A second stream on the same execution while this one stays open.
+				o.attachedAfter = lastSequence
+				for attached, err := range client.AttachExecution(ctx, o.execution, lastSequence) {
+					if err != nil {
+						o.sideErr = fmt.Errorf("AttachExecution: %w", err)
+						break
+					}
+					if attached.GetHeartbeat() == nil {
+						o.attached = append(o.attached, signed{attached.GetSequence(), signature(attached)})
+					}
+				}
 			}
 		case *codemodev1.ExecuteResponse_Result:
 			o.result = e.Result
@@ -479,6 +633,30 @@ func executeOnce(ctx context.Context, session *codemode.Session, code string, ca
 		}
 	}
 	return o
+}
+
+// checkContiguous: sequences after+1, after+2, ... with no gap or repeat.
+func checkContiguous(events []signed, after int64) error {
+	for i, event := range events {
+		if want := after + int64(i) + 1; event.sequence != want {
+			return fmt.Errorf("event %d has sequence %d, want %d (%v)", i, event.sequence, want, events)
+		}
+	}
+	return nil
+}
+
+// checkSameEvents: got has the signatures of the events of want above after.
+func checkSameEvents(got, want []signed, after int64) error {
+	var tail []signed
+	for _, event := range want {
+		if event.sequence > after {
+			tail = append(tail, event)
+		}
+	}
+	if !reflect.DeepEqual(got, tail) {
+		return fmt.Errorf("events %v, want %v", got, tail)
+	}
+	return nil
 }
 
 func checkCallError(err error, want expectation) error {
@@ -649,7 +827,10 @@ func streamName(s codemodev1.OutputStream) string {
 	return "stdout"
 }
 
-func checkExecute(o *observed, want expectation) error {
+func checkExecute(o *observed, want expectation, state *caseState, after int64) error {
+	if o.sideErr != nil {
+		return o.sideErr
+	}
 	if o.callErr != nil {
 		if want.Cancelled {
 			if codemode.Code(o.callErr) != codes.Canceled {
@@ -757,10 +938,10 @@ func checkExecute(o *observed, want expectation) error {
 		if tr.Stream == "stderr" {
 			written, dropped = f.GetStderrBytes(), f.GetStderrTruncatedBytes()
 		}
-		var received, reported uint64
+		var received, reported int64
 		for _, out := range o.outputs {
 			if streamName(out.GetStream()) == tr.Stream {
-				received += uint64(len(out.GetData()))
+				received += int64(len(out.GetData()))
 				reported += out.GetDroppedBytesBefore()
 			}
 		}
@@ -773,6 +954,30 @@ func checkExecute(o *observed, want expectation) error {
 			return fmt.Errorf("received %d + truncated %d != %d", received, dropped, tr.TotalBytes)
 		case reported != dropped:
 			return fmt.Errorf("dropped_bytes_before adds up to %d, finished says %d", reported, dropped)
+		}
+	}
+	if want.ContiguousSequences {
+		if err := checkContiguous(o.events, after); err != nil {
+			return err
+		}
+	}
+	if want.SameEventsAsLast {
+		if state.lastExecution == "" {
+			return errors.New("no earlier execution to compare with")
+		}
+		if err := checkSameEvents(o.events, state.lastEvents, after); err != nil {
+			return err
+		}
+	}
+	if want.AttachMatchesStream {
+		if len(o.attached) == 0 {
+			return errors.New("the attached stream had no events")
+		}
+		if err := checkContiguous(o.attached, o.attachedAfter); err != nil {
+			return fmt.Errorf("attached stream: %w", err)
+		}
+		if err := checkSameEvents(o.attached, o.events, o.attachedAfter); err != nil {
+			return fmt.Errorf("attached stream: %w", err)
 		}
 	}
 	return nil

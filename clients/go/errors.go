@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	codemodev1 "github.com/codemode-dev/codemode/clients/go/gen/codemode/v1"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -33,7 +34,14 @@ type Error struct {
 	RetryDelay      time.Duration
 	FieldViolations []*errdetails.BadRequest_FieldViolation
 	QuotaViolations []*errdetails.QuotaFailure_Violation
-	status          *status.Status
+	// Session is set when no RPC failed but the session settled badly
+	// (CreateSession, Dependencies.Add and Sync wait for it): a FAILED
+	// session (Reason SANDBOX_START_FAILED, or the failed start-up install's
+	// reason, Message its state_message) or a failed install (Reason
+	// DEPS_INSTALL_FAILED, Message the install's error_message). It is the
+	// session as WaitSession last returned it; nil for RPC failures.
+	Session *codemodev1.Session
+	status  *status.Status
 }
 
 func (e *Error) Error() string {
@@ -98,4 +106,18 @@ func wrapError(err error) error {
 		}
 	}
 	return out
+}
+
+// sessionError is the *Error for a session that settled badly: the same
+// shape as a server's error (code, reason, metadata "session"), so callers
+// branch on it with Reason and Code like on any other.
+func sessionError(code codes.Code, reason, message string, session *codemodev1.Session) *Error {
+	return &Error{
+		Code:     code,
+		Reason:   reason,
+		Message:  message,
+		Metadata: map[string]string{"session": session.GetName()},
+		Session:  session,
+		status:   status.New(code, message),
+	}
 }

@@ -5,7 +5,7 @@ package codemode
 // Compare them with Reason(err) or Error.Reason. reasons_test.go keeps this
 // list in step with the generated enum.
 const (
-	// A request field is malformed (see ErrorInfo.metadata["field"]).
+	// A request field is malformed (see the BadRequest field violations, Error.FieldViolations).
 	ReasonInvalidArgument = "INVALID_ARGUMENT"
 	// The session name is not of the form "sessions/{id}".
 	ReasonInvalidSessionName = "INVALID_SESSION_NAME"
@@ -19,7 +19,9 @@ const (
 	ReasonSessionLimitReached = "SESSION_LIMIT_REACHED"
 	// The code is larger than the server's limit.
 	ReasonCodeTooLarge = "CODE_TOO_LARGE"
-	// The code is empty or only whitespace.
+	// Unused: empty code runs as a no-op (kept so the number is not reused).
+	//
+	// Deprecated: the server never sends it.
 	ReasonEmptyCode = "EMPTY_CODE"
 	// The sandbox could not be started.
 	ReasonSandboxStartFailed = "SANDBOX_START_FAILED"
@@ -41,6 +43,8 @@ const (
 	ReasonQuotaExceeded = "QUOTA_EXCEEDED"
 	// The server has as many calls in flight as it accepts; retry after the RetryInfo delay.
 	ReasonServerOverloaded = "SERVER_OVERLOADED"
+	// No execution has that name, or its record is past retention.
+	ReasonExecutionNotFound = "EXECUTION_NOT_FOUND"
 	// No skill has that name in the tenant.
 	ReasonSkillNotFound = "SKILL_NOT_FOUND"
 	// The skill already exists.
@@ -57,6 +61,10 @@ const (
 	ReasonArtifactInvalid = "ARTIFACT_INVALID"
 	// The storage backend (Redis, files) is unavailable.
 	ReasonStorageUnavailable = "STORAGE_UNAVAILABLE"
+	// The requested events are no longer kept (OUT_OF_RANGE); metadata "firstAvailableSequence" is the first that is.
+	ReasonEventsExpired = "EVENTS_EXPIRED"
+	// The session's sandbox is held by another server instance that this one cannot serve it through; metadata "instance" names the owner.
+	ReasonSessionElsewhere = "SESSION_ELSEWHERE"
 	// Runtime dependency changes are disabled for the session.
 	ReasonRuntimeDepsDisabled = "RUNTIME_DEPS_DISABLED"
 	// A package specification was rejected.
@@ -65,4 +73,8 @@ const (
 	ReasonDepsInstallFailed = "DEPS_INSTALL_FAILED"
 	// An unexpected server error.
 	ReasonInternal = "INTERNAL"
+	// The caller cancelled the call (status CANCELLED).
+	ReasonCallCancelled = "CALL_CANCELLED"
+	// The call's deadline passed (status DEADLINE_EXCEEDED).
+	ReasonDeadlineExceeded = "DEADLINE_EXCEEDED"
 )

@@ -15,10 +15,12 @@ var reasonConstants = []string{
 	ReasonSessionNotReady, ReasonSessionLimitReached, ReasonCodeTooLarge, ReasonEmptyCode,
 	ReasonSandboxStartFailed, ReasonSandboxUnavailable, ReasonUnauthenticated, ReasonPermissionDenied,
 	ReasonDuplicateRequest, ReasonServerShuttingDown, ReasonSessionAlreadyExists, ReasonLimitNotEnforceable,
-	ReasonQuotaExceeded, ReasonServerOverloaded,
+	ReasonQuotaExceeded, ReasonServerOverloaded, ReasonExecutionNotFound,
 	ReasonSkillNotFound, ReasonSkillAlreadyExists, ReasonSkillInvalid, ReasonEtagMismatch,
 	ReasonArtifactNotFound, ReasonArtifactTooLarge, ReasonArtifactInvalid, ReasonStorageUnavailable,
+	ReasonEventsExpired, ReasonSessionElsewhere,
 	ReasonRuntimeDepsDisabled, ReasonInvalidPackageSpec, ReasonDepsInstallFailed, ReasonInternal,
+	ReasonCallCancelled, ReasonDeadlineExceeded,
 }
 
 func TestReasonConstantsMatchTheGeneratedEnum(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	codemodev1 "github.com/codemode-dev/codemode/clients/go/gen/codemode/v1"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -27,9 +28,30 @@ type Session struct {
 // Name is the session's resource name, "sessions/{id}".
 func (s *Session) Name() string { return s.name }
 
-// Info is the session as returned by CreateSession (nil for handles made
-// with Client.Session).
+// Info is the session as CreateSession (or the last Wait) returned it; nil
+// for handles made with Client.Session until Wait is called.
 func (s *Session) Info() *codemodev1.Session { return s.info }
+
+// Wait waits (WaitSession, bounded by ctx) until the session is neither
+// STARTING nor INSTALLING and returns it, whatever state it settled in:
+// check its State, StateMessage and LastInstall. For calls made with NoWait.
+func (s *Session) Wait(ctx context.Context) (*codemodev1.Session, error) {
+	info := s.info
+	if !transient(info.GetState()) {
+		// Unknown or settled when last seen: ask once, so the answer is current.
+		resp, err := s.client.sessions.WaitSession(ctx, &codemodev1.WaitSessionRequest{Name: s.name, Timeout: durationpb.New(waitSessionTimeout)})
+		if err != nil {
+			return nil, wrapError(err)
+		}
+		info = resp.GetSession()
+	}
+	info, err := s.client.waitSettled(ctx, info)
+	if err != nil {
+		return nil, err
+	}
+	s.info = info
+	return info, nil
+}
 
 // Close deletes the session and stops its sandbox. It is meant for
 // `defer s.Close()`, so it uses its own deadline rather than a caller's
@@ -60,8 +82,11 @@ func WithTimeout(d time.Duration) RunOption {
 	return func(r *codemodev1.ExecuteRequest) { r.Timeout = durationpb.New(d) }
 }
 
-// WithRequestID makes the run idempotent: a retry with the same id is
-// rejected instead of running the code twice.
+// WithRequestID makes the run idempotent (the id must be unique in the
+// session): a retry with the same id never runs the code twice. While the
+// first run is going, the retry attaches to it; after it ended, the retry
+// receives its recorded events from the start. The same id with different
+// code is refused with ALREADY_EXISTS (ReasonDuplicateRequest).
 func WithRequestID(id string) RunOption {
 	return func(r *codemodev1.ExecuteRequest) { r.RequestId = id }
 }
@@ -122,20 +147,29 @@ func (s *Session) Run(ctx context.Context, code string, opts ...RunOption) (*Res
 }
 
 // Stream executes code and yields its events as they arrive, heartbeats
-// included. Breaking out of the loop cancels the call, which interrupts the
-// code on the server. A call failure is yielded once as the error and ends
-// the sequence.
+// included (a heartbeat carries the sequence of the event before it).
+// Breaking out of the loop cancels the call, which cancels the execution on
+// the server: it finishes CANCELLED, as AttachExecution then shows. A call
+// failure is yielded once as the error and ends the sequence.
 func (s *Session) Stream(ctx context.Context, code string, opts ...RunOption) iter.Seq2[*codemodev1.ExecuteResponse, error] {
+	req := &codemodev1.ExecuteRequest{Session: s.name, Code: code}
+	for _, opt := range opts {
+		opt(req)
+	}
+	return events(ctx, func(ctx context.Context) (grpc.ServerStreamingClient[codemodev1.ExecuteResponse], error) {
+		return s.client.execute.Execute(ctx, req)
+	})
+}
+
+// events yields the responses of an execution stream (Execute or
+// AttachExecution) until it ends.
+func events(ctx context.Context, open func(context.Context) (grpc.ServerStreamingClient[codemodev1.ExecuteResponse], error)) iter.Seq2[*codemodev1.ExecuteResponse, error] {
 	return func(yield func(*codemodev1.ExecuteResponse, error) bool) {
-		req := &codemodev1.ExecuteRequest{Session: s.name, Code: code}
-		for _, opt := range opts {
-			opt(req)
-		}
 		// Cancelling on every exit path releases the HTTP/2 stream even when
 		// the caller stops early.
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		stream, err := s.client.execute.Execute(ctx, req)
+		stream, err := open(ctx)
 		if err != nil {
 			yield(nil, wrapError(err))
 			return

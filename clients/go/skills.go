@@ -49,11 +49,16 @@ func (s *Skills) List(ctx context.Context) ([]*codemodev1.Skill, error) {
 	}
 }
 
-// Search ranks skills by relevance to a natural-language query; limit 0
-// means the server default.
-func (s *Skills) Search(ctx context.Context, query string, limit int32) ([]*codemodev1.SkillSearchResult, error) {
-	resp, err := s.client.SearchSkills(ctx, &codemodev1.SearchSkillsRequest{Tenant: s.tenant, Query: query, Limit: limit})
-	return resp.GetResults(), wrapError(err)
+// Search ranks skills by relevance to a natural-language query and returns
+// one page of hits (Results, best first; Ranker names the scorer).
+// pageSize 0 means 10 (at most 100); pageToken is "" for the first page,
+// else a previous response's NextPageToken, which is "" on the last page.
+func (s *Skills) Search(ctx context.Context, query string, pageSize int32, pageToken string) (*codemodev1.SearchSkillsResponse, error) {
+	resp, err := s.client.SearchSkills(ctx, &codemodev1.SearchSkillsRequest{Tenant: s.tenant, Query: query, PageSize: pageSize, PageToken: pageToken})
+	if err != nil {
+		return nil, wrapError(err)
+	}
+	return resp, nil
 }
 
 // Update replaces the description and source. A non-empty etag must match

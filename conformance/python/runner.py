@@ -21,7 +21,10 @@ from codemode.v1 import artifact_pb2, session_pb2
 CASES_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "cases.json")
 RETRY_WHILE_BUSY_SECONDS = 30.0
 #: Steps that act on the case's session, so the runner creates one for them.
-SESSION_STEPS = ("list_dependencies", "add_dependency", "get_session", "delete_session", "list_sessions")
+SESSION_STEPS = (
+    "list_dependencies", "add_dependency", "get_session", "delete_session", "list_sessions",
+    "attach_execution", "cancel_execution",
+)
 
 
 class CaseSkipped(Exception):
@@ -49,9 +52,54 @@ class Observed:
     finished_at: float | None = None
     call_error: codemode.CodemodeError | None = None
     cancelled_by_client: bool = False
+    #: The name from the started event, and every non-heartbeat event as (sequence, signature).
+    execution: str = ""
+    events: list[tuple[int, str]] = field(default_factory=list)
+    #: What attach_after_outputs read, after ``attached_after``.
+    attached: list[tuple[int, str]] = field(default_factory=list)
+    attached_after: int = 0
+    #: A failed CancelExecution or AttachExecution made mid-stream.
+    side_error: codemode.CodemodeError | None = None
 
     def text(self, stream: str) -> str:
         return b"".join(o.data for o in self.outputs if o.stream == stream).decode("utf-8", "replace")
+
+
+def signature(event: codemode.ExecutionEvent) -> tuple[int, str]:
+    """One event as the cases compare it (conformance/README.md, "Event signatures")."""
+    if isinstance(event, codemode.Started):
+        described = f"started {event.execution}"
+    elif isinstance(event, codemode.Output):
+        described = f"output {event.stream} {event.data.decode('latin-1')}"
+    elif isinstance(event, codemode.Result):
+        described = f"result {json.dumps(event.json or '')} {json.dumps(event.repr)}"
+    elif isinstance(event, codemode.Error):
+        described = f"error {event.error.type} {event.error.message}"
+    else:
+        described = f"finished {event.status.name}"
+    return event.sequence, described
+
+
+@dataclass
+class CaseState:
+    """What a case's later steps need from earlier ones (conformance/README.md, "The last execution")."""
+
+    session: codemode.Session | None = None
+    last_execution: str = ""
+    last_events: list[tuple[int, str]] = field(default_factory=list)
+
+
+def session_config(wanted: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A cases.json session spec in the proto's JSON form: absent keys stay unset,
+    present ones are sent even when false."""
+    names = {
+        "output_budget_bytes": "outputBudgetBytes",
+        "deps": "deps",
+        "allow_runtime_deps": "allowRuntimeDeps",
+        "sync_deps_on_start": "syncDepsOnStart",
+    }
+    config = {names[key]: value for key, value in (wanted or {}).items()}
+    return config or None
 
 
 def principals_in(env: Mapping[str, str]) -> list[str]:
@@ -122,17 +170,13 @@ class Runner:
             ("execute" in step and "session" not in step["execute"]) or any(kind in step for kind in SESSION_STEPS)
             for step in case["steps"]
         ):
-            wanted = case.get("session") or {}
-            config: dict[str, Any] = {}
-            if "output_budget_bytes" in wanted:
-                config["outputBudgetBytes"] = wanted["output_budget_bytes"]
-            if "deps" in wanted:
-                config["deps"] = wanted["deps"]
-            session = self.client.create_session(config=config or None)
+            # The client's own create_session, which waits until the session is READY.
+            session = self.client.create_session(config=session_config(case.get("session")))
+        state = CaseState(session)
         try:
             for index, step in enumerate(case["steps"]):
                 try:
-                    self._run_step(step, session)
+                    self._run_step(step, state)
                 except AssertionError as failure:
                     raise AssertionError(f"step {index + 1} ({next(iter(step))}): {failure}") from None
         finally:
@@ -144,19 +188,38 @@ class Runner:
 
     def _require_skills(self) -> None:
         try:
-            self.client.skills.search("probe", limit=1)
+            self.client.skills.search("probe", page_size=1)
         except codemode.CodemodeError as error:
             if error.code.name == "UNIMPLEMENTED":
                 raise CaseSkipped("the server does not implement SkillStoreService") from error
             raise
 
-    def _run_step(self, step: dict[str, Any], session: codemode.Session | None) -> None:
+    def _run_step(self, step: dict[str, Any], state: CaseState) -> None:
+        session = state.session
         expect = step.get("expect", {})
         auth, tenant = step.get("auth", "principal"), step.get("tenant", "")
         client = self.client_for(auth, tenant)
         if "execute" in step:
             observed = self._execute(step["execute"], client, session)
-            check_execute(observed, expect)
+            try:
+                check_execute(observed, expect, state, 0)
+            finally:
+                if observed.execution:
+                    state.last_execution, state.last_events = observed.execution, observed.events
+            return
+        if "attach_execution" in step:
+            spec = step["attach_execution"]
+            assert session is not None
+            name = f"{session.name}/executions/{spec['execution_id']}" if "execution_id" in spec else state.last_execution
+            after = spec.get("after_sequence", 0)
+            observed = Observed()
+            try:
+                # The Python way to attach: the same Execution type session.stream returns.
+                with client.attach_execution(name, after_sequence=after) as execution:
+                    observe(client, execution, {}, observed)
+            except codemode.CodemodeError as error:
+                observed.call_error = error
+            check_execute(observed, expect, state, after)
             return
         if "close_session" in step:
             assert session is not None
@@ -173,6 +236,17 @@ class Runner:
                 info = client.get_session(session.name).info
                 if "session_tenant" in expect:
                     assert info.tenant == expect["session_tenant"], f"session tenant {info.tenant!r}, want {expect['session_tenant']!r}"
+                if "session_state" in expect:
+                    got = session_pb2.Session.State.Name(info.state).removeprefix("STATE_")
+                    assert got == expect["session_state"], f"session state {got}, want {expect['session_state']} ({info.state_message})"
+            elif "create_session" in step:
+                with client.create_session(config=session_config(step["create_session"])) as created:
+                    assert "error_status" not in expect, f"expected {expect['error_status']}, the call succeeded"
+                    assert created.info.state == session_pb2.Session.STATE_READY, f"create_session returned {created.info}"
+            elif "cancel_execution" in step:
+                cancelled = client.cancel_execution(state.last_execution)
+                if "execution_cancelled" in expect:
+                    assert cancelled == expect["execution_cancelled"], f"cancelled {cancelled}, want {expect['execution_cancelled']}"
             elif "delete_session" in step:
                 assert session is not None
                 client.delete_session(session.name)  # the RPC itself: Session.delete() forgives NOT_FOUND
@@ -214,7 +288,7 @@ class Runner:
             elif "get_skill" in step:
                 check_skill(skills.get(step["get_skill"]["id"]), expect)
             elif "search_skills" in step:
-                check_names([hit.skill.name for hit in skills.search(step["search_skills"]["query"])], expect, "search results")
+                check_names([hit.skill.name for hit in skills.search(step["search_skills"]["query"]).results], expect, "search results")
             elif "delete_skill" in step:
                 skills.delete(step["delete_skill"]["id"])
             else:
@@ -232,39 +306,73 @@ class Runner:
             handle = codemode.Session(client, session.info)
         deadline = time.monotonic() + RETRY_WHILE_BUSY_SECONDS
         while True:
-            observed = self._execute_once(handle, spec)
+            observed = self._execute_once(client, handle, spec)
             busy = observed.call_error is not None and observed.call_error.reason == "SESSION_BUSY"
             if not (busy and spec.get("retry_while_busy") and time.monotonic() < deadline):
                 return observed
             time.sleep(0.1)
 
     @staticmethod
-    def _execute_once(session: codemode.Session, spec: dict[str, Any]) -> Observed:
+    def _execute_once(client: codemode.Client, session: codemode.Session, spec: dict[str, Any]) -> Observed:
         observed = Observed()
         timeout = spec.get("execution_timeout_seconds")
         try:
             deadline = spec.get("call_deadline_seconds")
-            with session.stream(spec["code"], timeout=timeout, deadline=deadline) as execution:
-                for event in execution:
-                    now = time.monotonic()
-                    if isinstance(event, codemode.Output):
-                        observed.outputs.append(event)
-                        if observed.first_output_at is None:
-                            observed.first_output_at = now
-                        if spec.get("cancel_after_first_output"):
-                            observed.cancelled_by_client = True
-                            execution.cancel()
-                            break
-                    elif isinstance(event, codemode.Result):
-                        observed.result = event
-                        observed.outputs_before_result = len(observed.outputs)
-                    elif isinstance(event, codemode.Error):
-                        observed.error = event
-                    elif isinstance(event, codemode.Finished):
-                        observed.finished, observed.finished_at = event, now
+            with session.stream(spec["code"], timeout=timeout, deadline=deadline, request_id=spec.get("request_id")) as execution:
+                observe(client, execution, spec, observed)
         except codemode.CodemodeError as error:
             observed.call_error = error
         return observed
+
+
+def observe(client: codemode.Client, execution: codemode.Execution, spec: dict[str, Any], observed: Observed) -> None:
+    """Reads an execution stream (Execute or AttachExecution) to its end; ``spec`` says what to do mid-stream."""
+    for event in execution:
+        now = time.monotonic()
+        observed.events.append(signature(event))
+        if isinstance(event, codemode.Started):
+            observed.execution = event.execution
+        elif isinstance(event, codemode.Output):
+            observed.outputs.append(event)
+            if observed.first_output_at is None:
+                observed.first_output_at = now
+            if spec.get("cancel_after_first_output"):
+                observed.cancelled_by_client = True
+                execution.cancel()
+                break
+            if spec.get("cancel_execution_after_first_output") and len(observed.outputs) == 1:
+                try:
+                    client.cancel_execution(observed.execution)
+                except codemode.CodemodeError as error:
+                    observed.side_error = error
+            if len(observed.outputs) == spec.get("attach_after_outputs"):
+                # A second stream on the same execution while this one stays open; the
+                # last sequence seen counts heartbeats too (they carry the one before).
+                observed.attached_after = execution.last_sequence
+                try:
+                    with client.attach_execution(observed.execution, after_sequence=execution.last_sequence) as attached:
+                        observed.attached = [signature(e) for e in attached]
+                except codemode.CodemodeError as error:
+                    observed.side_error = error
+        elif isinstance(event, codemode.Result):
+            observed.result = event
+            observed.outputs_before_result = len(observed.outputs)
+        elif isinstance(event, codemode.Error):
+            observed.error = event
+        elif isinstance(event, codemode.Finished):
+            observed.finished, observed.finished_at = event, now
+
+
+def check_contiguous(events: list[tuple[int, str]], after: int, what: str) -> None:
+    """Sequences after+1, after+2, ... with no gap or repeat."""
+    sequences = [sequence for sequence, _ in events]
+    assert sequences == list(range(after + 1, after + 1 + len(events))), f"{what}: sequences {sequences} after {after}"
+
+
+def check_same_events(got: list[tuple[int, str]], want: list[tuple[int, str]], after: int, what: str) -> None:
+    """``got`` has the signatures of ``want``'s events above ``after``."""
+    tail = [event for event in want if event[0] > after]
+    assert got == tail, f"{what}: events {got}, want {tail}"
 
 
 def check_call_error(error: codemode.CodemodeError, expect: dict[str, Any]) -> None:
@@ -340,7 +448,8 @@ def merged_streams(outputs: list[codemode.Output]) -> Iterator[str]:
             previous = output.stream
 
 
-def check_execute(observed: Observed, expect: dict[str, Any]) -> None:
+def check_execute(observed: Observed, expect: dict[str, Any], state: CaseState, after: int) -> None:
+    assert observed.side_error is None, f"mid-stream call failed: {observed.side_error}"
     if observed.call_error is not None:
         if expect.get("cancelled"):
             assert observed.call_error.code.name == "CANCELLED", f"cancel ended with {observed.call_error}"
@@ -398,3 +507,12 @@ def check_execute(observed: Observed, expect: dict[str, Any]) -> None:
         assert dropped > 0, "nothing reported as truncated"
         assert received + dropped == total, f"received {received} + truncated {dropped} != {total}"
         assert reported == dropped, f"dropped_bytes_before adds up to {reported}, finished says {dropped}"
+    if expect.get("contiguous_sequences"):
+        check_contiguous(observed.events, after, "stream")
+    if expect.get("same_events_as_last_execution"):
+        assert state.last_execution, "no earlier execution to compare with"
+        check_same_events(observed.events, state.last_events, after, "stream")
+    if expect.get("attach_matches_stream"):
+        assert observed.attached, "the attached stream had no events"
+        check_contiguous(observed.attached, observed.attached_after, "attached stream")
+        check_same_events(observed.attached, observed.events, observed.attached_after, "attached stream")

@@ -13,9 +13,9 @@ import os
 import socket
 import sys
 
+from sandbox_agent import protocol
 from sandbox_agent.interpreter import hardening
 from sandbox_agent.interpreter.namespaces import build_namespaces
-from sandbox_agent import protocol
 
 
 def main() -> None:

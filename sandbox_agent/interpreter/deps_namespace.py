@@ -13,7 +13,10 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from sandbox_agent.interpreter.errors import InvalidPackageSpecError, RuntimeDepsDisabledError
+from sandbox_agent.interpreter.errors import (
+    InvalidPackageSpecError,
+    RuntimeDepsDisabledError,
+)
 
 HostCall = Callable[..., tuple[Any, bytes]]
 

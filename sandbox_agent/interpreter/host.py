@@ -9,11 +9,13 @@ the way py-code-mode's in-process executor does.
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 from typing import Any
 
 from sandbox_agent import protocol
 from sandbox_agent.interpreter import errors
+from sandbox_agent.limits import MAX_HOST_CALL_BYTES
 
 
 class _Waiter:
@@ -73,6 +75,14 @@ def call(method: str, params: dict[str, Any], payload: bytes = b"") -> tuple[Any
         raise ValueError("method must be a non-empty string")
     if not isinstance(params, dict):
         raise TypeError("params must be a dict")
+    try:
+        method.encode("utf-8")  # a protobuf string: a lone surrogate would break the stream
+    except UnicodeEncodeError:
+        raise ValueError("method must be valid UTF-8 text") from None
+    size = len(payload) + len(json.dumps(params))
+    if size > MAX_HOST_CALL_BYTES:
+        # Bigger than one message between the agent and the control plane can carry.
+        raise ValueError(f"host call {method!r} has {size} bytes of arguments; at most {MAX_HOST_CALL_BYTES} fit")
     waiter = _Waiter()
     with _lock:
         if _channel is None or _exec_id is None:

@@ -70,7 +70,9 @@ class Runner:
     def _prepare_process(self) -> None:
         builtins.input = _closed_input
         for stream in (sys.stdout, sys.stderr):
-            stream.reconfigure(line_buffering=True, write_through=True)  # type: ignore[union-attr]
+            # backslashreplace: printing a str with a lone surrogate (an exception message,
+            # a file name from os.listdir) shows `\udc80` instead of raising in user code.
+            stream.reconfigure(line_buffering=True, write_through=True, errors="backslashreplace")  # type: ignore[union-attr]
         os.dup2(self._devnull, 1)
         os.dup2(self._devnull, 2)
 
@@ -208,7 +210,10 @@ def _describe_value(value: Any) -> dict[str, Any]:
         text = f"<repr() failed: {type(exc).__name__}: {exc}>"
     if len(text) > MAX_REPR_CHARS:
         text = text[:MAX_REPR_CHARS] + "...<truncated>"
-    described: dict[str, Any] = {"repr": text, "type_name": f"{kind.__module__}.{kind.__qualname__}"}
+    described: dict[str, Any] = {
+        "repr": _printable(text),
+        "type_name": _printable(f"{kind.__module__}.{kind.__qualname__}"),
+    }
     try:
         encoded = json.dumps(value)
         if len(encoded) <= MAX_JSON_CHARS:
@@ -220,9 +225,9 @@ def _describe_value(value: Any) -> dict[str, Any]:
 
 def _describe_syntax_error(exc: SyntaxError) -> dict[str, Any]:
     return {
-        "type": type(exc).__name__,
+        "type": _printable(type(exc).__name__),
         "message": _printable(str(exc.msg)),
-        "traceback": "".join(traceback.format_exception_only(type(exc), exc)),
+        "traceback": _printable("".join(traceback.format_exception_only(type(exc), exc))),
         "line": int(exc.lineno or 0),
     }
 
@@ -239,11 +244,14 @@ def _describe_exception(exc: BaseException, filename: str) -> dict[str, Any]:
     line = (current or frames)[-1].lineno if frames else 0
     if isinstance(exc, SyntaxError) and not frames:
         line = exc.lineno or 0
-    message = str(exc)
+    try:
+        message = str(exc)
+    except Exception as failure:  # noqa: BLE001 - a user __str__ may raise; the error must still be reported
+        message = f"<str() failed: {type(failure).__name__}>"
     if isinstance(exc, SystemExit):
         message = f"SystemExit({exc.code!r}) was raised; the interpreter keeps running"
     return {
-        "type": type(exc).__name__,
+        "type": _printable(type(exc).__name__),
         "message": _printable(message),
         "traceback": _printable("".join(lines)),
         "line": int(line or 0),
@@ -251,5 +259,7 @@ def _describe_exception(exc: BaseException, filename: str) -> dict[str, Any]:
 
 
 def _printable(text: str) -> str:
-    """Lone surrogates (possible in exception messages) cannot travel in a protobuf string."""
+    """Lone surrogates (possible in reprs, exception messages, class names) cannot travel in
+    a protobuf string: the agent could not serialize the event and the call would break.
+    They become backslash escapes (`\\udc80`), everything else stays as it is."""
     return text.encode("utf-8", "backslashreplace").decode("utf-8")

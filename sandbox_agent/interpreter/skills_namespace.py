@@ -3,15 +3,23 @@
 Every call goes to the control plane (no cache here), so a skill created
 through the API is invocable at once in a running session and vice versa.
 Skill code runs here, inside the sandbox, never in the server. Imports no gRPC.
+
+Results have the API's shapes: `name` is the resource name ("skills/double") and
+`create_time`/`update_time` are timezone-aware datetimes in UTC (timestamps.py).
+Every method taking a name accepts the bare name ("double") or the resource name.
 """
 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import threading
 from collections.abc import Callable
 from typing import Any
 
+from sandbox_agent.interpreter.timestamps import with_datetimes
+
+PREFIX = "skills/"
 HostCall = Callable[..., tuple[Any, bytes]]
 
 
@@ -24,22 +32,23 @@ class SkillsNamespace:
         self.__injected = injected
 
     def list(self) -> list[dict[str, Any]]:
-        """All skills of the session's tenant: name, description, parameters (no source)."""
-        return self.__call("skills.list", {})[0]
+        """All skills of the session's tenant: name, description, parameters, create_time,
+        update_time, version, etag (no source)."""
+        return with_datetimes(self.__call("skills.list", {})[0])
 
-    def search(self, query: str, limit: int = 5) -> list[dict[str, Any]]:
+    def search(self, query: str, limit: int = 5) -> builtins.list[dict[str, Any]]:
         """Skills ranked by relevance to `query`, best first, each with a `score`."""
-        return self.__call("skills.search", {"query": query, "limit": limit})[0]
+        return with_datetimes(self.__call("skills.search", {"query": query, "limit": limit})[0])
 
     def get(self, name: str) -> dict[str, Any]:
         """The skill including its source; raises SkillNotFoundError."""
-        return self.__call("skills.get", {"name": name})[0]
+        return with_datetimes(self.__call("skills.get", {"name": name})[0])
 
     def create(self, name: str, source: str, description: str = "") -> dict[str, Any]:
         """Validates and stores a skill; invalid input raises a ValueError subclass."""
-        return self.__call(
+        return with_datetimes(self.__call(
             "skills.create", {"name": name, "source": source, "description": description}
-        )[0]
+        )[0])
 
     def delete(self, name: str) -> bool:
         """True if the skill existed."""
@@ -55,11 +64,12 @@ class SkillsNamespace:
         another skill (each nesting level gets its own thread and loop: no deadlock).
         """
         skill = self.get(name)
-        namespace: dict[str, Any] = {"__name__": f"skill_{name}", **self.__injected()}
-        exec(compile(skill["source"], f"<skill {name}>", "exec"), namespace)  # noqa: S102 - sandboxed
+        skill_id = name.removeprefix(PREFIX) if isinstance(name, str) else name
+        namespace: dict[str, Any] = {"__name__": f"skill_{skill_id}", **self.__injected()}
+        exec(compile(skill["source"], f"<skill {skill_id}>", "exec"), namespace)  # noqa: S102 - sandboxed
         run = namespace.get("run")
         if not callable(run):
-            raise TypeError(f"skill {name!r} defines no callable run()")
+            raise TypeError(f"skill {skill_id!r} defines no callable run()")
         return _run_coroutine_in_thread(lambda: run(**kwargs))
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
@@ -67,7 +77,7 @@ class SkillsNamespace:
             raise AttributeError(name)
         return lambda **kwargs: self.invoke(name, **kwargs)
 
-    def __dir__(self) -> list[str]:
+    def __dir__(self) -> builtins.list[str]:
         return ["create", "delete", "get", "invoke", "list", "search"]
 
     def __repr__(self) -> str:

@@ -32,7 +32,15 @@ sys.path[:0] = [REPO, os.path.join(REPO, "clients", "python", "src")]
 
 import grpc  # noqa: E402
 
-from codemode.v1 import execute_pb2, execute_pb2_grpc, session_pb2, session_pb2_grpc, skill_pb2, skill_pb2_grpc  # noqa: E402
+from codemode_protos.v1 import (  # noqa: E402
+    execute_pb2,
+    execute_pb2_grpc,
+    session_pb2,
+    session_pb2_grpc,
+    skill_pb2,
+    skill_pb2_grpc,
+)
+from tests.helpers.sessions import create_ready_session  # noqa: E402
 
 WORKLOAD_SECONDS = 15.0
 ERROR_EVERY = 4  # every 4th execution raises
@@ -103,7 +111,8 @@ async def _workload(address: str) -> dict[str, int]:
     async with grpc.aio.insecure_channel(address) as channel:
         sessions = session_pb2_grpc.SessionServiceStub(channel)
         execute = execute_pb2_grpc.ExecuteServiceStub(channel)
-        session = (await sessions.CreateSession(session_pb2.CreateSessionRequest(), timeout=60)).session.name
+        # CreateSession returns at once (STARTING unless the warm pool had one); wait until READY.
+        session = (await create_ready_session(sessions, session_pb2.CreateSessionRequest())).name
         started = time.monotonic()
         n = 0
         skill_created = False

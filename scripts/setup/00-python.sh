@@ -56,15 +56,15 @@ fi
 
 # Everything that changes what pip would install. Hashing the script itself
 # means a change to the install command below also forces a re-install.
-wanted="$(cat pyproject.toml clients/python/pyproject.toml "$0" | sha256sum | cut -d' ' -f1)"
+wanted="$(cat pyproject.toml clients/python/pyproject.toml gen/python/pyproject.toml "$0" | sha256sum | cut -d' ' -f1)"
 if [ "$MODE" = full ]; then
-  IMPORTS='import codemode.v1, grpc, grpc_tools, pytest'
-  SPECS=(-e 'clients/python[dev]' -e '.[dev,bench]')
+  IMPORTS='import codemode.v1, codemode_protos.sandbox.v1, grpc, grpc_tools, pytest'
+  SPECS=(-e gen/python -e 'clients/python[dev]' -e '.[dev,bench]')
   WHAT="codemode, codemode-client and the dev/bench extras"
   SATISFIED="full"
 else
-  IMPORTS='import codemode.v1, grpc, server.cli'
-  SPECS=(-e clients/python -e .)
+  IMPORTS='import codemode.v1, codemode_protos.sandbox.v1, grpc, server.cli'
+  SPECS=(-e gen/python -e clients/python -e .)
   WHAT="codemode and codemode-client (serving only, no dev/bench extras)"
   SATISFIED="full serve"
 fi

@@ -8,7 +8,9 @@
 # Environment knobs:
 #   CODEMODE_BASE_IMAGE     base image to build from (default codemode-base:bookworm,
 #                           made here; users with a registry can pass python:3.11-slim)
-#   CODEMODE_SANDBOX_IMAGE  tag of the sandbox image (default codemode-sandbox:dev)
+#   CODEMODE_SANDBOX_IMAGE  tag of the sandbox image (default codemode-sandbox:dev); the
+#                           image is also tagged <repository>:<project version> (pyproject.toml),
+#                           the tag the server image of the same version uses
 #   CODEMODE_CACHE_DIR      where the debootstrap tarball is cached (default /var/cache/codemode)
 #   CODEMODE_REBUILD=1      rebuild the sandbox image even when it exists
 # With --check it changes nothing and exits 0 when the engine answers and the
@@ -21,6 +23,10 @@ ROOT="$PWD"
 
 BASE_IMAGE="${CODEMODE_BASE_IMAGE:-codemode-base:bookworm}"
 SANDBOX_IMAGE="${CODEMODE_SANDBOX_IMAGE:-codemode-sandbox:dev}"
+PROJECT_VERSION="$(sed -n 's/^version = "\(.*\)"$/\1/p' "$ROOT/pyproject.toml" | head -n1)"
+SANDBOX_REPO="$SANDBOX_IMAGE"
+case "${SANDBOX_IMAGE##*/}" in *:*) SANDBOX_REPO="${SANDBOX_IMAGE%:*}" ;; esac  # a tag, not a registry port
+VERSIONED_SANDBOX_IMAGE="$SANDBOX_REPO:${PROJECT_VERSION:-dev}"
 CACHE_DIR="${CODEMODE_CACHE_DIR:-/var/cache/codemode}"
 DOCKERD_LOG="${CODEMODE_DOCKERD_LOG:-/var/log/codemode-dockerd.log}"
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
@@ -105,11 +111,11 @@ build_wheelhouse() {
     --python-version 3.11 --implementation cp --platform "manylinux2014_$arch" \
     --platform "manylinux_2_17_$arch" --platform "manylinux_2_28_$arch" --platform any \
     -r "$ROOT/docker/requirements-agent.txt" -d "$wheelhouse"
-  log "building the codemode-client wheel (generated stubs)"
+  log "building the codemode-protos wheel (the agent's generated stubs)"
   # From a copy: setuptools leaves build/ and egg-info next to the sources.
   local src
-  src="$(mktemp -d /tmp/codemode-client-src.XXXXXX)"
-  tar -C "$ROOT/clients/python" --exclude=build --exclude='*.egg-info' --exclude=__pycache__ -cf - . \
+  src="$(mktemp -d /tmp/codemode-protos-src.XXXXXX)"
+  tar -C "$ROOT/gen/python" --exclude=build --exclude='*.egg-info' --exclude=__pycache__ -cf - . \
     | tar -C "$src" -xf -
   "$PY" -m pip wheel --quiet --no-deps --no-build-isolation "$src" -w "$wheelhouse"
   rm -rf "$src"
@@ -134,6 +140,7 @@ docker_build() {
 build_sandbox_image() {
   if [ -z "${CODEMODE_REBUILD:-}" ] && image_is_current; then
     log "sandbox image $SANDBOX_IMAGE is up to date"
+    docker tag "$SANDBOX_IMAGE" "$VERSIONED_SANDBOX_IMAGE"
     return
   fi
   # A dedicated build context: only the agent, the wheels and the Dockerfile,
@@ -146,7 +153,7 @@ build_sandbox_image() {
   tar -C "$ROOT" --exclude=__pycache__ --exclude='*.pyc' -cf - sandbox_agent | tar -C "$ctx/app" -xf -
   build_wheelhouse "$ctx/wheelhouse"
   log "building $SANDBOX_IMAGE from $BASE_IMAGE"
-  docker_build --quiet -t "$SANDBOX_IMAGE" \
+  docker_build --quiet -t "$SANDBOX_IMAGE" -t "$VERSIONED_SANDBOX_IMAGE" \
     --build-arg BASE_IMAGE="$BASE_IMAGE" \
     --label dev.codemode.source-hash="$(source_hash)" \
     "$ctx" >/dev/null
@@ -160,8 +167,8 @@ build_sandbox_image() {
 
 source_hash() {
   # Rebuild when the agent, the Dockerfile, the pinned wheels or the stubs change.
-  (cd "$ROOT" && find sandbox_agent clients/python/src docker/Dockerfile docker/requirements-agent.txt \
-      -type f ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 | sort -z | xargs -0 sha256sum) \
+  (cd "$ROOT" && find sandbox_agent gen/python docker/Dockerfile docker/requirements-agent.txt \
+      -type f ! -name '*.pyc' ! -path '*/__pycache__/*' ! -path '*.egg-info/*' -print0 | sort -z | xargs -0 sha256sum) \
     | sha256sum | cut -c1-16
 }
 

@@ -20,7 +20,11 @@ from server.artifacts.names import validate_artifact_name
 from server.pages import fit_page
 from server.quotas import QuotaTable, artifact_bytes_quota_error
 from server.storage.base import Storage
-from server.storage.errors import ArtifactInvalidError, ArtifactNotFoundError, ArtifactTooLargeError
+from server.storage.errors import (
+    ArtifactInvalidError,
+    ArtifactNotFoundError,
+    ArtifactTooLargeError,
+)
 from server.storage.records import ARTIFACT_TYPES, ArtifactRecord, validate_tenant
 from server.storage.text import require_valid_text
 
@@ -166,6 +170,16 @@ class ArtifactLibrary:
         finally:
             if held and self._budget:
                 self._budget.release(held)
+
+    async def check_declared_size(self, tenant: str, draft: ArtifactRecord, declared_size: int) -> None:
+        """ARTIFACT_TOO_LARGE or QUOTA_EXCEEDED for an upload's declared size, before any of
+        its data is read (`save_stream` checks the data itself as it arrives)."""
+        self.check_size(declared_size, draft.type)
+        quota = self._quotas.for_tenant(tenant).artifact_bytes if self._quotas is not None else 0
+        if quota:
+            used = await self._bytes_besides(tenant, draft.name)
+            if used + declared_size > quota:
+                raise artifact_bytes_quota_error(tenant, quota, used, declared_size)
 
     async def _bytes_besides(self, tenant: str, name: str) -> int:
         """The tenant's artifact bytes without those of `name`, which an upload replaces."""

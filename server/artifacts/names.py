@@ -11,17 +11,28 @@ import re
 
 from server.storage.errors import ArtifactInvalidError
 
-MAX_NAME_LENGTH = 255
+# File storage keeps an artifact as `<quoted name>.artifact` in one directory, where '/'
+# is quoted as '%2F' and a file name has at most 255 bytes (NAME_MAX): so a name may be
+# 246 characters long with each '/' counting as 3. Checked here, for every backend, so a
+# name never fails in the filesystem (ENAMETOOLONG, whose message names the server's
+# data dir) and works alike on Redis.
+MAX_NAME_LENGTH = 255 - len(".artifact")
 _SEGMENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")  # fullmatch: `$` allows a trailing newline
+
+
+def encoded_length(name: str) -> int:
+    """The name's length as the limit counts it: each '/' as 3 (its quoted form)."""
+    return len(name) + 2 * name.count("/")
 
 
 def validate_artifact_name(name: str) -> str:
     """Accepts 'report.csv', 'runs/2024-01/out.json'; refuses '../x', '/etc', '__index__'."""
     if not isinstance(name, str) or not name:
         raise ArtifactInvalidError("artifact name is empty", field="name")
-    if len(name) > MAX_NAME_LENGTH:
+    length = encoded_length(name)
+    if length > MAX_NAME_LENGTH:
         raise ArtifactInvalidError(
-            f"artifact name is {len(name)} characters long; the limit is {MAX_NAME_LENGTH}",
+            f"artifact name is {length} characters long (each '/' counts as 3); the limit is {MAX_NAME_LENGTH}",
             field="name",
         )
     if name.startswith("/"):

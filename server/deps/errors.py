@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import grpc
 
-from server.errors import ServiceError
+from codemode_protos.v1 import error_reason_pb2 as reasons
+from server.errors import ServiceError, reason_name
 
 
 class DepsError(ServiceError):
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
-    reason: str = "INTERNAL"
+    reason: str = reason_name(reasons.ERROR_REASON_INTERNAL)
     sandbox_type: str = "RuntimeError"
 
     def __init__(self, message: str, **metadata: object) -> None:
@@ -26,15 +27,20 @@ class DepsSpecError(DepsError, ValueError):
     """A package spec that must not reach pip; the message says which rule it broke."""
 
     code = grpc.StatusCode.INVALID_ARGUMENT
-    reason = "INVALID_PACKAGE_SPEC"
+    reason = reason_name(reasons.ERROR_REASON_INVALID_PACKAGE_SPEC)
     sandbox_type = "InvalidPackageSpecError"
+
+    def __init__(self, message: str, field: str = "package") -> None:
+        # Every API that takes one spec names it `package`; CreateSession re-raises
+        # with its own field (session.config.deps).
+        super().__init__(message, field=field)
 
 
 class RuntimeDepsDisabledError(DepsError, PermissionError):
     """deps.add/remove while the session has allow_runtime_deps=false."""
 
     code = grpc.StatusCode.FAILED_PRECONDITION
-    reason = "RUNTIME_DEPS_DISABLED"
+    reason = reason_name(reasons.ERROR_REASON_RUNTIME_DEPS_DISABLED)
     sandbox_type = "RuntimeDepsDisabledError"
 
 
@@ -47,7 +53,7 @@ class DepsInstallError(DepsError, RuntimeError):
     """
 
     code = grpc.StatusCode.FAILED_PRECONDITION
-    reason = "DEPS_INSTALL_FAILED"
+    reason = reason_name(reasons.ERROR_REASON_DEPS_INSTALL_FAILED)
     sandbox_type = "RuntimeError"
 
     def __init__(self, message: str) -> None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from codemode.sandbox.v1 import agent_pb2
+from codemode_protos.sandbox.v1 import agent_pb2
+from server.deps import installs
 from server.deps.errors import DepsError
 from server.deps.session_deps import SessionDeps
 
@@ -42,7 +43,7 @@ class DepsHostCallHandler:
                 return _error(call, "NotImplementedError", "this sandbox does not support deps")
             result = await self._dispatch(session, deps, call.method, params)
         except DepsError as exc:
-            return _error(call, exc.sandbox_type, exc.message)
+            return _error(call, exc.sandbox_type, exc.public_message)
         except _UnknownMethod as exc:
             return _error(call, "NotImplementedError", f"host call {exc.args[0]!r} is not available on this server")
         except ValueError as exc:
@@ -53,7 +54,14 @@ class DepsHostCallHandler:
         if method == "deps.list":
             return deps.list()
         if method == "deps.add":
-            added = await deps.add(params.get("package"))
+            # Inside an Execute (the session is BUSY): the calling code waits for the
+            # install, which is recorded as the session's last_install like the API's.
+            package, already = deps.check_add(params.get("package"))
+            if already:
+                added = await deps.add(package)
+            else:
+                with installs.tracked(session, (package,)):
+                    added = await deps.add(package)
             return {
                 "package": added.package,
                 "already_present": added.already_present,
@@ -63,7 +71,13 @@ class DepsHostCallHandler:
         if method == "deps.remove":
             return await deps.remove(params.get("package"))
         if method == "deps.sync":
-            synced = await deps.sync()
+            missing = deps.missing()
+            if missing:
+                with installs.tracked(session, missing) as record:
+                    synced = await deps.sync()
+                    record.succeed(synced.installed)
+            else:
+                synced = await deps.sync()
             return {"installed": synced.installed, "dependencies": synced.dependencies, "import_paths": _import_paths(session)}
         raise _UnknownMethod(method)
 

@@ -17,6 +17,7 @@ import sys
 
 from server.deps.errors import DepsInstallError
 from server.deps.specs import package_set_key
+from server.errors import redact
 
 DEFAULT_INSTALL_TIMEOUT_SECONDS = 300.0
 _COMPLETE_MARKER = ".complete"
@@ -109,8 +110,24 @@ class DepsInstaller:
                 process.kill()
                 await process.wait()
         if process.returncode != 0:
-            text = output.decode("utf-8", "replace").strip()
+            text = self._public(output.decode("utf-8", "replace").strip(), target_dir)
             raise DepsInstallError(f"installing {', '.join(specs)} failed: {text[-_OUTPUT_TAIL_CHARS:]}")
+
+    def _public(self, text: str, target_dir: str) -> str:
+        """pip's output as the caller may see it: the session's view, not the server's.
+
+        pip names the directories it works in (under the server's data dir) and the
+        index URL, which may carry credentials; the caller needs neither to see why a
+        package did not install ("No matching distribution found for ...")."""
+        for secret, label in (
+            (target_dir, "<target dir>"),
+            (self.cache_root, "<deps cache>"),
+            (self.source.wheelhouse, "<wheelhouse>"),
+            (self.source.index_url, "<index>"),
+        ):
+            if secret:
+                text = text.replace(secret.rstrip("/"), label)
+        return redact(text)
 
     async def cached_set(self, specs: tuple[str, ...]) -> str:
         """A directory holding exactly this (normalized) set, installed once per cache root.

@@ -17,7 +17,11 @@ import os
 from typing import TYPE_CHECKING
 
 from server.deps.errors import DepsInstallError, DepsSpecError
-from server.deps.installer import DEFAULT_INSTALL_TIMEOUT_SECONDS, DepsInstaller, DepsSource
+from server.deps.installer import (
+    DEFAULT_INSTALL_TIMEOUT_SECONDS,
+    DepsInstaller,
+    DepsSource,
+)
 from server.deps.session_deps import SessionDeps
 from server.deps.specs import normalize_set
 from server.providers.base import SandboxStartError
@@ -26,6 +30,15 @@ if TYPE_CHECKING:
     from server.config import ServerConfig
 
 CACHE_DIR_NAME = "deps-cache"
+
+
+class DepsStartError(SandboxStartError):
+    """The start-up packages (sync_deps_on_start) did not install; `reason` is the
+    DepsError's (DEPS_INSTALL_FAILED, INVALID_PACKAGE_SPEC), for `last_install`."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message, public=True)  # the caller's own packages
+        self.reason = reason
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +141,6 @@ class DepsProvisioner:
                 )
             return PreparedDeps(specs, await installer.cached_set(specs), installer)
         except DepsSpecError as exc:
-            raise SandboxStartError(f"invalid deps: {exc}") from None
+            raise DepsStartError(f"invalid deps: {exc.public_message}", exc.reason) from None
         except DepsInstallError as exc:
-            raise SandboxStartError(str(exc)) from None
+            raise DepsStartError(exc.public_message, exc.reason) from None

@@ -13,6 +13,7 @@ sandbox has no pip of its own to go around it.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import dataclasses
 import os
@@ -77,6 +78,28 @@ class SessionDeps:
 
     def list(self) -> list[str]:
         return list(self._configured)
+
+    def missing(self) -> tuple[str, ...]:
+        """Configured packages not installed in this sandbox yet (what `sync` installs)."""
+        return tuple(s for s in self._configured if s not in self._installed)
+
+    def check_add(self, spec: object) -> tuple[str, bool]:
+        """Everything `add` would refuse, without installing: (normalized spec, already
+        installed). AddDependency calls it so refusals are the call's errors and only
+        the install itself runs in the background."""
+        self._require_runtime_deps()
+        normalized = normalize_spec(spec)
+        return normalized, normalized in self._installed and normalized in self._configured
+
+    def after_add(self, normalized: str) -> builtins.list[str]:
+        """The configured list once `add(normalized)` succeeded (a spec replaces its project's)."""
+        name = base_name(normalized)
+        return [s for s in self._configured if base_name(s) != name] + [normalized]
+
+    def require_source(self) -> None:
+        """DEPS_INSTALL_FAILED now, rather than from an install that cannot run."""
+        if not self.installs_available:
+            raise DepsInstallError("no package source configured (--deps-wheelhouse or --deps-index-url)")
 
     def _require_runtime_deps(self) -> None:
         if not self._allow_runtime_deps:

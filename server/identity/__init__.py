@@ -13,7 +13,7 @@ Modules, one job each:
 * `policy`: which role may call which method.
 * `caller`: the per-call principal (a contextvar) and the tenant/session checks handlers use.
 * `interceptor`: the gRPC server interceptor that authenticates and authorizes every call.
-* `audit`: one JSON line per mutating or executing call.
+* `audit`: one line per mutating or executing call, through the server's log pipeline.
 * `bootstrap`: builds all of the above from the server configuration, creating the
   zero-configuration principals file and local token on first start.
 """

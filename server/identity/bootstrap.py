@@ -28,8 +28,8 @@ from server.identity.credentials import Authenticator
 from server.identity.interceptor import AuthInterceptor
 from server.identity.principals import (
     Principal,
-    PrincipalSet,
     PrincipalsError,
+    PrincipalSet,
     Role,
     TokenEntry,
     new_token,

@@ -48,6 +48,12 @@ def unbind(token: contextvars.Token) -> None:
     _CALLER.reset(token)
 
 
+def bound() -> Caller | None:
+    """The caller bound to this RPC, if any: for the access log, which also sees calls
+    refused before a caller existed. Handlers use `current()`, which refuses without one."""
+    return _CALLER.get()
+
+
 def current() -> Caller:
     """The caller of this RPC. Without one the server is miswired: refuse, never default."""
     caller = _CALLER.get()

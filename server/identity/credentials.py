@@ -18,7 +18,7 @@ from typing import Any
 
 import grpc
 
-from codemode.v1 import error_reason_pb2 as reasons
+from codemode_protos.v1 import error_reason_pb2 as reasons
 from server.errors import ServiceError
 from server.identity.principals import Principal, PrincipalSet
 

@@ -18,6 +18,7 @@ come from inside the handler, after decoding).
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -26,10 +27,16 @@ import grpc
 
 from server.errors import ServiceError
 from server.identity import policy
-from server.identity.audit import AuditEntry, AuditLog, trace_id
+from server.identity.audit import AuditEntry, AuditLog, bind_entry
 from server.identity.caller import Caller, bind
-from server.identity.credentials import Authenticator, bearer_token, certificate_identity
+from server.identity.credentials import (
+    Authenticator,
+    bearer_token,
+    certificate_identity,
+)
 from server.identity.principals import Principal
+from server.logging_setup import current_trace_ids
+from server.rpc_status import cancelled_code
 
 EXECUTE_METHOD = "/codemode.v1.ExecuteService/Execute"
 
@@ -154,14 +161,19 @@ def _begin(
 ) -> tuple[Caller | None, AuditEntry | None, ServiceError | None]:
     entry = None
     if audit is not None:
-        entry = AuditEntry(method, context.peer(), trace_id())
-        context.add_done_callback(lambda ctx: audit.write(entry, _status_name(ctx)))  # type: ignore[arg-type]
+        entry = AuditEntry(method, context.peer(), *current_trace_ids())
+        bind_entry(entry, audit)
+        context.add_done_callback(lambda ctx: audit.write(entry, entry.status or _status_name(ctx)))  # type: ignore[arg-type]
     try:
         caller = resolve(context)
     except Refusal as refusal:
         who = refusal.principal if refusal.error.code != grpc.StatusCode.UNAUTHENTICATED else None
-        if entry is not None and who is not None:
-            entry.principal, entry.role = who.id, str(who.role)
+        if who is not None:
+            # Only so the access line (server/access_log.py) names who was refused: the
+            # caller aborts right after this, so no handler ever runs as `who`.
+            bind(Caller(who, ""))
+            if entry is not None:
+                entry.principal, entry.role = who.id, str(who.role)
         return None, entry, refusal.error
     bind(caller)
     if entry is not None:
@@ -176,6 +188,12 @@ def _note_request(entry: AuditEntry | None, method: str, request: Any) -> None:
     if method == EXECUTE_METHOD:
         code = getattr(request, "code", None)
         entry.code = code if isinstance(code, str) else None
+
+
+def _cancelled(entry: AuditEntry | None, context: grpc.aio.ServicerContext) -> None:
+    """grpc.aio does not report a client cancel or a deadline through the context: note it."""
+    if entry is not None:
+        entry.status = cancelled_code(context).name
 
 
 def _finish(entry: AuditEntry | None, caller: Caller | None) -> None:
@@ -216,6 +234,9 @@ def _guard_unary(behavior: Callable, method: str, resolve: Resolve, audit: Audit
             if entry is not None and not entry.resource and response is not None:
                 entry.resource = resource_of(response)
             return response
+        except asyncio.CancelledError:
+            _cancelled(entry, context)
+            raise
         finally:
             _finish(entry, caller)
 
@@ -238,6 +259,9 @@ def _guard_stream(behavior: Callable, method: str, resolve: Resolve, audit: Audi
                 await error.abort(context)
             try:
                 await behavior(request, context)
+            except asyncio.CancelledError:
+                _cancelled(entry, context)
+                raise
             finally:
                 _finish(entry, caller)
 
@@ -250,6 +274,9 @@ def _guard_stream(behavior: Callable, method: str, resolve: Resolve, audit: Audi
         try:
             async for response in behavior(request, context):
                 yield response
+        except (asyncio.CancelledError, GeneratorExit):
+            _cancelled(entry, context)
+            raise
         finally:
             _finish(entry, caller)
 

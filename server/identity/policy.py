@@ -12,7 +12,7 @@ import enum
 
 import grpc
 
-from codemode.v1 import error_reason_pb2 as reasons
+from codemode_protos.v1 import error_reason_pb2 as reasons
 from server.errors import ServiceError
 from server.identity.principals import Principal, Role
 
@@ -48,10 +48,13 @@ _S, _X, _K, _A, _D = (
 METHODS: dict[str, Action] = {
     _S + "CreateSession": Action.SESSION_WRITE,
     _S + "GetSession": Action.SESSION_READ,
+    _S + "WaitSession": Action.SESSION_READ,  # GetSession that waits out STARTING/INSTALLING
     _S + "ListSessions": Action.SESSION_READ,
     _S + "ResetSession": Action.SESSION_WRITE,
     _S + "DeleteSession": Action.SESSION_WRITE,
     _X + "Execute": Action.EXECUTE,
+    _X + "AttachExecution": Action.SESSION_READ,  # reads an execution's events; runs nothing
+    _X + "CancelExecution": Action.EXECUTE,
     _K + "CreateSkill": Action.LIBRARY_WRITE,
     _K + "GetSkill": Action.LIBRARY_READ,
     _K + "ListSkills": Action.LIBRARY_READ,

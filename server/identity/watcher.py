@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-from server.identity.principals import PrincipalSet, PrincipalsError, PrincipalsFile
+from server.identity.principals import PrincipalsError, PrincipalSet, PrincipalsFile
 
 _log = logging.getLogger(__name__)
 POLL_SECONDS = 1.0

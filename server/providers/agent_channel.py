@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from codemode.sandbox.v1 import agent_pb2_grpc
+from codemode_protos.sandbox.v1 import agent_pb2_grpc
+from sandbox_agent.limits import MAX_MESSAGE_BYTES
 from server import telemetry
 
 ChannelOptions = Sequence[tuple[str, Any]]
@@ -59,7 +60,16 @@ class _WithToken:
         return self._method(*args, metadata=combined, **kwargs)
 
 
-class AgentStub:
+if TYPE_CHECKING:
+    # For type checkers an AgentStub is the generated async stub: every attribute
+    # __init__ sets wraps that stub's multi-callable of the same name, and forwards
+    # its arguments and result unchanged. At runtime it is a plain class.
+    _TypedAs = agent_pb2_grpc.AgentServiceAsyncStub
+else:
+    _TypedAs = object
+
+
+class AgentStub(_TypedAs):
     """Drop-in for `AgentServiceStub` (same method names and arguments) that
     authenticates every call; construct it through `connect_agent`."""
 
@@ -87,6 +97,10 @@ def connect_agent(
             ("grpc.ssl_target_name_override", server_name),
             ("grpc.default_authority", server_name),
             ("grpc.so_reuseport", 0),
+            # A 64 MiB artifact is one host call and one answer (sandbox_agent/limits.py);
+            # the agent's server allows the same size.
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             *options,
         ],
         interceptors=interceptors,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import grpc
 
-from codemode.sandbox.v1 import agent_pb2, agent_pb2_grpc
+from codemode_protos.sandbox.v1 import agent_pb2, agent_pb2_grpc
 
 if TYPE_CHECKING:
     from server.deps.session_deps import SessionDeps
@@ -71,7 +71,7 @@ class Sandbox(abc.ABC):
 
     sandbox_id: str
     channel: grpc.aio.Channel
-    stub: agent_pb2_grpc.AgentServiceStub
+    stub: agent_pb2_grpc.AgentServiceAsyncStub  # over grpc.aio: its calls are awaited
     capabilities: SandboxCapabilities
     # The sandbox's package state (None when the provider has no deps support) and
     # where, inside the sandbox, installed packages are importable from.
@@ -89,7 +89,7 @@ class Sandbox(abc.ABC):
     def exit_description(self) -> str:
         """Why the sandbox is gone, for the session's FAILED message."""
 
-    async def wait_exited(self, timeout: float) -> None:
+    async def wait_exited(self, timeout: float) -> None:  # noqa: B027 - optional hook, no-op by default
         """Waits (at most `timeout`) until the exit is recorded, so `exit_description`
         is precise; kinds that learn the exit synchronously need not override it."""
 
@@ -99,7 +99,29 @@ class Sandbox(abc.ABC):
 
 
 class SandboxStartError(Exception):
-    """The sandbox could not be started; the message says why."""
+    """The sandbox could not be started; the message says why, to the operator.
+
+    Most causes are the host's (a docker error, the agent's stderr with its traceback,
+    server paths): callers get `start_failure_message`, which logs them under an
+    errorId. A cause the caller can act on (its deps) is raised with `public=True`;
+    `summary` is a caller-safe gist of a host cause ("docker engine unavailable").
+    """
+
+    def __init__(self, message: str = "", *, public: bool = False, summary: str = "") -> None:
+        super().__init__(message)
+        self.public = public
+        self.summary = summary
+
+
+def start_failure_message(exc: SandboxStartError) -> str:
+    """What a caller may read of a start failure (status message or state_message)."""
+    from server.errors import log_internal, redact
+
+    if exc.public:
+        return redact(f"the sandbox could not be started: {exc}")
+    error_id = log_internal(exc, "the sandbox could not be started", with_traceback=False)
+    gist = f": {exc.summary}" if exc.summary else ""
+    return f"the sandbox could not be started{gist} (errorId {error_id}; the server log has the cause)"
 
 
 class SandboxUnenforceable(SandboxStartError):
@@ -107,7 +129,7 @@ class SandboxUnenforceable(SandboxStartError):
     back as set): FAILED_PRECONDITION with LIMIT_NOT_ENFORCEABLE."""
 
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
+        super().__init__(message, public=True)  # names the caller's own setting
         self.field = field
 
 

@@ -17,7 +17,6 @@ import shutil
 import sys
 import sysconfig
 
-
 #: The uid sandboxed code has inside its namespace (the Docker image's user too); it
 #: maps to the sandbox's own host uid, the uid bubblewrap is started as.
 SANDBOX_UID = 10001

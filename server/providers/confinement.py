@@ -20,7 +20,13 @@ import subprocess
 from server.providers import bubblewrap, cgroups, seccomp
 from server.providers.base import SandboxStartError
 from server.providers.runtime_view import RuntimeViewError, RuntimeViewNamespace
-from server.providers.sandbox_uids import ROOT_LOCK_DIR, SubordinateIds, UidLease, UidPool, user_lock_dir
+from server.providers.sandbox_uids import (
+    ROOT_LOCK_DIR,
+    SubordinateIds,
+    UidLease,
+    UidPool,
+    user_lock_dir,
+)
 
 _log = logging.getLogger(__name__)
 OPT_OUT_FLAG = "--insecure-process-sandbox"

@@ -31,27 +31,40 @@ import threading
 import time
 from typing import Any
 
-import docker
 import docker.errors
 import grpc
 import requests.exceptions
 
-from codemode.sandbox.v1 import agent_pb2
+import docker
+from codemode_protos.sandbox.v1 import agent_pb2
 from server import telemetry
+from server.deps.provisioner import CACHE_DIR_NAME, DepsProvisioner, PreparedDeps
+from server.deps.session_deps import SessionDeps
 from server.pki import CONTROL_PLANE_IDENTITY, CertificateAuthority, sandbox_dns_name
 from server.providers import docker_spec
 from server.providers.agent_channel import AgentStub, AgentTls, connect_agent
-from server.providers.base import Sandbox, SandboxCapabilities, SandboxLimits, SandboxStartError
+from server.providers.base import (
+    Sandbox,
+    SandboxCapabilities,
+    SandboxLimits,
+    SandboxStartError,
+)
 from server.providers.docker_config import (
     CONTAINER_TCP_PORT,
     DEFAULT_SANDBOX_UID,
     DockerProviderConfig,
 )
-from server.deps.provisioner import CACHE_DIR_NAME, DepsProvisioner, PreparedDeps
-from server.deps.session_deps import SessionDeps
-from server.providers.docker_deps import CONTAINER_DEPS_BASE, CONTAINER_DEPS_RUNTIME, IMAGE_DEPS_TARGET
-from server.providers.docker_spec import LABEL_HOST_UID, LABEL_INSTANCE, LABEL_MANAGED, LABEL_SANDBOX_ID
-from server.providers.sandbox_uids import UidLease, UidPool, UidRangeExhausted
+from server.providers.docker_deps import (
+    CONTAINER_DEPS_BASE,
+    CONTAINER_DEPS_RUNTIME,
+    IMAGE_DEPS_TARGET,
+)
+from server.providers.docker_spec import (
+    LABEL_HOST_UID,
+    LABEL_INSTANCE,
+    LABEL_MANAGED,
+    LABEL_SANDBOX_ID,
+)
 from server.providers.docker_workdir import (
     SandboxFiles,
     container_user,
@@ -60,9 +73,9 @@ from server.providers.docker_workdir import (
     lock_socket_dir,
     remove_sandbox_dir,
 )
+from server.providers.sandbox_uids import UidLease, UidPool, UidRangeExhausted
 
 _log = logging.getLogger(__name__)
-_MAX_MESSAGE = 16 * 1024 * 1024
 # docker-py would ask the engine for its version when the client is created;
 # pinning the API version (Docker 20.10, Debian bookworm's docker.io) lets the
 # provider be built while the engine is down and report UNAVAILABLE per start.
@@ -74,6 +87,8 @@ _SANDBOX_ENTRY_RE = re.compile(r"[0-9a-f]{12}(-deps)?")  # fullmatch
 
 class DockerSandbox(Sandbox):
     """A running container whose agent answered GetInfo."""
+
+    deps: SessionDeps  # never None here: every Docker sandbox has a package state
 
     def __init__(
         self,
@@ -376,7 +391,7 @@ class DockerSandboxProvider:
         except SandboxStartError:
             raise
         except _ENGINE_ERRORS as exc:
-            raise SandboxStartError(f"docker engine unavailable: {_engine_message(exc)}") from None
+            raise SandboxStartError(f"docker engine unavailable: {_engine_message(exc)}", summary="docker engine unavailable") from None
 
         # The image's interpreter, not the control plane's: the service picks wheels for it.
         prepared = await self._deps.prepare(IMAGE_DEPS_TARGET, limits.deps, limits.sync_deps_on_start)
@@ -401,7 +416,7 @@ class DockerSandboxProvider:
         try:
             in_use = await asyncio.to_thread(self._uids_in_use)
         except _ENGINE_ERRORS as exc:
-            raise SandboxStartError(f"docker engine unavailable: {_engine_message(exc)}") from None
+            raise SandboxStartError(f"docker engine unavailable: {_engine_message(exc)}", summary="docker engine unavailable") from None
         leasing = asyncio.ensure_future(asyncio.to_thread(self._lease_uid_sync, in_use))
         try:
             return await asyncio.shield(leasing)
@@ -517,7 +532,7 @@ class DockerSandboxProvider:
             if isinstance(exc, SandboxStartError):
                 raise SandboxStartError(f"{exc}{logs}") from None
             if isinstance(exc, _ENGINE_ERRORS):
-                raise SandboxStartError(f"docker engine unavailable: {_engine_message(exc)}") from None
+                raise SandboxStartError(f"docker engine unavailable: {_engine_message(exc)}", summary="docker engine unavailable") from None
             if isinstance(exc, Exception):
                 raise SandboxStartError(f"starting the sandbox container failed: {exc}{logs}") from exc
             raise
@@ -577,8 +592,6 @@ class DockerSandboxProvider:
         return connect_agent(
             target, sandbox_dns_name(sandbox_id), tls, token,
             options=[
-                ("grpc.max_receive_message_length", _MAX_MESSAGE),
-                ("grpc.max_send_message_length", _MAX_MESSAGE),
                 # While the agent boots, connects fail; retry fast instead of gRPC's 1 s backoff.
                 ("grpc.initial_reconnect_backoff_ms", 50),
                 ("grpc.min_reconnect_backoff_ms", 50),

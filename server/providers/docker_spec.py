@@ -12,7 +12,6 @@ from typing import Any
 from docker.types import Mount, Ulimit
 
 from server.providers.base import SandboxCapabilities, SandboxLimits
-from server.providers.docker_deps import CONTAINER_DEPS_BASE, CONTAINER_DEPS_RUNTIME, INTERPRETER_PYTHONPATH
 from server.providers.docker_config import (
     CONTAINER_CREDS_DIR,
     CONTAINER_SOCKET,
@@ -20,6 +19,11 @@ from server.providers.docker_config import (
     CONTAINER_TCP_PORT,
     CONTAINER_WORKDIR,
     DockerProviderConfig,
+)
+from server.providers.docker_deps import (
+    CONTAINER_DEPS_BASE,
+    CONTAINER_DEPS_RUNTIME,
+    INTERPRETER_PYTHONPATH,
 )
 from server.providers.docker_workdir import creds_dir, socket_dir
 

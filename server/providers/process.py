@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import grpc
 
-from codemode.sandbox.v1 import agent_pb2
+from codemode_protos.sandbox.v1 import agent_pb2
 from server import telemetry
 from server.config import ServerConfig
 from server.deps.provisioner import HOST_TARGET, DepsProvisioner, PreparedDeps
@@ -34,23 +34,28 @@ from server.deps.session_deps import SessionDeps
 from server.pki import CONTROL_PLANE_IDENTITY, CertificateAuthority, sandbox_dns_name
 from server.providers import bubblewrap
 from server.providers.agent_channel import AgentStub, AgentTls, connect_agent
-from server.providers.base import Sandbox, SandboxCapabilities, SandboxLimits, SandboxStartError, SandboxUnenforceable
+from server.providers.base import (
+    Sandbox,
+    SandboxCapabilities,
+    SandboxLimits,
+    SandboxStartError,
+    SandboxUnenforceable,
+)
 from server.providers.confinement import OPT_OUT_FLAG, ConfinedProcess, Confinement
 from server.providers.sandbox_uids import lock_is_held
 
 _log = logging.getLogger(__name__)
 _UNIX_PATH_MAX = 100  # sun_path is 108 bytes; leave room for the terminator and slack
-_MAX_MESSAGE = 16 * 1024 * 1024
 _STOP_GRACE_SECONDS = 2.0
 
 
 def _import_roots() -> list[str]:
     """Directories the agent needs on sys.path (the repo and the generated stubs)."""
-    import codemode
+    import codemode_protos
     import sandbox_agent
 
     roots = []
-    for module in (sandbox_agent, codemode):
+    for module in (sandbox_agent, codemode_protos):
         package_dir = os.path.dirname(os.path.abspath(module.__file__ or ""))
         roots.append(os.path.dirname(package_dir))
     return list(dict.fromkeys(roots))
@@ -271,7 +276,10 @@ class ProcessSandboxProvider:
         """Network only when the operator allows it and the session did not turn it off."""
         return self._config.sandbox_network == "allow" and not limits.network_disabled
 
-    def _check_enforceable(self, limits: SandboxLimits) -> None:
+    def check_enforceable(self, limits: SandboxLimits) -> None:
+        """Refuses what `capabilities` cannot express: a cpu_quota without a cpu cgroup
+        (cpu_limit may still be true through the CPU-time rlimit). CreateSession calls it
+        before admitting a session, so the refusal is the call's error."""
         if limits.cpu_quota > 0 and (self._confinement is None or not self._confinement.cgroups.available):
             why = "process sandboxes run unconfined" if self._confinement is None else self._confinement.cgroups.reason
             raise SandboxUnenforceable(
@@ -351,13 +359,7 @@ class ProcessSandboxProvider:
 
     def _connect(self, sandbox_id: str, socket_path: str, token: str) -> tuple[grpc.aio.Channel, AgentStub]:
         tls = AgentTls(self._ca.cert_pem, self._client.key_pem, self._client.cert_pem)
-        return connect_agent(
-            f"unix:{socket_path}", sandbox_dns_name(sandbox_id), tls, token,
-            options=[
-                ("grpc.max_receive_message_length", _MAX_MESSAGE),
-                ("grpc.max_send_message_length", _MAX_MESSAGE),
-            ],
-        )
+        return connect_agent(f"unix:{socket_path}", sandbox_dns_name(sandbox_id), tls, token)
 
     async def start(self, limits: SandboxLimits) -> ProcessSandbox:
         with telemetry.tracer().start_as_current_span("sandbox.start", attributes={"codemode.sandbox.kind": self.kind}) as span:
@@ -369,7 +371,7 @@ class ProcessSandboxProvider:
         token = self._config.auth_token or secrets.token_urlsafe(32)
         prepared = await self._deps.prepare(HOST_TARGET, limits.deps, limits.sync_deps_on_start)
         deps_base_dir = prepared.base_dir
-        self._check_enforceable(limits)
+        self.check_enforceable(limits)
         if self._confinement is not None:
             return await self._start_confined(sandbox_id, limits, token, prepared)
         socket_path, workdir, cleanup = self._make_private_dirs(sandbox_id)
@@ -455,7 +457,7 @@ class ProcessSandboxProvider:
                     sandbox_id,
                     credentials=bootstrap,
                     deps_dirs=tuple(zip(host_deps, import_paths, strict=True)),
-                    pythonpath=_import_roots(),
+                    pythonpath=tuple(_import_roots()),
                     env=telemetry.otel_environment(),
                     memory_bytes=limits.memory_limit_bytes,
                     pids=limits.pids_limit,
@@ -527,10 +529,10 @@ class ProcessSandboxProvider:
 
 def _package_dirs() -> tuple[str, ...]:
     """The agent's own packages (not their parent dirs: the server's code stays out of view)."""
-    import codemode
+    import codemode_protos
     import sandbox_agent
 
-    return tuple(os.path.dirname(os.path.abspath(module.__file__ or "")) for module in (sandbox_agent, codemode))
+    return tuple(os.path.dirname(os.path.abspath(module.__file__ or "")) for module in (sandbox_agent, codemode_protos))
 
 
 _LOCK_NAME = ".lock"

@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 
-from codemode.v1 import session_pb2
+from codemode_protos.v1 import session_pb2
 from server.providers.base import SandboxProvider, SandboxStartError
 
 _log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ def kind_name(kind: int) -> str:
 class SandboxProviders:
     """Maps a `codemode.v1.SandboxKind` to its provider, building each on first use."""
 
-    def __init__(self, factories: Mapping[int, ProviderFactory], default_kind: int) -> None:
+    def __init__(self, factories: Mapping[int, ProviderFactory], default_kind: session_pb2.SandboxKind) -> None:
         if default_kind not in factories:
             raise ValueError(f"no provider factory for the default kind {kind_name(default_kind)}")
         self._factories = dict(factories)
@@ -51,7 +51,7 @@ class SandboxProviders:
             return provider
         factory = self._factories.get(kind)
         if factory is None:
-            raise SandboxStartError(f"this server has no {kind_name(kind)} sandbox provider")
+            raise SandboxStartError(f"this server has no {kind_name(kind)} sandbox provider", public=True)
         try:
             provider = factory()
         except SandboxStartError:

@@ -14,17 +14,20 @@ from collections.abc import AsyncIterator
 import grpc
 from google.protobuf import json_format, struct_pb2
 
-from codemode.v1 import artifact_pb2, artifact_pb2_grpc
+from codemode_protos.v1 import artifact_pb2, artifact_pb2_grpc
 from server.artifacts.library import ArtifactLibrary
+from server.errors import ServiceError
 from server.identity import caller
 from server.services.skill_service import timestamp
-from server.errors import ServiceError
 from server.storage.errors import ArtifactInvalidError
 from server.storage.records import ArtifactRecord
 
 NAME_PREFIX = "artifacts/"
 CHUNK_BYTES = 1024 * 1024
 _DRAIN_SECONDS = 30.0
+# After a refusal of a declared size: how long a client may send nothing before it is
+# answered (it may be waiting for this answer before it sends any data).
+_IDLE_DRAIN_SECONDS = 0.5
 _CANCEL_GRACE_SECONDS = 0.02
 
 _TYPE_TO_PROTO = {
@@ -58,43 +61,70 @@ def artifact_id_from_name(name: str) -> str:
     return name[len(NAME_PREFIX):]
 
 
-async def _drain(requests: AsyncIterator[artifact_pb2.UploadArtifactRequest], limit_bytes: int) -> None:
+async def _drain(
+    requests: AsyncIterator[artifact_pb2.UploadArtifactRequest], limit_bytes: int, idle_seconds: float | None = None
+) -> None:
     """Reads (and drops) what the client still sends before the error is answered.
 
     grpc-python's asyncio client reports INTERNAL ("Failed execute_batch") instead of
     the server's status when the call ends while it is still writing (grpc/grpc#36066),
     so a refused upload would lose its QUOTA_EXCEEDED or ARTIFACT_TOO_LARGE. Bounded in
-    bytes and time; memory stays at one message.
+    bytes and time; memory stays at one message. With `idle_seconds`, a client that
+    sends nothing for that long (one that waits for the answer to a declared size
+    before sending data) gets the answer then.
     """
     received = 0
+    messages = requests.__aiter__()
     try:
         async with asyncio.timeout(_DRAIN_SECONDS):
-            async for message in requests:
+            while True:
+                message = await asyncio.wait_for(messages.__anext__(), idle_seconds)
                 received += len(message.chunk) if message.WhichOneof("part") == "chunk" else message.ByteSize()
                 if received > limit_bytes:
                     return
-    except Exception:  # noqa: BLE001 - timed out, or a broken stream with nothing left to drain
+    except Exception:  # noqa: BLE001 - the end, a timeout, or a broken stream: nothing left to drain
         return
 
 
+class _RefusedBeforeData(Exception):
+    """A declared size was refused before any data was read."""
+
+    def __init__(self, error: ServiceError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def _size_mismatch(declared: int, received: int, ended: bool) -> ArtifactInvalidError:
+    sent = f"the upload ended after {received}" if ended else "more were sent"
+    return ArtifactInvalidError(f"size_bytes declared {declared} bytes, but {sent}; nothing was stored", field="size_bytes")
+
+
 async def _chunks(
-    requests: AsyncIterator[artifact_pb2.UploadArtifactRequest], context: grpc.aio.ServicerContext
+    requests: AsyncIterator[artifact_pb2.UploadArtifactRequest], context: grpc.aio.ServicerContext, declared: int = 0
 ) -> AsyncIterator[bytes]:
     """The data of the messages after the first; each must be a chunk of at most 1 MiB.
 
-    A client that cancels between two messages also ends the request stream, exactly
-    as one that finished sending does; only the call's cancellation, which follows
-    within a moment, tells them apart, and a cancelled upload must not be stored
-    truncated. (A declared size in the first message would make this exact; the API
-    has none yet.)
+    With a declared size (`size_bytes` > 0), the data must be exactly that long: a
+    stream that ends short (a client that cancelled between two messages ends it too)
+    or runs long is INVALID_ARGUMENT and nothing is stored. Without one, a cancel and a
+    finished upload look the same until the call's cancellation follows within a
+    moment, so the upload waits that moment before it is committed.
     """
+    received = 0
     async for message in requests:
         if message.WhichOneof("part") != "chunk":
             raise ArtifactInvalidError("only the first message may carry the artifact", field="artifact")
         chunk = message.chunk  # one copy: every access to a bytes field makes a new one
         if len(chunk) > CHUNK_BYTES:
             raise ArtifactInvalidError(f"chunks must be at most {CHUNK_BYTES} bytes", field="chunk")
+        received += len(chunk)
+        if declared and received > declared:
+            raise _size_mismatch(declared, received, ended=False)
         yield chunk
+    if declared:
+        if received != declared:
+            raise _size_mismatch(declared, received, ended=True)
+        return
     # The call's cancellation follows a cancel's end of stream within a moment; wait
     # that moment (20 ms, which every completed upload pays once) before committing.
     loop = asyncio.get_running_loop()
@@ -125,6 +155,9 @@ class ArtifactService(artifact_pb2_grpc.ArtifactServiceServicer):
             raise ArtifactInvalidError("empty upload: no artifact was sent", field="artifact") from None
         try:
             return await self._upload(first, requests, context)
+        except _RefusedBeforeData as refused:
+            await _drain(requests, self._library.max_bytes + CHUNK_BYTES, idle_seconds=_IDLE_DRAIN_SECONDS)
+            raise refused.error from None
         except ServiceError:
             await _drain(requests, self._library.max_bytes + CHUNK_BYTES)
             raise
@@ -144,10 +177,18 @@ class ArtifactService(artifact_pb2_grpc.ArtifactServiceServicer):
         if type_ is None:
             raise ArtifactInvalidError(f"unknown artifact type {art.type}", field="artifact.type")
         metadata = json_format.MessageToDict(art.metadata) if art.HasField("metadata") else {}
-        # Everything but the data is checked before any data arrives; the data then
-        # streams to storage (server memory: one chunk per upload, within the budget).
+        if first.size_bytes < 0:
+            raise ArtifactInvalidError("size_bytes must not be negative", field="size_bytes")
+        # Everything but the data is checked before any data arrives (a declared size
+        # too); the data then streams to storage (server memory: one chunk per upload,
+        # within the budget).
         draft = self._library.draft(tenant, name, type_, art.description, metadata)
-        record = await self._library.save_stream(tenant, draft, _chunks(requests, context))
+        if first.size_bytes:
+            try:
+                await self._library.check_declared_size(tenant, draft, first.size_bytes)
+            except ServiceError as exc:
+                raise _RefusedBeforeData(exc) from None
+        record = await self._library.save_stream(tenant, draft, _chunks(requests, context, first.size_bytes))
         return artifact_pb2.UploadArtifactResponse(artifact=artifact_to_proto(record))
 
     async def DownloadArtifact(

@@ -17,19 +17,28 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from codemode.v1 import error_reason_pb2 as reasons
-from codemode.v1 import execute_pb2, execute_pb2_grpc
+from codemode_protos.sandbox.v1 import agent_pb2
+from codemode_protos.v1 import error_reason_pb2 as reasons
+from codemode_protos.v1 import execute_pb2, execute_pb2_grpc
 from server import telemetry
 from server.config import ServerConfig
 from server.errors import ServiceError, invalid_argument
+from server.executions import ExecutionRecord, code_digest, parse_execution_name
 from server.host_call_handler import HostCallHandler
-from server.identity import caller
+from server.identity import audit, caller
 from server.limits import Maxima, check_request_id
 from server.metrics import Metrics
-from server.relay import ClientWrite, ExecutionPlan, Relay
-from server.sessions import Session, SessionManager, parse_session_name, shutting_down_error
+from server.quotas import ExecutionTicket
+from server.relay import ClientWrite, ExecutionPlan, Relay, discard, execution_not_found
+from server.sessions import (
+    Session,
+    SessionManager,
+    parse_session_name,
+    shutting_down_error,
+)
 
 _log = logging.getLogger(__name__)
+_AGENT_CALL_TIMEOUT = 30.0
 
 
 class InflightTracker:
@@ -51,7 +60,7 @@ class InflightTracker:
             self._tasks.add(task)
 
     def leave(self) -> None:
-        self._tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
+        self._tasks.discard(asyncio.current_task())
         self.count -= 1
         if self.count == 0:
             self._idle.set()
@@ -72,6 +81,15 @@ class InflightTracker:
 
 
 class ExecuteService(execute_pb2_grpc.ExecuteServiceServicer):
+    """Execute, AttachExecution and CancelExecution over the session's execution records.
+
+    The agent owns each execution (it runs on when a stream goes away), so the three
+    RPCs are views of it: Execute starts one, or for a request_id it already saw
+    attaches to that one; AttachExecution follows one from a sequence; CancelExecution
+    asks the agent to stop one. A client that cancels its Execute cancels the
+    execution, and the session's lock is held by a wind-down until its `finished`.
+    """
+
     def __init__(
         self, config: ServerConfig, sessions: SessionManager, host_calls: HostCallHandler, inflight: InflightTracker,
         metrics: Metrics | None = None,
@@ -82,20 +100,21 @@ class ExecuteService(execute_pb2_grpc.ExecuteServiceServicer):
         self._inflight = inflight
         self._maxima = Maxima.from_config(config)
         self._metrics = metrics if metrics is not None else Metrics.unexported()
+        self._wind_downs: set[asyncio.Task] = set()
 
     def _validate(self, request: execute_pb2.ExecuteRequest) -> float | None:
-        """Checks the request before touching the session; returns the timeout, if any."""
-        code_bytes = len(request.code.encode("utf-8"))
+        """Checks the request before touching the session; returns the timeout, if any.
+
+        Empty code is not an error: it runs as a no-op (started, finished OK), as in Jupyter."""
+        code_bytes = len(request.code.encode("utf-8", "surrogatepass"))
         if code_bytes > self._config.max_code_bytes:
             raise invalid_argument(
                 f"code is {code_bytes} bytes; the server's limit is {self._config.max_code_bytes} bytes",
                 field="code",
                 reason=reasons.ERROR_REASON_CODE_TOO_LARGE,
-                size_bytes=code_bytes,
-                limit_bytes=self._config.max_code_bytes,
+                sizeBytes=code_bytes,
+                limitBytes=self._config.max_code_bytes,
             )
-        if not request.code.strip():
-            raise invalid_argument("code is empty or only whitespace", field="code", reason=reasons.ERROR_REASON_EMPTY_CODE)
         if request.HasField("timeout"):
             timeout = request.timeout.ToNanoseconds() / 1e9
             if timeout < 0:
@@ -108,6 +127,34 @@ class ExecuteService(execute_pb2_grpc.ExecuteServiceServicer):
         self, request: execute_pb2.ExecuteRequest, context: grpc.aio.ServicerContext
     ) -> None:
         await self._execute(request, context, context.write)
+
+    async def AttachExecution(  # type: ignore[override]  # write-style
+        self, request: execute_pb2.AttachExecutionRequest, context: grpc.aio.ServicerContext
+    ) -> None:
+        await self._attach(request, context.write)
+
+    async def CancelExecution(
+        self, request: execute_pb2.CancelExecutionRequest, context: grpc.aio.ServicerContext
+    ) -> execute_pb2.CancelExecutionResponse:
+        session, record = self._find_execution(request.execution)
+        if record.ended.is_set() or session.sandbox is None:
+            return execute_pb2.CancelExecutionResponse(cancelled=False)
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._wait_accepted(record)
+        record.cancelling = True
+        try:
+            reply = await session.sandbox.stub.Cancel(
+                agent_pb2.CancelRequest(execution_id=record.id), timeout=_AGENT_CALL_TIMEOUT
+            )
+        except grpc.aio.AioRpcError as exc:
+            _log.warning("cancel of %s failed: %s", record.name, exc.code().name)
+            raise ServiceError(
+                grpc.StatusCode.UNAVAILABLE,
+                reasons.ERROR_REASON_SANDBOX_UNAVAILABLE,
+                f"the sandbox agent of {session.name} cannot be reached ({exc.code().name})",
+                {"session": session.name},
+            ) from None
+        return execute_pb2.CancelExecutionResponse(cancelled=reply.cancelled)
 
     async def execute_as_generator(
         self, request: execute_pb2.ExecuteRequest, context: grpc.aio.ServicerContext
@@ -136,6 +183,8 @@ class ExecuteService(execute_pb2_grpc.ExecuteServiceServicer):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
+    # --- Execute ---------------------------------------------------------------------
+
     async def _execute(
         self, request: execute_pb2.ExecuteRequest, context: grpc.aio.ServicerContext, write: ClientWrite
     ) -> None:
@@ -145,32 +194,41 @@ class ExecuteService(execute_pb2_grpc.ExecuteServiceServicer):
         session = caller.visible_session(self._sessions.find(session_id))  # begin_execution checks its health
         if self._sessions.shutting_down:
             raise shutting_down_error()
+        if request.request_id:
+            earlier = session.executions.by_request(request.request_id)
+            if earlier is not None:
+                await self._replay(session, earlier, request, write)
+                return
         # Quotas are the session's tenant's; admitted before the session lock so a
         # refusal leaves the session untouched, refunded when the lock is refused.
         ticket = self._sessions.executions.admit(session.tenant)
         try:
-            self._sessions.begin_execution(session, request.request_id)
+            self._sessions.begin_execution(session)
         except BaseException:
             self._sessions.executions.release(ticket, refund=True)
             raise
-        self._inflight.enter()
-        started = time.monotonic()
+        record = ExecutionRecord(
+            id=secrets.token_hex(8), session_name=session.name, request_id=request.request_id,
+            code_sha256=code_digest(request.code),
+        )  # fmt: skip
+        session.executions.add(record)
+        audit.note_execution(record.name)
         plan = ExecutionPlan(
-            execution_id=secrets.token_hex(8),
+            execution_id=record.id,
             code=request.code,
             timeout_seconds=timeout if timeout is not None else session.limits.timeout_seconds,
             output_budget_bytes=session.limits.output_budget_bytes,
-            heartbeat_interval=self._config.heartbeat_interval,
         )
-        # Write-style (context.write) rather than a generator: no generator layers per
-        # event between the agent's stream and the client's.
-        relay = Relay(session, self._host_calls, plan, write)
+        relay = Relay(session, record, write, self._config.heartbeat_interval, self._host_calls, owner=True)
+        self._inflight.enter()
         outcome = "aborted"
+        wound_down = False
         try:
-            await relay.run(context.time_remaining())
+            await relay.execute(plan)
         except asyncio.CancelledError:
             if not self._inflight.cancelled_for_shutdown:
                 outcome = "cancelled by the client"
+                wound_down = self._wind_down(session, record, relay.last_received, ticket)
                 raise
             outcome = "cancelled by the server's shutdown"
             current = asyncio.current_task()
@@ -184,23 +242,112 @@ class ExecuteService(execute_pb2_grpc.ExecuteServiceServicer):
             ) from None
         except ServiceError as exc:
             outcome = f"failed: {exc.reason}"
+            if not record.accepted.done():
+                record.refuse(exc)
+                session.executions.discard(record)  # never ran: its request_id may run
             raise
         finally:
-            self._sessions.end_execution(session)
-            self._sessions.executions.release(ticket)
+            if not record.accepted.done():
+                record.refuse(execution_not_found(record.name))
+                session.executions.discard(record)
+            if not wound_down:
+                self._sessions.end_execution(session)
+                self._sessions.executions.release(ticket)
             self._inflight.leave()
             if relay.finished is not None:
+                audit.note_execution(record.name, execute_pb2.ExecutionStatus.Name(relay.finished.status))
                 outcome = execute_pb2.ExecutionStatus.Name(relay.finished.status).removeprefix("EXECUTION_STATUS_").lower()
-            self._record(session, relay.finished, outcome, time.monotonic() - started)
-            _log.info("execution %s/executions/%s %s in %.3fs", session.name, plan.execution_id, outcome,
-                      time.monotonic() - started)
+            if not wound_down:
+                self._record(session, relay.finished, outcome, time.monotonic() - record.started_at)
+            _log.info("execution %s %s in %.3fs", record.name, outcome, time.monotonic() - record.started_at)
+
+    async def _replay(
+        self, session: Session, record: ExecutionRecord, request: execute_pb2.ExecuteRequest, write: ClientWrite
+    ) -> None:
+        """A retry of an Execute the server already has: its events from the start, live
+        or recorded, without running the code again."""
+        if record.code_sha256 != code_digest(request.code):
+            raise ServiceError(
+                grpc.StatusCode.ALREADY_EXISTS,
+                reasons.ERROR_REASON_DUPLICATE_REQUEST,
+                f"request_id {request.request_id!r} already started {record.name} with different code",
+                {"execution": record.name, "requestId": request.request_id},
+            )
+        await self._wait_accepted(record)
+        relay = Relay(session, record, write, self._config.heartbeat_interval, self._host_calls, owner=False)
+        await relay.attach(0)
+
+    def _wind_down(self, session: Session, record: ExecutionRecord, after: int, ticket: ExecutionTicket) -> bool:
+        """The client went away: the execution is cancelled and drained to its `finished`
+        in the background, and only then is the session's lock released. True if it
+        took over the lock (the caller must then not release it)."""
+        sandbox = session.sandbox
+        if record.ended.is_set() or sandbox is None or not record.accepted.done() or record.accepted.exception():
+            return False
+        record.cancelling = True
+        audit_end = audit.follow_up()
+
+        async def drain() -> None:
+            started = record.started_at
+            finished = None
+            self._inflight.enter()  # a graceful shutdown waits for the code to stop, too
+            try:
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    await sandbox.stub.Cancel(agent_pb2.CancelRequest(execution_id=record.id), timeout=_AGENT_CALL_TIMEOUT)
+                relay = Relay(session, record, discard, 0, self._host_calls, owner=True)
+                try:
+                    await relay.attach(after)
+                except ServiceError as exc:
+                    _log.warning("wind-down of %s ended without finished: %s", record.name, exc.reason)
+                finished = record.finished.finished if record.finished is not None else None
+            except Exception:  # noqa: BLE001 - the lock must be released whatever happened
+                _log.exception("wind-down of %s failed", record.name)
+            finally:
+                record.cancelling = False
+                self._sessions.end_execution(session)
+                self._sessions.executions.release(ticket)
+                self._record(session, finished, "cancelled by the client", time.monotonic() - started)
+                audit_end(execute_pb2.ExecutionStatus.Name(finished.status) if finished is not None else "")
+                self._inflight.leave()
+
+        task = asyncio.get_running_loop().create_task(drain(), name=f"wind-down-{record.id}")
+        self._wind_downs.add(task)
+        task.add_done_callback(self._wind_downs.discard)
+        return True
+
+    # --- AttachExecution ---------------------------------------------------------------
+
+    async def _attach(self, request: execute_pb2.AttachExecutionRequest, write: ClientWrite) -> None:
+        session, record = self._find_execution(request.execution)
+        if request.after_sequence < 0:
+            raise invalid_argument("after_sequence must not be negative", field="after_sequence")
+        await self._wait_accepted(record)
+        relay = Relay(session, record, write, self._config.heartbeat_interval, self._host_calls, owner=False)
+        await relay.attach(request.after_sequence)
+
+    def _find_execution(self, name: str) -> tuple[Session, ExecutionRecord]:
+        session_id, execution_id = parse_execution_name(name)
+        session = caller.visible_session(self._sessions.find(session_id))
+        record = session.executions.get(execution_id)
+        if record is None:
+            raise execution_not_found(name)
+        return session, record
+
+    @staticmethod
+    async def _wait_accepted(record: ExecutionRecord) -> None:
+        """Until the agent has the execution; if it never got it, the execution does not exist."""
+        try:
+            await asyncio.shield(record.accepted)
+        except ServiceError:
+            raise execution_not_found(record.name) from None
 
     def _record(self, session: Session, finished: execute_pb2.ExecutionFinished | None, outcome: str,
                 seconds: float) -> None:
         """codemode.executions, .execution.duration and .execution.output; an Execute that
         ended without `finished` counts as cancelled (by the client or a shutdown) or failed."""
         if finished is not None:
-            status, stdout_bytes, stderr_bytes = outcome, finished.stdout_bytes, finished.stderr_bytes
+            status = execute_pb2.ExecutionStatus.Name(finished.status).removeprefix("EXECUTION_STATUS_").lower()
+            stdout_bytes, stderr_bytes = finished.stdout_bytes, finished.stderr_bytes
         else:
             status, stdout_bytes, stderr_bytes = ("cancelled" if outcome.startswith("cancelled") else "failed"), 0, 0
         self._metrics.execution_finished(session.tenant, session.sandbox_kind, status, seconds, stdout_bytes, stderr_bytes)
@@ -210,7 +357,7 @@ def register(server: grpc.aio.Server, service: ExecuteService) -> str:
     from server.registration import register_servicer
 
     if telemetry.recording():
-        service.Execute = service.execute_as_generator  # type: ignore[method-assign]
+        service.Execute = service.execute_as_generator  # type: ignore[method-assign,assignment]
     return register_servicer(server, execute_pb2_grpc.add_ExecuteServiceServicer_to_server, service)
 
 

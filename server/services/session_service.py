@@ -11,11 +11,14 @@ import time
 
 import grpc
 
-from codemode.v1 import session_pb2, session_pb2_grpc
+from codemode_protos.v1 import session_pb2, session_pb2_grpc
+from server.errors import invalid_argument
 from server.identity import caller
-from server.sessions import Session, SessionManager
+from server.sessions import WAIT_DEFAULT_SECONDS, Session, SessionManager, State
 
 _log = logging.getLogger(__name__)
+# WaitSession answers this long before the caller's deadline, so the answer arrives in time.
+_DEADLINE_MARGIN_SECONDS = 0.25
 
 
 class SessionService(session_pb2_grpc.SessionServiceServicer):
@@ -31,11 +34,27 @@ class SessionService(session_pb2_grpc.SessionServiceServicer):
         tenant = caller.tenant_for(request.session.tenant)
         session = await self._sessions.create(request, tenant=tenant, created_by=caller.principal().id)
         _log.info(
-            "session %s created: %s sandbox, tenant %s, principal %s, ready in %.2fs", session.name,
+            "session %s created: %s sandbox, tenant %s, principal %s, %s after %.2fs", session.name,
             session_pb2.SandboxKind.Name(session.sandbox_kind).removeprefix("SANDBOX_KIND_").lower(),
-            session.tenant, session.created_by, time.monotonic() - started,
+            session.tenant, session.created_by, State.Name(session.state).removeprefix("STATE_"),
+            time.monotonic() - started,
         )
         return session_pb2.CreateSessionResponse(session=session.to_proto())
+
+    async def WaitSession(self, request: session_pb2.WaitSessionRequest, context: grpc.aio.ServicerContext) -> session_pb2.WaitSessionResponse:
+        """Returns before the caller's own deadline, so a short deadline gets the session
+        in its current state rather than DEADLINE_EXCEEDED."""
+        session = self._session(request.name)
+        timeout = WAIT_DEFAULT_SECONDS
+        if request.HasField("timeout"):
+            timeout = request.timeout.ToNanoseconds() / 1e9
+            if timeout < 0:
+                raise invalid_argument("timeout must not be negative", field="timeout")
+        remaining = context.time_remaining()
+        if remaining is not None:
+            timeout = min(timeout, max(remaining - _DEADLINE_MARGIN_SECONDS, 0.0))
+        session = await self._sessions.wait(session, timeout)
+        return session_pb2.WaitSessionResponse(session=session.to_proto())
 
     async def GetSession(self, request: session_pb2.GetSessionRequest, context: grpc.aio.ServicerContext) -> session_pb2.GetSessionResponse:
         return session_pb2.GetSessionResponse(session=self._session(request.name).to_proto())

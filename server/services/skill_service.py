@@ -11,7 +11,7 @@ from __future__ import annotations
 import grpc
 from google.protobuf import timestamp_pb2
 
-from codemode.v1 import skill_pb2, skill_pb2_grpc
+from codemode_protos.v1 import skill_pb2, skill_pb2_grpc
 from server.identity import caller
 from server.skills.library import SkillLibrary
 from server.storage.errors import InvalidArgumentError, SkillInvalidError
@@ -88,8 +88,8 @@ class SkillStoreService(skill_pb2_grpc.SkillStoreServiceServicer):
     async def SearchSkills(
         self, request: skill_pb2.SearchSkillsRequest, context: grpc.aio.ServicerContext
     ) -> skill_pb2.SearchSkillsResponse:
-        results, ranker = await self._library.search(
-            self._tenant(request.tenant), request.query, request.limit
+        results, ranker, token = await self._library.search_page(
+            self._tenant(request.tenant), request.query, request.page_size, request.page_token
         )
         return skill_pb2.SearchSkillsResponse(
             results=[
@@ -97,6 +97,7 @@ class SkillStoreService(skill_pb2_grpc.SkillStoreServiceServicer):
                 for r, s in results
             ],
             ranker=ranker,
+            next_page_token=token,
         )
 
     async def UpdateSkill(

@@ -10,10 +10,14 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from server.pages import fit_page
+from server.pages import decode_page_token, encode_page_token, fit_page
 from server.quotas import QuotaTable
 from server.skills.search import Ranker, make_ranker
-from server.skills.validation import DEFAULT_MAX_SOURCE_BYTES, validate_name, validate_skill
+from server.skills.validation import (
+    DEFAULT_MAX_SOURCE_BYTES,
+    validate_name,
+    validate_skill,
+)
 from server.storage.base import Storage
 from server.storage.errors import EtagMismatchError, InvalidArgumentError
 from server.storage.records import SkillRecord, validate_tenant
@@ -26,6 +30,8 @@ MAX_PAGE_SIZE = 1000
 DEFAULT_SEARCH_LIMIT = 10
 MAX_SEARCH_LIMIT = 100
 MAX_QUERY_LENGTH = 4096
+#: Ranked search hits, best first (a module-level alias: `list` is a method name below).
+Hits = list[tuple[SkillRecord, float]]
 
 
 class SkillLibrary:
@@ -119,16 +125,40 @@ class SkillLibrary:
 
     async def search(
         self, tenant: str, query: str, limit: int = 0
-    ) -> tuple[list[tuple[SkillRecord, float]], str]:
+    ) -> tuple[Hits, str]:
+        """The best `limit` hits (0: DEFAULT_SEARCH_LIMIT) and the ranker's id."""
+        results, ranker, _ = await self.search_page(tenant, query, max(limit, 0))
+        return results, ranker
+
+    async def search_page(
+        self, tenant: str, query: str, page_size: int = 0, page_token: str = ""
+    ) -> tuple[Hits, str, str]:
+        """One page of ranked hits, the ranker's id and the next page's token ("" on the last).
+
+        The token holds the offset and is bound to the tenant, the query and the ranker,
+        so it only continues the same ranking; a skill written between two pages may
+        shift the later ones by its own rank (the listing is not a snapshot)."""
         validate_tenant(tenant)
         if len(query) > MAX_QUERY_LENGTH:
             raise InvalidArgumentError(
                 f"query is {len(query)} characters; the limit is {MAX_QUERY_LENGTH}",
                 field="query",
             )
-        n = DEFAULT_SEARCH_LIMIT if limit <= 0 else min(limit, MAX_SEARCH_LIMIT)
-        results = await self.ranker.search(self.storage, tenant, query, n)
-        return results, self.ranker.ranker_id
+        if page_size < 0:
+            raise InvalidArgumentError("page_size must not be negative", field="page_size")
+        n = DEFAULT_SEARCH_LIMIT if page_size == 0 else min(page_size, MAX_SEARCH_LIMIT)
+        ranker = self.ranker.ranker_id
+        bound = {"tenant": tenant, "query": query, "ranker": ranker}
+        offset = 0
+        if page_token:
+            position = decode_page_token(page_token, "SearchSkills", bound).get("o")
+            if not isinstance(position, int) or isinstance(position, bool) or position < 0:
+                raise InvalidArgumentError("page_token is not a token returned by SearchSkills", field="page_token")
+            offset = position
+        ranked = await self.ranker.search(self.storage, tenant, query, offset + n + 1)
+        page = ranked[offset : offset + n]
+        token = encode_page_token("SearchSkills", bound, {"o": offset + n}) if len(ranked) > offset + n else ""
+        return page, ranker, token
 
 
 def _listed_size(record: SkillRecord) -> int:

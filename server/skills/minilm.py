@@ -153,7 +153,7 @@ class MiniLMEncoder:
         for i in range(_LAYERS):
             p = f"encoder.layer.{i}."
 
-            def dense(t: np.ndarray, name: str) -> np.ndarray:
+            def dense(t: np.ndarray, name: str, p: str = p) -> np.ndarray:  # this layer's `p` (B023)
                 return t @ w[p + name + ".weight"] + w[p + name + ".bias"]
 
             def heads(t: np.ndarray) -> np.ndarray:

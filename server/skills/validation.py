@@ -175,7 +175,8 @@ def _parameters(run: ast.AsyncFunctionDef) -> list[Parameter]:
     # Defaults align with the tail of the positional parameters.
     defaults: list[ast.expr | None] = [None] * (len(positional) - len(args.defaults))
     defaults.extend(args.defaults)
-    pairs = list(zip(positional, defaults)) + list(zip(args.kwonlyargs, args.kw_defaults))
+    # Equal lengths by construction (defaults padded above; ast keeps kw_defaults per kwonlyarg).
+    pairs = list(zip(positional, defaults, strict=True)) + list(zip(args.kwonlyargs, args.kw_defaults, strict=True))
     params = []
     for arg, default in pairs:
         if arg.arg in INJECTED_PARAMETERS:

@@ -120,7 +120,7 @@ class Storage(abc.ABC):
     async def delete_artifact(self, tenant: str, name: str) -> None:
         """Raises ArtifactNotFoundError."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - optional hook: backends without connections keep the no-op
         """Releases connections; idempotent."""
 
 

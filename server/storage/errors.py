@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import grpc
 
-from server.errors import ServiceError, quota_violation, retry_after
+from codemode_protos.v1 import error_reason_pb2 as reasons
+from server.errors import ServiceError, log_internal, quota_violation, reason_name
 
 
 class StoreError(ServiceError):
@@ -20,7 +21,7 @@ class StoreError(ServiceError):
     """
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
-    reason: str = "INTERNAL"
+    reason: str = reason_name(reasons.ERROR_REASON_INTERNAL)
     # The Python exception type sandboxed code sees for this error.
     sandbox_type: str = "RuntimeError"
 
@@ -31,19 +32,19 @@ class StoreError(ServiceError):
 
 class InvalidArgumentError(StoreError):
     code = grpc.StatusCode.INVALID_ARGUMENT
-    reason = "INVALID_ARGUMENT"
+    reason = reason_name(reasons.ERROR_REASON_INVALID_ARGUMENT)
     sandbox_type = "ValueError"
 
 
 class SkillInvalidError(StoreError):
     code = grpc.StatusCode.INVALID_ARGUMENT
-    reason = "SKILL_INVALID"
+    reason = reason_name(reasons.ERROR_REASON_SKILL_INVALID)
     sandbox_type = "SkillInvalidError"
 
 
 class SkillNotFoundError(StoreError):
     code = grpc.StatusCode.NOT_FOUND
-    reason = "SKILL_NOT_FOUND"
+    reason = reason_name(reasons.ERROR_REASON_SKILL_NOT_FOUND)
     sandbox_type = "SkillNotFoundError"
 
     def __init__(self, name: str) -> None:
@@ -53,7 +54,7 @@ class SkillNotFoundError(StoreError):
 
 class SkillAlreadyExistsError(StoreError):
     code = grpc.StatusCode.ALREADY_EXISTS
-    reason = "SKILL_ALREADY_EXISTS"
+    reason = reason_name(reasons.ERROR_REASON_SKILL_ALREADY_EXISTS)
     sandbox_type = "SkillAlreadyExistsError"
 
     def __init__(self, name: str) -> None:
@@ -63,7 +64,7 @@ class SkillAlreadyExistsError(StoreError):
 
 class EtagMismatchError(StoreError):
     code = grpc.StatusCode.ABORTED
-    reason = "ETAG_MISMATCH"
+    reason = reason_name(reasons.ERROR_REASON_ETAG_MISMATCH)
     sandbox_type = "RuntimeError"
 
     def __init__(self, name: str) -> None:
@@ -75,7 +76,7 @@ class EtagMismatchError(StoreError):
 
 class ArtifactNotFoundError(StoreError):
     code = grpc.StatusCode.NOT_FOUND
-    reason = "ARTIFACT_NOT_FOUND"
+    reason = reason_name(reasons.ERROR_REASON_ARTIFACT_NOT_FOUND)
     sandbox_type = "ArtifactNotFoundError"
 
     def __init__(self, name: str) -> None:
@@ -85,13 +86,13 @@ class ArtifactNotFoundError(StoreError):
 
 class ArtifactInvalidError(StoreError):
     code = grpc.StatusCode.INVALID_ARGUMENT
-    reason = "ARTIFACT_INVALID"
+    reason = reason_name(reasons.ERROR_REASON_ARTIFACT_INVALID)
     sandbox_type = "ArtifactInvalidError"
 
 
 class ArtifactTooLargeError(StoreError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
-    reason = "ARTIFACT_TOO_LARGE"
+    reason = reason_name(reasons.ERROR_REASON_ARTIFACT_TOO_LARGE)
     sandbox_type = "ArtifactTooLargeError"
 
 
@@ -99,7 +100,7 @@ class StorageUnavailableError(StoreError):
     """The backend cannot be reached; the caller may retry the same call later."""
 
     code = grpc.StatusCode.UNAVAILABLE
-    reason = "STORAGE_UNAVAILABLE"
+    reason = reason_name(reasons.ERROR_REASON_STORAGE_UNAVAILABLE)
     sandbox_type = "StorageUnavailableError"
 
 
@@ -108,18 +109,32 @@ class QuotaExceededError(StoreError):
 
     A StoreError so host calls map it like every store error (sandboxed code sees
     QuotaExceededError), and it carries google.rpc.QuotaFailure + RetryInfo for gRPC
-    callers. `limit` is the quota, `retry_seconds` when trying again can succeed.
+    callers. `limit` is the quota, `retry_seconds` when trying again can succeed by
+    itself (a window resets, a session expires); None when only deleting something frees
+    room (skills, artifact bytes), so no RetryInfo is sent.
     """
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
-    reason = "QUOTA_EXCEEDED"
+    reason = reason_name(reasons.ERROR_REASON_QUOTA_EXCEEDED)
     sandbox_type = "QuotaExceededError"
 
-    def __init__(self, tenant: str, quota: str, limit: int, message: str, retry_seconds: float) -> None:
+    def __init__(self, tenant: str, quota: str, limit: int, message: str, retry_seconds: float | None) -> None:
         super().__init__(message)
         self.metadata.update(tenant=tenant, quota=quota, limit=str(limit))
         self.retry_seconds = retry_seconds
-        self.with_details(
-            quota_violation(f"tenant:{tenant}", quota, f"{quota} quota of tenant {tenant!r} is {limit}"),
-            retry_after(retry_seconds),
-        )
+        self.with_details(quota_violation(f"tenant:{tenant}", quota, f"{quota} quota of tenant {tenant!r} is {limit}"))
+
+
+def storage_unavailable(backend: str, exc: BaseException) -> StorageUnavailableError:
+    """The backend failed: the caller learns that and an errorId, the log the cause.
+
+    Why not the exception's text: an OSError names server paths (the data dir), a Redis
+    error the server's network addresses; neither helps a caller, who can only retry.
+    """
+    error_id = log_internal(exc, f"{backend} failed", with_traceback=False)
+    cause = ""
+    if isinstance(exc, OSError) and exc.strerror:
+        cause = f" ({exc.strerror.lower()})"  # e.g. "no space left on device": no path
+    error = StorageUnavailableError(f"the {backend} is unavailable{cause}; retry later (errorId {error_id})")
+    error.metadata["errorId"] = error_id
+    return error

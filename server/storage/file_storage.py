@@ -16,6 +16,9 @@ tolerates the trailing spaces that pad it), writes the real header into the slot
 at commit and renames: one pass over the data, none of it in memory. Writers take an exclusive `fcntl.flock`
 on the tenant's lock file, so read-check-write sequences (create, etag CAS,
 revision bump) stay correct across server processes sharing the directory.
+A committed file is never written again, only replaced or unlinked: backups
+(server/storage/file_backup.py) hard-link committed files under the locks and
+rely on that to freeze the store at one instant.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from server.storage.errors import (
     SkillNotFoundError,
     StorageUnavailableError,
     StoreError,
+    storage_unavailable,
 )
 from server.storage.records import ArtifactRecord, SkillRecord, validate_tenant
 
@@ -149,7 +153,7 @@ class FileStorage(Storage):
         except StoreError:
             raise
         except OSError as exc:
-            raise StorageUnavailableError(f"file storage failed: {exc}") from exc
+            raise storage_unavailable("file storage", exc) from exc
 
     @contextlib.contextmanager
     def _locked(self, tenant: str) -> Iterator[Path]:
@@ -333,11 +337,11 @@ class FileStorage(Storage):
         return self._tenant_dir(tenant) / "artifacts" / f"{quoted}.artifact"
 
     @staticmethod
-    def _read_header(f, name: str) -> ArtifactRecord:  # type: ignore[no-untyped-def]
+    def _read_header(f: BinaryIO, name: str) -> ArtifactRecord:
         (length,) = _HEADER.unpack(f.read(_HEADER.size))
         return ArtifactRecord.from_json(f.read(length))
 
-    def _open_artifact(self, tenant: str, name: str):  # type: ignore[no-untyped-def]
+    def _open_artifact(self, tenant: str, name: str) -> BinaryIO:
         try:
             return open(self._artifact_path(tenant, name), "rb")
         except FileNotFoundError:
@@ -405,7 +409,7 @@ class FileStorage(Storage):
                 for f in files
                 if f.endswith(".artifact") and not f.startswith(".")
             )
-            records = []
+            records: list[ArtifactRecord] = []
             for name in (n for n in names if n > after):
                 if len(records) >= limit:
                     break

@@ -48,6 +48,7 @@ from server.storage.errors import (
     SkillAlreadyExistsError,
     SkillNotFoundError,
     StorageUnavailableError,
+    storage_unavailable,
 )
 from server.storage.records import ArtifactRecord, SkillRecord, validate_tenant
 
@@ -170,14 +171,15 @@ class RedisStorage(Storage):
         try:
             return await awaitable
         except ResponseError as exc:
-            # redis-py raises MovedError/AskError (text "<slot> host:port") for a redirect.
+            # redis-py raises MovedError/AskError (text "9557 host:port", no "MOVED") for
+            # a cluster redirect, or a plain ResponseError starting with MOVED.
             if isinstance(exc, (MovedError, AskError)):
                 raise StorageUnavailableError(
                     "Redis answered MOVED: it is a Redis Cluster node; start the server with --redis-cluster"
                 ) from exc
-            raise StorageUnavailableError(f"Redis is unavailable: {exc}") from exc
+            raise storage_unavailable("Redis storage", exc) from exc
         except (RedisError, OSError) as exc:
-            raise StorageUnavailableError(f"Redis is unavailable: {exc}") from exc
+            raise storage_unavailable("Redis storage", exc) from exc
 
     async def close(self) -> None:
         try:

@@ -24,7 +24,7 @@ for _path in (ROOT, os.path.join(ROOT, "clients", "python", "src")):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from codemode.sandbox.v1 import agent_pb2, agent_pb2_grpc  # noqa: E402
+from codemode_protos.sandbox.v1 import agent_pb2, agent_pb2_grpc  # noqa: E402
 from tests.helpers.pki import AGENT_TLS_NAME, CertificateAuthority, Issued  # noqa: E402
 
 READY_TIMEOUT_SECONDS = 60.0
@@ -185,23 +185,21 @@ HostHandler = Callable[[agent_pb2.HostCall], Awaitable[agent_pb2.HostCallResult]
 _counter = iter(range(1, 1 << 30))
 
 
-async def execute(
-    stub: agent_pb2_grpc.AgentServiceStub,
-    code: str,
-    *,
-    timeout: float = 0,
-    budget: int = 0,
-    host: HostHandler | None = None,
-    rpc_timeout: float = 60,
-) -> RunResult:
-    """Runs code through a real bidi Execute call, answering host calls with `host`."""
-    start = agent_pb2.ExecuteStart(execution_id=f"exec-{next(_counter)}", code=code, output_budget_bytes=budget)
+def start_message(code: str, *, timeout: float = 0, budget: int = 0, execution_id: str = "") -> agent_pb2.ExecuteStart:
+    start = agent_pb2.ExecuteStart(
+        execution_id=execution_id or f"exec-{next(_counter)}", code=code, output_budget_bytes=budget
+    )
     if timeout:
         start.timeout.CopyFrom(duration_pb2.Duration(seconds=int(timeout), nanos=int((timeout % 1) * 1e9)))
-    call = stub.Execute(timeout=rpc_timeout)
+    return start
+
+
+async def consume(
+    stub: agent_pb2_grpc.AgentServiceStub, call: Any, execution_id: str, host: HostHandler | None = None
+) -> RunResult:
+    """Reads an Execute/Attach stream to `finished`, answering host calls through AnswerHostCall."""
     responses, arrivals = [], []
     try:
-        await call.write(agent_pb2.ExecuteRequest(start=start))
         async for response in call:
             responses.append(response)
             arrivals.append(time.monotonic())
@@ -213,12 +211,33 @@ async def execute(
                     )
                 else:
                     answer = await host(response.host_call)
-                await call.write(agent_pb2.ExecuteRequest(host_call_result=answer))
+                answer.execution_id = execution_id
+                await stub.AnswerHostCall(answer, timeout=30)
             if response.WhichOneof("event") == "finished":
                 break
     finally:
         call.cancel()
     return RunResult(responses, arrivals)
+
+
+async def execute(
+    stub: agent_pb2_grpc.AgentServiceStub,
+    code: str,
+    *,
+    timeout: float = 0,
+    budget: int = 0,
+    host: HostHandler | None = None,
+    rpc_timeout: float = 60,
+    execution_id: str = "",
+) -> RunResult:
+    """Runs code through a real (server-streaming) Execute call, answering host calls with `host`."""
+    start = start_message(code, timeout=timeout, budget=budget, execution_id=execution_id)
+    return await consume(stub, stub.Execute(start, timeout=rpc_timeout), start.execution_id, host)
+
+
+def numbered(run: RunResult) -> list[agent_pb2.ExecuteResponse]:
+    """The replayable events (host calls carry sequence 0 and are not replayed)."""
+    return [r for r in run.responses if r.WhichOneof("event") != "host_call"]
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ taken its one-execution gate, so every later Execute was SESSION_BUSY.
 
 from __future__ import annotations
 
-from codemode.v1 import execute_pb2
+from codemode_protos.v1 import execute_pb2
 from tests.agent.conftest import execute
 
 

@@ -7,8 +7,8 @@ import json
 import os
 import time
 
-from codemode.sandbox.v1 import agent_pb2
-from codemode.v1 import execute_pb2
+from codemode_protos.sandbox.v1 import agent_pb2
+from codemode_protos.v1 import execute_pb2
 from tests.agent.conftest import execute
 
 OK = execute_pb2.EXECUTION_STATUS_OK

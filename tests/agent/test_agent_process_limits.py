@@ -8,9 +8,14 @@ import secrets
 import signal
 import time
 
-from codemode.sandbox.v1 import agent_pb2, agent_pb2_grpc
-from codemode.v1 import execute_pb2
-from tests.agent.conftest import AgentProcess, credentials_document, execute, secure_channel
+from codemode_protos.sandbox.v1 import agent_pb2, agent_pb2_grpc
+from codemode_protos.v1 import execute_pb2
+from tests.agent.conftest import (
+    AgentProcess,
+    credentials_document,
+    execute,
+    secure_channel,
+)
 
 
 async def test_cpu_time_limit_kills_with_sigxcpu_and_interpreter_is_replaced(pki):

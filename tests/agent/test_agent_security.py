@@ -14,8 +14,14 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from codemode.sandbox.v1 import agent_pb2, agent_pb2_grpc
-from tests.agent.conftest import ROOT, AgentProcess, credentials_document, execute, secure_channel
+from codemode_protos.sandbox.v1 import agent_pb2, agent_pb2_grpc
+from tests.agent.conftest import (
+    ROOT,
+    AgentProcess,
+    credentials_document,
+    execute,
+    secure_channel,
+)
 from tests.helpers.pki import CertificateAuthority
 
 

@@ -10,7 +10,12 @@ import threading
 import pytest
 
 import codemode
-from tests.client.server_process import ROOT, ServerProcess, read_ready_line, subprocess_env
+from tests.client.server_process import (
+    ROOT,
+    ServerProcess,
+    read_ready_line,
+    subprocess_env,
+)
 
 CLI_TIMEOUT_SECONDS = 90
 

@@ -56,7 +56,8 @@ def test_json_output_parses_back(codemode_cli):
         listed = json.loads(codemode_cli("sessions", "list", "--json").stdout)
         assert name in [s["name"] for s in listed]
         reset = json.loads(codemode_cli("sessions", "reset", name, "--json").stdout)
-        assert reset["interpreterGeneration"] == session["interpreterGeneration"] + 1
+        # int64 is a JSON string in the protobuf JSON mapping.
+        assert int(reset["interpreterGeneration"]) == int(session["interpreterGeneration"]) + 1
     finally:
         codemode_cli("sessions", "delete", name)
 

@@ -48,7 +48,8 @@ async def test_sync_installs_configured_packages(client):
         probe = "import importlib.util\nimportlib.util.find_spec('cm_tiny_b') is not None"
         assert (await resolve(session.run(probe))).value is False
         synced = await resolve(session.deps.sync())
-        assert synced == codemode.SyncedDependencies(["cm-tiny-b"], ["cm-tiny-b"])
+        assert synced == codemode.SyncedDependencies(["cm-tiny-b"], ["cm-tiny-b"], ["cm-tiny-b"])
+        assert synced.session is not None and synced.session.state == synced.session.STATE_READY
         assert (await resolve(session.run("import cm_tiny_b\ncm_tiny_b.VALUE"))).value == TINY_VALUES["cm-tiny-b"]
         assert (await resolve(session.deps.sync())).installed == []
 
@@ -70,3 +71,28 @@ async def test_unknown_session_and_bad_spec_map_to_typed_errors(client):
     with pytest.raises(codemode.NotFoundError) as gone:
         await resolve(session.deps.list())
     assert gone.value.reason == "SESSION_NOT_FOUND"
+
+
+async def test_a_failed_install_raises_and_no_wait_returns_while_installing(client):
+    async with open_session(client, config={"allowRuntimeDeps": True}) as session:
+        with pytest.raises(codemode.DependencyInstallError) as failed:
+            await resolve(session.deps.add("cm-tiny-missing"))
+        assert failed.value.reason == "DEPS_INSTALL_FAILED" and failed.value.code.name == "FAILED_PRECONDITION"
+        assert failed.value.session is not None and failed.value.session.last_install.packages == ["cm-tiny-missing"]
+        started = await resolve(session.deps.add("cm-tiny-b", wait=False))
+        assert started.session is not None and started.session.state == started.session.STATE_INSTALLING
+        settled = await resolve(session.wait())
+        assert settled.state == settled.STATE_READY and list(settled.last_install.installed) == ["cm-tiny-b"]
+        assert (await resolve(session.run("import cm_tiny_b\ncm_tiny_b.VALUE"))).value == TINY_VALUES["cm-tiny-b"]
+
+
+async def test_create_session_waits_for_start_up_deps_and_raises_when_they_fail(client):
+    config = {"deps": ["cm-tiny-a"], "syncDepsOnStart": True}
+    async with open_session(client, config=config) as session:
+        assert session.info.state == session.info.STATE_READY
+        assert (await resolve(session.run("import cm_tiny_a\ncm_tiny_a.VALUE"))).value == TINY_VALUES["cm-tiny-a"]
+    with pytest.raises(codemode.DependencyInstallError) as failed:
+        await resolve(client.create_session(config={"deps": ["cm-tiny-missing"], "syncDepsOnStart": True}))
+    assert failed.value.session is not None and failed.value.session.state == failed.value.session.STATE_FAILED
+    with pytest.raises(codemode.NotFoundError):  # the failed session was deleted
+        await resolve(client.get_session(failed.value.session.name))

@@ -8,8 +8,8 @@ import time
 import pytest
 
 import codemode
-from tests.client.server_process import TEST_API_TOKEN as API_TOKEN
 from tests.client.flavours import collect, iterate, open_session, resolve, run_when_idle
+from tests.client.server_process import TEST_API_TOKEN as API_TOKEN
 
 
 @pytest.fixture(params=["sync", "async"])
@@ -117,12 +117,11 @@ async def test_unknown_session_is_not_found(client):
         await resolve(client.delete_session("doesnotexist"))
 
 
-async def test_empty_code_is_invalid_argument(client):
+async def test_empty_code_runs_as_a_no_op(client):
     async with open_session(client) as session:
-        with pytest.raises(codemode.InvalidArgumentError) as info:
-            await resolve(session.run("   \n"))
-        assert info.value.reason == "EMPTY_CODE"
-        assert info.value.metadata.get("field") == "code"
+        result = await resolve(session.run("   \n"))
+        assert result.is_ok and result.value is None and result.stdout == ""
+        assert result.execution.startswith(f"{session.name}/executions/")
 
 
 async def test_context_manager_deletes_the_session(client):

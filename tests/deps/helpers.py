@@ -4,12 +4,32 @@ from __future__ import annotations
 
 import grpc
 
-from codemode.v1 import dependency_pb2_grpc, execute_pb2
+from codemode_protos.v1 import (
+    dependency_pb2,
+    dependency_pb2_grpc,
+    execute_pb2,
+    session_pb2,
+)
+from tests.helpers.sessions import wait_ready
 from tests.server.helpers import Client, stdout
 
 
 def deps_stub(client: Client) -> dependency_pb2_grpc.DependencyServiceStub:
     return dependency_pb2_grpc.DependencyServiceStub(client.channel)
+
+
+async def add_and_wait(client: Client, session: str, package: str) -> tuple[dependency_pb2.AddDependencyResponse, session_pb2.Session]:
+    """AddDependency (it returns with the install started), then WaitSession until the
+    session is READY again: (the call's reply, the session with its last_install)."""
+    added = await deps_stub(client).AddDependency(
+        dependency_pb2.AddDependencyRequest(session=session, package=package), timeout=60
+    )
+    return added, await wait_ready(client.sessions, session, timeout=180)
+
+
+async def sync_and_wait(client: Client, session: str) -> tuple[dependency_pb2.SyncDependenciesResponse, session_pb2.Session]:
+    synced = await deps_stub(client).SyncDependencies(dependency_pb2.SyncDependenciesRequest(session=session), timeout=60)
+    return synced, await wait_ready(client.sessions, session, timeout=180)
 
 
 async def run_ok(client: Client, session: str, code: str) -> str:

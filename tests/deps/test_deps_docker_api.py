@@ -6,8 +6,9 @@ import ast
 
 import grpc
 
-from codemode.v1 import dependency_pb2, session_pb2
+from codemode_protos.v1 import dependency_pb2, session_pb2
 from tests.deps.helpers import IMPORT_PROBE, deps_stub, rpc_error, run_ok
+from tests.helpers.sessions import create_ready_session
 from tests.server.helpers import connect, error_info
 
 
@@ -20,7 +21,7 @@ async def test_docker_session_syncs_on_start_adds_at_runtime_and_keeps_mounts_re
     try:
         config = session_pb2.SessionConfig(deps=["CM_Tiny_A"], sync_deps_on_start=True, allow_runtime_deps=True)
         request = session_pb2.CreateSessionRequest(session=session_pb2.Session(config=config))
-        session = (await client.sessions.CreateSession(request, timeout=180)).session
+        session = await create_ready_session(client.sessions, request, timeout=240)
         assert session.capabilities.deps_install
         assert ast.literal_eval((await run_ok(client, session.name, IMPORT_PROBE)).strip()) == {
             "cm_tiny_a": "a-1.0", "cm_tiny_b": None,
@@ -38,7 +39,7 @@ async def test_docker_session_syncs_on_start_adds_at_runtime_and_keeps_mounts_re
         assert list(listed.dependencies) == ["cm-tiny-a", "cm-tiny-b"]
 
         locked = session_pb2.CreateSessionRequest(session=session_pb2.Session(config=session_pb2.SessionConfig()))
-        locked_name = (await client.sessions.CreateSession(locked, timeout=180)).session.name
+        locked_name = (await create_ready_session(client.sessions, locked, timeout=240)).name
         error = await rpc_error(
             stub.AddDependency(dependency_pb2.AddDependencyRequest(session=locked_name, package="cm-tiny-a"), timeout=60)
         )

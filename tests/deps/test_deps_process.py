@@ -6,9 +6,19 @@ import ast
 
 import grpc
 
-from codemode.v1 import dependency_pb2, session_pb2
-from tests.deps.helpers import IMPORT_PROBE, deps_stub, rpc_error, run_ok
+from codemode_protos.v1 import dependency_pb2, session_pb2
+from tests.deps.helpers import (
+    IMPORT_PROBE,
+    add_and_wait,
+    deps_stub,
+    rpc_error,
+    run_ok,
+    sync_and_wait,
+)
+from tests.helpers.sessions import create_ready_session
 from tests.server.helpers import connect, error_info
+
+Install = session_pb2.DependencyInstall.State
 
 
 def _config(**fields: object) -> session_pb2.CreateSessionRequest:
@@ -16,8 +26,7 @@ def _config(**fields: object) -> session_pb2.CreateSessionRequest:
 
 
 async def _create(client, **fields: object) -> session_pb2.Session:
-    reply = await client.sessions.CreateSession(_config(**fields), timeout=120)
-    return reply.session
+    return await create_ready_session(client.sessions, _config(**fields), timeout=180)
 
 
 async def _probe(client, session: str) -> dict:
@@ -62,12 +71,18 @@ async def test_runtime_add_is_importable_in_the_same_execution(running_server, w
             "b-2.0",
             "True",
         ]
+        # deps.add in code waited for pip (the session was BUSY, not INSTALLING) and is recorded.
+        got = (await client.sessions.GetSession(session_pb2.GetSessionRequest(name=session), timeout=10)).session
+        assert got.state == session_pb2.Session.STATE_READY
+        assert got.last_install.state == Install.STATE_SUCCEEDED and list(got.last_install.packages) == ["cm-tiny-b"]
         # The API sees the same set and adds through the same path.
         listed = await stub.ListDependencies(dependency_pb2.ListDependenciesRequest(session=session), timeout=60)
         assert list(listed.dependencies) == ["cm-tiny-b"]
-        added = await stub.AddDependency(dependency_pb2.AddDependencyRequest(session=session, package="Cm_Tiny_A"), timeout=120)
+        added, after = await add_and_wait(client, session, "Cm_Tiny_A")
         assert added.package == "cm-tiny-a" and not added.already_present
+        assert added.session.state == session_pb2.Session.STATE_INSTALLING
         assert list(added.dependencies) == ["cm-tiny-b", "cm-tiny-a"]
+        assert after.last_install.state == Install.STATE_SUCCEEDED and list(after.last_install.installed) == ["cm-tiny-a"]
         assert (await run_ok(client, session, "import cm_tiny_a\nprint(cm_tiny_a.VALUE)")).strip() == "a-1.0"
         removed = await stub.RemoveDependency(dependency_pb2.RemoveDependencyRequest(session=session, package="CM-TINY-A"), timeout=60)
         assert removed.removed and list(removed.dependencies) == ["cm-tiny-b"]
@@ -104,8 +119,9 @@ async def test_locked_session_refuses_changes_but_lists_and_syncs(running_server
             "{'installed': ['cm-tiny-b'], 'dependencies': ['cm-tiny-b']}"
         )
         assert await _probe(client, session) == {"cm_tiny_a": None, "cm_tiny_b": "b-2.0"}
-        synced = await stub.SyncDependencies(dependency_pb2.SyncDependenciesRequest(session=session), timeout=60)
-        assert list(synced.installed) == [] and list(synced.dependencies) == ["cm-tiny-b"]
+        synced, _ = await sync_and_wait(client, session)
+        assert list(synced.missing) == [] and list(synced.dependencies) == ["cm-tiny-b"]
+        assert synced.session.state == session_pb2.Session.STATE_READY  # nothing to install
     finally:
         await client.channel.close()
 
@@ -133,8 +149,14 @@ async def test_bad_specs_and_missing_packages_give_clear_errors(running_server, 
         ]
         error = await rpc_error(stub.AddDependency(dependency_pb2.AddDependencyRequest(session=session, package="x|y"), timeout=60))
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error_info(error).reason == "INVALID_PACKAGE_SPEC"
-        error = await rpc_error(stub.AddDependency(dependency_pb2.AddDependencyRequest(session=session, package="cm-tiny-zzz"), timeout=120))
-        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and error_info(error).reason == "DEPS_INSTALL_FAILED"
+        # Not in the wheelhouse: the call starts the install, which fails; the session is READY again.
+        added, after = await add_and_wait(client, session, "cm-tiny-zzz")
+        assert added.session.state == session_pb2.Session.STATE_INSTALLING
+        assert after.last_install.state == Install.STATE_FAILED
+        assert after.last_install.error_reason == "DEPS_INSTALL_FAILED"
+        assert "cm-tiny-zzz" in after.last_install.error_message
+        listed = await stub.ListDependencies(dependency_pb2.ListDependenciesRequest(session=session), timeout=60)
+        assert list(listed.dependencies) == []  # recorded only once installed
         error = await rpc_error(stub.ListDependencies(dependency_pb2.ListDependenciesRequest(session="sessions/nope"), timeout=60))
         assert error.code() == grpc.StatusCode.NOT_FOUND and error_info(error).reason == "SESSION_NOT_FOUND"
     finally:
@@ -150,7 +172,11 @@ async def test_without_a_package_source_there_is_no_deps_install(running_server)
         out = await run_ok(client, session.name, "try:\n    deps.add('cm-tiny-a')\nexcept RuntimeError as exc:\n    print(exc)\n")
         assert "no package source configured" in out
         error = await rpc_error(client.sessions.CreateSession(_config(deps=["cm-tiny-a"], sync_deps_on_start=True), timeout=60))
-        assert error.code() == grpc.StatusCode.UNAVAILABLE and "package source" in error.details()
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and "package source" in error.details()
+        assert error_info(error).reason == "DEPS_INSTALL_FAILED"
+        error = await rpc_error(deps_stub(client).AddDependency(
+            dependency_pb2.AddDependencyRequest(session=session.name, package="cm-tiny-a"), timeout=60))
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and error_info(error).reason == "DEPS_INSTALL_FAILED"
     finally:
         await client.channel.close()
 
@@ -161,7 +187,7 @@ async def test_server_wide_deps_and_a_reset_sys_path(running_server, wheelhouse)
     )
     client = connect(srv.address)
     try:
-        session = (await client.sessions.CreateSession(session_pb2.CreateSessionRequest(), timeout=120)).session
+        session = await create_ready_session(client.sessions, timeout=180)
         assert list(session.config.deps) == ["cm-tiny-a"]
         assert (await _probe(client, session.name))["cm_tiny_a"] == "a-1.0"
         # User code dropped the deps dirs from sys.path; deps.add puts them back.

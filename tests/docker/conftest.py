@@ -28,7 +28,6 @@ from server.providers.docker_config import DEFAULT_IMAGE, DockerProviderConfig  
 from tests.docker.docker_helpers import engine_problem  # noqa: E402
 from tests.docker.docker_proxy import EngineProxy  # noqa: E402
 
-
 SETUP_SCRIPT = os.path.join(ROOT, "scripts", "setup", "30-docker.sh")
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-import docker
 import docker.errors
 from google.protobuf import duration_pb2
 
-from codemode.sandbox.v1 import agent_pb2
-from codemode.v1 import execute_pb2
+import docker
+from codemode_protos.sandbox.v1 import agent_pb2
+from codemode_protos.v1 import execute_pb2
 from server.providers.base import Sandbox, SandboxLimits
 
 MIB = 1024 * 1024
@@ -67,23 +67,20 @@ class Outcome:
         return f"Outcome(stdout={self.stdout!r}, stderr={self.stderr[-500:]!r}, errors={self.errors}, finished={self.finished})"
 
 
-def _start_request(code: str, timeout: float) -> agent_pb2.ExecuteRequest:
-    return agent_pb2.ExecuteRequest(
-        start=agent_pb2.ExecuteStart(
-            execution_id=uuid.uuid4().hex,
-            code=code,
-            timeout=duration_pb2.Duration(seconds=int(timeout)),
-            output_budget_bytes=1 * MIB,
-        )
+def _start_request(code: str, timeout: float) -> agent_pb2.ExecuteStart:
+    return agent_pb2.ExecuteStart(
+        execution_id=uuid.uuid4().hex,
+        code=code,
+        timeout=duration_pb2.Duration(seconds=int(timeout)),
+        output_budget_bytes=1 * MIB,
     )
 
 
 async def execute(sandbox: Sandbox, code: str, timeout: float = 30.0) -> Outcome:
     """Runs code through AgentService.Execute and waits for `finished`."""
     outcome = Outcome()
-    call = sandbox.stub.Execute(timeout=timeout + 30)
+    call = sandbox.stub.Execute(_start_request(code, timeout), timeout=timeout + 30)
     try:
-        await call.write(_start_request(code, timeout))
         async for response in call:
             kind = response.WhichOneof("event")
             if kind == "output":

@@ -7,11 +7,15 @@ import os
 
 import pytest
 
-from codemode.v1 import execute_pb2
+from codemode_protos.v1 import execute_pb2
 from server.deps.provisioner import DepsProvisioner
 from server.providers.base import SandboxStartError
 from server.providers.docker import DockerSandboxProvider
-from server.providers.docker_deps import DepsSpecError, RuntimeDepsDisabledError, normalize_spec
+from server.providers.docker_deps import (
+    DepsSpecError,
+    RuntimeDepsDisabledError,
+    normalize_spec,
+)
 from tests.docker.conftest import provider_config
 from tests.docker.docker_helpers import execute, limits
 from tests.docker.wheel_factory import make_wheel

@@ -10,8 +10,8 @@ import socket
 import grpc
 import pytest
 
-from codemode.sandbox.v1 import agent_pb2
-from codemode.v1 import execute_pb2
+from codemode_protos.sandbox.v1 import agent_pb2
+from codemode_protos.v1 import execute_pb2
 from server.providers.docker import DockerSandboxProvider
 from tests.docker.conftest import provider_config
 from tests.docker.docker_helpers import MIB, _start_request, execute, limits, wait_until
@@ -19,10 +19,9 @@ from tests.docker.docker_helpers import MIB, _start_request, execute, limits, wa
 
 async def test_docker_kill_mid_execution_ends_stream_and_marks_dead(provider):
     sandbox = await provider.start(limits())
-    call = sandbox.stub.Execute(timeout=60)
+    call = sandbox.stub.Execute(_start_request("import time\nprint('running', flush=True)\ntime.sleep(60)", 60), timeout=60)
     events = []
     try:
-        await call.write(_start_request("import time\nprint('running', flush=True)\ntime.sleep(60)", 60))
         async for response in call:
             events.append(response.WhichOneof("event"))
             if response.WhichOneof("event") == "output":

@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import os
 
-import docker
 import docker.errors
 import grpc
 
-from codemode.v1 import session_pb2
+import docker
+from codemode_protos.v1 import session_pb2
 from tests.docker.docker_helpers import wait_until
 from tests.server.helpers import connect, error_info, stdout
 

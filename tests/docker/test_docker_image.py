@@ -7,7 +7,6 @@ import os
 import sys
 
 import docker
-
 from server.providers.docker_config import DEFAULT_IMAGE
 from tests.docker.conftest import ROOT
 

@@ -9,16 +9,14 @@ but `lo`, so it can only fail locally with ENETUNREACH.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import stat
 
-import docker
-import grpc
 import pytest
 
-from codemode.v1 import execute_pb2
+import docker
+from codemode_protos.v1 import execute_pb2
 from server.providers.base import SandboxStartError
 from server.providers.docker import DockerSandboxProvider
 from server.providers.docker_config import DockerProviderConfig
@@ -273,7 +271,8 @@ async def test_unknown_runtime_fails_cleanly_and_leaves_nothing(docker_ready, ca
 
 
 async def test_unknown_runtime_makes_create_session_fail_with_its_name(docker_ready, running_server):
-    from tests.server.helpers import connect, error_info
+    from tests.helpers.sessions import SessionNotReady
+    from tests.server.helpers import connect
 
     runtime = "codemode-no-such-runtime"
     server = await running_server(sandbox="docker", docker_runtime=runtime)
@@ -281,11 +280,11 @@ async def test_unknown_runtime_makes_create_session_fail_with_its_name(docker_re
     engine = docker.from_env()
     try:
         async with client.channel:
-            with pytest.raises(grpc.aio.AioRpcError) as raised:
+            with pytest.raises(SessionNotReady) as raised:  # CreateSession returned; the start failed
                 await client.create()
-        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert error_info(raised.value).reason == "SANDBOX_START_FAILED"
-        assert runtime in raised.value.details(), raised.value.details()
+        failed = raised.value.session
+        assert failed.state == failed.STATE_FAILED
+        assert "could not be started" in failed.state_message, failed.state_message
         instance = DockerProviderConfig.for_data_dir(server.data_dir).instance_id
         left = engine.api.containers(all=True, filters={"label": f"{LABEL_INSTANCE}={instance}"})
         assert left == []

@@ -7,11 +7,11 @@ import json
 import os
 import sys
 
-import docker
 import docker.errors
 import pytest
 
-from codemode.v1 import execute_pb2
+import docker
+from codemode_protos.v1 import execute_pb2
 from server.providers.base import SandboxStartError
 from server.providers.docker import DockerSandboxProvider
 from tests.docker.conftest import provider_config

@@ -8,10 +8,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-import docker
 import docker.errors
 
-from codemode.v1 import session_pb2
+import docker
+from codemode_protos.v1 import session_pb2
 from tests.server.helpers import connect, stdout
 
 PROCESS = session_pb2.SANDBOX_KIND_PROCESS

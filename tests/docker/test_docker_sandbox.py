@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 
-import docker
 import docker.errors
 import pytest
 
-from codemode.sandbox.v1 import agent_pb2
-from codemode.v1 import execute_pb2
+import docker
+from codemode_protos.sandbox.v1 import agent_pb2
+from codemode_protos.v1 import execute_pb2
 from server.providers.docker import DockerSandboxProvider
 from server.providers.docker_spec import LABEL_INSTANCE, LABEL_MANAGED, LABEL_SANDBOX_ID
 from tests.docker.conftest import provider_config

@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import stat
 
-import docker
 import pytest
 
+import docker
 from server.providers.base import SandboxStartError
 from server.providers.docker import DockerSandboxProvider
 from server.providers.docker_spec import LABEL_HOST_UID
@@ -20,6 +20,7 @@ from server.providers.sandbox_uids import ROOT_LOCK_DIR, lock_is_held
 from tests.conftest import require
 from tests.docker.conftest import provider_config
 from tests.docker.docker_helpers import execute, limits
+
 
 @pytest.fixture(autouse=True)
 def _root_control_plane() -> None:

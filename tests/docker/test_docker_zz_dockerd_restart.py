@@ -12,13 +12,13 @@ import os
 import signal
 import subprocess
 
-import docker
-import grpc
 import pytest
 
-from codemode.v1 import session_pb2
+import docker
+from codemode_protos.v1 import session_pb2
 from tests.docker.docker_helpers import wait_until
-from tests.server.helpers import connect, error_info, stdout
+from tests.helpers.sessions import SessionNotReady
+from tests.server.helpers import connect, stdout
 
 State = session_pb2.Session.State
 PIDFILE = "/var/run/docker.pid"
@@ -77,10 +77,10 @@ async def test_dockerd_restart_is_unavailable_then_works_again(restartable_docke
         before = await client.create()
         os.kill(restartable_dockerd, signal.SIGTERM)
         assert await wait_until(lambda: _dockerd_pid() is None and not _engine_answers(), timeout=60, interval=0.2)
-        with pytest.raises(grpc.aio.AioRpcError) as raised:
+        with pytest.raises(SessionNotReady) as raised:  # CreateSession returned; the start failed
             await client.create()
-        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert error_info(raised.value).reason == "SANDBOX_START_FAILED"
+        assert raised.value.session.state == State.STATE_FAILED
+        assert "could not be started" in raised.value.session.state_message
 
         _start_dockerd()
         assert await wait_until(_engine_answers, timeout=90, interval=0.5)

@@ -19,7 +19,7 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from codemode.v1 import (
+from codemode_protos.v1 import (
     artifact_pb2_grpc,
     dependency_pb2_grpc,
     execute_pb2,

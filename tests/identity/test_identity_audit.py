@@ -9,8 +9,9 @@ import time
 
 import grpc
 
-from codemode.v1 import execute_pb2, session_pb2, skill_pb2
+from codemode_protos.v1 import execute_pb2, session_pb2, skill_pb2
 from tests.client.server_process import ServerProcess
+from tests.helpers.sessions import create_ready_session_sync
 from tests.identity.identity_helpers import auth, new_token, principal, write_principals
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -38,11 +39,15 @@ def serve_and_call(tmp_path, *extra: str) -> tuple[list[dict], dict[str, str], s
     log = str(tmp_path / "audit.jsonl")
     with ServerProcess(["--principals-file", principals, "--warm-pool-size", "0", "--audit-log", log, *extra]) as server:
         with grpc.insecure_channel(server.address) as channel:
-            from codemode.v1 import execute_pb2_grpc, session_pb2_grpc, skill_pb2_grpc
+            from codemode_protos.v1 import (
+                execute_pb2_grpc,
+                session_pb2_grpc,
+                skill_pb2_grpc,
+            )
 
             sessions = session_pb2_grpc.SessionServiceStub(channel)
             alice = auth(tokens["alice"])
-            name = sessions.CreateSession(session_pb2.CreateSessionRequest(), timeout=90, metadata=alice).session.name
+            name = create_ready_session_sync(sessions, metadata=alice).name
             events = list(execute_pb2_grpc.ExecuteServiceStub(channel).Execute(
                 execute_pb2.ExecuteRequest(session=name, code=CODE), timeout=60, metadata=alice + TRACEPARENT))
             assert events[-1].finished.status == execute_pb2.EXECUTION_STATUS_OK
@@ -75,6 +80,7 @@ def test_one_line_per_mutating_or_executing_call_without_the_code(tmp_path) -> N
     data = CODE.encode()
     assert (execute["code_sha256"], execute["code_bytes"]) == (hashlib.sha256(data).hexdigest(), len(data))
     assert execute["trace_id"] == TRACE_ID
+    assert execute["execution"].startswith(f"{name}/executions/") and execute["execution_status"] == "EXECUTION_STATUS_OK"
     assert "code" not in execute and "do-not-log-me" not in json.dumps(found)
     assert (denied["principal"], denied["role"], denied["resource"]) == ("reader", "reader", "skills/x")
     assert anonymous["principal"] == "" and anonymous["resource"] == ""
@@ -87,3 +93,31 @@ def test_audit_log_code_puts_the_code_in(tmp_path) -> None:
     found, _, _ = serve_and_call(tmp_path, "--audit-log-code")
     execute = next(e for e in found if e["method"].endswith("/Execute"))
     assert execute["code"] == CODE and execute["code_bytes"] == len(CODE.encode())
+
+
+def test_a_cancelled_execute_is_audited_again_when_the_code_has_stopped(tmp_path) -> None:
+    """The call ends at the client's cancel, before the code stopped: the wind-down's
+    line says how the execution really ended."""
+    token = new_token()
+    principals = str(tmp_path / "principals.json")
+    write_principals(principals, [principal("alice", "tenant", "alice", [token])])
+    log = str(tmp_path / "audit.jsonl")
+    with ServerProcess(["--principals-file", principals, "--warm-pool-size", "0", "--audit-log", log]) as server:
+        with grpc.insecure_channel(server.address) as channel:
+            from codemode_protos.v1 import execute_pb2_grpc, session_pb2_grpc
+
+            alice = auth(token)
+            name = create_ready_session_sync(session_pb2_grpc.SessionServiceStub(channel), metadata=alice).name
+            call = execute_pb2_grpc.ExecuteServiceStub(channel).Execute(
+                execute_pb2.ExecuteRequest(session=name, code="import time\nprint('go', flush=True)\ntime.sleep(60)"),
+                timeout=90, metadata=alice)
+            for event in call:
+                if event.HasField("output"):
+                    break
+            call.cancel()
+            found = lines(log, 3)
+    executes = [e for e in found if e["method"].endswith("/Execute")]
+    assert [(e["status"], e["execution_status"]) for e in executes] == [
+        ("CANCELLED", ""), ("CANCELLED", "EXECUTION_STATUS_CANCELLED"),
+    ]
+    assert executes[0]["execution"] == executes[1]["execution"] and executes[1]["principal"] == "alice"

@@ -19,13 +19,13 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import codemode
-from codemode.v1 import session_pb2, session_pb2_grpc
+from codemode_protos.v1 import session_pb2, session_pb2_grpc
 from tests.client.server_process import ROOT, ServerProcess, subprocess_env
 from tests.identity.identity_helpers import reason
 
 DIAL_SERVER = """
 import grpc, json, os
-from codemode.v1 import session_pb2, session_pb2_grpc
+from codemode_protos.v1 import session_pb2, session_pb2_grpc
 result = {{}}
 try:
     with grpc.insecure_channel("127.0.0.1:{port}") as channel:

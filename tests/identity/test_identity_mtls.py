@@ -18,9 +18,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 import codemode
-from codemode.v1 import session_pb2, session_pb2_grpc, skill_pb2, skill_pb2_grpc
+from codemode_protos.v1 import session_pb2, session_pb2_grpc, skill_pb2, skill_pb2_grpc
 from tests.client.server_process import ServerProcess
-from tests.identity.identity_helpers import auth, new_token, principal, reason, write_principals
+from tests.identity.identity_helpers import (
+    auth,
+    new_token,
+    principal,
+    reason,
+    write_principals,
+)
 
 ALICE_SPIFFE = "spiffe://example.org/ns/alice/sa/agent"
 BOB_CN = "bob-service"

@@ -7,11 +7,28 @@ import json as json_module
 
 import pytest
 
-from codemode.v1 import artifact_pb2, dependency_pb2, execute_pb2, session_pb2, skill_pb2
+from codemode_protos.v1 import (
+    artifact_pb2,
+    dependency_pb2,
+    execute_pb2,
+    session_pb2,
+    skill_pb2,
+)
 from server.errors import ServiceError
 from server.identity import policy
-from server.identity.credentials import Authenticator, bearer_token, certificate_identity
-from server.identity.principals import Principal, PrincipalSet, PrincipalsError, Role, TokenEntry, parse
+from server.identity.credentials import (
+    Authenticator,
+    bearer_token,
+    certificate_identity,
+)
+from server.identity.principals import (
+    Principal,
+    PrincipalsError,
+    PrincipalSet,
+    Role,
+    TokenEntry,
+    parse,
+)
 
 
 def test_the_policy_names_every_rpc_of_the_public_api() -> None:

@@ -18,9 +18,19 @@ import time
 import grpc
 import pytest
 
-from codemode.v1 import session_pb2, skill_pb2
+from codemode_protos.v1 import skill_pb2
 from tests.client.server_process import ROOT, ServerProcess, subprocess_env
-from tests.identity.identity_helpers import auth, finished, new_token, principal, run, stdout_of, stubs, write_principals
+from tests.helpers.sessions import create_ready_session
+from tests.identity.identity_helpers import (
+    auth,
+    finished,
+    new_token,
+    principal,
+    run,
+    stdout_of,
+    stubs,
+    write_principals,
+)
 
 STREAM_LINES = 80  # 8 s of output, longer than both reloads take
 STREAM_CODE = f"import time\nfor i in range({STREAM_LINES}):\n    print(i, flush=True)\n    time.sleep(0.1)"
@@ -57,7 +67,7 @@ async def test_rotation_under_load_keeps_streams_and_retires_the_old_token(tmp_p
     with ServerProcess(["--principals-file", path, "--warm-pool-size", "0"]) as server:
         async with grpc.aio.insecure_channel(server.address) as channel:
             s = stubs(channel)
-            session = (await s.sessions.CreateSession(session_pb2.CreateSessionRequest(), timeout=90, metadata=auth(old))).session
+            session = await create_ready_session(s.sessions, metadata=auth(old))
             stream = asyncio.create_task(run(s, session.name, STREAM_CODE, old))
             seen: list[tuple[float, str, grpc.StatusCode]] = []
             current = {"token": old}

@@ -23,7 +23,7 @@ import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 
-from codemode.v1 import (
+from codemode_protos.v1 import (
     artifact_pb2,
     artifact_pb2_grpc,
     dependency_pb2,
@@ -37,7 +37,15 @@ from codemode.v1 import (
 )
 from server.identity import policy
 from tests.client.server_process import ServerProcess
-from tests.identity.identity_helpers import auth, new_token, principal, reason, stdout_of, write_principals
+from tests.helpers.sessions import create_ready_session_sync
+from tests.identity.identity_helpers import (
+    auth,
+    new_token,
+    principal,
+    reason,
+    stdout_of,
+    write_principals,
+)
 
 OK, PD, NF, UNAUTH = (
     grpc.StatusCode.OK, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAUTHENTICATED,
@@ -106,9 +114,10 @@ class World:
     def seed(self) -> None:
         bob = auth(self.tokens["bob"])
         create = session_pb2.CreateSessionRequest(request_id="shared-request-id")
-        self.bob_session = self.api.sessions.CreateSession(create, timeout=90, metadata=bob).session.name
+        self.bob_session = create_ready_session_sync(self.api.sessions, create, metadata=bob).name
         events = self.api.run(self.bob_session, f"secret = {BOB_SECRET!r}", self.tokens["bob"])
         assert events[-1].finished.status == execute_pb2.EXECUTION_STATUS_OK
+        self.bob_execution = events[0].started.execution
         self.api.skills.CreateSkill(
             skill_pb2.CreateSkillRequest(skill_id="bob_skill", skill=skill_pb2.Skill(source=SKILL_SRC)), metadata=bob
         )
@@ -205,11 +214,16 @@ def attacks(w: World, token: str | None) -> dict[str, list[tuple[str, Callable[[
         "CreateSession": [("tenant=bob", lambda: api.sessions.CreateSession(
             session_pb2.CreateSessionRequest(session=session_pb2.Session(tenant="bob")), timeout=90, metadata=md))],
         "GetSession": [("bob's session", lambda: api.sessions.GetSession(session_pb2.GetSessionRequest(name=s), metadata=md))],
+        "WaitSession": [("bob's session", lambda: api.sessions.WaitSession(session_pb2.WaitSessionRequest(name=s), timeout=60, metadata=md))],
         "ListSessions": [("tenant=bob", lambda: api.sessions.ListSessions(session_pb2.ListSessionsRequest(tenant="bob"), metadata=md))],
         "ResetSession": [("bob's session", lambda: api.sessions.ResetSession(session_pb2.ResetSessionRequest(name=s), metadata=md))],
         "DeleteSession": [("bob's session", lambda: api.sessions.DeleteSession(session_pb2.DeleteSessionRequest(name=s), metadata=md))],
         "Execute": [("bob's session", lambda: api.execute.Execute(
             execute_pb2.ExecuteRequest(session=s, code="print(secret)"), timeout=60, metadata=md))],
+        "AttachExecution": [("bob's session", lambda: api.execute.AttachExecution(
+            execute_pb2.AttachExecutionRequest(execution=w.bob_execution), timeout=60, metadata=md))],
+        "CancelExecution": [("bob's session", lambda: api.execute.CancelExecution(
+            execute_pb2.CancelExecutionRequest(execution=w.bob_execution), timeout=60, metadata=md))],
         "CreateSkill": [("tenant=bob", lambda: api.skills.CreateSkill(
             skill_pb2.CreateSkillRequest(tenant="bob", skill_id="planted", skill=skill_pb2.Skill(source=SKILL_SRC)), metadata=md))],
         "GetSkill": [
@@ -283,6 +297,42 @@ def test_tenant_a_is_denied_everything_of_tenant_b_and_nothing_changes(world: Wo
                 assert outcome(thunk) == expected, f"{caller} {method} ({form})"
     assert world.backend_bytes() == before_bytes
     assert world.bob_view() == before_view
+
+
+def test_another_tenant_can_neither_attach_to_nor_cancel_a_running_execution(world: World) -> None:
+    """Bob, naming alice's execution while it runs, gets the NOT_FOUND of a missing session
+    (the name reveals nothing), and alice's execution runs on to its own end."""
+    api, alice, bob, op = world.api, auth(world.tokens["alice"]), auth(world.tokens["bob"]), auth(world.tokens["op"])
+    session = create_ready_session_sync(api.sessions, session_pb2.CreateSessionRequest(), metadata=alice).name
+    try:
+        # It waits for alice's go-ahead, so it is surely running while bob tries.
+        code = "import time\nwhile not artifacts.exists('go'):\n    time.sleep(0.05)\nprint('alice finished')"
+        call = api.execute.Execute(execute_pb2.ExecuteRequest(session=session, code=code), timeout=60, metadata=alice)
+        first = next(call)
+        assert first.HasField("started"), first
+        execution = first.started.execution
+        missing_session = outcome(lambda: api.execute.CancelExecution(
+            execute_pb2.CancelExecutionRequest(execution="sessions/nope/executions/feedface"), timeout=30, metadata=bob))
+        assert missing_session == (NF, "SESSION_NOT_FOUND")
+        for name in (execution, f"{session}/executions/feedfacefeedface"):
+            attach = lambda name=name: api.execute.AttachExecution(  # noqa: E731
+                execute_pb2.AttachExecutionRequest(execution=name), timeout=30, metadata=bob)
+            cancel = lambda name=name: api.execute.CancelExecution(  # noqa: E731
+                execute_pb2.CancelExecutionRequest(execution=name), timeout=30, metadata=bob)
+            assert outcome(attach) == missing_session, f"bob attaches to {name}"
+            assert outcome(cancel) == missing_session, f"bob cancels {name}"
+        header = artifact_pb2.UploadArtifactRequest(artifact=artifact_pb2.Artifact(name="artifacts/go"))
+        api.artifacts.UploadArtifact(iter([header, artifact_pb2.UploadArtifactRequest(chunk=b"1")]), metadata=alice)
+        events = [first, *call]
+        assert events[-1].finished.status == execute_pb2.EXECUTION_STATUS_OK, events[-3:]
+        assert stdout_of(events).strip() == "alice finished"
+        # the name bob used was the real one: alice attaches to it and sees the same execution
+        attached = api.execute.AttachExecution(execute_pb2.AttachExecutionRequest(execution=execution), timeout=30, metadata=alice)
+        events_of = lambda stream: [e for e in stream if not e.HasField("heartbeat")]  # noqa: E731
+        assert events_of(attached) == events_of(events)
+    finally:
+        api.sessions.DeleteSession(session_pb2.DeleteSessionRequest(name=session), metadata=op)
+        api.artifacts.DeleteArtifact(artifact_pb2.DeleteArtifactRequest(tenant="alice", name="artifacts/go"), metadata=op)
 
 
 def test_unauthenticated_callers_get_nothing_and_change_nothing(world: World) -> None:
@@ -361,9 +411,9 @@ def test_sandboxed_code_acts_only_as_its_sessions_tenant(world: World) -> None:
     api, alice = world.api, auth(world.tokens["alice"])
     before_bytes, before_view = world.backend_bytes(), world.bob_view()
     # Bob created his session with this request_id; alice's retry must not return it.
-    created = api.sessions.CreateSession(
-        session_pb2.CreateSessionRequest(request_id="shared-request-id"), timeout=90, metadata=alice
-    ).session
+    created = create_ready_session_sync(
+        api.sessions, session_pb2.CreateSessionRequest(request_id="shared-request-id"), metadata=alice
+    )
     try:
         assert created.name != world.bob_session and created.tenant == "alice"
         listed = api.sessions.ListSessions(session_pb2.ListSessionsRequest(), metadata=alice).sessions
@@ -376,17 +426,17 @@ def test_sandboxed_code_acts_only_as_its_sessions_tenant(world: World) -> None:
         assert events[-1].finished.status == execute_pb2.EXECUTION_STATUS_OK, events[-3:]
         seen = json.loads(stdout_of(events).strip().splitlines()[-1])
         assert seen == {
-            "skills.list": ["alice_skill"],
-            "skills.search": ["alice_skill"],
+            "skills.list": ["skills/alice_skill"],
+            "skills.search": ["skills/alice_skill"],
             "skills.get": "SkillNotFoundError",
             "skills.get forged": "SkillNotFoundError",
             "skills.delete": False,
-            "artifacts.list": ["alice_art"],
+            "artifacts.list": ["artifacts/alice_art"],
             "artifacts.get": None,
             "artifacts.exists": False,
             "artifacts.load": "ArtifactNotFoundError",
             "artifacts.delete": False,
-            "skills.create": "bob_skill",
+            "skills.create": "skills/bob_skill",
             "artifacts.save": "saved",
         }, seen
         op = auth(world.tokens["op"])

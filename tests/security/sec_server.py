@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from tests.client.server_process import ROOT, read_ready_line, subprocess_env
 
 
-
 class SecServer:
     def __init__(
         self,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import codemode
-
 from tests.security import attacks
 from tests.security.conftest import open_session
 

@@ -13,9 +13,14 @@ import shutil
 import signal
 
 import codemode
-
 from tests.security import attacks, host_probe
-from tests.security.conftest import make_data_dir, make_home, open_session, start_server, ServerHandle
+from tests.security.conftest import (
+    ServerHandle,
+    make_data_dir,
+    make_home,
+    open_session,
+    start_server,
+)
 
 GONE_WITHIN = 10.0
 

@@ -8,7 +8,12 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from codemode.v1 import execute_pb2, execute_pb2_grpc, session_pb2, session_pb2_grpc
+from codemode_protos.v1 import (
+    execute_pb2,
+    execute_pb2_grpc,
+    session_pb2,
+    session_pb2_grpc,
+)
 
 
 @dataclasses.dataclass
@@ -18,6 +23,13 @@ class Client:
     execute: execute_pb2_grpc.ExecuteServiceStub
 
     async def create(self, **fields: object) -> session_pb2.Session:
+        """CreateSession, then WaitSession until READY (SessionNotReady if it FAILED)."""
+        from tests.helpers.sessions import create_ready_session
+
+        return await create_ready_session(self.sessions, session_pb2.CreateSessionRequest(**fields))
+
+    async def create_started(self, **fields: object) -> session_pb2.Session:
+        """CreateSession only: the session as the call returned it (STARTING or READY)."""
         reply = await self.sessions.CreateSession(session_pb2.CreateSessionRequest(**fields), timeout=60)
         return reply.session
 
@@ -56,7 +68,14 @@ def stdout(events: list[execute_pb2.ExecuteResponse]) -> bytes:
 
 
 def assert_stream_contract(events: list[execute_pb2.ExecuteResponse]) -> None:
-    """started first, finished last, sequence 1..n without gaps."""
-    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+    """started first, finished last, sequence 1..n without gaps over every event but
+    heartbeats, each of which carries the sequence of the event before it."""
+    numbered = [e for e in events if e.WhichOneof("event") != "heartbeat"]
+    assert [e.sequence for e in numbered] == list(range(1, len(numbered) + 1))
+    last = 0
+    for event in events:
+        if event.WhichOneof("event") == "heartbeat":
+            assert event.sequence == last, event
+        last = event.sequence
     assert kinds(events)[0] == "started"
     assert kinds(events)[-1] == "finished"

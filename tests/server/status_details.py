@@ -32,14 +32,21 @@ def assert_beyond_maximum(error: grpc.aio.AioRpcError, field: str, maximum: str)
     assert [v.field for v in bad_request.field_violations] == [field]
 
 
-def assert_quota_exceeded(error: grpc.aio.AioRpcError, tenant: str, quota: str, limit: int) -> float:
-    """RESOURCE_EXHAUSTED with QuotaFailure and RetryInfo; returns the retry delay in seconds."""
+def assert_quota_exceeded(
+    error: grpc.aio.AioRpcError, tenant: str, quota: str, limit: int, retryable: bool = True
+) -> float | None:
+    """RESOURCE_EXHAUSTED with QuotaFailure, and RetryInfo when waiting frees the quota
+    (`retryable`: a window resets, a session expires); returns the retry delay in seconds.
+    Quotas on stored things (skills, artifact bytes) free only by deleting: no RetryInfo."""
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error
     info = error_info(error)
     assert info.reason == "QUOTA_EXCEEDED"
     assert (info.metadata["tenant"], info.metadata["quota"], info.metadata["limit"]) == (tenant, quota, str(limit))
     failure = detail(error, error_details_pb2.QuotaFailure)
     assert [(v.subject, v.quota_id) for v in failure.violations] == [(f"tenant:{tenant}", quota)]
+    if not retryable:
+        assert detail_of(rpc_status.from_call(error), error_details_pb2.RetryInfo) is None
+        return None
     retry = detail(error, error_details_pb2.RetryInfo)
     delay = retry.retry_delay.ToNanoseconds() / 1e9
     assert delay > 0

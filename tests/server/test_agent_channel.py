@@ -9,7 +9,7 @@ import grpc
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
-from codemode.sandbox.v1 import agent_pb2, agent_pb2_grpc
+from codemode_protos.sandbox.v1 import agent_pb2, agent_pb2_grpc
 from server import telemetry
 from server.pki import CertificateAuthority, sandbox_dns_name
 from server.providers.agent_channel import AgentTls, connect_agent

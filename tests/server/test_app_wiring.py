@@ -6,11 +6,11 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import shutil
 import time
 
 import grpc
@@ -18,7 +18,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from codemode.v1 import execute_pb2, session_pb2, session_pb2_grpc
+from codemode_protos.v1 import execute_pb2, session_pb2, session_pb2_grpc
 from tests.server.helpers import connect, error_info
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -7,7 +7,7 @@ import time
 
 import grpc
 
-from codemode.v1 import execute_pb2, session_pb2
+from codemode_protos.v1 import execute_pb2, session_pb2
 from server.config import ServerConfig, parse_config
 from tests.server.helpers import connect
 

@@ -7,8 +7,14 @@ import asyncio
 import grpc
 import pytest
 
-from codemode.v1 import execute_pb2, session_pb2
-from tests.server.helpers import assert_stream_contract, connect, error_info, kinds, stdout
+from codemode_protos.v1 import execute_pb2, session_pb2
+from tests.server.helpers import (
+    assert_stream_contract,
+    connect,
+    error_info,
+    kinds,
+    stdout,
+)
 
 
 async def test_stream_contract_output_result_and_error(running_server) -> None:
@@ -43,8 +49,6 @@ async def test_invalid_requests_get_invalid_argument_with_reasons(running_server
         negative = execute_pb2.ExecuteRequest(session=session.name, code="1")
         negative.timeout.FromNanoseconds(-1_000_000_000)
         cases = [
-            (execute_pb2.ExecuteRequest(session=session.name, code=""), "EMPTY_CODE"),
-            (execute_pb2.ExecuteRequest(session=session.name, code="  \n\t "), "EMPTY_CODE"),
             (execute_pb2.ExecuteRequest(session=session.name, code="x" * 1001), "CODE_TOO_LARGE"),
             (execute_pb2.ExecuteRequest(session="nope", code="1"), "INVALID_SESSION_NAME"),
             (negative, "INVALID_ARGUMENT"),
@@ -58,6 +62,19 @@ async def test_invalid_requests_get_invalid_argument_with_reasons(running_server
             await client.run("sessions/unknown", "1")
         assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
         assert error_info(unknown.value).reason == "SESSION_NOT_FOUND"
+
+
+async def test_empty_code_runs_as_a_no_op(running_server) -> None:
+    """As in Jupyter: empty or whitespace-only code is started and finished OK, not refused."""
+    server = await running_server()
+    client = connect(server.address)
+    async with client.channel:
+        session = await client.create()
+        for code in ("", "  \n\t "):
+            events = await client.run(session.name, code)
+            assert_stream_contract(events)
+            assert kinds(events) == ["started", "finished"]
+            assert events[-1].finished.status == execute_pb2.EXECUTION_STATUS_OK
 
 
 async def test_invalid_utf8_is_invalid_argument_not_internal(running_server) -> None:
@@ -75,7 +92,7 @@ async def test_invalid_utf8_is_invalid_argument_not_internal(running_server) -> 
         assert error_info(failure.value).reason == "INVALID_ARGUMENT"
 
 
-async def test_second_concurrent_execute_is_busy_and_request_ids_are_not_reused(running_server) -> None:
+async def test_second_concurrent_execute_is_busy_and_a_request_id_replays_its_execution(running_server) -> None:
     server = await running_server()
     client = connect(server.address)
     async with client.channel:
@@ -96,9 +113,12 @@ async def test_second_concurrent_execute_is_busy_and_request_ids_are_not_reused(
             long_call.cancel()
 
         await _eventually_ready(client, session.name)
-        await client.run(session.name, "1", request_id="once")
+        first = await client.run(session.name, "print('ran')", request_id="once")
+        # A retry with the same code replays the execution; its code does not run again.
+        again = await client.run(session.name, "print('ran')", request_id="once")
+        assert again == first
         with pytest.raises(grpc.aio.AioRpcError) as duplicate:
-            await client.run(session.name, "1", request_id="once")
+            await client.run(session.name, "print('other')", request_id="once")
         assert duplicate.value.code() == grpc.StatusCode.ALREADY_EXISTS
         assert error_info(duplicate.value).reason == "DUPLICATE_REQUEST"
 

@@ -14,7 +14,7 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from codemode.v1 import session_pb2, session_pb2_grpc
+from codemode_protos.v1 import session_pb2, session_pb2_grpc
 from tests.client.server_process import TEST_API_TOKEN, ServerProcess
 from tests.server.helpers import error_info
 from tests.server.status_details import detail

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from codemode.sandbox.v1 import agent_pb2
-from codemode.v1 import execute_pb2
+from codemode_protos.sandbox.v1 import agent_pb2
+from codemode_protos.v1 import execute_pb2
 from tests.server.helpers import assert_stream_contract, connect, stdout
 
 

@@ -17,7 +17,13 @@ import os
 import grpc
 import pytest
 
-from codemode.v1 import artifact_pb2, artifact_pb2_grpc, session_pb2, skill_pb2, skill_pb2_grpc
+from codemode_protos.v1 import (
+    artifact_pb2,
+    artifact_pb2_grpc,
+    session_pb2,
+    skill_pb2,
+    skill_pb2_grpc,
+)
 from server.storage.file_storage import FileStorage
 from server.storage.records import ArtifactRecord, SkillRecord
 from tests.client.server_process import ServerProcess

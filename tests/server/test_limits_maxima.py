@@ -16,7 +16,7 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2
 
-from codemode.v1 import execute_pb2, session_pb2
+from codemode_protos.v1 import execute_pb2, session_pb2
 from server.config import ConfigError, ServerConfig, parse_config
 from tests.client.server_process import ServerProcess
 from tests.server.helpers import connect, kinds, stdout

@@ -20,7 +20,7 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from codemode.v1 import execute_pb2, session_pb2, skill_pb2, skill_pb2_grpc
+from codemode_protos.v1 import execute_pb2, session_pb2, skill_pb2, skill_pb2_grpc
 from tests.client.server_process import ServerProcess
 from tests.server.helpers import connect
 

@@ -7,16 +7,17 @@ import shutil
 import stat
 import tempfile
 
-import grpc
 import pytest
 
-from codemode.sandbox.v1 import agent_pb2
+from codemode_protos.sandbox.v1 import agent_pb2
+from codemode_protos.v1 import session_pb2
 from server.config import ServerConfig
 from server.pki import CertificateAuthority
 from server.providers.base import SandboxStartError
 from server.providers.process import ProcessSandboxProvider, _sandbox_processes
 from server.sessions import default_limits
-from tests.server.helpers import connect, error_info
+from tests.helpers.sessions import SessionNotReady
+from tests.server.helpers import connect
 
 
 @pytest.fixture
@@ -111,8 +112,10 @@ async def test_create_session_reports_sandbox_start_failures(running_server) -> 
     server = await running_server(sandbox_start_timeout=0.001)
     client = connect(server.address)
     async with client.channel:
-        with pytest.raises(grpc.aio.AioRpcError) as failure:
+        # CreateSession returned STARTING; the failed start makes the session FAILED.
+        with pytest.raises(SessionNotReady) as failure:
             await client.create(session_id="doomed")
-        assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert error_info(failure.value).reason == "SANDBOX_START_FAILED"
-        assert server.app.sessions.live_sessions() == []
+        assert failure.value.session.state == session_pb2.Session.STATE_FAILED
+        assert "could not be started" in failure.value.session.state_message
+        [kept] = server.app.sessions.live_sessions()
+        assert kept.sandbox is None and not server.app.provider._sandboxes  # noqa: SLF001 - nothing left running

@@ -2,7 +2,8 @@
 from `--quotas-file`, and what a caller sees past each one.
 
 Over quota: RESOURCE_EXHAUSTED, reason QUOTA_EXCEEDED, a google.rpc.QuotaFailure
-naming `tenant:<t>` and the quota, a google.rpc.RetryInfo, and nothing created.
+naming `tenant:<t>` and the quota, a google.rpc.RetryInfo when waiting frees the quota
+(not for skills and artifact bytes, which only deleting frees), and nothing created.
 Skills and artifact bytes are enforced by the store itself, so they run against file
 storage and a real redis-server. The server runs unauthenticated: requests act as an
 operator and name their tenant (the tenant a principal implies is tests/identity's).
@@ -18,7 +19,14 @@ import tempfile
 import grpc
 import pytest
 
-from codemode.v1 import artifact_pb2, artifact_pb2_grpc, execute_pb2, session_pb2, skill_pb2, skill_pb2_grpc
+from codemode_protos.v1 import (
+    artifact_pb2,
+    artifact_pb2_grpc,
+    execute_pb2,
+    session_pb2,
+    skill_pb2,
+    skill_pb2_grpc,
+)
 from server.config import ConfigError, parse_config
 from server.quotas import QuotaTable, TenantQuota
 from tests.client.server_process import ServerProcess
@@ -199,7 +207,7 @@ async def test_skill_count_per_tenant(store_server):
         await create("two")
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await create("three")
-        assert assert_quota_exceeded(refused.value, "erin", "skills", 2) == 60.0
+        assert assert_quota_exceeded(refused.value, "erin", "skills", 2, retryable=False) is None
         listed = await skills.ListSkills(skill_pb2.ListSkillsRequest(tenant="erin"), timeout=10)
         assert [s.name for s in listed.skills] == ["skills/one", "skills/two"]
 
@@ -234,7 +242,7 @@ async def test_artifact_bytes_per_tenant(store_server):
         await _upload(artifacts, "frank", "a.bin", 600 * KIB)
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await _upload(artifacts, "frank", "b.bin", 600 * KIB)
-        assert_quota_exceeded(refused.value, "frank", "artifact_bytes", 1024 * KIB)
+        assert_quota_exceeded(refused.value, "frank", "artifact_bytes", 1024 * KIB, retryable=False)
         with pytest.raises(grpc.aio.AioRpcError) as missing:
             await artifacts.GetArtifact(artifact_pb2.GetArtifactRequest(tenant="frank", name="artifacts/b.bin"), timeout=10)
         assert missing.value.code() == grpc.StatusCode.NOT_FOUND  # nothing partial was kept
@@ -244,7 +252,7 @@ async def test_artifact_bytes_per_tenant(store_server):
         assert replaced.size_bytes == 900 * KIB
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await _upload(artifacts, "frank", "c.bin", 200 * KIB)
-        assert_quota_exceeded(refused.value, "frank", "artifact_bytes", 1024 * KIB)
+        assert_quota_exceeded(refused.value, "frank", "artifact_bytes", 1024 * KIB, retryable=False)
 
         # Deleting frees the room; other tenants have the default (10 GiB).
         await artifacts.DeleteArtifact(artifact_pb2.DeleteArtifactRequest(tenant="frank", name="artifacts/a.bin"), timeout=10)

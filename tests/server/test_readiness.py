@@ -25,8 +25,13 @@ import pytest
 import redis as redis_client
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from codemode.v1 import session_pb2, session_pb2_grpc
-from tests.client.server_process import ROOT, TEST_API_TOKEN, ServerProcess, subprocess_env
+from codemode_protos.v1 import session_pb2, session_pb2_grpc
+from tests.client.server_process import (
+    ROOT,
+    TEST_API_TOKEN,
+    ServerProcess,
+    subprocess_env,
+)
 from tests.storage.redis_server import RedisServer
 
 SERVING = health_pb2.HealthCheckResponse.SERVING

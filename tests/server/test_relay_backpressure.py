@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
-from codemode.v1 import execute_pb2, session_pb2
+from codemode_protos.v1 import execute_pb2, session_pb2
 from tests.server.helpers import connect
 
 MIB = 1024 * 1024

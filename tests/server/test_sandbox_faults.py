@@ -9,7 +9,7 @@ import signal
 import grpc
 import pytest
 
-from codemode.v1 import execute_pb2, session_pb2
+from codemode_protos.v1 import execute_pb2, session_pb2
 from tests.server.helpers import assert_stream_contract, connect, error_info, stdout
 
 State = session_pb2.Session.State

@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from codemode.v1 import session_pb2
+from codemode_protos.v1 import session_pb2
 from tests.server.helpers import connect, error_info
 
 State = session_pb2.Session.State
@@ -79,7 +79,7 @@ async def test_max_sessions_gives_resource_exhausted(running_server) -> None:
         assert full.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         info = error_info(full.value)
         assert info.reason == "SESSION_LIMIT_REACHED"
-        assert info.metadata["max_sessions"] == "1"
+        assert info.metadata["maxSessions"] == "1"
 
 
 async def test_list_paginates_oldest_first_with_opaque_tokens(running_server) -> None:

@@ -18,13 +18,17 @@ import tempfile
 
 import grpc
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import (
+    trace_service_pb2,
+    trace_service_pb2_grpc,
+)
 from opentelemetry.proto.trace.v1 import trace_pb2
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from codemode.v1 import execute_pb2, execute_pb2_grpc, session_pb2, session_pb2_grpc
+from codemode_protos.v1 import execute_pb2, execute_pb2_grpc, session_pb2_grpc
+from tests.helpers.sessions import create_ready_session
 
 AGENT_EXECUTE = "/codemode.sandbox.v1.AgentService/Execute"
 INTERNAL, SERVER, CLIENT = (
@@ -89,8 +93,7 @@ async def test_client_server_and_agent_spans_share_one_trace() -> None:
         address = json.loads(await asyncio.to_thread(process.stdout.readline))["address"]  # type: ignore[union-attr]
         channel = grpc.aio.insecure_channel(address, interceptors=aio_client_interceptors(tracer_provider=provider))
         async with channel:
-            session = (await session_pb2_grpc.SessionServiceStub(channel).CreateSession(
-                session_pb2.CreateSessionRequest(), timeout=60)).session
+            session = await create_ready_session(session_pb2_grpc.SessionServiceStub(channel))
             events = [e async for e in execute_pb2_grpc.ExecuteServiceStub(channel).Execute(
                 execute_pb2.ExecuteRequest(session=session.name, code="print('traced')"), timeout=60)]
             assert events[-1].finished.status == execute_pb2.EXECUTION_STATUS_OK

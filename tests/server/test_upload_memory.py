@@ -23,7 +23,7 @@ import grpc
 import pytest
 import redis
 
-from codemode.v1 import artifact_pb2, artifact_pb2_grpc
+from codemode_protos.v1 import artifact_pb2, artifact_pb2_grpc
 from tests.client.server_process import ServerProcess
 from tests.storage.redis_server import RedisServer
 

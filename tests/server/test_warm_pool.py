@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from codemode.v1 import session_pb2
+from codemode_protos.v1 import session_pb2
 from server.metrics import iter_points
 from tests.server.helpers import connect, stdout
 

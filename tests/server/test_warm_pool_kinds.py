@@ -11,7 +11,8 @@ import tempfile
 import grpc
 import pytest
 
-from codemode.v1 import session_pb2
+from codemode_protos.v1 import session_pb2
+from tests.helpers.sessions import SessionNotReady
 from tests.server.helpers import connect, error_info, stdout
 
 PROCESS = session_pb2.SANDBOX_KIND_PROCESS
@@ -56,16 +57,17 @@ async def test_docker_session_without_an_engine_is_unavailable_and_process_sessi
         server = await running_server(warm_pool_size=1)
         client = connect(server.address)
         async with client.channel:
-            with pytest.raises(grpc.aio.AioRpcError) as raised:
+            # The start fails after CreateSession returned: the session says so (FAILED).
+            with pytest.raises(SessionNotReady) as raised:
                 await client.create(session=_of_kind(DOCKER))
-            assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
-            info = error_info(raised.value)
-            assert info.reason == "SANDBOX_START_FAILED"
-            assert "docker engine unavailable" in raised.value.details()
+            failed = raised.value.session
+            assert failed.state == session_pb2.Session.STATE_FAILED
+            assert "docker engine unavailable" in failed.state_message
             # A failed configuration is not learned, so no refill loop keeps hitting the engine.
             assert server.app.pool.learned_configs() == []
+            await client.sessions.DeleteSession(session_pb2.DeleteSessionRequest(name=failed.name), timeout=30)
             sessions, _ = server.app.sessions.list_page(0, "", "")
-            assert sessions == [], "the failed session was kept"
+            assert sessions == []
             fine = await client.create()
             assert stdout(await client.run(fine.name, "print('still')")) == b"still\n"
     finally:

@@ -5,8 +5,13 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from codemode.v1 import artifact_pb2, artifact_pb2_grpc, skill_pb2, skill_pb2_grpc
-from tests.server.helpers import connect, kinds, stdout
+from codemode_protos.v1 import (
+    artifact_pb2,
+    artifact_pb2_grpc,
+    skill_pb2,
+    skill_pb2_grpc,
+)
+from tests.server.helpers import connect, stdout
 
 DOUBLE = 'async def run(x: int):\n    """Double x."""\n    return x * 2\n'
 
@@ -57,7 +62,7 @@ async def test_lifecycle_api_and_sandbox(running_server, backend):
             "try:\n    artifacts.save('../escape', b'x')\nexcept ValueError as e:\n    print('refused')\n"
         )
         out = (await run_ok(client, session, code)).splitlines()
-        assert out == ["20", "['double', 'quad']", "{'n': 20}", "SkillNotFoundError Skill not found: nope", "refused"]
+        assert out == ["20", "['skills/double', 'skills/quad']", "{'n': 20}", "SkillNotFoundError Skill not found: nope", "refused"]
         got = (await skills.GetSkill(skill_pb2.GetSkillRequest(name="skills/quad"))).skill
         assert got.description == "Quadruple." and got.version == 1
         art = (await artifacts.GetArtifact(artifact_pb2.GetArtifactRequest(name="artifacts/result.json"))).artifact

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime
 import json
 
 import pytest
 
-from codemode.sandbox.v1 import agent_pb2
+from codemode_protos.sandbox.v1 import agent_pb2
 from sandbox_agent.interpreter.artifacts_namespace import ArtifactsNamespace
 from sandbox_agent.interpreter.skills_namespace import SkillsNamespace
 from server.artifacts.library import ArtifactLibrary
@@ -76,8 +77,10 @@ async def test_skill_lifecycle_and_composition(sandbox):
         created = skills.create("double", DOUBLE)
         assert created["description"] == "Double x."
         skills.create("quad", QUAD)
-        assert [s["name"] for s in skills.list()] == ["double", "quad"]
+        assert [s["name"] for s in skills.list()] == ["skills/double", "skills/quad"]
         assert skills.get("double")["source"] == DOUBLE
+        assert skills.get("skills/double")["source"] == DOUBLE  # the resource name works too
+        assert skills.invoke("skills/double", x=5) == 10
         assert skills.double(x=4) == 8
         assert skills.quad(x=3) == 12  # a skill calling skills, two levels deep
 
@@ -86,7 +89,7 @@ async def test_skill_lifecycle_and_composition(sandbox):
 
         assert asyncio.run(from_running_loop()) == 4
         hits = skills.search("quadruple")
-        assert hits[0]["name"] == "quad" and hits[0]["score"] > 0
+        assert hits[0]["name"] == "skills/quad" and hits[0]["score"] > 0
         with pytest.raises(errors.SkillNotFoundError, match="Skill not found: missing"):
             skills.missing(x=1)
         with pytest.raises(ValueError, match="async def run"):
@@ -129,9 +132,11 @@ async def test_artifacts_round_trip_with_types(sandbox):
             assert loaded == value and type(loaded) is type(value)
         info = arts.get("n")
         assert info["type"] == "json" and info["description"] == "about n" and info["metadata"] == {"k": "n"}
-        assert info["create_time"] > 0 and info["size_bytes"] == 2
+        assert info["name"] == "artifacts/n" and info["size_bytes"] == 2
+        assert info["create_time"].tzinfo is not None and info["create_time"].utcoffset() == datetime.timedelta(0)
         assert arts.exists("n") and not arts.exists("zzz") and arts.get("zzz") is None
-        assert sorted(a["name"] for a in arts.list()) == sorted(values)
+        assert arts.load("artifacts/n") == 42 and arts.exists("artifacts/n")
+        assert sorted(a["name"] for a in arts.list()) == sorted("artifacts/" + name for name in values)
         assert arts.delete("n") is True and arts.delete("n") is False
         with pytest.raises(errors.ArtifactNotFoundError, match="Artifact not found: n"):
             arts.load("n")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from server.skills import minilm
 from server.skills.corpus import LABELLED, SKILLS
 from server.skills.library import SkillLibrary
-from server.skills import minilm
 from server.skills.search import BM25Ranker, EmbeddingRanker, make_ranker, tokenize
 from server.storage.file_storage import FileStorage
 from tests.conftest import require

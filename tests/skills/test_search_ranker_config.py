@@ -5,8 +5,8 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from codemode.v1 import skill_pb2, skill_pb2_grpc
-from server.config import ConfigError, ServerConfig, parse_config
+from codemode_protos.v1 import skill_pb2, skill_pb2_grpc
+from server.config import ConfigError, parse_config
 from server.skills import minilm
 from tests.conftest import require
 

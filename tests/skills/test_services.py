@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 from grpc_status import rpc_status
 
-from codemode.v1 import artifact_pb2, artifact_pb2_grpc, skill_pb2, skill_pb2_grpc
+from codemode_protos.v1 import (
+    artifact_pb2,
+    artifact_pb2_grpc,
+    skill_pb2,
+    skill_pb2_grpc,
+)
 from server.artifacts.library import ArtifactLibrary
 from server.errors import error_info_of
 from server.identity.bootstrap import anonymous_interceptor
@@ -186,3 +193,72 @@ async def test_artifact_errors(stubs):
         grpc.StatusCode.NOT_FOUND,
         "ARTIFACT_NOT_FOUND",
     )
+
+
+async def test_search_skills_pages_with_bound_tokens(stubs):
+    skills, _ = stubs
+    for i in range(7):
+        source = f'"""Convert json number {i}."""\nasync def run(x: int):\n    return x + {i}\n'
+        await skills.CreateSkill(skill_pb2.CreateSkillRequest(skill=skill_pb2.Skill(name=f"skills/conv_{i}", source=source)))
+    everything = await skills.SearchSkills(skill_pb2.SearchSkillsRequest(query="convert json number", page_size=100))
+    ranked = [r.skill.name for r in everything.results]
+    assert len(ranked) == 7 and not everything.next_page_token
+    seen, token, pages = [], "", 0
+    while True:
+        page = await skills.SearchSkills(skill_pb2.SearchSkillsRequest(query="convert json number", page_size=3, page_token=token))
+        assert len(page.results) <= 3 and page.ranker == "bm25"
+        seen += [r.skill.name for r in page.results]
+        pages += 1
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == ranked and pages == 3
+    default = await skills.SearchSkills(skill_pb2.SearchSkillsRequest(query="convert json number"))
+    assert len(default.results) == 7  # page_size 0: 10 results
+    first = await skills.SearchSkills(skill_pb2.SearchSkillsRequest(query="convert json number", page_size=2))
+    for bad in (
+        skill_pb2.SearchSkillsRequest(query="another query", page_size=2, page_token=first.next_page_token),
+        skill_pb2.SearchSkillsRequest(query="convert json number", page_token="garbage"),
+        skill_pb2.SearchSkillsRequest(query="convert json number", page_size=-1),
+    ):
+        await expect_error(skills.SearchSkills(bad), grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+
+
+def _declared(name: str, size_bytes: int, data: bytes, chunk: int = 1024 * 1024):
+    async def gen():
+        yield artifact_pb2.UploadArtifactRequest(artifact=artifact_pb2.Artifact(name=name), size_bytes=size_bytes)
+        for i in range(0, len(data), chunk):
+            yield artifact_pb2.UploadArtifactRequest(chunk=data[i : i + chunk])
+
+    return gen()
+
+
+async def test_upload_declared_size_is_checked_first_and_must_match(stubs):
+    _, arts = stubs
+    exact = await arts.UploadArtifact(_declared("artifacts/exact.bin", 5, b"12345"))
+    assert exact.artifact.size_bytes == 5
+
+    # Declared over the limit: refused while the client has sent only the first message.
+    call = arts.UploadArtifact()
+    await call.write(artifact_pb2.UploadArtifactRequest(artifact=artifact_pb2.Artifact(name="artifacts/huge.bin"),
+                                                        size_bytes=3 * 1024 * 1024 + 1))
+    started = asyncio.get_running_loop().time()
+    await expect_error(call, grpc.StatusCode.RESOURCE_EXHAUSTED, "ARTIFACT_TOO_LARGE")
+    assert asyncio.get_running_loop().time() - started < 10, "the refusal waited for data"
+    # ... and so is a client that streams the data anyway (it gets the status, not INTERNAL).
+    await expect_error(arts.UploadArtifact(_declared("artifacts/huge.bin", 3 * 1024 * 1024 + 1, b"x" * 2_500_000)),
+                       grpc.StatusCode.RESOURCE_EXHAUSTED, "ARTIFACT_TOO_LARGE")
+
+    # A different total is INVALID_ARGUMENT, and nothing is stored (nor replaced).
+    for declared, data in ((10, b"12345"), (5, b"1234567890"), (2_000_000, b"y" * 1_500_000)):
+        message = await expect_error(arts.UploadArtifact(_declared("artifacts/exact.bin", declared, data)),
+                                     grpc.StatusCode.INVALID_ARGUMENT, "ARTIFACT_INVALID")
+        assert "size_bytes" in message
+    kept = await arts.GetArtifact(artifact_pb2.GetArtifactRequest(name="artifacts/exact.bin"))
+    assert kept.artifact.size_bytes == 5 and kept.artifact.sha256 == exact.artifact.sha256
+    await expect_error(arts.UploadArtifact(_declared("artifacts/new.bin", 3, b"12")),
+                       grpc.StatusCode.INVALID_ARGUMENT, "ARTIFACT_INVALID")
+    await expect_error(arts.GetArtifact(artifact_pb2.GetArtifactRequest(name="artifacts/new.bin")),
+                       grpc.StatusCode.NOT_FOUND, "ARTIFACT_NOT_FOUND")
+    await expect_error(arts.UploadArtifact(_declared("artifacts/neg.bin", -1, b"")),
+                       grpc.StatusCode.INVALID_ARGUMENT, "ARTIFACT_INVALID")

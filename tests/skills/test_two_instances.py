@@ -7,7 +7,7 @@ import uuid
 
 import grpc
 
-from codemode.v1 import session_pb2, skill_pb2, skill_pb2_grpc
+from codemode_protos.v1 import session_pb2, skill_pb2, skill_pb2_grpc
 from tests.client.server_process import ServerProcess
 from tests.server.helpers import connect, stdout
 

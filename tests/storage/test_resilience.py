@@ -28,7 +28,7 @@ async def test_redis_outage_is_unavailable_then_recovers():
         lib, arts = SkillLibrary(store), ArtifactLibrary(store)
         await lib.create("acme", "before", SRC)
         server.stop()
-        with pytest.raises(StorageUnavailableError, match="Redis is unavailable"):
+        with pytest.raises(StorageUnavailableError, match="Redis storage is unavailable"):
             await lib.create("acme", "during", SRC)
         with pytest.raises(StorageUnavailableError):
             await lib.get("acme", "before")
@@ -100,7 +100,7 @@ async def test_grpc_maps_redis_outage_to_unavailable_and_recovers():
     import grpc
     from grpc_status import rpc_status
 
-    from codemode.v1 import skill_pb2, skill_pb2_grpc
+    from codemode_protos.v1 import skill_pb2, skill_pb2_grpc
     from server.errors import error_info_of
     from server.identity.bootstrap import anonymous_interceptor
     from server.services import skill_service

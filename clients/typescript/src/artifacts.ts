@@ -33,6 +33,14 @@ export interface UploadOptions extends CallOptions {
   type?: ArtifactType;
   description?: string;
   metadata?: JsonObject;
+  /**
+   * How many bytes `data` holds, declared before the data so the server
+   * refuses an artifact over its limit (ARTIFACT_TOO_LARGE) before any is
+   * sent. Found by itself for a string or Uint8Array; for an iterable, give
+   * it when known. A size the data does not match fails the upload
+   * (INVALID_ARGUMENT) and nothing is stored.
+   */
+  sizeBytes?: number | bigint;
 }
 
 /**
@@ -55,8 +63,11 @@ export class Artifacts {
    */
   async upload(id: string, data: ArtifactData, options: UploadOptions = {}): Promise<Artifact> {
     const type = options.type ?? (typeof data === "string" ? ArtifactType.TEXT : ArtifactType.BYTES);
+    if (typeof data === "string") data = new TextEncoder().encode(data);
+    const sizeBytes = options.sizeBytes ?? (data instanceof Uint8Array ? data.length : 0);
     const header: MessageInitShape<typeof UploadArtifactRequestSchema> = {
       tenant: this.tenant,
+      sizeBytes: BigInt(sizeBytes),
       part: {
         case: "artifact",
         value: { name: artifactName(id), type, description: options.description ?? "", metadata: options.metadata },
@@ -66,10 +77,11 @@ export class Artifacts {
     // artifact only when the stream ends normally.
     const abort = linkedAbort(options.signal);
     let sourceError: { error: unknown } | undefined;
+    const source = data;
     async function* requests(): AsyncGenerator<MessageInitShape<typeof UploadArtifactRequestSchema>> {
       yield header;
       try {
-        for await (const chunk of chunked(data)) yield { part: { case: "chunk", value: chunk } };
+        for await (const chunk of chunked(source)) yield { part: { case: "chunk", value: chunk } };
       } catch (error) {
         sourceError = { error };
         abort.abort();

@@ -8,8 +8,10 @@ import { SessionService, type SessionConfigSchema } from "./gen/codemode/v1/sess
 import { SkillStoreService } from "./gen/codemode/v1/skill_pb.js";
 import { Artifacts } from "./artifacts.js";
 import { call } from "./errors.js";
+import type { ExecuteResponse } from "./gen/codemode/v1/execute_pb.js";
 import { isLocalTarget, plaintextTokenError } from "./plaintext.js";
-import { Session } from "./session.js";
+import { executionEvents, Session } from "./session.js";
+import { deadlineOf, settledError, waitSettled, type WaitOptions } from "./wait.js";
 import { Skills } from "./skills.js";
 
 /** TLS settings; PEM contents, not paths, so callers choose how to load them. */
@@ -90,13 +92,58 @@ export class CodemodeClient implements AsyncDisposable {
     this.dependencyService = createClient(DependencyService, this.transport);
   }
 
-  /** Starts a sandbox and resolves once it is ready. Close it (or `await using`) when done. */
+  /**
+   * Admits a session and, unless `wait: false`, resolves once it is READY
+   * (waiting with WaitSession; `timeoutMs` bounds the whole). Unset config
+   * fields take the server's defaults; a set one is honoured or refused, e.g.
+   * `{ allowRuntimeDeps: false }`. A session that ends FAILED is deleted and
+   * reported as a CodemodeError carrying it in `session`: reason
+   * SANDBOX_START_FAILED (UNAVAILABLE), or DEPS_INSTALL_FAILED
+   * (FAILED_PRECONDITION) when its start-up deps failed; the message is its
+   * state_message. Close the session (or `await using`) when done.
+   */
   async createSession(
     config?: MessageInitShape<typeof SessionConfigSchema>,
-    options: CallOptions = {},
+    options: WaitOptions = {},
   ): Promise<Session> {
+    const deadline = deadlineOf(options);
     const response = await call(() => this.sessionService.createSession({ session: { config } }, options));
-    return new Session(this, response.session!.name, response.session);
+    let info = response.session!;
+    if (options.wait === false) return new Session(this, info.name, info);
+    try {
+      info = await waitSettled(this, info, options, deadline);
+      const failure = settledError(info, false);
+      if (failure) throw failure;
+    } catch (error) {
+      // The caller gets no handle, so nothing else would delete it.
+      await new Session(this, info.name).close().catch(() => undefined);
+      throw error;
+    }
+    return new Session(this, info.name, info);
+  }
+
+  /**
+   * The events of an execution ("sessions/{s}/executions/{e}", from
+   * ExecutionStarted) whose sequence is above `afterSequence` (0: from the
+   * start): live while it runs, from the server's record after it ended, with
+   * no gap and no duplicate. To resume a broken stream pass the last sequence
+   * seen, whatever the event (a heartbeat carries the sequence before it).
+   * The same events as `Session.stream`; leaving the loop only detaches, the
+   * execution goes on. EXECUTION_NOT_FOUND, or OUT_OF_RANGE / EVENTS_EXPIRED
+   * (metadata "firstAvailableSequence") when those events are gone.
+   */
+  attachExecution(execution: string, afterSequence: bigint | number = 0n, options: CallOptions = {}): AsyncGenerator<ExecuteResponse, void, undefined> {
+    const request = { execution, afterSequence: BigInt(afterSequence) };
+    return executionEvents((signal) => this.executeService.attachExecution(request, { signal, timeoutMs: options.timeoutMs }), options);
+  }
+
+  /**
+   * Asks a running execution to stop and resolves at once; its stream then
+   * ends with finished CANCELLED (the session stays BUSY until the code has
+   * stopped). Resolves false when it had already ended (a no-op).
+   */
+  async cancelExecution(execution: string, options: CallOptions = {}): Promise<boolean> {
+    return call(async () => (await this.executeService.cancelExecution({ execution }, options)).cancelled);
   }
 
   /** A handle to an existing session ("sessions/{id}"), without calling the server. */

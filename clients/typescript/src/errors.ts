@@ -1,4 +1,5 @@
 import { Code, ConnectError } from "@connectrpc/connect";
+import type { Session as SessionInfo } from "./gen/codemode/v1/session_pb.js";
 import {
   BAD_REQUEST_TYPE,
   decodeErrorInfo,
@@ -33,6 +34,12 @@ export type GrpcCodeName = (typeof GRPC_CODE_NAMES)[number];
  * decoded too: `retryDelayMs` (RetryInfo) says when a retry can help,
  * `fieldViolations` (BadRequest) which request fields were wrong, and
  * `quotaViolations` (QuotaFailure) which quota ran out.
+ *
+ * `session` is set when no call failed but a session settled badly
+ * (`createSession`, `deps.add` and `deps.sync` wait for it): a FAILED
+ * session (reason SANDBOX_START_FAILED, or the failed start-up install's,
+ * message its state_message) or a failed install (reason DEPS_INSTALL_FAILED,
+ * message the install's error_message).
  */
 export class CodemodeError extends Error {
   override readonly name = "CodemodeError";
@@ -49,9 +56,13 @@ export class CodemodeError extends Error {
   readonly quotaViolations: QuotaViolation[];
   /** The status message without the code prefix connect adds. */
   readonly rawMessage: string;
+  /** The session as WaitSession last returned it, for errors of a settled session; else undefined. */
+  readonly session?: SessionInfo;
 
-  constructor(cause: ConnectError) {
+  /** `settled`: the ErrorInfo and session of an error that no server sent (see `sessionError`). */
+  constructor(cause: ConnectError, settled?: { info: ErrorInfo; session: SessionInfo }) {
     const details = decodeDetails(cause);
+    if (settled) details.info = settled.info;
     const grpcCode = GRPC_CODE_NAMES[cause.code] ?? "UNKNOWN";
     const info = details.info;
     super(`codemode: ${grpcCode}${info ? ` (${info.reason})` : ""}: ${cause.rawMessage}`, { cause });
@@ -63,7 +74,19 @@ export class CodemodeError extends Error {
     this.fieldViolations = details.fieldViolations;
     this.quotaViolations = details.quotaViolations;
     this.rawMessage = cause.rawMessage;
+    if (settled) this.session = settled.session;
   }
+}
+
+/**
+ * The CodemodeError of a session that settled badly: the shape of a server's
+ * error (code, reason, metadata "session"), so callers branch on it alike.
+ */
+export function sessionError(code: Code, reason: string, message: string, session: SessionInfo): CodemodeError {
+  return new CodemodeError(new ConnectError(message, code), {
+    info: { reason, domain: ERROR_DOMAIN, metadata: { session: session.name } },
+    session,
+  });
 }
 
 interface Details {

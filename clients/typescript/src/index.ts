@@ -3,6 +3,7 @@ export { Session, type RunOptions, type RunResult, ExecutionStatus, OutputStream
 export { Skills, skillName } from "./skills.js";
 export { Artifacts, ArtifactDownload, artifactName, ARTIFACT_CHUNK_BYTES, type ArtifactData, type UploadOptions } from "./artifacts.js";
 export { Dependencies } from "./deps.js";
+export type { WaitOptions } from "./wait.js";
 export { CodemodeError, ERROR_DOMAIN, type GrpcCodeName } from "./errors.js";
 export { Reason, type ReasonName } from "./reasons.js";
 export type { ErrorInfo, FieldViolation, QuotaViolation } from "./status-details.js";

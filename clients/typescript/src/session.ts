@@ -5,7 +5,8 @@ import { ExecutionStatus, OutputStream } from "./gen/codemode/v1/execute_pb.js";
 import type { Session as SessionInfo } from "./gen/codemode/v1/session_pb.js";
 import type { CallOptions, CodemodeClient } from "./client.js";
 import { Dependencies } from "./deps.js";
-import { CodemodeError, toCodemodeError } from "./errors.js";
+import { call, CodemodeError, toCodemodeError } from "./errors.js";
+import { deadlineOf, isTransient, remaining, waitSettled } from "./wait.js";
 
 /** Bounds close(): it runs from `await using` and must not hang on a dead server. */
 const CLOSE_TIMEOUT_MS = 30_000;
@@ -17,7 +18,12 @@ export interface RunOptions extends CallOptions {
    * the call with DEADLINE_EXCEEDED).
    */
   executionTimeoutMs?: number;
-  /** Idempotency key: a retry with the same id is rejected instead of running twice. */
+  /**
+   * Idempotency key, unique in the session: a retry with the same id never
+   * runs the code twice. While the first run is going the retry attaches to
+   * it; after it ended the retry receives its recorded events from the start.
+   * The same id with different code: ALREADY_EXISTS (DUPLICATE_REQUEST).
+   */
   requestId?: string;
 }
 
@@ -44,13 +50,30 @@ export class Session implements AsyncDisposable {
     private readonly client: CodemodeClient,
     /** "sessions/{id}" */
     readonly name: string,
-    /** The session as returned by createSession (undefined for handles). */
-    readonly info?: SessionInfo,
+    /** The session as createSession (or the last `wait()`) returned it; undefined for handles until then. */
+    public info?: SessionInfo,
   ) {}
 
   /** The session's Python packages (DependencyService). */
   get deps(): Dependencies {
-    return new Dependencies(this.client.dependencyService, this.name);
+    return new Dependencies(this.client, this.name);
+  }
+
+  /**
+   * Waits (WaitSession; `timeoutMs` bounds the whole) until the session is
+   * neither STARTING nor INSTALLING and resolves with it, whatever state it
+   * settled in: check `state`, `stateMessage` and `lastInstall`. For calls
+   * made with `wait: false`.
+   */
+  async wait(options: CallOptions = {}): Promise<SessionInfo> {
+    const deadline = deadlineOf(options);
+    let info = this.info;
+    if (!info || !isTransient(info.state)) {
+      // Unknown or settled when last seen: ask once, so the answer is current.
+      info = (await call(() => this.client.sessionService.waitSession({ name: this.name }, remaining(options, deadline)))).session!;
+    }
+    this.info = await waitSettled(this.client, info, options, deadline);
+    return this.info;
   }
 
   /**
@@ -92,28 +115,16 @@ export class Session implements AsyncDisposable {
   }
 
   /**
-   * Runs code and yields its events as they arrive, heartbeats included.
-   * Leaving the loop early (break, throw) or aborting `signal` cancels the
-   * call, which interrupts the code on the server.
+   * Runs code and yields its events as they arrive, heartbeats included (a
+   * heartbeat carries the sequence of the event before it). Leaving the loop
+   * early (break, throw) or aborting `signal` cancels the call, which
+   * cancels the execution on the server: it finishes CANCELLED, as
+   * `client.attachExecution` then shows.
    */
-  async *stream(code: string, options: RunOptions = {}): AsyncGenerator<ExecuteResponse, void, undefined> {
+  stream(code: string, options: RunOptions = {}): AsyncGenerator<ExecuteResponse, void, undefined> {
     const request: MessageInitShape<typeof ExecuteRequestSchema> = { session: this.name, code, requestId: options.requestId ?? "" };
     if (options.executionTimeoutMs !== undefined) request.timeout = durationFromMs(options.executionTimeoutMs);
-    const abort = new AbortController();
-    const onAbort = () => abort.abort(options.signal?.reason);
-    if (options.signal?.aborted) onAbort();
-    options.signal?.addEventListener("abort", onAbort, { once: true });
-    try {
-      const events = this.client.executeService.execute(request, { signal: abort.signal, timeoutMs: options.timeoutMs });
-      for await (const event of events) {
-        yield event;
-      }
-    } catch (error) {
-      throw toCodemodeError(error);
-    } finally {
-      options.signal?.removeEventListener("abort", onAbort);
-      abort.abort();
-    }
+    return executionEvents((signal) => this.client.executeService.execute(request, { signal, timeoutMs: options.timeoutMs }), options);
   }
 
   /** Replaces the interpreter, dropping user state. */
@@ -138,6 +149,30 @@ export class Session implements AsyncDisposable {
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
+  }
+}
+
+/**
+ * Yields an execution stream's events (Execute or AttachExecution); the call
+ * is cancelled however the loop ends, and aborting `options.signal` cancels it.
+ */
+export async function* executionEvents(
+  open: (signal: AbortSignal) => AsyncIterable<ExecuteResponse>,
+  options: CallOptions,
+): AsyncGenerator<ExecuteResponse, void, undefined> {
+  const abort = new AbortController();
+  const onAbort = () => abort.abort(options.signal?.reason);
+  if (options.signal?.aborted) onAbort();
+  options.signal?.addEventListener("abort", onAbort, { once: true });
+  try {
+    for await (const event of open(abort.signal)) {
+      yield event;
+    }
+  } catch (error) {
+    throw toCodemodeError(error);
+  } finally {
+    options.signal?.removeEventListener("abort", onAbort);
+    abort.abort();
   }
 }
 

@@ -1,5 +1,5 @@
 import type { Client } from "@connectrpc/connect";
-import type { Skill, SkillSearchResult } from "./gen/codemode/v1/skill_pb.js";
+import type { SearchSkillsResponse, Skill } from "./gen/codemode/v1/skill_pb.js";
 import { SkillStoreService } from "./gen/codemode/v1/skill_pb.js";
 import type { CallOptions } from "./client.js";
 import { call } from "./errors.js";
@@ -43,9 +43,14 @@ export class Skills {
     });
   }
 
-  /** Skills ranked by relevance to a natural-language query; limit 0 means the server default. */
-  async search(query: string, limit = 0, options: CallOptions = {}): Promise<SkillSearchResult[]> {
-    return call(async () => (await this.client.searchSkills({ tenant: this.tenant, query, limit }, options)).results);
+  /**
+   * One page of skills ranked by relevance to a natural-language query
+   * (`results`, best first; `ranker` names the scorer). `pageSize` 0 means 10
+   * (at most 100); `pageToken` is "" for the first page, else a previous
+   * response's `nextPageToken`, which is "" on the last page.
+   */
+  async search(query: string, pageSize = 0, pageToken = "", options: CallOptions = {}): Promise<SearchSkillsResponse> {
+    return call(() => this.client.searchSkills({ tenant: this.tenant, query, pageSize, pageToken }, options));
   }
 
   /** Replaces description and source; a non-empty etag must match (ABORTED otherwise). */

@@ -22,7 +22,9 @@ import {
   type ExecutionFinished,
   type ExecutionOutput,
   type ExecutionResult,
+  type ExecuteResponse,
   type Session,
+  Session_State,
 } from "../src/index.js";
 
 type Json = any; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -46,6 +48,54 @@ interface Observed {
   outputsBeforeResult?: number;
   callError?: CodemodeError;
   cancelled: boolean;
+  /** The name from the started event, and every non-heartbeat event in order. */
+  execution: string;
+  events: Signed[];
+  /** What attach_after_outputs read, after `attachedAfter`. */
+  attached: Signed[];
+  attachedAfter: bigint;
+  /** A failed CancelExecution or AttachExecution made mid-stream. */
+  sideError?: Error;
+}
+
+/** One non-heartbeat event as the cases compare it (conformance/README.md, "Event signatures"). */
+interface Signed {
+  sequence: bigint;
+  signature: string;
+}
+
+function signature(event: ExecuteResponse): string {
+  const e = event.event;
+  switch (e.case) {
+    case "started":
+      return `started ${e.value.execution}`;
+    case "output":
+      return `output ${streamName(e.value.stream)} ${Buffer.from(e.value.data).toString("latin1")}`;
+    case "result":
+      return `result ${JSON.stringify(e.value.json ?? "")} ${JSON.stringify(e.value.repr)}`;
+    case "error":
+      return `error ${e.value.type} ${e.value.message}`;
+    case "finished":
+      return `finished ${ExecutionStatus[e.value.status]}`;
+  }
+  return `unknown ${e.case}`;
+}
+
+/** What a case's later steps need from earlier ones (conformance/README.md, "The last execution"). */
+interface CaseState {
+  session?: Session;
+  lastExecution: string;
+  lastEvents: Signed[];
+}
+
+/** A cases.json session spec as a SessionConfig: absent keys stay unset, present ones are sent even when false. */
+function sessionConfig(spec: Json) {
+  const config: Json = {};
+  if (spec?.output_budget_bytes !== undefined) config.outputBudgetBytes = BigInt(spec.output_budget_bytes);
+  if (spec?.deps !== undefined) config.deps = spec.deps;
+  if (spec?.allow_runtime_deps !== undefined) config.allowRuntimeDeps = spec.allow_runtime_deps;
+  if (spec?.sync_deps_on_start !== undefined) config.syncDepsOnStart = spec.sync_deps_on_start;
+  return config;
 }
 
 function loadCases(principal: string): Json[] {
@@ -98,7 +148,7 @@ for (const { principal, clients } of runs) for (const c of loadCases(principal))
     }
     if (c.requires === "skills") {
       try {
-        await clients.principal.skills().search("probe", 1);
+        await clients.principal.skills().search("probe", 1, "");
       } catch (error) {
         if (error instanceof CodemodeError && error.grpcCode === "UNIMPLEMENTED") {
           t.skip("the server does not implement SkillStoreService");
@@ -111,20 +161,18 @@ for (const { principal, clients } of runs) for (const c of loadCases(principal))
   });
 }
 
-const SESSION_STEPS = ["list_dependencies", "add_dependency", "get_session", "delete_session", "list_sessions"];
+const SESSION_STEPS = [
+  "list_dependencies", "add_dependency", "get_session", "delete_session", "list_sessions", "attach_execution", "cancel_execution",
+];
 
 async function runCase(all: Clients, c: Json): Promise<void> {
   const needsSession = c.steps.some((s: Json) => (s.execute && !s.execute.session) || SESSION_STEPS.some((kind) => kind in s));
-  // `await using` deletes the session however the case ends.
-  await using session = needsSession
-    ? await all.principal.createSession({
-        outputBudgetBytes: BigInt(c.session?.output_budget_bytes ?? 0),
-        deps: c.session?.deps ?? [],
-      })
-    : undefined;
+  // `await using` deletes the session however the case ends; createSession waits until it is READY.
+  await using session = needsSession ? await all.principal.createSession(sessionConfig(c.session)) : undefined;
+  const state: CaseState = { session, lastExecution: "", lastEvents: [] };
   for (const [index, step] of c.steps.entries()) {
     try {
-      await runStep(all, session, step);
+      await runStep(all, state, step);
     } catch (error) {
       fail(`step ${index + 1} (${Object.keys(step)[0]}): ${(error as Error).message}`);
     }
@@ -145,12 +193,26 @@ function checkNames(names: (string | undefined)[], expect: Json, what: string): 
   if (expect.lacks_name && names.includes(expect.lacks_name)) fail(`${expect.lacks_name} in ${what} ${names}`);
 }
 
-async function runStep(all: Clients, session: Session | undefined, step: Json): Promise<void> {
+async function runStep(all: Clients, state: CaseState, step: Json): Promise<void> {
+  const session = state.session;
   const expect = step.expect ?? {};
   const client = all[(step.auth ?? "principal") as keyof Clients];
   const tenant: string = step.tenant ?? "";
   if (step.execute) {
-    checkExecute(await execute(client, session, step.execute), expect);
+    const observed = await execute(client, session, step.execute);
+    try {
+      checkExecute(observed, expect, state, 0n);
+    } finally {
+      if (observed.execution) [state.lastExecution, state.lastEvents] = [observed.execution, observed.events];
+    }
+    return;
+  }
+  if (step.attach_execution) {
+    const spec = step.attach_execution;
+    const name = spec.execution_id ? `${session!.name}/executions/${spec.execution_id}` : state.lastExecution;
+    const after = BigInt(spec.after_sequence ?? 0);
+    // The TypeScript way to attach: iterate the same event stream `stream` returns.
+    checkExecute(await observe(client, client.attachExecution(name, after), {}, new AbortController()), expect, state, after);
     return;
   }
   if (step.close_session) {
@@ -172,6 +234,22 @@ async function runStep(all: Clients, session: Session | undefined, step: Json): 
       if (expect.error_status) fail(`expected ${expect.error_status.code}, the call succeeded`);
       if (expect.session_tenant !== undefined && info?.tenant !== expect.session_tenant) {
         fail(`session tenant ${JSON.stringify(info?.tenant)}, want ${JSON.stringify(expect.session_tenant)}`);
+      }
+      const sessionState = Session_State[info?.state ?? 0];
+      if (expect.session_state !== undefined && sessionState !== expect.session_state) {
+        fail(`session state ${sessionState}, want ${expect.session_state} (${info?.stateMessage})`);
+      }
+      return;
+    } else if (step.create_session) {
+      await using created = await client.createSession(sessionConfig(step.create_session));
+      if (expect.error_status) fail(`expected ${expect.error_status.code}, the call succeeded`);
+      if (created.info?.state !== Session_State.READY) fail(`createSession returned a ${Session_State[created.info?.state ?? 0]} session`);
+      return;
+    } else if (step.cancel_execution) {
+      const cancelled = await client.cancelExecution(state.lastExecution);
+      if (expect.error_status) fail(`expected ${expect.error_status.code}, the call succeeded`);
+      if (expect.execution_cancelled !== undefined && cancelled !== expect.execution_cancelled) {
+        fail(`cancelled ${cancelled}, want ${expect.execution_cancelled}`);
       }
       return;
     } else if (step.delete_session) {
@@ -230,7 +308,7 @@ async function runStep(all: Clients, session: Session | undefined, step: Json): 
     } else if (step.get_skill) {
       outcome = await skills.get(step.get_skill.id);
     } else if (step.search_skills) {
-      checkNames((await skills.search(step.search_skills.query)).map((hit) => hit.skill?.name), expect, "search results");
+      checkNames((await skills.search(step.search_skills.query)).results.map((hit) => hit.skill?.name), expect, "search results");
     } else if (step.delete_skill) {
       await skills.delete(step.delete_skill.id);
     } else {
@@ -254,32 +332,59 @@ async function execute(client: CodemodeClient, session: Session | undefined, spe
   const handle = client.session(spec.session ?? session!.name);
   const giveUp = Date.now() + RETRY_WHILE_BUSY_MS;
   for (;;) {
-    const observed = await executeOnce(handle, spec);
+    const observed = await executeOnce(client, handle, spec);
     const busy = observed.callError?.reason === "SESSION_BUSY";
     if (!(busy && spec.retry_while_busy && Date.now() < giveUp)) return observed;
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
 }
 
-async function executeOnce(session: Session, spec: Json): Promise<Observed> {
-  const observed: Observed = { outputs: [], cancelled: false };
+async function executeOnce(client: CodemodeClient, session: Session, spec: Json): Promise<Observed> {
   // The TypeScript way to cancel: abort an AbortSignal.
   const abort = new AbortController();
   const options = {
     signal: abort.signal,
     executionTimeoutMs: spec.execution_timeout_seconds !== undefined ? spec.execution_timeout_seconds * 1000 : undefined,
     timeoutMs: spec.call_deadline_seconds !== undefined ? spec.call_deadline_seconds * 1000 : undefined,
+    requestId: spec.request_id,
   };
+  return observe(client, session.stream(spec.code, options), spec, abort);
+}
+
+/** Reads an execution stream (Execute or AttachExecution) to its end; `spec` says what to do mid-stream. */
+async function observe(client: CodemodeClient, events: AsyncIterable<ExecuteResponse>, spec: Json, abort: AbortController): Promise<Observed> {
+  const observed: Observed = { outputs: [], cancelled: false, execution: "", events: [], attached: [], attachedAfter: 0n };
+  let lastSequence = 0n;
   try {
-    for await (const event of session.stream(spec.code, options)) {
+    for await (const event of events) {
       const now = performance.now();
+      // Any event, a heartbeat too, carries the sequence to resume after.
+      lastSequence = event.sequence;
+      if (event.event.case !== "heartbeat") observed.events.push({ sequence: event.sequence, signature: signature(event) });
       switch (event.event.case) {
+        case "started":
+          observed.execution = event.event.value.execution;
+          break;
         case "output":
           observed.outputs.push(event.event.value);
           observed.firstOutputAt ??= now;
           if (spec.cancel_after_first_output && !observed.cancelled) {
             observed.cancelled = true;
             abort.abort();
+          }
+          if (spec.cancel_execution_after_first_output && observed.outputs.length === 1) {
+            await client.cancelExecution(observed.execution).catch((error) => (observed.sideError = error));
+          }
+          if (spec.attach_after_outputs && observed.outputs.length === spec.attach_after_outputs) {
+            // A second stream on the same execution while this one stays open.
+            observed.attachedAfter = lastSequence;
+            try {
+              for await (const attached of client.attachExecution(observed.execution, lastSequence)) {
+                if (attached.event.case !== "heartbeat") observed.attached.push({ sequence: attached.sequence, signature: signature(attached) });
+              }
+            } catch (error) {
+              observed.sideError = error as Error;
+            }
           }
           break;
         case "result":
@@ -301,6 +406,22 @@ async function executeOnce(session: Session, spec: Json): Promise<Observed> {
   }
   return observed;
 }
+
+/** Sequences after+1, after+2, ... with no gap or repeat. */
+function checkContiguous(events: Signed[], after: bigint, what: string): void {
+  events.forEach((event, index) => {
+    const want = after + BigInt(index) + 1n;
+    if (event.sequence !== want) fail(`${what}: event ${index} has sequence ${event.sequence}, want ${want}`);
+  });
+}
+
+/** `got` has the signatures of `want`'s events above `after`. */
+function checkSameEvents(got: Signed[], want: Signed[], after: bigint, what: string): void {
+  const tail = want.filter((event) => event.sequence > after);
+  if (!isDeepStrictEqual(got, tail)) fail(`${what}: events ${describe(got)}, want ${describe(tail)}`);
+}
+
+const describe = (events: Signed[]) => JSON.stringify(events.map((e) => `${e.sequence}:${e.signature}`));
 
 function checkCallError(error: CodemodeError, expect: Json): void {
   const wanted = expect.error_status;
@@ -364,7 +485,8 @@ function text(observed: Observed, stream: OutputStream): string {
 
 const streamName = (stream: OutputStream) => (stream === OutputStream.STDERR ? "stderr" : "stdout");
 
-function checkExecute(observed: Observed, expect: Json): void {
+function checkExecute(observed: Observed, expect: Json, state: CaseState, after: bigint): void {
+  if (observed.sideError) fail(`mid-stream call failed: ${observed.sideError.message}`);
   if (observed.callError) {
     if (expect.cancelled) {
       if (observed.callError.grpcCode !== "CANCELLED") fail(`cancel ended with ${observed.callError.message}`);
@@ -436,5 +558,15 @@ function checkExecute(observed: Observed, expect: Json): void {
     if (dropped === 0) fail("nothing reported as truncated");
     if (received + dropped !== total) fail(`received ${received} + truncated ${dropped} != ${total}`);
     if (reported !== dropped) fail(`dropped_bytes_before adds up to ${reported}, finished says ${dropped}`);
+  }
+  if (expect.contiguous_sequences) checkContiguous(observed.events, after, "stream");
+  if (expect.same_events_as_last_execution) {
+    if (!state.lastExecution) fail("no earlier execution to compare with");
+    checkSameEvents(observed.events, state.lastEvents, after, "stream");
+  }
+  if (expect.attach_matches_stream) {
+    if (observed.attached.length === 0) fail("the attached stream had no events");
+    checkContiguous(observed.attached, observed.attachedAfter, "attached stream");
+    checkSameEvents(observed.attached, observed.events, observed.attachedAfter, "attached stream");
   }
 }

@@ -90,3 +90,30 @@ test("Reason has one constant per generated ErrorReason value", () => {
   assert.equal(Reason.SESSION_BUSY, "SESSION_BUSY");
   assert.equal(Reason.RUNTIME_DEPS_DISABLED, "RUNTIME_DEPS_DISABLED");
 });
+
+// What a settled session means to the caller: no server needed, the inputs
+// are the Session messages WaitSession returns.
+test("settledError names a failed install or a failed session", async () => {
+  const { create } = await import("@bufbuild/protobuf");
+  const { SessionSchema, Session_State, DependencyInstall_State } = await import("../src/index.js");
+  const { settledError } = await import("../src/wait.js");
+  const failedInstall = { state: DependencyInstall_State.FAILED, errorReason: "DEPS_INSTALL_FAILED", errorMessage: "no cm-tiny-missing" };
+  const session = (init: object) => create(SessionSchema, { name: "sessions/s1", ...init });
+
+  assert.equal(settledError(session({ state: Session_State.READY }), false), undefined);
+  assert.equal(settledError(session({ state: Session_State.READY, lastInstall: failedInstall }), false), undefined, "an older install is not this call's");
+  const install = settledError(session({ state: Session_State.READY, lastInstall: failedInstall }), true);
+  assert.ok(install instanceof CodemodeError);
+  assert.deepEqual([install.grpcCode, install.reason, install.rawMessage, install.metadata], ["FAILED_PRECONDITION", "DEPS_INSTALL_FAILED", "no cm-tiny-missing", { session: "sessions/s1" }]);
+  assert.equal(install.session?.name, "sessions/s1");
+  const start = settledError(session({ state: Session_State.FAILED, stateMessage: "no docker" }), false);
+  assert.deepEqual([start?.grpcCode, start?.reason, start?.rawMessage], ["UNAVAILABLE", "SANDBOX_START_FAILED", "no docker"]);
+  const startDeps = settledError(session({ state: Session_State.FAILED, stateMessage: "deps failed", lastInstall: failedInstall }), false);
+  assert.deepEqual([startDeps?.grpcCode, startDeps?.reason, startDeps?.rawMessage], ["FAILED_PRECONDITION", "DEPS_INSTALL_FAILED", "deps failed"]);
+});
+
+test("Reason has the revision's new reasons", () => {
+  for (const reason of ["EXECUTION_NOT_FOUND", "EVENTS_EXPIRED", "SESSION_ELSEWHERE", "CALL_CANCELLED", "DEADLINE_EXCEEDED"] as const) {
+    assert.equal(Reason[reason], reason);
+  }
+});

@@ -15,13 +15,23 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from codemode._channel import TLSConfig
-    from codemode.aio import AsyncClient, AsyncDependencies, AsyncExecution, AsyncSession
-    from codemode.dependencies import AddedDependency, RemovedDependency, SyncedDependencies
+    from codemode.aio import (
+        AsyncClient,
+        AsyncDependencies,
+        AsyncExecution,
+        AsyncSession,
+    )
+    from codemode.dependencies import (
+        AddedDependency,
+        RemovedDependency,
+        SyncedDependencies,
+    )
     from codemode.errors import (
         AbortedError,
         AlreadyExistsError,
         CodemodeError,
         DeadlineExceededError,
+        DependencyInstallError,
         ErrorReason,
         ExecutionCancelledError,
         FailedPreconditionError,
@@ -31,6 +41,7 @@ if TYPE_CHECKING:
         NotFoundError,
         PermissionDeniedError,
         ResourceExhaustedError,
+        SessionFailedError,
         UnauthenticatedError,
         UnavailableError,
         UnimplementedError,
@@ -45,6 +56,7 @@ if TYPE_CHECKING:
         Finished,
         Output,
         Result,
+        SkillSearchPage,
         Started,
     )
     from codemode.sync import Client, Dependencies, Execution, Session
@@ -61,9 +73,9 @@ _MODULE_OF = {
     **dict.fromkeys(
         [
             "AbortedError", "AlreadyExistsError", "CodemodeError", "DeadlineExceededError",
-            "ErrorReason", "ExecutionCancelledError", "FailedPreconditionError", "FieldViolation", "InternalError",
+            "DependencyInstallError", "ErrorReason", "ExecutionCancelledError", "FailedPreconditionError", "FieldViolation", "InternalError",
             "InvalidArgumentError", "NotFoundError", "PermissionDeniedError",
-            "ResourceExhaustedError", "UnauthenticatedError", "UnavailableError",
+            "ResourceExhaustedError", "SessionFailedError", "UnauthenticatedError", "UnavailableError",
             "UnimplementedError",
         ],
         "codemode.errors",
@@ -71,7 +83,7 @@ _MODULE_OF = {
     **dict.fromkeys(
         [
             "DownloadedArtifact", "Error", "ExecutionErrorInfo", "ExecutionEvent",
-            "ExecutionResult", "ExecutionStatus", "Finished", "Output", "Result", "Started",
+            "ExecutionResult", "ExecutionStatus", "Finished", "Output", "Result", "SkillSearchPage", "Started",
         ],
         "codemode.results",
     ),
@@ -102,6 +114,7 @@ __all__ = [
     "CodemodeError",
     "DeadlineExceededError",
     "Dependencies",
+    "DependencyInstallError",
     "DownloadedArtifact",
     "Error",
     "ErrorReason",
@@ -123,6 +136,8 @@ __all__ = [
     "ResourceExhaustedError",
     "Result",
     "Session",
+    "SessionFailedError",
+    "SkillSearchPage",
     "Started",
     "SyncedDependencies",
     "TLSConfig",

@@ -15,7 +15,7 @@ class ErrorReason:
     """
 
     INVALID_ARGUMENT: Final = "INVALID_ARGUMENT"
-    """A request field is malformed (see ErrorInfo.metadata["field"])."""
+    """A request field is malformed (see the BadRequest field violations)."""
 
     INVALID_SESSION_NAME: Final = "INVALID_SESSION_NAME"
     """The session name is not of the form "sessions/{id}"."""
@@ -36,7 +36,7 @@ class ErrorReason:
     """The code is larger than the server's limit."""
 
     EMPTY_CODE: Final = "EMPTY_CODE"
-    """The code is empty or only whitespace."""
+    """Unused: empty code runs as a no-op (kept so the number is not reused)."""
 
     SANDBOX_START_FAILED: Final = "SANDBOX_START_FAILED"
     """The sandbox could not be started."""
@@ -71,6 +71,9 @@ class ErrorReason:
     SERVER_OVERLOADED: Final = "SERVER_OVERLOADED"
     """The server has as many calls in flight as it accepts; retry after the RetryInfo delay."""
 
+    EXECUTION_NOT_FOUND: Final = "EXECUTION_NOT_FOUND"
+    """No execution has that name, or its record is past retention."""
+
     SKILL_NOT_FOUND: Final = "SKILL_NOT_FOUND"
     """No skill has that name in the tenant."""
 
@@ -95,6 +98,18 @@ class ErrorReason:
     STORAGE_UNAVAILABLE: Final = "STORAGE_UNAVAILABLE"
     """The storage backend (Redis, files) is unavailable."""
 
+    EVENTS_EXPIRED: Final = "EVENTS_EXPIRED"
+    """
+    The requested events are no longer kept (OUT_OF_RANGE); metadata
+    "firstAvailableSequence" is the first that is.
+    """
+
+    SESSION_ELSEWHERE: Final = "SESSION_ELSEWHERE"
+    """
+    The session's sandbox is held by another server instance that this one cannot serve it
+    through; metadata "instance" names the owner.
+    """
+
     RUNTIME_DEPS_DISABLED: Final = "RUNTIME_DEPS_DISABLED"
     """Runtime dependency changes are disabled for the session."""
 
@@ -109,3 +124,9 @@ class ErrorReason:
 
     INTERNAL: Final = "INTERNAL"
     """An unexpected server error."""
+
+    CALL_CANCELLED: Final = "CALL_CANCELLED"
+    """The caller cancelled the call (status CANCELLED)."""
+
+    DEADLINE_EXCEEDED: Final = "DEADLINE_EXCEEDED"
+    """The call's deadline passed (status DEADLINE_EXCEEDED)."""

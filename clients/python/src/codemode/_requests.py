@@ -19,12 +19,13 @@ from codemode.v1 import artifact_pb2, execute_pb2, session_pb2, skill_pb2
 #: ``finished`` with status TIMEOUT instead of the client seeing DEADLINE_EXCEEDED.
 EXECUTE_DEADLINE_MARGIN_SECONDS = 15.0
 
-#: Unary calls are cheap, except CreateSession, which starts a sandbox.
+#: Unary calls are cheap; waiting for a session to start (CreateSession, then
+#: WaitSession until READY) is bounded by this.
 DEFAULT_RPC_DEADLINE_SECONDS = 30.0
 CREATE_SESSION_DEADLINE_SECONDS = 120.0
-#: deps add/sync run pip on the server, bounded there by --deps-install-timeout
-#: (default 5m); the call must outlive that bound so a slow install is reported
-#: by the server (with its reason), not cut off as DEADLINE_EXCEEDED.
+#: deps add/sync start pip on the server, bounded there by --deps-install-timeout
+#: (default 5m); waiting for the install must outlive that bound so a slow one is
+#: reported by the server (with its reason), not cut off as DEADLINE_EXCEEDED.
 DEPS_INSTALL_DEADLINE_SECONDS = 330.0
 
 #: The server accepts at most 1 MiB per upload chunk.
@@ -61,6 +62,13 @@ def session_default_timeout(session: session_pb2.Session | None) -> float | None
         return None
     seconds = session.config.timeout.ToTimedelta().total_seconds()
     return seconds or None
+
+
+def create_session_deadline(config: session_pb2.SessionConfig) -> float:
+    """How long creating a session may take: start-up deps (sync_deps_on_start) run pip first."""
+    if config.sync_deps_on_start and config.deps:
+        return CREATE_SESSION_DEADLINE_SECONDS + DEPS_INSTALL_DEADLINE_SECONDS
+    return CREATE_SESSION_DEADLINE_SECONDS
 
 
 def execute_request(
@@ -165,7 +173,8 @@ def upload_requests(
     description: str,
     metadata: Mapping[str, Any] | None,
 ) -> Iterator[artifact_pb2.UploadArtifactRequest]:
-    """Header first, then ≤ 1 MiB chunks, as the UploadArtifact contract requires."""
+    """Header first (declaring the size, so an artifact over the server's limit is
+    refused before any data), then ≤ 1 MiB chunks, as the UploadArtifact contract requires."""
     kind, payload = encode_artifact(data, type_)
     meta = struct_pb2.Struct()
     if metadata:
@@ -173,7 +182,7 @@ def upload_requests(
     header = artifact_pb2.Artifact(
         name=qualify("artifacts", name), type=kind, description=description, metadata=meta  # type: ignore[arg-type]
     )
-    yield artifact_pb2.UploadArtifactRequest(artifact=header, tenant=tenant)
+    yield artifact_pb2.UploadArtifactRequest(artifact=header, tenant=tenant, size_bytes=len(payload))
     view = memoryview(payload)
     for start in range(0, len(payload), ARTIFACT_CHUNK_BYTES):
         yield artifact_pb2.UploadArtifactRequest(chunk=bytes(view[start : start + ARTIFACT_CHUNK_BYTES]))

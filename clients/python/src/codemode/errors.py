@@ -21,7 +21,10 @@ from typing import Any, Iterable, Mapping, Sequence
 import grpc
 from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
 
-from codemode._reasons import ErrorReason as ErrorReason  # re-exported: reasons sit beside the errors
+from codemode._reasons import (
+    ErrorReason as ErrorReason,  # re-exported: reasons sit beside the errors
+)
+from codemode.v1 import session_pb2
 
 #: Domain the codemode server puts in every ErrorInfo; other domains (proxies,
 #: load balancers) are ignored so their reasons cannot be mistaken for ours.
@@ -56,6 +59,9 @@ class CodemodeError(Exception):
         retry_delay: seconds to wait before retrying, from a ``google.rpc.RetryInfo``,
             or None when the server gave no such advice.
         field_violations: the ``google.rpc.BadRequest`` entries, empty when none.
+        session: for an error no RPC raised but a session that settled badly
+            (:class:`SessionFailedError`, :class:`DependencyInstallError`), the
+            session as ``WaitSession`` last returned it; None otherwise.
     """
 
     def __init__(
@@ -67,6 +73,7 @@ class CodemodeError(Exception):
         *,
         retry_delay: float | None = None,
         field_violations: Sequence[FieldViolation] = (),
+        session: session_pb2.Session | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -75,6 +82,7 @@ class CodemodeError(Exception):
         self.metadata: dict[str, str] = dict(metadata or {})
         self.retry_delay = retry_delay
         self.field_violations: tuple[FieldViolation, ...] = tuple(field_violations)
+        self.session = session
 
     def __str__(self) -> str:
         reason = f" [{self.reason}]" if self.reason else ""
@@ -140,6 +148,23 @@ class InternalError(CodemodeError):
 
 class UnimplementedError(CodemodeError):
     """The server does not implement that method (older or partial server)."""
+
+
+class SessionFailedError(UnavailableError):
+    """The session's sandbox failed to start: the session ended FAILED (reason
+    ``SANDBOX_START_FAILED``; ``message`` is its ``state_message``, ``session`` the session).
+
+    Raised by ``create_session``, which deletes the failed session first. A failed
+    start-up install (``sync_deps_on_start``) is a :class:`DependencyInstallError`.
+    """
+
+
+class DependencyInstallError(FailedPreconditionError):
+    """A package install failed (reason ``DEPS_INSTALL_FAILED``): ``message`` is the
+    install's error, ``session.last_install`` the whole record.
+
+    Raised by ``deps.add``/``deps.sync`` and, for start-up deps, by ``create_session``.
+    """
 
 
 _CLASS_BY_CODE: dict[grpc.StatusCode, type[CodemodeError]] = {

@@ -11,12 +11,12 @@ import dataclasses
 import datetime
 import enum
 import json
-from typing import Any, Union
+from typing import Any, Iterator, Sequence, Union, overload
 
 import grpc
 
 from codemode.errors import InternalError
-from codemode.v1 import artifact_pb2, execute_pb2
+from codemode.v1 import artifact_pb2, execute_pb2, skill_pb2
 
 
 class ExecutionStatus(enum.Enum):
@@ -293,3 +293,31 @@ class DownloadedArtifact:
         if self.artifact.type == artifact_pb2.ARTIFACT_TYPE_TEXT:
             return self.data.decode("utf-8")
         return self.data
+
+
+@dataclasses.dataclass(frozen=True)
+class SkillSearchPage(Sequence[skill_pb2.SkillSearchResult]):
+    """One page of ``skills.search`` hits, best first; a sequence of the hits themselves.
+
+    ``next_page_token`` is "" on the last page, else the ``page_token`` of the next
+    call; ``ranker`` names the scorer ("bm25", "embedding:<model>").
+    """
+
+    results: tuple[skill_pb2.SkillSearchResult, ...]
+    next_page_token: str = ""
+    ranker: str = ""
+
+    @overload
+    def __getitem__(self, index: int) -> skill_pb2.SkillSearchResult: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[skill_pb2.SkillSearchResult]: ...
+
+    def __getitem__(self, index: int | slice) -> skill_pb2.SkillSearchResult | Sequence[skill_pb2.SkillSearchResult]:
+        return self.results[index]
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __iter__(self) -> Iterator[skill_pb2.SkillSearchResult]:
+        return iter(self.results)

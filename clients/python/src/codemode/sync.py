@@ -10,21 +10,37 @@ this way is explained in :mod:`codemode.aio`.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Iterator, Mapping, Sequence, TypeVar
 
 import grpc
 
 from codemode import _requests as req
+from codemode import _waiting as waiting
 from codemode._channel import ChannelSettings, TLSSetting
-from codemode._flavour_sync import Channel, ResponseStream, Unary, eager_channel, next_response, open_channel
+from codemode._flavour_sync import (
+    Channel,
+    ResponseStream,
+    Unary,
+    eager_channel,
+    next_response,
+    open_channel,
+)
 from codemode.dependencies import AddedDependency, RemovedDependency, SyncedDependencies
-from codemode.errors import CodemodeError, ExecutionCancelledError, NotFoundError, from_rpc_error
+from codemode.errors import (
+    CodemodeError,
+    ExecutionCancelledError,
+    NotFoundError,
+    from_rpc_error,
+)
 from codemode.results import (
     DownloadedArtifact,
     ExecutionEvent,
     ExecutionResult,
     Finished,
     ResultBuilder,
+    SkillSearchPage,
+    Started,
     event_from_proto,
 )
 from codemode.v1 import (
@@ -49,14 +65,21 @@ class Execution:
     """A running execution: iterate it for its events, in order, as they arrive.
 
     Leaving early (``break``, an exception, Ctrl-C or task cancellation,
-    ``cancel()``) cancels the RPC, which makes the server interrupt the code and
-    free the session. This is done explicitly, not left to gRPC, because
-    grpc.aio never cancels an abandoned call (grpc#43462): the code would
-    otherwise keep running and the session stay busy.
+    ``cancel()``) cancels the RPC. For ``session.stream`` that cancels the
+    execution on the server (it finishes CANCELLED, as ``attach_execution`` then
+    shows); for ``client.attach_execution`` it only detaches. This is done
+    explicitly, not left to gRPC, because grpc.aio never cancels an abandoned
+    call (grpc#43462): the code would otherwise keep running and the session
+    stay busy.
     """
 
-    def __init__(self, call: ResponseStream[execute_pb2.ExecuteResponse]) -> None:
+    def __init__(self, call: ResponseStream[execute_pb2.ExecuteResponse], execution: str = "") -> None:
         self._call = call
+        #: "sessions/{session}/executions/{execution}" once known (from ``started``, or the attach request).
+        self.execution = execution
+        #: The sequence of the last event received, heartbeats included (a heartbeat
+        #: carries the sequence before it): pass it to ``attach_execution`` to resume.
+        self.last_sequence = 0
         self._builder = ResultBuilder()
         self._done = False
         self._cancelled = False
@@ -74,8 +97,11 @@ class Execution:
                 response = next_response(self._call)
                 if response is None:
                     break
+                self.last_sequence = response.sequence
                 event = event_from_proto(response)
                 if event is not None:
+                    if isinstance(event, Started):
+                        self.execution = event.execution
                     self._builder.add(event)
                     return event
         except grpc.RpcError as error:
@@ -100,7 +126,8 @@ class Execution:
         return self._build()
 
     def cancel(self) -> None:
-        """Stops the execution; iteration ends and the server interrupts the code."""
+        """Cancels the call and ends iteration: for ``session.stream`` the server cancels
+        the execution; for an attached stream, this client only detaches."""
         self._stop()
 
     def close(self) -> None:
@@ -168,6 +195,10 @@ class Session:
         ``timeout`` is the execution timeout enforced by the sandbox; the RPC
         deadline is ``timeout`` plus a margin (so a timeout comes back as a
         result, not as DEADLINE_EXCEEDED) unless ``deadline`` is given.
+        ``request_id`` (unique in the session) makes a retry safe: the code never
+        runs twice; a retry while it runs attaches to it, a retry after it ended
+        receives its recorded events from the start, and the same id with other
+        code raises AlreadyExistsError (``DUPLICATE_REQUEST``).
         """
         request = req.execute_request(self.name, code, timeout, request_id)
         rpc_deadline = req.execute_deadline(timeout, deadline, req.session_default_timeout(self.info))
@@ -195,6 +226,19 @@ class Session:
         request = session_pb2.GetSessionRequest(name=self.name)
         response = self._client._unary(self._client._session_stub.GetSession, request)
         self.info = response.session
+        return self.info
+
+    def wait(self, *, deadline: float = req.DEPS_INSTALL_DEADLINE_SECONDS) -> session_pb2.Session:
+        """Waits until the session is neither STARTING nor INSTALLING and returns it,
+        whatever state it settled in (check ``state``, ``state_message``,
+        ``last_install``): for calls made with ``wait=False``. ``deadline`` bounds the
+        whole wait (DeadlineExceededError)."""
+        until = time.monotonic() + deadline
+        info = self.info
+        if not waiting.is_transient(info):
+            # Settled when last seen: ask once, so the answer is current.
+            info = self._client._wait_once(self.name, until)
+        self.info = self._client._wait_settled(info, until)
         return self.info
 
     @property
@@ -228,11 +272,22 @@ class Dependencies:
         self._session = session
         self._stub = dependency_pb2_grpc.DependencyServiceStub(client.channel)
 
-    def add(self, package: str, *, deadline: float = req.DEPS_INSTALL_DEADLINE_SECONDS) -> AddedDependency:
-        """Installs ``package`` (e.g. ``"pandas>=2.0"``); importable in the session at once."""
+    def add(
+        self, package: str, *, wait: bool = True, deadline: float = req.DEPS_INSTALL_DEADLINE_SECONDS
+    ) -> AddedDependency:
+        """Records and installs ``package`` (e.g. ``"pandas>=2.0"``).
+
+        The server returns at once and installs in the background; unless
+        ``wait=False`` this waits until the install ended (``deadline`` bounds it
+        all), after which the session can import the package. A failed install
+        raises DependencyInstallError (reason ``DEPS_INSTALL_FAILED``).
+        """
+        until = time.monotonic() + deadline
         request = dependency_pb2.AddDependencyRequest(session=self._session, package=package)
         response = self._client._unary(self._stub.AddDependency, request, deadline)
-        return AddedDependency.from_proto(response)
+        if not wait or response.already_present:
+            return AddedDependency.from_proto(response)
+        return AddedDependency.from_proto(response, self._settle(response.session, until))
 
     def remove(self, package: str) -> RemovedDependency:
         """Drops ``package`` (matched by name) from the configured set.
@@ -245,16 +300,36 @@ class Dependencies:
         return RemovedDependency.from_proto(response)
 
     def list(self) -> list[str]:
-        """The configured packages, as normalized specifiers."""
-        request = dependency_pb2.ListDependenciesRequest(session=self._session)
-        response = self._client._unary(self._stub.ListDependencies, request)
-        return list(response.dependencies)
+        """The configured packages, as normalized specifiers, in the order they were added."""
+        packages: list[str] = []
+        token = ""
+        while True:
+            request = dependency_pb2.ListDependenciesRequest(session=self._session, page_token=token)
+            response = self._client._unary(self._stub.ListDependencies, request)
+            packages += response.dependencies
+            token = response.next_page_token
+            if not token:
+                return packages
 
-    def sync(self, *, deadline: float = req.DEPS_INSTALL_DEADLINE_SECONDS) -> SyncedDependencies:
-        """Installs every configured package that is missing from the sandbox."""
+    def sync(self, *, wait: bool = True, deadline: float = req.DEPS_INSTALL_DEADLINE_SECONDS) -> SyncedDependencies:
+        """Installs every configured package that is missing from the sandbox; waits
+        and raises as :meth:`add` does."""
+        until = time.monotonic() + deadline
         request = dependency_pb2.SyncDependenciesRequest(session=self._session)
         response = self._client._unary(self._stub.SyncDependencies, request, deadline)
-        return SyncedDependencies.from_proto(response)
+        if not wait or not response.missing:
+            return SyncedDependencies.from_proto(response)
+        return SyncedDependencies.from_proto(response, self._settle(response.session, until))
+
+    def _settle(self, session: session_pb2.Session, until: float) -> session_pb2.Session:
+        """Waits for the install the call started; raises when it failed."""
+        if not session.name:  # a server that sent no session: ask for it
+            session = session_pb2.Session(name=self._session, state=session_pb2.Session.STATE_INSTALLING)
+        settled = self._client._wait_settled(session, until)
+        failure = waiting.settled_error(settled, install_started=True)
+        if failure is not None:
+            raise failure
+        return settled
 
 
 class Skills:
@@ -287,10 +362,17 @@ class Skills:
             if not token:
                 return
 
-    def search(self, query: str, *, limit: int = 0) -> Sequence[skill_pb2.SkillSearchResult]:
-        request = skill_pb2.SearchSkillsRequest(tenant=self._client.tenant, query=query, limit=limit)
+    def search(self, query: str, *, page_size: int = 0, page_token: str = "") -> SkillSearchPage:
+        """One page of skills ranked by relevance to ``query``, best first.
+
+        ``page_size`` 0 means 10 (at most 100); pass a page's ``next_page_token`` as
+        ``page_token`` for the next one ("" on the last page).
+        """
+        request = skill_pb2.SearchSkillsRequest(
+            tenant=self._client.tenant, query=query, page_size=page_size, page_token=page_token
+        )
         response = self._client._unary(self._stub.SearchSkills, request)
-        return list(response.results)
+        return SkillSearchPage(tuple(response.results), response.next_page_token, response.ranker)
 
     def update(
         self,
@@ -467,13 +549,76 @@ class Client:
         tenant: str | None = None,
         labels: Mapping[str, str] | None = None,
         request_id: str | None = None,
-        deadline: float = req.CREATE_SESSION_DEADLINE_SECONDS,
+        wait: bool = True,
+        deadline: float | None = None,
     ) -> Session:
-        """Starts a sandbox; returns once it is ready. ``config`` may be a dict
-        in the proto's JSON form, e.g. ``{"timeout": "30s", "memoryLimitBytes": 1e9}``."""
+        """Admits a session and, unless ``wait=False``, returns once it is READY.
+
+        ``config`` may be a dict in the proto's JSON form, e.g. ``{"timeout": "30s",
+        "memoryLimitBytes": 1e9, "allowRuntimeDeps": False}``: keys left out take the
+        server's defaults, a key given is honoured or refused. A session that ends
+        FAILED is deleted and raised as SessionFailedError (``SANDBOX_START_FAILED``)
+        or, when its start-up deps failed, DependencyInstallError; both carry it in
+        ``session`` and its ``state_message`` as the message. ``deadline`` bounds the
+        call and the wait (default: 120 s, plus the deps install bound when the
+        config has ``sync_deps_on_start``).
+        """
         request = req.create_session_request(config, session_id, tenant, labels, request_id)
-        response = self._unary(self._session_stub.CreateSession, request, deadline)
-        return Session(self, response.session)
+        budget = deadline if deadline is not None else req.create_session_deadline(request.session.config)
+        until = time.monotonic() + budget
+        response = self._unary(self._session_stub.CreateSession, request, budget)
+        if not wait:
+            return Session(self, response.session)
+        try:
+            info = self._wait_settled(response.session, until)
+            failure = waiting.settled_error(info, install_started=False)
+            if failure is not None:
+                raise failure
+        except CodemodeError:
+            try:  # the caller gets no handle, so nothing else would delete it
+                self.delete_session(response.session.name)
+            except CodemodeError:
+                pass
+            raise
+        return Session(self, info)
+
+    def _wait_once(self, name: str, until: float) -> session_pb2.Session:
+        request, rpc_deadline = waiting.wait_call(name, until)
+        response = self._unary(self._session_stub.WaitSession, request, rpc_deadline)
+        return response.session
+
+    def _wait_settled(self, session: session_pb2.Session, until: float) -> session_pb2.Session:
+        """Calls WaitSession until the session is neither STARTING nor INSTALLING."""
+        while waiting.is_transient(session):
+            late = waiting.out_of_time(session, until)
+            if late is not None:
+                raise late
+            session = self._wait_once(session.name, until)
+        return session
+
+    # --- executions -------------------------------------------------------
+
+    def attach_execution(
+        self, execution: str, *, after_sequence: int = 0, deadline: float | None = None
+    ) -> Execution:
+        """The events of ``execution`` ("sessions/{s}/executions/{e}") after ``after_sequence``.
+
+        Live while it runs, from the server's record after it ended, with no gap and
+        no duplicate: the same stream type as ``session.stream``. To resume a broken
+        stream pass its ``last_sequence``. Leaving early only detaches. Raises
+        NotFoundError (``EXECUTION_NOT_FOUND``), or InvalidArgumentError (OUT_OF_RANGE,
+        ``EVENTS_EXPIRED``, metadata ``firstAvailableSequence``) when those events are gone.
+        """
+        request = execute_pb2.AttachExecutionRequest(execution=execution, after_sequence=after_sequence)
+        call = self._execute_stub.AttachExecution(request, timeout=deadline)
+        return Execution(call, execution)
+
+    def cancel_execution(self, execution: str) -> bool:
+        """Asks a running execution to stop and returns at once; its stream then ends
+        with ``Finished`` CANCELLED. False when it had already ended (a no-op)."""
+        request = execute_pb2.CancelExecutionRequest(execution=execution)
+        response = self._unary(self._execute_stub.CancelExecution, request)
+        return response.cancelled
 
     def get_session(self, name: str) -> Session:
         """A handle on an existing session; ``name`` is "sessions/{id}" or the id."""

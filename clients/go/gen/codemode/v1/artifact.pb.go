@@ -7,6 +7,7 @@
 package codemodev1
 
 import (
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	structpb "google.golang.org/protobuf/types/known/structpb"
@@ -86,11 +87,9 @@ type Artifact struct {
 	Type        ArtifactType     `protobuf:"varint,2,opt,name=type,proto3,enum=codemode.v1.ArtifactType" json:"type,omitempty"`
 	Description string           `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
 	Metadata    *structpb.Struct `protobuf:"bytes,4,opt,name=metadata,proto3" json:"metadata,omitempty"`
-	// Output only.
-	SizeBytes int64 `protobuf:"varint,5,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
-	// Output only. Hex SHA-256 of the data.
-	Sha256 string `protobuf:"bytes,6,opt,name=sha256,proto3" json:"sha256,omitempty"`
-	// Output only.
+	SizeBytes   int64            `protobuf:"varint,5,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	// Hex SHA-256 of the data.
+	Sha256        string                 `protobuf:"bytes,6,opt,name=sha256,proto3" json:"sha256,omitempty"`
 	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -183,7 +182,12 @@ type UploadArtifactRequest struct {
 	//	*UploadArtifactRequest_Chunk
 	Part isUploadArtifactRequest_Part `protobuf_oneof:"part"`
 	// Read from the first message only.
-	Tenant        string `protobuf:"bytes,3,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Tenant string `protobuf:"bytes,3,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// Read from the first message only. Optional: the number of data bytes
+	// that follow. Over the server's limit, the upload is refused before any
+	// data is sent (ARTIFACT_TOO_LARGE); a different total at the end is
+	// INVALID_ARGUMENT, and nothing is stored.
+	SizeBytes     int64 `protobuf:"varint,4,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -248,6 +252,13 @@ func (x *UploadArtifactRequest) GetTenant() string {
 		return x.Tenant
 	}
 	return ""
+}
+
+func (x *UploadArtifactRequest) GetSizeBytes() int64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
 }
 
 type isUploadArtifactRequest_Part interface {
@@ -448,9 +459,10 @@ func (*DownloadArtifactResponse_Artifact) isDownloadArtifactResponse_Part() {}
 func (*DownloadArtifactResponse_Chunk) isDownloadArtifactResponse_Part() {}
 
 type GetArtifactRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tenant string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// "artifacts/{artifact}"
+	Name          string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -544,10 +556,11 @@ func (x *GetArtifactResponse) GetArtifact() *Artifact {
 }
 
 type ListArtifactsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	PageSize      int32                  `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	PageToken     string                 `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tenant string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// 0 means the server default (100); above 1000 is coerced to 1000.
+	PageSize      int32  `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -604,9 +617,10 @@ func (x *ListArtifactsRequest) GetPageToken() string {
 }
 
 type ListArtifactsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Artifacts     []*Artifact            `protobuf:"bytes,1,rep,name=artifacts,proto3" json:"artifacts,omitempty"`
-	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Artifacts []*Artifact            `protobuf:"bytes,1,rep,name=artifacts,proto3" json:"artifacts,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -656,9 +670,10 @@ func (x *ListArtifactsResponse) GetNextPageToken() string {
 }
 
 type DeleteArtifactRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tenant string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// "artifacts/{artifact}"
+	Name          string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -747,34 +762,39 @@ var File_codemode_v1_artifact_proto protoreflect.FileDescriptor
 
 const file_codemode_v1_artifact_proto_rawDesc = "" +
 	"\n" +
-	"\x1acodemode/v1/artifact.proto\x12\vcodemode.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x98\x02\n" +
-	"\bArtifact\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x12-\n" +
+	"\x1acodemode/v1/artifact.proto\x12\vcodemode.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf7\x02\n" +
+	"\bArtifact\x12\x18\n" +
+	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\bR\x04name\x12-\n" +
 	"\x04type\x18\x02 \x01(\x0e2\x19.codemode.v1.ArtifactTypeR\x04type\x12 \n" +
 	"\vdescription\x18\x03 \x01(\tR\vdescription\x123\n" +
-	"\bmetadata\x18\x04 \x01(\v2\x17.google.protobuf.StructR\bmetadata\x12\x1d\n" +
+	"\bmetadata\x18\x04 \x01(\v2\x17.google.protobuf.StructR\bmetadata\x12#\n" +
 	"\n" +
-	"size_bytes\x18\x05 \x01(\x03R\tsizeBytes\x12\x16\n" +
-	"\x06sha256\x18\x06 \x01(\tR\x06sha256\x12;\n" +
-	"\vcreate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"\x84\x01\n" +
+	"size_bytes\x18\x05 \x01(\x03B\x04\xe2A\x01\x03R\tsizeBytes\x12\x1c\n" +
+	"\x06sha256\x18\x06 \x01(\tB\x04\xe2A\x01\x03R\x06sha256\x12A\n" +
+	"\vcreate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\n" +
+	"createTime:E\xeaAB\n" +
+	"\x15codemode.dev/Artifact\x12\x14artifacts/{artifact}*\tartifacts2\bartifact\"\xa3\x01\n" +
 	"\x15UploadArtifactRequest\x123\n" +
 	"\bartifact\x18\x01 \x01(\v2\x15.codemode.v1.ArtifactH\x00R\bartifact\x12\x16\n" +
 	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunk\x12\x16\n" +
-	"\x06tenant\x18\x03 \x01(\tR\x06tenantB\x06\n" +
+	"\x06tenant\x18\x03 \x01(\tR\x06tenant\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\x04 \x01(\x03R\tsizeBytesB\x06\n" +
 	"\x04part\"K\n" +
 	"\x16UploadArtifactResponse\x121\n" +
-	"\bartifact\x18\x01 \x01(\v2\x15.codemode.v1.ArtifactR\bartifact\"E\n" +
+	"\bartifact\x18\x01 \x01(\v2\x15.codemode.v1.ArtifactR\bartifact\"e\n" +
 	"\x17DownloadArtifactRequest\x12\x16\n" +
-	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\"o\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x122\n" +
+	"\x04name\x18\x02 \x01(\tB\x1e\xe2A\x01\x02\xfaA\x17\n" +
+	"\x15codemode.dev/ArtifactR\x04name\"o\n" +
 	"\x18DownloadArtifactResponse\x123\n" +
 	"\bartifact\x18\x01 \x01(\v2\x15.codemode.v1.ArtifactH\x00R\bartifact\x12\x16\n" +
 	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\x06\n" +
-	"\x04part\"@\n" +
+	"\x04part\"`\n" +
 	"\x12GetArtifactRequest\x12\x16\n" +
-	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\"H\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x122\n" +
+	"\x04name\x18\x02 \x01(\tB\x1e\xe2A\x01\x02\xfaA\x17\n" +
+	"\x15codemode.dev/ArtifactR\x04name\"H\n" +
 	"\x13GetArtifactResponse\x121\n" +
 	"\bartifact\x18\x01 \x01(\v2\x15.codemode.v1.ArtifactR\bartifact\"j\n" +
 	"\x14ListArtifactsRequest\x12\x16\n" +
@@ -784,10 +804,11 @@ const file_codemode_v1_artifact_proto_rawDesc = "" +
 	"page_token\x18\x03 \x01(\tR\tpageToken\"t\n" +
 	"\x15ListArtifactsResponse\x123\n" +
 	"\tartifacts\x18\x01 \x03(\v2\x15.codemode.v1.ArtifactR\tartifacts\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"C\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"c\n" +
 	"\x15DeleteArtifactRequest\x12\x16\n" +
-	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\"\x18\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x122\n" +
+	"\x04name\x18\x02 \x01(\tB\x1e\xe2A\x01\x02\xfaA\x17\n" +
+	"\x15codemode.dev/ArtifactR\x04name\"\x18\n" +
 	"\x16DeleteArtifactResponse*v\n" +
 	"\fArtifactType\x12\x1d\n" +
 	"\x19ARTIFACT_TYPE_UNSPECIFIED\x10\x00\x12\x17\n" +

@@ -33,6 +33,9 @@ const (
 // ArtifactService stores named data that outlives sessions: bytes, text or
 // JSON values, kept with their type, description and metadata. Data moves
 // in chunks, so no message approaches gRPC's size limits.
+//
+// Every request's `tenant` is an operator-only override: empty means the
+// caller's tenant, and only an operator may name another.
 type ArtifactServiceClient interface {
 	// The first request carries the artifact's metadata, the rest its data.
 	UploadArtifact(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadArtifactRequest, UploadArtifactResponse], error)
@@ -121,6 +124,9 @@ func (c *artifactServiceClient) DeleteArtifact(ctx context.Context, in *DeleteAr
 // ArtifactService stores named data that outlives sessions: bytes, text or
 // JSON values, kept with their type, description and metadata. Data moves
 // in chunks, so no message approaches gRPC's size limits.
+//
+// Every request's `tenant` is an operator-only override: empty means the
+// caller's tenant, and only an operator may name another.
 type ArtifactServiceServer interface {
 	// The first request carries the artifact's metadata, the rest its data.
 	UploadArtifact(grpc.ClientStreamingServer[UploadArtifactRequest, UploadArtifactResponse]) error

@@ -7,6 +7,7 @@
 package codemodev1
 
 import (
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
@@ -80,10 +81,12 @@ type AddDependencyResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The normalized specifier that was recorded.
 	Package string `protobuf:"bytes,1,opt,name=package,proto3" json:"package,omitempty"`
-	// True when the package was already installed.
+	// True when the package was already installed (no install started).
 	AlreadyPresent bool `protobuf:"varint,2,opt,name=already_present,json=alreadyPresent,proto3" json:"already_present,omitempty"`
 	// The session's configured packages after the change.
-	Dependencies  []string `protobuf:"bytes,3,rep,name=dependencies,proto3" json:"dependencies,omitempty"`
+	Dependencies []string `protobuf:"bytes,3,rep,name=dependencies,proto3" json:"dependencies,omitempty"`
+	// The session after the call: INSTALLING while the install runs.
+	Session       *Session `protobuf:"bytes,4,opt,name=session,proto3" json:"session,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -139,10 +142,18 @@ func (x *AddDependencyResponse) GetDependencies() []string {
 	return nil
 }
 
+func (x *AddDependencyResponse) GetSession() *Session {
+	if x != nil {
+		return x.Session
+	}
+	return nil
+}
+
 type RemoveDependencyRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Session       string                 `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
-	Package       string                 `protobuf:"bytes,2,opt,name=package,proto3" json:"package,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "sessions/{session}"
+	Session       string `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
+	Package       string `protobuf:"bytes,2,opt,name=package,proto3" json:"package,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -245,8 +256,13 @@ func (x *RemoveDependencyResponse) GetDependencies() []string {
 }
 
 type ListDependenciesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Session       string                 `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "sessions/{session}"
+	Session string `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
+	// 0 means the server default (100); above 1000 is coerced to 1000.
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// From a previous ListDependenciesResponse.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -288,9 +304,25 @@ func (x *ListDependenciesRequest) GetSession() string {
 	return ""
 }
 
+func (x *ListDependenciesRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListDependenciesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListDependenciesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Dependencies  []string               `protobuf:"bytes,1,rep,name=dependencies,proto3" json:"dependencies,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Dependencies []string               `protobuf:"bytes,1,rep,name=dependencies,proto3" json:"dependencies,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -332,9 +364,17 @@ func (x *ListDependenciesResponse) GetDependencies() []string {
 	return nil
 }
 
+func (x *ListDependenciesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 type SyncDependenciesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Session       string                 `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "sessions/{session}"
+	Session       string `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -378,9 +418,13 @@ func (x *SyncDependenciesRequest) GetSession() string {
 
 type SyncDependenciesResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Packages installed by this call.
-	Installed     []string `protobuf:"bytes,1,rep,name=installed,proto3" json:"installed,omitempty"`
-	Dependencies  []string `protobuf:"bytes,2,rep,name=dependencies,proto3" json:"dependencies,omitempty"`
+	// The session's configured packages.
+	Dependencies []string `protobuf:"bytes,2,rep,name=dependencies,proto3" json:"dependencies,omitempty"`
+	// The configured packages that were missing, for which an install started
+	// (empty: nothing to do, and the session stays READY).
+	Missing []string `protobuf:"bytes,3,rep,name=missing,proto3" json:"missing,omitempty"`
+	// The session after the call: INSTALLING while the install runs.
+	Session       *Session `protobuf:"bytes,4,opt,name=session,proto3" json:"session,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -415,16 +459,23 @@ func (*SyncDependenciesResponse) Descriptor() ([]byte, []int) {
 	return file_codemode_v1_dependency_proto_rawDescGZIP(), []int{7}
 }
 
-func (x *SyncDependenciesResponse) GetInstalled() []string {
+func (x *SyncDependenciesResponse) GetDependencies() []string {
 	if x != nil {
-		return x.Installed
+		return x.Dependencies
 	}
 	return nil
 }
 
-func (x *SyncDependenciesResponse) GetDependencies() []string {
+func (x *SyncDependenciesResponse) GetMissing() []string {
 	if x != nil {
-		return x.Dependencies
+		return x.Missing
+	}
+	return nil
+}
+
+func (x *SyncDependenciesResponse) GetSession() *Session {
+	if x != nil {
+		return x.Session
 	}
 	return nil
 }
@@ -433,29 +484,39 @@ var File_codemode_v1_dependency_proto protoreflect.FileDescriptor
 
 const file_codemode_v1_dependency_proto_rawDesc = "" +
 	"\n" +
-	"\x1ccodemode/v1/dependency.proto\x12\vcodemode.v1\"J\n" +
-	"\x14AddDependencyRequest\x12\x18\n" +
-	"\asession\x18\x01 \x01(\tR\asession\x12\x18\n" +
-	"\apackage\x18\x02 \x01(\tR\apackage\"~\n" +
+	"\x1ccodemode/v1/dependency.proto\x12\vcodemode.v1\x1a\x19codemode/v1/session.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\"o\n" +
+	"\x14AddDependencyRequest\x127\n" +
+	"\asession\x18\x01 \x01(\tB\x1d\xe2A\x01\x02\xfaA\x16\n" +
+	"\x14codemode.dev/SessionR\asession\x12\x1e\n" +
+	"\apackage\x18\x02 \x01(\tB\x04\xe2A\x01\x02R\apackage\"\xae\x01\n" +
 	"\x15AddDependencyResponse\x12\x18\n" +
 	"\apackage\x18\x01 \x01(\tR\apackage\x12'\n" +
 	"\x0falready_present\x18\x02 \x01(\bR\x0ealreadyPresent\x12\"\n" +
-	"\fdependencies\x18\x03 \x03(\tR\fdependencies\"M\n" +
-	"\x17RemoveDependencyRequest\x12\x18\n" +
-	"\asession\x18\x01 \x01(\tR\asession\x12\x18\n" +
-	"\apackage\x18\x02 \x01(\tR\apackage\"X\n" +
+	"\fdependencies\x18\x03 \x03(\tR\fdependencies\x12.\n" +
+	"\asession\x18\x04 \x01(\v2\x14.codemode.v1.SessionR\asession\"r\n" +
+	"\x17RemoveDependencyRequest\x127\n" +
+	"\asession\x18\x01 \x01(\tB\x1d\xe2A\x01\x02\xfaA\x16\n" +
+	"\x14codemode.dev/SessionR\asession\x12\x1e\n" +
+	"\apackage\x18\x02 \x01(\tB\x04\xe2A\x01\x02R\apackage\"X\n" +
 	"\x18RemoveDependencyResponse\x12\x18\n" +
 	"\aremoved\x18\x01 \x01(\bR\aremoved\x12\"\n" +
-	"\fdependencies\x18\x02 \x03(\tR\fdependencies\"3\n" +
-	"\x17ListDependenciesRequest\x12\x18\n" +
-	"\asession\x18\x01 \x01(\tR\asession\">\n" +
+	"\fdependencies\x18\x02 \x03(\tR\fdependencies\"\x8e\x01\n" +
+	"\x17ListDependenciesRequest\x127\n" +
+	"\asession\x18\x01 \x01(\tB\x1d\xe2A\x01\x02\xfaA\x16\n" +
+	"\x14codemode.dev/SessionR\asession\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"f\n" +
 	"\x18ListDependenciesResponse\x12\"\n" +
-	"\fdependencies\x18\x01 \x03(\tR\fdependencies\"3\n" +
-	"\x17SyncDependenciesRequest\x12\x18\n" +
-	"\asession\x18\x01 \x01(\tR\asession\"\\\n" +
-	"\x18SyncDependenciesResponse\x12\x1c\n" +
-	"\tinstalled\x18\x01 \x03(\tR\tinstalled\x12\"\n" +
-	"\fdependencies\x18\x02 \x03(\tR\fdependencies2\x8e\x03\n" +
+	"\fdependencies\x18\x01 \x03(\tR\fdependencies\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"R\n" +
+	"\x17SyncDependenciesRequest\x127\n" +
+	"\asession\x18\x01 \x01(\tB\x1d\xe2A\x01\x02\xfaA\x16\n" +
+	"\x14codemode.dev/SessionR\asession\"\x99\x01\n" +
+	"\x18SyncDependenciesResponse\x12\"\n" +
+	"\fdependencies\x18\x02 \x03(\tR\fdependencies\x12\x18\n" +
+	"\amissing\x18\x03 \x03(\tR\amissing\x12.\n" +
+	"\asession\x18\x04 \x01(\v2\x14.codemode.v1.SessionR\asessionJ\x04\b\x01\x10\x02R\tinstalled2\x8e\x03\n" +
 	"\x11DependencyService\x12V\n" +
 	"\rAddDependency\x12!.codemode.v1.AddDependencyRequest\x1a\".codemode.v1.AddDependencyResponse\x12_\n" +
 	"\x10RemoveDependency\x12$.codemode.v1.RemoveDependencyRequest\x1a%.codemode.v1.RemoveDependencyResponse\x12_\n" +
@@ -485,21 +546,24 @@ var file_codemode_v1_dependency_proto_goTypes = []any{
 	(*ListDependenciesResponse)(nil), // 5: codemode.v1.ListDependenciesResponse
 	(*SyncDependenciesRequest)(nil),  // 6: codemode.v1.SyncDependenciesRequest
 	(*SyncDependenciesResponse)(nil), // 7: codemode.v1.SyncDependenciesResponse
+	(*Session)(nil),                  // 8: codemode.v1.Session
 }
 var file_codemode_v1_dependency_proto_depIdxs = []int32{
-	0, // 0: codemode.v1.DependencyService.AddDependency:input_type -> codemode.v1.AddDependencyRequest
-	2, // 1: codemode.v1.DependencyService.RemoveDependency:input_type -> codemode.v1.RemoveDependencyRequest
-	4, // 2: codemode.v1.DependencyService.ListDependencies:input_type -> codemode.v1.ListDependenciesRequest
-	6, // 3: codemode.v1.DependencyService.SyncDependencies:input_type -> codemode.v1.SyncDependenciesRequest
-	1, // 4: codemode.v1.DependencyService.AddDependency:output_type -> codemode.v1.AddDependencyResponse
-	3, // 5: codemode.v1.DependencyService.RemoveDependency:output_type -> codemode.v1.RemoveDependencyResponse
-	5, // 6: codemode.v1.DependencyService.ListDependencies:output_type -> codemode.v1.ListDependenciesResponse
-	7, // 7: codemode.v1.DependencyService.SyncDependencies:output_type -> codemode.v1.SyncDependenciesResponse
-	4, // [4:8] is the sub-list for method output_type
-	0, // [0:4] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	8, // 0: codemode.v1.AddDependencyResponse.session:type_name -> codemode.v1.Session
+	8, // 1: codemode.v1.SyncDependenciesResponse.session:type_name -> codemode.v1.Session
+	0, // 2: codemode.v1.DependencyService.AddDependency:input_type -> codemode.v1.AddDependencyRequest
+	2, // 3: codemode.v1.DependencyService.RemoveDependency:input_type -> codemode.v1.RemoveDependencyRequest
+	4, // 4: codemode.v1.DependencyService.ListDependencies:input_type -> codemode.v1.ListDependenciesRequest
+	6, // 5: codemode.v1.DependencyService.SyncDependencies:input_type -> codemode.v1.SyncDependenciesRequest
+	1, // 6: codemode.v1.DependencyService.AddDependency:output_type -> codemode.v1.AddDependencyResponse
+	3, // 7: codemode.v1.DependencyService.RemoveDependency:output_type -> codemode.v1.RemoveDependencyResponse
+	5, // 8: codemode.v1.DependencyService.ListDependencies:output_type -> codemode.v1.ListDependenciesResponse
+	7, // 9: codemode.v1.DependencyService.SyncDependencies:output_type -> codemode.v1.SyncDependenciesResponse
+	6, // [6:10] is the sub-list for method output_type
+	2, // [2:6] is the sub-list for method input_type
+	2, // [2:2] is the sub-list for extension type_name
+	2, // [2:2] is the sub-list for extension extendee
+	0, // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_codemode_v1_dependency_proto_init() }
@@ -507,6 +571,7 @@ func file_codemode_v1_dependency_proto_init() {
 	if File_codemode_v1_dependency_proto != nil {
 		return
 	}
+	file_codemode_v1_session_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

@@ -32,17 +32,26 @@ const (
 // DependencyService manages the Python packages of a session's sandbox: the
 // API twin of the `deps` namespace in sandboxed code. Packages come from the
 // server's configured index or wheelhouse, never from URLs in the request.
+//
+// Installs are slow, so AddDependency and SyncDependencies return at once:
+// the session is INSTALLING until the install ends, and its last_install
+// says how it went. WaitSession waits for that (the one model for every
+// slow session call).
 type DependencyServiceClient interface {
-	// Installs a package; the session's interpreter can import it at once.
-	// FAILED_PRECONDITION (RUNTIME_DEPS_DISABLED) when the session was created
-	// with allow_runtime_deps = false.
+	// Records a package and starts installing it; the session's interpreter
+	// can import it once the session is READY again. FAILED_PRECONDITION
+	// (RUNTIME_DEPS_DISABLED) when the session was created with
+	// allow_runtime_deps = false; SESSION_BUSY while an Execute or another
+	// install runs.
 	AddDependency(ctx context.Context, in *AddDependencyRequest, opts ...grpc.CallOption) (*AddDependencyResponse, error)
 	// Removes a package from the session's configured set (and its sandbox).
 	// FAILED_PRECONDITION (RUNTIME_DEPS_DISABLED) when runtime deps are disabled.
 	RemoveDependency(ctx context.Context, in *RemoveDependencyRequest, opts ...grpc.CallOption) (*RemoveDependencyResponse, error)
-	// The session's configured packages; always allowed.
+	// The session's configured packages, in the order they were added; always
+	// allowed.
 	ListDependencies(ctx context.Context, in *ListDependenciesRequest, opts ...grpc.CallOption) (*ListDependenciesResponse, error)
-	// Installs every configured package that is missing; always allowed.
+	// Starts installing every configured package that is missing; always
+	// allowed.
 	SyncDependencies(ctx context.Context, in *SyncDependenciesRequest, opts ...grpc.CallOption) (*SyncDependenciesResponse, error)
 }
 
@@ -101,17 +110,26 @@ func (c *dependencyServiceClient) SyncDependencies(ctx context.Context, in *Sync
 // DependencyService manages the Python packages of a session's sandbox: the
 // API twin of the `deps` namespace in sandboxed code. Packages come from the
 // server's configured index or wheelhouse, never from URLs in the request.
+//
+// Installs are slow, so AddDependency and SyncDependencies return at once:
+// the session is INSTALLING until the install ends, and its last_install
+// says how it went. WaitSession waits for that (the one model for every
+// slow session call).
 type DependencyServiceServer interface {
-	// Installs a package; the session's interpreter can import it at once.
-	// FAILED_PRECONDITION (RUNTIME_DEPS_DISABLED) when the session was created
-	// with allow_runtime_deps = false.
+	// Records a package and starts installing it; the session's interpreter
+	// can import it once the session is READY again. FAILED_PRECONDITION
+	// (RUNTIME_DEPS_DISABLED) when the session was created with
+	// allow_runtime_deps = false; SESSION_BUSY while an Execute or another
+	// install runs.
 	AddDependency(context.Context, *AddDependencyRequest) (*AddDependencyResponse, error)
 	// Removes a package from the session's configured set (and its sandbox).
 	// FAILED_PRECONDITION (RUNTIME_DEPS_DISABLED) when runtime deps are disabled.
 	RemoveDependency(context.Context, *RemoveDependencyRequest) (*RemoveDependencyResponse, error)
-	// The session's configured packages; always allowed.
+	// The session's configured packages, in the order they were added; always
+	// allowed.
 	ListDependencies(context.Context, *ListDependenciesRequest) (*ListDependenciesResponse, error)
-	// Installs every configured package that is missing; always allowed.
+	// Starts installing every configured package that is missing; always
+	// allowed.
 	SyncDependencies(context.Context, *SyncDependenciesRequest) (*SyncDependenciesResponse, error)
 	mustEmbedUnimplementedDependencyServiceServer()
 }

@@ -25,11 +25,16 @@ const (
 // (domain "codemode.dev") of every error status. The reason string is the
 // value name without the `ERROR_REASON_` prefix, e.g. "SESSION_NOT_FOUND".
 // Clients branch on the reason, never on the human-readable message.
+//
+// ErrorInfo.metadata keys are lowerCamelCase (AIP-193), e.g. "session",
+// "limitBytes". INVALID_ARGUMENT errors also carry google.rpc.BadRequest
+// with one field violation per bad field; errors a retry can fix carry
+// google.rpc.RetryInfo.
 type ErrorReason int32
 
 const (
 	ErrorReason_ERROR_REASON_UNSPECIFIED ErrorReason = 0
-	// A request field is malformed (see ErrorInfo.metadata["field"]).
+	// A request field is malformed (see the BadRequest field violations).
 	ErrorReason_ERROR_REASON_INVALID_ARGUMENT ErrorReason = 1
 	// The session name is not of the form "sessions/{id}".
 	ErrorReason_ERROR_REASON_INVALID_SESSION_NAME ErrorReason = 2
@@ -43,7 +48,9 @@ const (
 	ErrorReason_ERROR_REASON_SESSION_LIMIT_REACHED ErrorReason = 6
 	// The code is larger than the server's limit.
 	ErrorReason_ERROR_REASON_CODE_TOO_LARGE ErrorReason = 7
-	// The code is empty or only whitespace.
+	// Unused: empty code runs as a no-op (kept so the number is not reused).
+	//
+	// Deprecated: Marked as deprecated in codemode/v1/error_reason.proto.
 	ErrorReason_ERROR_REASON_EMPTY_CODE ErrorReason = 8
 	// The sandbox could not be started.
 	ErrorReason_ERROR_REASON_SANDBOX_START_FAILED ErrorReason = 9
@@ -68,6 +75,8 @@ const (
 	// The server has as many calls in flight as it accepts; retry after the
 	// RetryInfo delay.
 	ErrorReason_ERROR_REASON_SERVER_OVERLOADED ErrorReason = 18
+	// No execution has that name, or its record is past retention.
+	ErrorReason_ERROR_REASON_EXECUTION_NOT_FOUND ErrorReason = 19
 	// No skill has that name in the tenant.
 	ErrorReason_ERROR_REASON_SKILL_NOT_FOUND ErrorReason = 20
 	// The skill already exists.
@@ -84,6 +93,12 @@ const (
 	ErrorReason_ERROR_REASON_ARTIFACT_INVALID ErrorReason = 26
 	// The storage backend (Redis, files) is unavailable.
 	ErrorReason_ERROR_REASON_STORAGE_UNAVAILABLE ErrorReason = 27
+	// The requested events are no longer kept (OUT_OF_RANGE); metadata
+	// "firstAvailableSequence" is the first that is.
+	ErrorReason_ERROR_REASON_EVENTS_EXPIRED ErrorReason = 28
+	// The session's sandbox is held by another server instance that this one
+	// cannot serve it through; metadata "instance" names the owner.
+	ErrorReason_ERROR_REASON_SESSION_ELSEWHERE ErrorReason = 29
 	// Runtime dependency changes are disabled for the session.
 	ErrorReason_ERROR_REASON_RUNTIME_DEPS_DISABLED ErrorReason = 30
 	// A package specification was rejected.
@@ -93,6 +108,10 @@ const (
 	ErrorReason_ERROR_REASON_DEPS_INSTALL_FAILED ErrorReason = 32
 	// An unexpected server error.
 	ErrorReason_ERROR_REASON_INTERNAL ErrorReason = 40
+	// The caller cancelled the call (status CANCELLED).
+	ErrorReason_ERROR_REASON_CALL_CANCELLED ErrorReason = 41
+	// The call's deadline passed (status DEADLINE_EXCEEDED).
+	ErrorReason_ERROR_REASON_DEADLINE_EXCEEDED ErrorReason = 42
 )
 
 // Enum value maps for ErrorReason.
@@ -117,6 +136,7 @@ var (
 		16: "ERROR_REASON_LIMIT_NOT_ENFORCEABLE",
 		17: "ERROR_REASON_QUOTA_EXCEEDED",
 		18: "ERROR_REASON_SERVER_OVERLOADED",
+		19: "ERROR_REASON_EXECUTION_NOT_FOUND",
 		20: "ERROR_REASON_SKILL_NOT_FOUND",
 		21: "ERROR_REASON_SKILL_ALREADY_EXISTS",
 		22: "ERROR_REASON_SKILL_INVALID",
@@ -125,10 +145,14 @@ var (
 		25: "ERROR_REASON_ARTIFACT_TOO_LARGE",
 		26: "ERROR_REASON_ARTIFACT_INVALID",
 		27: "ERROR_REASON_STORAGE_UNAVAILABLE",
+		28: "ERROR_REASON_EVENTS_EXPIRED",
+		29: "ERROR_REASON_SESSION_ELSEWHERE",
 		30: "ERROR_REASON_RUNTIME_DEPS_DISABLED",
 		31: "ERROR_REASON_INVALID_PACKAGE_SPEC",
 		32: "ERROR_REASON_DEPS_INSTALL_FAILED",
 		40: "ERROR_REASON_INTERNAL",
+		41: "ERROR_REASON_CALL_CANCELLED",
+		42: "ERROR_REASON_DEADLINE_EXCEEDED",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":            0,
@@ -150,6 +174,7 @@ var (
 		"ERROR_REASON_LIMIT_NOT_ENFORCEABLE":  16,
 		"ERROR_REASON_QUOTA_EXCEEDED":         17,
 		"ERROR_REASON_SERVER_OVERLOADED":      18,
+		"ERROR_REASON_EXECUTION_NOT_FOUND":    19,
 		"ERROR_REASON_SKILL_NOT_FOUND":        20,
 		"ERROR_REASON_SKILL_ALREADY_EXISTS":   21,
 		"ERROR_REASON_SKILL_INVALID":          22,
@@ -158,10 +183,14 @@ var (
 		"ERROR_REASON_ARTIFACT_TOO_LARGE":     25,
 		"ERROR_REASON_ARTIFACT_INVALID":       26,
 		"ERROR_REASON_STORAGE_UNAVAILABLE":    27,
+		"ERROR_REASON_EVENTS_EXPIRED":         28,
+		"ERROR_REASON_SESSION_ELSEWHERE":      29,
 		"ERROR_REASON_RUNTIME_DEPS_DISABLED":  30,
 		"ERROR_REASON_INVALID_PACKAGE_SPEC":   31,
 		"ERROR_REASON_DEPS_INSTALL_FAILED":    32,
 		"ERROR_REASON_INTERNAL":               40,
+		"ERROR_REASON_CALL_CANCELLED":         41,
+		"ERROR_REASON_DEADLINE_EXCEEDED":      42,
 	}
 )
 
@@ -196,7 +225,8 @@ var File_codemode_v1_error_reason_proto protoreflect.FileDescriptor
 
 const file_codemode_v1_error_reason_proto_rawDesc = "" +
 	"\n" +
-	"\x1ecodemode/v1/error_reason.proto\x12\vcodemode.v1*\xe2\b\n" +
+	"\x1ecodemode/v1/error_reason.proto\x12\vcodemode.v1*\x96\n" +
+	"\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dERROR_REASON_INVALID_ARGUMENT\x10\x01\x12%\n" +
@@ -205,8 +235,8 @@ const file_codemode_v1_error_reason_proto_rawDesc = "" +
 	"\x19ERROR_REASON_SESSION_BUSY\x10\x04\x12\"\n" +
 	"\x1eERROR_REASON_SESSION_NOT_READY\x10\x05\x12&\n" +
 	"\"ERROR_REASON_SESSION_LIMIT_REACHED\x10\x06\x12\x1f\n" +
-	"\x1bERROR_REASON_CODE_TOO_LARGE\x10\a\x12\x1b\n" +
-	"\x17ERROR_REASON_EMPTY_CODE\x10\b\x12%\n" +
+	"\x1bERROR_REASON_CODE_TOO_LARGE\x10\a\x12\x1f\n" +
+	"\x17ERROR_REASON_EMPTY_CODE\x10\b\x1a\x02\b\x01\x12%\n" +
 	"!ERROR_REASON_SANDBOX_START_FAILED\x10\t\x12$\n" +
 	" ERROR_REASON_SANDBOX_UNAVAILABLE\x10\n" +
 	"\x12 \n" +
@@ -217,7 +247,8 @@ const file_codemode_v1_error_reason_proto_rawDesc = "" +
 	"#ERROR_REASON_SESSION_ALREADY_EXISTS\x10\x0f\x12&\n" +
 	"\"ERROR_REASON_LIMIT_NOT_ENFORCEABLE\x10\x10\x12\x1f\n" +
 	"\x1bERROR_REASON_QUOTA_EXCEEDED\x10\x11\x12\"\n" +
-	"\x1eERROR_REASON_SERVER_OVERLOADED\x10\x12\x12 \n" +
+	"\x1eERROR_REASON_SERVER_OVERLOADED\x10\x12\x12$\n" +
+	" ERROR_REASON_EXECUTION_NOT_FOUND\x10\x13\x12 \n" +
 	"\x1cERROR_REASON_SKILL_NOT_FOUND\x10\x14\x12%\n" +
 	"!ERROR_REASON_SKILL_ALREADY_EXISTS\x10\x15\x12\x1e\n" +
 	"\x1aERROR_REASON_SKILL_INVALID\x10\x16\x12\x1e\n" +
@@ -225,11 +256,15 @@ const file_codemode_v1_error_reason_proto_rawDesc = "" +
 	"\x1fERROR_REASON_ARTIFACT_NOT_FOUND\x10\x18\x12#\n" +
 	"\x1fERROR_REASON_ARTIFACT_TOO_LARGE\x10\x19\x12!\n" +
 	"\x1dERROR_REASON_ARTIFACT_INVALID\x10\x1a\x12$\n" +
-	" ERROR_REASON_STORAGE_UNAVAILABLE\x10\x1b\x12&\n" +
+	" ERROR_REASON_STORAGE_UNAVAILABLE\x10\x1b\x12\x1f\n" +
+	"\x1bERROR_REASON_EVENTS_EXPIRED\x10\x1c\x12\"\n" +
+	"\x1eERROR_REASON_SESSION_ELSEWHERE\x10\x1d\x12&\n" +
 	"\"ERROR_REASON_RUNTIME_DEPS_DISABLED\x10\x1e\x12%\n" +
 	"!ERROR_REASON_INVALID_PACKAGE_SPEC\x10\x1f\x12$\n" +
 	" ERROR_REASON_DEPS_INSTALL_FAILED\x10 \x12\x19\n" +
-	"\x15ERROR_REASON_INTERNAL\x10(B[\n" +
+	"\x15ERROR_REASON_INTERNAL\x10(\x12\x1f\n" +
+	"\x1bERROR_REASON_CALL_CANCELLED\x10)\x12\"\n" +
+	"\x1eERROR_REASON_DEADLINE_EXCEEDED\x10*B[\n" +
 	"\x0fdev.codemode.v1P\x01ZFgithub.com/codemode-dev/codemode/clients/go/gen/codemode/v1;codemodev1b\x06proto3"
 
 var (

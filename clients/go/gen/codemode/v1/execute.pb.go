@@ -7,6 +7,7 @@
 package codemodev1
 
 import (
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
@@ -84,7 +85,8 @@ const (
 	ExecutionStatus_EXECUTION_STATUS_ERROR ExecutionStatus = 2
 	// The timeout expired and the code was stopped.
 	ExecutionStatus_EXECUTION_STATUS_TIMEOUT ExecutionStatus = 3
-	// The client cancelled and the code was stopped.
+	// The client cancelled (the Execute call or CancelExecution) and the code
+	// was stopped.
 	ExecutionStatus_EXECUTION_STATUS_CANCELLED ExecutionStatus = 4
 	// The interpreter process died (os._exit, a signal, out of memory).
 	ExecutionStatus_EXECUTION_STATUS_SANDBOX_DIED ExecutionStatus = 5
@@ -142,13 +144,16 @@ type ExecuteRequest struct {
 	// "sessions/{session}"
 	Session string `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
 	// Python source. The value of a final expression statement is reported in
-	// a result event; top-level await is allowed.
+	// a result event; top-level await is allowed. Empty or whitespace-only
+	// code runs as a no-op (started, then finished OK), as in Jupyter.
 	Code string `protobuf:"bytes,2,opt,name=code,proto3" json:"code,omitempty"`
 	// Execution timeout; unset means the session's default.
 	Timeout *durationpb.Duration `protobuf:"bytes,3,opt,name=timeout,proto3" json:"timeout,omitempty"`
-	// Optional idempotency key: a second Execute with the same request_id on
-	// the same session is rejected with ALREADY_EXISTS instead of running the
-	// code twice.
+	// Optional idempotency key (unique per session): a retry with the same
+	// request_id never runs the code twice. While the first execution runs,
+	// the retry attaches to it; after it ended, the retry receives its
+	// recorded events from the start. A retry with different code is refused
+	// with ALREADY_EXISTS (DUPLICATE_REQUEST).
 	RequestId     string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -214,8 +219,11 @@ func (x *ExecuteRequest) GetRequestId() string {
 
 type ExecuteResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// 1, 2, 3, ... per execution, with no gaps.
-	Sequence uint64 `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// 1, 2, 3, ... per execution, with no gaps, over every event except
+	// heartbeats. A heartbeat carries the sequence of the event before it, so
+	// a consumer that resumes with AttachExecution passes the last sequence it
+	// saw, whatever the event.
+	Sequence int64 `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
 	// Types that are valid to be assigned to Event:
 	//
 	//	*ExecuteResponse_Started
@@ -259,7 +267,7 @@ func (*ExecuteResponse) Descriptor() ([]byte, []int) {
 	return file_codemode_v1_execute_proto_rawDescGZIP(), []int{1}
 }
 
-func (x *ExecuteResponse) GetSequence() uint64 {
+func (x *ExecuteResponse) GetSequence() int64 {
 	if x != nil {
 		return x.Sequence
 	}
@@ -374,9 +382,11 @@ type ExecutionStarted struct {
 	Execution string                 `protobuf:"bytes,1,opt,name=execution,proto3" json:"execution,omitempty"`
 	StartTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
 	// The interpreter generation that runs the code (see Session).
-	InterpreterGeneration uint32 `protobuf:"varint,3,opt,name=interpreter_generation,json=interpreterGeneration,proto3" json:"interpreter_generation,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	InterpreterGeneration int64 `protobuf:"varint,3,opt,name=interpreter_generation,json=interpreterGeneration,proto3" json:"interpreter_generation,omitempty"`
+	// The request_id of the Execute that started it, if any.
+	RequestId     string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ExecutionStarted) Reset() {
@@ -423,11 +433,18 @@ func (x *ExecutionStarted) GetStartTime() *timestamppb.Timestamp {
 	return nil
 }
 
-func (x *ExecutionStarted) GetInterpreterGeneration() uint32 {
+func (x *ExecutionStarted) GetInterpreterGeneration() int64 {
 	if x != nil {
 		return x.InterpreterGeneration
 	}
 	return 0
+}
+
+func (x *ExecutionStarted) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
 }
 
 // A chunk of stdout or stderr, captured at the file-descriptor level (so
@@ -439,7 +456,7 @@ type ExecutionOutput struct {
 	Data   []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
 	// Bytes of this stream dropped just before this chunk because the
 	// execution exceeded its output budget (head and tail are kept).
-	DroppedBytesBefore uint64 `protobuf:"varint,3,opt,name=dropped_bytes_before,json=droppedBytesBefore,proto3" json:"dropped_bytes_before,omitempty"`
+	DroppedBytesBefore int64 `protobuf:"varint,3,opt,name=dropped_bytes_before,json=droppedBytesBefore,proto3" json:"dropped_bytes_before,omitempty"`
 	unknownFields      protoimpl.UnknownFields
 	sizeCache          protoimpl.SizeCache
 }
@@ -488,7 +505,7 @@ func (x *ExecutionOutput) GetData() []byte {
 	return nil
 }
 
-func (x *ExecutionOutput) GetDroppedBytesBefore() uint64 {
+func (x *ExecutionOutput) GetDroppedBytesBefore() int64 {
 	if x != nil {
 		return x.DroppedBytesBefore
 	}
@@ -501,7 +518,8 @@ type ExecutionResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The value as JSON, when it is JSON-serializable.
 	Json *string `protobuf:"bytes,1,opt,name=json,proto3,oneof" json:"json,omitempty"`
-	// repr() of the value (truncated to 64 KiB).
+	// repr() of the value (truncated to 64 KiB; text that is not valid
+	// Unicode, such as lone surrogates, is escaped).
 	Repr string `protobuf:"bytes,2,opt,name=repr,proto3" json:"repr,omitempty"`
 	// Qualified type name, e.g. "builtins.dict" or "pandas.core.frame.DataFrame".
 	TypeName      string `protobuf:"bytes,3,opt,name=type_name,json=typeName,proto3" json:"type_name,omitempty"`
@@ -670,17 +688,17 @@ func (*Heartbeat) Descriptor() ([]byte, []int) {
 	return file_codemode_v1_execute_proto_rawDescGZIP(), []int{6}
 }
 
-// Last event of every execution.
+// Last event of every execution that the server saw end.
 type ExecutionFinished struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Status   ExecutionStatus        `protobuf:"varint,1,opt,name=status,proto3,enum=codemode.v1.ExecutionStatus" json:"status,omitempty"`
 	Duration *durationpb.Duration   `protobuf:"bytes,2,opt,name=duration,proto3" json:"duration,omitempty"`
 	// Bytes the code wrote to each stream, including dropped bytes.
-	StdoutBytes uint64 `protobuf:"varint,3,opt,name=stdout_bytes,json=stdoutBytes,proto3" json:"stdout_bytes,omitempty"`
-	StderrBytes uint64 `protobuf:"varint,4,opt,name=stderr_bytes,json=stderrBytes,proto3" json:"stderr_bytes,omitempty"`
+	StdoutBytes int64 `protobuf:"varint,3,opt,name=stdout_bytes,json=stdoutBytes,proto3" json:"stdout_bytes,omitempty"`
+	StderrBytes int64 `protobuf:"varint,4,opt,name=stderr_bytes,json=stderrBytes,proto3" json:"stderr_bytes,omitempty"`
 	// Bytes dropped from the middle of each stream by the output budget.
-	StdoutTruncatedBytes uint64 `protobuf:"varint,5,opt,name=stdout_truncated_bytes,json=stdoutTruncatedBytes,proto3" json:"stdout_truncated_bytes,omitempty"`
-	StderrTruncatedBytes uint64 `protobuf:"varint,6,opt,name=stderr_truncated_bytes,json=stderrTruncatedBytes,proto3" json:"stderr_truncated_bytes,omitempty"`
+	StdoutTruncatedBytes int64 `protobuf:"varint,5,opt,name=stdout_truncated_bytes,json=stdoutTruncatedBytes,proto3" json:"stdout_truncated_bytes,omitempty"`
+	StderrTruncatedBytes int64 `protobuf:"varint,6,opt,name=stderr_truncated_bytes,json=stderrTruncatedBytes,proto3" json:"stderr_truncated_bytes,omitempty"`
 	// True when the interpreter was replaced, so variables, imports and
 	// functions defined before are gone.
 	StateLost bool `protobuf:"varint,7,opt,name=state_lost,json=stateLost,proto3" json:"state_lost,omitempty"`
@@ -734,28 +752,28 @@ func (x *ExecutionFinished) GetDuration() *durationpb.Duration {
 	return nil
 }
 
-func (x *ExecutionFinished) GetStdoutBytes() uint64 {
+func (x *ExecutionFinished) GetStdoutBytes() int64 {
 	if x != nil {
 		return x.StdoutBytes
 	}
 	return 0
 }
 
-func (x *ExecutionFinished) GetStderrBytes() uint64 {
+func (x *ExecutionFinished) GetStderrBytes() int64 {
 	if x != nil {
 		return x.StderrBytes
 	}
 	return 0
 }
 
-func (x *ExecutionFinished) GetStdoutTruncatedBytes() uint64 {
+func (x *ExecutionFinished) GetStdoutTruncatedBytes() int64 {
 	if x != nil {
 		return x.StdoutTruncatedBytes
 	}
 	return 0
 }
 
-func (x *ExecutionFinished) GetStderrTruncatedBytes() uint64 {
+func (x *ExecutionFinished) GetStderrTruncatedBytes() int64 {
 	if x != nil {
 		return x.StderrTruncatedBytes
 	}
@@ -776,35 +794,185 @@ func (x *ExecutionFinished) GetMessage() string {
 	return ""
 }
 
+type AttachExecutionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "sessions/{session}/executions/{execution}", from ExecutionStarted.
+	Execution string `protobuf:"bytes,1,opt,name=execution,proto3" json:"execution,omitempty"`
+	// Stream the events after this sequence (0: from the start). Below the
+	// first sequence still kept: OUT_OF_RANGE (EVENTS_EXPIRED, metadata
+	// "firstAvailableSequence").
+	AfterSequence int64 `protobuf:"varint,2,opt,name=after_sequence,json=afterSequence,proto3" json:"after_sequence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttachExecutionRequest) Reset() {
+	*x = AttachExecutionRequest{}
+	mi := &file_codemode_v1_execute_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttachExecutionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttachExecutionRequest) ProtoMessage() {}
+
+func (x *AttachExecutionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_codemode_v1_execute_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttachExecutionRequest.ProtoReflect.Descriptor instead.
+func (*AttachExecutionRequest) Descriptor() ([]byte, []int) {
+	return file_codemode_v1_execute_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *AttachExecutionRequest) GetExecution() string {
+	if x != nil {
+		return x.Execution
+	}
+	return ""
+}
+
+func (x *AttachExecutionRequest) GetAfterSequence() int64 {
+	if x != nil {
+		return x.AfterSequence
+	}
+	return 0
+}
+
+type CancelExecutionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "sessions/{session}/executions/{execution}"
+	Execution     string `protobuf:"bytes,1,opt,name=execution,proto3" json:"execution,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelExecutionRequest) Reset() {
+	*x = CancelExecutionRequest{}
+	mi := &file_codemode_v1_execute_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelExecutionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelExecutionRequest) ProtoMessage() {}
+
+func (x *CancelExecutionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_codemode_v1_execute_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelExecutionRequest.ProtoReflect.Descriptor instead.
+func (*CancelExecutionRequest) Descriptor() ([]byte, []int) {
+	return file_codemode_v1_execute_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *CancelExecutionRequest) GetExecution() string {
+	if x != nil {
+		return x.Execution
+	}
+	return ""
+}
+
+type CancelExecutionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// False when the execution had already ended.
+	Cancelled     bool `protobuf:"varint,1,opt,name=cancelled,proto3" json:"cancelled,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelExecutionResponse) Reset() {
+	*x = CancelExecutionResponse{}
+	mi := &file_codemode_v1_execute_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelExecutionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelExecutionResponse) ProtoMessage() {}
+
+func (x *CancelExecutionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_codemode_v1_execute_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelExecutionResponse.ProtoReflect.Descriptor instead.
+func (*CancelExecutionResponse) Descriptor() ([]byte, []int) {
+	return file_codemode_v1_execute_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *CancelExecutionResponse) GetCancelled() bool {
+	if x != nil {
+		return x.Cancelled
+	}
+	return false
+}
+
 var File_codemode_v1_execute_proto protoreflect.FileDescriptor
 
 const file_codemode_v1_execute_proto_rawDesc = "" +
 	"\n" +
-	"\x19codemode/v1/execute.proto\x12\vcodemode.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x92\x01\n" +
-	"\x0eExecuteRequest\x12\x18\n" +
-	"\asession\x18\x01 \x01(\tR\asession\x12\x12\n" +
+	"\x19codemode/v1/execute.proto\x12\vcodemode.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb1\x01\n" +
+	"\x0eExecuteRequest\x127\n" +
+	"\asession\x18\x01 \x01(\tB\x1d\xe2A\x01\x02\xfaA\x16\n" +
+	"\x14codemode.dev/SessionR\asession\x12\x12\n" +
 	"\x04code\x18\x02 \x01(\tR\x04code\x123\n" +
 	"\atimeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x04 \x01(\tR\trequestId\"\x8c\x03\n" +
 	"\x0fExecuteResponse\x12\x1a\n" +
-	"\bsequence\x18\x01 \x01(\x04R\bsequence\x129\n" +
+	"\bsequence\x18\x01 \x01(\x03R\bsequence\x129\n" +
 	"\astarted\x18\x02 \x01(\v2\x1d.codemode.v1.ExecutionStartedH\x00R\astarted\x126\n" +
 	"\x06output\x18\x03 \x01(\v2\x1c.codemode.v1.ExecutionOutputH\x00R\x06output\x126\n" +
 	"\x06result\x18\x04 \x01(\v2\x1c.codemode.v1.ExecutionResultH\x00R\x06result\x123\n" +
 	"\x05error\x18\x05 \x01(\v2\x1b.codemode.v1.ExecutionErrorH\x00R\x05error\x126\n" +
 	"\theartbeat\x18\x06 \x01(\v2\x16.codemode.v1.HeartbeatH\x00R\theartbeat\x12<\n" +
 	"\bfinished\x18\a \x01(\v2\x1e.codemode.v1.ExecutionFinishedH\x00R\bfinishedB\a\n" +
-	"\x05event\"\xa2\x01\n" +
-	"\x10ExecutionStarted\x12\x1c\n" +
-	"\texecution\x18\x01 \x01(\tR\texecution\x129\n" +
+	"\x05event\"\xde\x01\n" +
+	"\x10ExecutionStarted\x129\n" +
+	"\texecution\x18\x01 \x01(\tB\x1b\xfaA\x18\n" +
+	"\x16codemode.dev/ExecutionR\texecution\x129\n" +
 	"\n" +
 	"start_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
-	"\x16interpreter_generation\x18\x03 \x01(\rR\x15interpreterGeneration\"\x8a\x01\n" +
+	"\x16interpreter_generation\x18\x03 \x01(\x03R\x15interpreterGeneration\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\"\x8a\x01\n" +
 	"\x0fExecutionOutput\x121\n" +
 	"\x06stream\x18\x01 \x01(\x0e2\x19.codemode.v1.OutputStreamR\x06stream\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\x120\n" +
-	"\x14dropped_bytes_before\x18\x03 \x01(\x04R\x12droppedBytesBefore\"d\n" +
+	"\x14dropped_bytes_before\x18\x03 \x01(\x03R\x12droppedBytesBefore\"d\n" +
 	"\x0fExecutionResult\x12\x17\n" +
 	"\x04json\x18\x01 \x01(\tH\x00R\x04json\x88\x01\x01\x12\x12\n" +
 	"\x04repr\x18\x02 \x01(\tR\x04repr\x12\x1b\n" +
@@ -819,13 +987,22 @@ const file_codemode_v1_execute_proto_rawDesc = "" +
 	"\x11ExecutionFinished\x124\n" +
 	"\x06status\x18\x01 \x01(\x0e2\x1c.codemode.v1.ExecutionStatusR\x06status\x125\n" +
 	"\bduration\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12!\n" +
-	"\fstdout_bytes\x18\x03 \x01(\x04R\vstdoutBytes\x12!\n" +
-	"\fstderr_bytes\x18\x04 \x01(\x04R\vstderrBytes\x124\n" +
-	"\x16stdout_truncated_bytes\x18\x05 \x01(\x04R\x14stdoutTruncatedBytes\x124\n" +
-	"\x16stderr_truncated_bytes\x18\x06 \x01(\x04R\x14stderrTruncatedBytes\x12\x1d\n" +
+	"\fstdout_bytes\x18\x03 \x01(\x03R\vstdoutBytes\x12!\n" +
+	"\fstderr_bytes\x18\x04 \x01(\x03R\vstderrBytes\x124\n" +
+	"\x16stdout_truncated_bytes\x18\x05 \x01(\x03R\x14stdoutTruncatedBytes\x124\n" +
+	"\x16stderr_truncated_bytes\x18\x06 \x01(\x03R\x14stderrTruncatedBytes\x12\x1d\n" +
 	"\n" +
 	"state_lost\x18\a \x01(\bR\tstateLost\x12\x18\n" +
-	"\amessage\x18\b \x01(\tR\amessage*a\n" +
+	"\amessage\x18\b \x01(\tR\amessage\"~\n" +
+	"\x16AttachExecutionRequest\x12=\n" +
+	"\texecution\x18\x01 \x01(\tB\x1f\xe2A\x01\x02\xfaA\x18\n" +
+	"\x16codemode.dev/ExecutionR\texecution\x12%\n" +
+	"\x0eafter_sequence\x18\x02 \x01(\x03R\rafterSequence\"W\n" +
+	"\x16CancelExecutionRequest\x12=\n" +
+	"\texecution\x18\x01 \x01(\tB\x1f\xe2A\x01\x02\xfaA\x18\n" +
+	"\x16codemode.dev/ExecutionR\texecution\"7\n" +
+	"\x17CancelExecutionResponse\x12\x1c\n" +
+	"\tcancelled\x18\x01 \x01(\bR\tcancelled*a\n" +
 	"\fOutputStream\x12\x1d\n" +
 	"\x19OUTPUT_STREAM_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14OUTPUT_STREAM_STDOUT\x10\x01\x12\x18\n" +
@@ -836,9 +1013,12 @@ const file_codemode_v1_execute_proto_rawDesc = "" +
 	"\x16EXECUTION_STATUS_ERROR\x10\x02\x12\x1c\n" +
 	"\x18EXECUTION_STATUS_TIMEOUT\x10\x03\x12\x1e\n" +
 	"\x1aEXECUTION_STATUS_CANCELLED\x10\x04\x12!\n" +
-	"\x1dEXECUTION_STATUS_SANDBOX_DIED\x10\x052X\n" +
+	"\x1dEXECUTION_STATUS_SANDBOX_DIED\x10\x052\x8e\x02\n" +
 	"\x0eExecuteService\x12F\n" +
-	"\aExecute\x12\x1b.codemode.v1.ExecuteRequest\x1a\x1c.codemode.v1.ExecuteResponse0\x01B[\n" +
+	"\aExecute\x12\x1b.codemode.v1.ExecuteRequest\x1a\x1c.codemode.v1.ExecuteResponse0\x01\x12V\n" +
+	"\x0fAttachExecution\x12#.codemode.v1.AttachExecutionRequest\x1a\x1c.codemode.v1.ExecuteResponse0\x01\x12\\\n" +
+	"\x0fCancelExecution\x12#.codemode.v1.CancelExecutionRequest\x1a$.codemode.v1.CancelExecutionResponseB\xa1\x01\xeaAC\n" +
+	"\x16codemode.dev/Execution\x12)sessions/{session}/executions/{execution}\n" +
 	"\x0fdev.codemode.v1P\x01ZFgithub.com/codemode-dev/codemode/clients/go/gen/codemode/v1;codemodev1b\x06proto3"
 
 var (
@@ -854,37 +1034,44 @@ func file_codemode_v1_execute_proto_rawDescGZIP() []byte {
 }
 
 var file_codemode_v1_execute_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_codemode_v1_execute_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_codemode_v1_execute_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_codemode_v1_execute_proto_goTypes = []any{
-	(OutputStream)(0),             // 0: codemode.v1.OutputStream
-	(ExecutionStatus)(0),          // 1: codemode.v1.ExecutionStatus
-	(*ExecuteRequest)(nil),        // 2: codemode.v1.ExecuteRequest
-	(*ExecuteResponse)(nil),       // 3: codemode.v1.ExecuteResponse
-	(*ExecutionStarted)(nil),      // 4: codemode.v1.ExecutionStarted
-	(*ExecutionOutput)(nil),       // 5: codemode.v1.ExecutionOutput
-	(*ExecutionResult)(nil),       // 6: codemode.v1.ExecutionResult
-	(*ExecutionError)(nil),        // 7: codemode.v1.ExecutionError
-	(*Heartbeat)(nil),             // 8: codemode.v1.Heartbeat
-	(*ExecutionFinished)(nil),     // 9: codemode.v1.ExecutionFinished
-	(*durationpb.Duration)(nil),   // 10: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
+	(OutputStream)(0),               // 0: codemode.v1.OutputStream
+	(ExecutionStatus)(0),            // 1: codemode.v1.ExecutionStatus
+	(*ExecuteRequest)(nil),          // 2: codemode.v1.ExecuteRequest
+	(*ExecuteResponse)(nil),         // 3: codemode.v1.ExecuteResponse
+	(*ExecutionStarted)(nil),        // 4: codemode.v1.ExecutionStarted
+	(*ExecutionOutput)(nil),         // 5: codemode.v1.ExecutionOutput
+	(*ExecutionResult)(nil),         // 6: codemode.v1.ExecutionResult
+	(*ExecutionError)(nil),          // 7: codemode.v1.ExecutionError
+	(*Heartbeat)(nil),               // 8: codemode.v1.Heartbeat
+	(*ExecutionFinished)(nil),       // 9: codemode.v1.ExecutionFinished
+	(*AttachExecutionRequest)(nil),  // 10: codemode.v1.AttachExecutionRequest
+	(*CancelExecutionRequest)(nil),  // 11: codemode.v1.CancelExecutionRequest
+	(*CancelExecutionResponse)(nil), // 12: codemode.v1.CancelExecutionResponse
+	(*durationpb.Duration)(nil),     // 13: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 14: google.protobuf.Timestamp
 }
 var file_codemode_v1_execute_proto_depIdxs = []int32{
-	10, // 0: codemode.v1.ExecuteRequest.timeout:type_name -> google.protobuf.Duration
+	13, // 0: codemode.v1.ExecuteRequest.timeout:type_name -> google.protobuf.Duration
 	4,  // 1: codemode.v1.ExecuteResponse.started:type_name -> codemode.v1.ExecutionStarted
 	5,  // 2: codemode.v1.ExecuteResponse.output:type_name -> codemode.v1.ExecutionOutput
 	6,  // 3: codemode.v1.ExecuteResponse.result:type_name -> codemode.v1.ExecutionResult
 	7,  // 4: codemode.v1.ExecuteResponse.error:type_name -> codemode.v1.ExecutionError
 	8,  // 5: codemode.v1.ExecuteResponse.heartbeat:type_name -> codemode.v1.Heartbeat
 	9,  // 6: codemode.v1.ExecuteResponse.finished:type_name -> codemode.v1.ExecutionFinished
-	11, // 7: codemode.v1.ExecutionStarted.start_time:type_name -> google.protobuf.Timestamp
+	14, // 7: codemode.v1.ExecutionStarted.start_time:type_name -> google.protobuf.Timestamp
 	0,  // 8: codemode.v1.ExecutionOutput.stream:type_name -> codemode.v1.OutputStream
 	1,  // 9: codemode.v1.ExecutionFinished.status:type_name -> codemode.v1.ExecutionStatus
-	10, // 10: codemode.v1.ExecutionFinished.duration:type_name -> google.protobuf.Duration
+	13, // 10: codemode.v1.ExecutionFinished.duration:type_name -> google.protobuf.Duration
 	2,  // 11: codemode.v1.ExecuteService.Execute:input_type -> codemode.v1.ExecuteRequest
-	3,  // 12: codemode.v1.ExecuteService.Execute:output_type -> codemode.v1.ExecuteResponse
-	12, // [12:13] is the sub-list for method output_type
-	11, // [11:12] is the sub-list for method input_type
+	10, // 12: codemode.v1.ExecuteService.AttachExecution:input_type -> codemode.v1.AttachExecutionRequest
+	11, // 13: codemode.v1.ExecuteService.CancelExecution:input_type -> codemode.v1.CancelExecutionRequest
+	3,  // 14: codemode.v1.ExecuteService.Execute:output_type -> codemode.v1.ExecuteResponse
+	3,  // 15: codemode.v1.ExecuteService.AttachExecution:output_type -> codemode.v1.ExecuteResponse
+	12, // 16: codemode.v1.ExecuteService.CancelExecution:output_type -> codemode.v1.CancelExecutionResponse
+	14, // [14:17] is the sub-list for method output_type
+	11, // [11:14] is the sub-list for method input_type
 	11, // [11:11] is the sub-list for extension type_name
 	11, // [11:11] is the sub-list for extension extendee
 	0,  // [0:11] is the sub-list for field type_name
@@ -910,7 +1097,7 @@ func file_codemode_v1_execute_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_codemode_v1_execute_proto_rawDesc), len(file_codemode_v1_execute_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   8,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,7 +19,9 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	ExecuteService_Execute_FullMethodName = "/codemode.v1.ExecuteService/Execute"
+	ExecuteService_Execute_FullMethodName         = "/codemode.v1.ExecuteService/Execute"
+	ExecuteService_AttachExecution_FullMethodName = "/codemode.v1.ExecuteService/AttachExecution"
+	ExecuteService_CancelExecution_FullMethodName = "/codemode.v1.ExecuteService/CancelExecution"
 )
 
 // ExecuteServiceClient is the client API for ExecuteService service.
@@ -30,12 +32,26 @@ const (
 type ExecuteServiceClient interface {
 	// Runs code in the session's interpreter. The stream carries, in sequence
 	// order: started, any number of output / result / error / heartbeat
-	// events, and finished, always last. A failure of the user's code (an
-	// exception, a timeout, a crash of the interpreter) is reported in events
-	// and the stream ends with status OK; infrastructure failures (unknown
-	// session, agent unreachable, auth) end the stream with a gRPC error status
-	// carrying google.rpc.ErrorInfo. Cancelling the call interrupts the code.
+	// events, and finished. A failure of the user's code (an exception, a
+	// timeout, a crash of the interpreter) is reported in events and the
+	// stream ends with status OK after finished. Infrastructure failures
+	// (unknown session, agent unreachable, auth, a server shutting down) end
+	// the stream with a gRPC error status carrying google.rpc.ErrorInfo, with
+	// or without a finished event before it.
+	//
+	// Cancelling the call cancels the execution (as CancelExecution does): the
+	// session stays BUSY until the code has stopped, and the execution ends as
+	// CANCELLED, which AttachExecution shows.
 	Execute(ctx context.Context, in *ExecuteRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExecuteResponse], error)
+	// Streams an execution's events after `after_sequence`, live while it runs
+	// and from its record after it ended (kept for the server's documented
+	// retention), with no gap and no duplicate. Any number of callers may
+	// attach to one execution. Detaching does not cancel it.
+	AttachExecution(ctx context.Context, in *AttachExecutionRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExecuteResponse], error)
+	// Asks a running execution to stop (SIGINT, then a kill after the grace
+	// period). Returns at once; the execution's stream ends with finished
+	// CANCELLED. Cancelling an execution that already ended is a no-op.
+	CancelExecution(ctx context.Context, in *CancelExecutionRequest, opts ...grpc.CallOption) (*CancelExecutionResponse, error)
 }
 
 type executeServiceClient struct {
@@ -65,6 +81,35 @@ func (c *executeServiceClient) Execute(ctx context.Context, in *ExecuteRequest, 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ExecuteService_ExecuteClient = grpc.ServerStreamingClient[ExecuteResponse]
 
+func (c *executeServiceClient) AttachExecution(ctx context.Context, in *AttachExecutionRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExecuteResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ExecuteService_ServiceDesc.Streams[1], ExecuteService_AttachExecution_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[AttachExecutionRequest, ExecuteResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ExecuteService_AttachExecutionClient = grpc.ServerStreamingClient[ExecuteResponse]
+
+func (c *executeServiceClient) CancelExecution(ctx context.Context, in *CancelExecutionRequest, opts ...grpc.CallOption) (*CancelExecutionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CancelExecutionResponse)
+	err := c.cc.Invoke(ctx, ExecuteService_CancelExecution_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ExecuteServiceServer is the server API for ExecuteService service.
 // All implementations must embed UnimplementedExecuteServiceServer
 // for forward compatibility.
@@ -73,12 +118,26 @@ type ExecuteService_ExecuteClient = grpc.ServerStreamingClient[ExecuteResponse]
 type ExecuteServiceServer interface {
 	// Runs code in the session's interpreter. The stream carries, in sequence
 	// order: started, any number of output / result / error / heartbeat
-	// events, and finished, always last. A failure of the user's code (an
-	// exception, a timeout, a crash of the interpreter) is reported in events
-	// and the stream ends with status OK; infrastructure failures (unknown
-	// session, agent unreachable, auth) end the stream with a gRPC error status
-	// carrying google.rpc.ErrorInfo. Cancelling the call interrupts the code.
+	// events, and finished. A failure of the user's code (an exception, a
+	// timeout, a crash of the interpreter) is reported in events and the
+	// stream ends with status OK after finished. Infrastructure failures
+	// (unknown session, agent unreachable, auth, a server shutting down) end
+	// the stream with a gRPC error status carrying google.rpc.ErrorInfo, with
+	// or without a finished event before it.
+	//
+	// Cancelling the call cancels the execution (as CancelExecution does): the
+	// session stays BUSY until the code has stopped, and the execution ends as
+	// CANCELLED, which AttachExecution shows.
 	Execute(*ExecuteRequest, grpc.ServerStreamingServer[ExecuteResponse]) error
+	// Streams an execution's events after `after_sequence`, live while it runs
+	// and from its record after it ended (kept for the server's documented
+	// retention), with no gap and no duplicate. Any number of callers may
+	// attach to one execution. Detaching does not cancel it.
+	AttachExecution(*AttachExecutionRequest, grpc.ServerStreamingServer[ExecuteResponse]) error
+	// Asks a running execution to stop (SIGINT, then a kill after the grace
+	// period). Returns at once; the execution's stream ends with finished
+	// CANCELLED. Cancelling an execution that already ended is a no-op.
+	CancelExecution(context.Context, *CancelExecutionRequest) (*CancelExecutionResponse, error)
 	mustEmbedUnimplementedExecuteServiceServer()
 }
 
@@ -91,6 +150,12 @@ type UnimplementedExecuteServiceServer struct{}
 
 func (UnimplementedExecuteServiceServer) Execute(*ExecuteRequest, grpc.ServerStreamingServer[ExecuteResponse]) error {
 	return status.Error(codes.Unimplemented, "method Execute not implemented")
+}
+func (UnimplementedExecuteServiceServer) AttachExecution(*AttachExecutionRequest, grpc.ServerStreamingServer[ExecuteResponse]) error {
+	return status.Error(codes.Unimplemented, "method AttachExecution not implemented")
+}
+func (UnimplementedExecuteServiceServer) CancelExecution(context.Context, *CancelExecutionRequest) (*CancelExecutionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelExecution not implemented")
 }
 func (UnimplementedExecuteServiceServer) mustEmbedUnimplementedExecuteServiceServer() {}
 func (UnimplementedExecuteServiceServer) testEmbeddedByValue()                        {}
@@ -124,17 +189,56 @@ func _ExecuteService_Execute_Handler(srv interface{}, stream grpc.ServerStream) 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ExecuteService_ExecuteServer = grpc.ServerStreamingServer[ExecuteResponse]
 
+func _ExecuteService_AttachExecution_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(AttachExecutionRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ExecuteServiceServer).AttachExecution(m, &grpc.GenericServerStream[AttachExecutionRequest, ExecuteResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ExecuteService_AttachExecutionServer = grpc.ServerStreamingServer[ExecuteResponse]
+
+func _ExecuteService_CancelExecution_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelExecutionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ExecuteServiceServer).CancelExecution(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ExecuteService_CancelExecution_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ExecuteServiceServer).CancelExecution(ctx, req.(*CancelExecutionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ExecuteService_ServiceDesc is the grpc.ServiceDesc for ExecuteService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
 var ExecuteService_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "codemode.v1.ExecuteService",
 	HandlerType: (*ExecuteServiceServer)(nil),
-	Methods:     []grpc.MethodDesc{},
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "CancelExecution",
+			Handler:    _ExecuteService_CancelExecution_Handler,
+		},
+	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "Execute",
 			Handler:       _ExecuteService_Execute_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "AttachExecution",
+			Handler:       _ExecuteService_AttachExecution_Handler,
 			ServerStreams: true,
 		},
 	},

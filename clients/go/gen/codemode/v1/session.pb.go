@@ -7,6 +7,7 @@
 package codemodev1
 
 import (
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
@@ -80,16 +81,19 @@ type Session_State int32
 
 const (
 	Session_STATE_UNSPECIFIED Session_State = 0
-	// The sandbox is being started.
+	// The sandbox is being started (and its start-up deps installed).
 	Session_STATE_STARTING Session_State = 1
 	// Idle and accepting Executes.
 	Session_STATE_READY Session_State = 2
-	// An Execute is running.
+	// An Execute is running, or a cancelled one is still winding down.
 	Session_STATE_BUSY Session_State = 3
 	// The sandbox failed; see state_message. ResetSession may fix it.
 	Session_STATE_FAILED Session_State = 4
 	// Deleted or expired; kept only in responses to the call that closed it.
 	Session_STATE_CLOSED Session_State = 5
+	// Packages are being installed (AddDependency, SyncDependencies);
+	// Execute gets SESSION_BUSY until the install ends (see last_install).
+	Session_STATE_INSTALLING Session_State = 6
 )
 
 // Enum value maps for Session_State.
@@ -101,6 +105,7 @@ var (
 		3: "STATE_BUSY",
 		4: "STATE_FAILED",
 		5: "STATE_CLOSED",
+		6: "STATE_INSTALLING",
 	}
 	Session_State_value = map[string]int32{
 		"STATE_UNSPECIFIED": 0,
@@ -109,6 +114,7 @@ var (
 		"STATE_BUSY":        3,
 		"STATE_FAILED":      4,
 		"STATE_CLOSED":      5,
+		"STATE_INSTALLING":  6,
 	}
 )
 
@@ -139,35 +145,92 @@ func (Session_State) EnumDescriptor() ([]byte, []int) {
 	return file_codemode_v1_session_proto_rawDescGZIP(), []int{0, 0}
 }
 
-// Session is the resource "sessions/{session}".
+// Progress of an install.
+type DependencyInstall_State int32
+
+const (
+	DependencyInstall_STATE_UNSPECIFIED DependencyInstall_State = 0
+	DependencyInstall_STATE_RUNNING     DependencyInstall_State = 1
+	DependencyInstall_STATE_SUCCEEDED   DependencyInstall_State = 2
+	DependencyInstall_STATE_FAILED      DependencyInstall_State = 3
+)
+
+// Enum value maps for DependencyInstall_State.
+var (
+	DependencyInstall_State_name = map[int32]string{
+		0: "STATE_UNSPECIFIED",
+		1: "STATE_RUNNING",
+		2: "STATE_SUCCEEDED",
+		3: "STATE_FAILED",
+	}
+	DependencyInstall_State_value = map[string]int32{
+		"STATE_UNSPECIFIED": 0,
+		"STATE_RUNNING":     1,
+		"STATE_SUCCEEDED":   2,
+		"STATE_FAILED":      3,
+	}
+)
+
+func (x DependencyInstall_State) Enum() *DependencyInstall_State {
+	p := new(DependencyInstall_State)
+	*p = x
+	return p
+}
+
+func (x DependencyInstall_State) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DependencyInstall_State) Descriptor() protoreflect.EnumDescriptor {
+	return file_codemode_v1_session_proto_enumTypes[2].Descriptor()
+}
+
+func (DependencyInstall_State) Type() protoreflect.EnumType {
+	return &file_codemode_v1_session_proto_enumTypes[2]
+}
+
+func (x DependencyInstall_State) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DependencyInstall_State.Descriptor instead.
+func (DependencyInstall_State) EnumDescriptor() ([]byte, []int) {
+	return file_codemode_v1_session_proto_rawDescGZIP(), []int{1, 0}
+}
+
+// A session: one sandbox holding one stateful interpreter.
 type Session struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Output only. "sessions/{session}".
-	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// Output only.
+	// "sessions/{session}".
+	Name  string        `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	State Session_State `protobuf:"varint,2,opt,name=state,proto3,enum=codemode.v1.Session_State" json:"state,omitempty"`
-	// Output only. Why the session is FAILED, or empty.
+	// Why the session is FAILED, or empty.
 	StateMessage string `protobuf:"bytes,3,opt,name=state_message,json=stateMessage,proto3" json:"state_message,omitempty"`
 	// The sandbox configuration. On create, unset fields take the server's
 	// defaults; in responses, the effective configuration.
 	Config *SessionConfig `protobuf:"bytes,4,opt,name=config,proto3" json:"config,omitempty"`
-	// Output only. What this session's sandbox really enforces.
-	Capabilities *Capabilities `protobuf:"bytes,5,opt,name=capabilities,proto3" json:"capabilities,omitempty"`
-	// Output only.
-	CreateTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
-	// Output only. The last time an Execute started or finished.
+	// What this session's sandbox really enforces.
+	Capabilities *Capabilities          `protobuf:"bytes,5,opt,name=capabilities,proto3" json:"capabilities,omitempty"`
+	CreateTime   *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// The last time an Execute started or finished.
 	LastUseTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=last_use_time,json=lastUseTime,proto3" json:"last_use_time,omitempty"`
-	// Output only. When the session expires if it stays idle.
+	// When the session expires if it stays idle.
 	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
-	// The tenant the session belongs to; empty means the server's default tenant.
+	// The tenant the session belongs to: the caller's. Only an operator may
+	// name another tenant on create.
 	Tenant string `protobuf:"bytes,9,opt,name=tenant,proto3" json:"tenant,omitempty"`
 	// Free-form labels for the caller's bookkeeping.
 	Labels map[string]string `protobuf:"bytes,10,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	// Output only. Incremented every time the interpreter is replaced
-	// (ResetSession, a crash, a kill after a timeout).
-	InterpreterGeneration uint32 `protobuf:"varint,11,opt,name=interpreter_generation,json=interpreterGeneration,proto3" json:"interpreter_generation,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// Incremented every time the interpreter is replaced (ResetSession, a
+	// crash, a kill after a timeout or a cancel).
+	InterpreterGeneration int64 `protobuf:"varint,11,opt,name=interpreter_generation,json=interpreterGeneration,proto3" json:"interpreter_generation,omitempty"`
+	// The principal that created the session (its id in the principals file).
+	CreatedBy string `protobuf:"bytes,12,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
+	// The latest package install of this session (start-up deps,
+	// AddDependency, SyncDependencies); unset before the first.
+	LastInstall   *DependencyInstall `protobuf:"bytes,13,opt,name=last_install,json=lastInstall,proto3" json:"last_install,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Session) Reset() {
@@ -270,38 +333,158 @@ func (x *Session) GetLabels() map[string]string {
 	return nil
 }
 
-func (x *Session) GetInterpreterGeneration() uint32 {
+func (x *Session) GetInterpreterGeneration() int64 {
 	if x != nil {
 		return x.InterpreterGeneration
 	}
 	return 0
 }
 
+func (x *Session) GetCreatedBy() string {
+	if x != nil {
+		return x.CreatedBy
+	}
+	return ""
+}
+
+func (x *Session) GetLastInstall() *DependencyInstall {
+	if x != nil {
+		return x.LastInstall
+	}
+	return nil
+}
+
+// One package install in a session's sandbox.
+type DependencyInstall struct {
+	state protoimpl.MessageState  `protogen:"open.v1"`
+	State DependencyInstall_State `protobuf:"varint,1,opt,name=state,proto3,enum=codemode.v1.DependencyInstall_State" json:"state,omitempty"`
+	// The requirement specifiers this install was started for.
+	Packages []string `protobuf:"bytes,2,rep,name=packages,proto3" json:"packages,omitempty"`
+	// The packages it installed (empty until it ends).
+	Installed []string `protobuf:"bytes,3,rep,name=installed,proto3" json:"installed,omitempty"`
+	// Why it failed, when it did.
+	ErrorMessage string `protobuf:"bytes,4,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	// The ErrorReason name of the failure (e.g. "DEPS_INSTALL_FAILED").
+	ErrorReason   string                 `protobuf:"bytes,5,opt,name=error_reason,json=errorReason,proto3" json:"error_reason,omitempty"`
+	StartTime     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	EndTime       *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DependencyInstall) Reset() {
+	*x = DependencyInstall{}
+	mi := &file_codemode_v1_session_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DependencyInstall) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DependencyInstall) ProtoMessage() {}
+
+func (x *DependencyInstall) ProtoReflect() protoreflect.Message {
+	mi := &file_codemode_v1_session_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DependencyInstall.ProtoReflect.Descriptor instead.
+func (*DependencyInstall) Descriptor() ([]byte, []int) {
+	return file_codemode_v1_session_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *DependencyInstall) GetState() DependencyInstall_State {
+	if x != nil {
+		return x.State
+	}
+	return DependencyInstall_STATE_UNSPECIFIED
+}
+
+func (x *DependencyInstall) GetPackages() []string {
+	if x != nil {
+		return x.Packages
+	}
+	return nil
+}
+
+func (x *DependencyInstall) GetInstalled() []string {
+	if x != nil {
+		return x.Installed
+	}
+	return nil
+}
+
+func (x *DependencyInstall) GetErrorMessage() string {
+	if x != nil {
+		return x.ErrorMessage
+	}
+	return ""
+}
+
+func (x *DependencyInstall) GetErrorReason() string {
+	if x != nil {
+		return x.ErrorReason
+	}
+	return ""
+}
+
+func (x *DependencyInstall) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *DependencyInstall) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
 // SessionConfig uses the names of the py-code-mode production guide where
 // they exist (timeout, memory_limit, cpu_quota, network_disabled,
 // allow_runtime_deps, deps, sync_deps_on_start).
+//
+// Every scalar has presence: unset means the server's default, and a value
+// that is set is honoured or refused, never replaced. Numeric limits must be
+// positive when set. A setting the chosen sandbox cannot enforce is refused
+// with FAILED_PRECONDITION (LIMIT_NOT_ENFORCEABLE, metadata "field").
 type SessionConfig struct {
-	state       protoimpl.MessageState `protogen:"open.v1"`
-	SandboxKind SandboxKind            `protobuf:"varint,1,opt,name=sandbox_kind,json=sandboxKind,proto3,enum=codemode.v1.SandboxKind" json:"sandbox_kind,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Unspecified means the server's default kind.
+	SandboxKind SandboxKind `protobuf:"varint,1,opt,name=sandbox_kind,json=sandboxKind,proto3,enum=codemode.v1.SandboxKind" json:"sandbox_kind,omitempty"`
 	// Default execution timeout when an ExecuteRequest sets none.
 	Timeout *durationpb.Duration `protobuf:"bytes,2,opt,name=timeout,proto3" json:"timeout,omitempty"`
-	// Memory limit of the interpreter in bytes (0 = server default).
-	MemoryLimitBytes int64 `protobuf:"varint,3,opt,name=memory_limit_bytes,json=memoryLimitBytes,proto3" json:"memory_limit_bytes,omitempty"`
-	// CPU quota in CPUs, e.g. 0.5 (0 = server default / unlimited).
-	CpuQuota float64 `protobuf:"fixed64,4,opt,name=cpu_quota,json=cpuQuota,proto3" json:"cpu_quota,omitempty"`
-	// Maximum number of processes (0 = server default).
-	PidsLimit        int64 `protobuf:"varint,5,opt,name=pids_limit,json=pidsLimit,proto3" json:"pids_limit,omitempty"`
-	NetworkDisabled  bool  `protobuf:"varint,6,opt,name=network_disabled,json=networkDisabled,proto3" json:"network_disabled,omitempty"`
-	AllowRuntimeDeps bool  `protobuf:"varint,7,opt,name=allow_runtime_deps,json=allowRuntimeDeps,proto3" json:"allow_runtime_deps,omitempty"`
+	// Memory limit of the sandbox in bytes.
+	MemoryLimitBytes *int64 `protobuf:"varint,3,opt,name=memory_limit_bytes,json=memoryLimitBytes,proto3,oneof" json:"memory_limit_bytes,omitempty"`
+	// CPU quota in CPUs, e.g. 0.5.
+	CpuQuota *float64 `protobuf:"fixed64,4,opt,name=cpu_quota,json=cpuQuota,proto3,oneof" json:"cpu_quota,omitempty"`
+	// Maximum number of processes.
+	PidsLimit *int64 `protobuf:"varint,5,opt,name=pids_limit,json=pidsLimit,proto3,oneof" json:"pids_limit,omitempty"`
+	// True: the sandbox has no network.
+	NetworkDisabled *bool `protobuf:"varint,6,opt,name=network_disabled,json=networkDisabled,proto3,oneof" json:"network_disabled,omitempty"`
+	// False: AddDependency, RemoveDependency and `deps` in sandboxed code are
+	// refused with RUNTIME_DEPS_DISABLED.
+	AllowRuntimeDeps *bool `protobuf:"varint,7,opt,name=allow_runtime_deps,json=allowRuntimeDeps,proto3,oneof" json:"allow_runtime_deps,omitempty"`
 	// Packages the session starts with (pip requirement specifiers).
 	Deps []string `protobuf:"bytes,8,rep,name=deps,proto3" json:"deps,omitempty"`
-	// Install deps before CreateSession returns.
-	SyncDepsOnStart bool `protobuf:"varint,9,opt,name=sync_deps_on_start,json=syncDepsOnStart,proto3" json:"sync_deps_on_start,omitempty"`
+	// True: the session stays STARTING until `deps` are installed.
+	SyncDepsOnStart *bool `protobuf:"varint,9,opt,name=sync_deps_on_start,json=syncDepsOnStart,proto3,oneof" json:"sync_deps_on_start,omitempty"`
 	// Per-execution output budget in bytes; beyond it the middle is dropped.
-	OutputBudgetBytes int64 `protobuf:"varint,10,opt,name=output_budget_bytes,json=outputBudgetBytes,proto3" json:"output_budget_bytes,omitempty"`
+	OutputBudgetBytes *int64 `protobuf:"varint,10,opt,name=output_budget_bytes,json=outputBudgetBytes,proto3,oneof" json:"output_budget_bytes,omitempty"`
 	// Idle time after which the session is deleted.
 	IdleTtl *durationpb.Duration `protobuf:"bytes,11,opt,name=idle_ttl,json=idleTtl,proto3" json:"idle_ttl,omitempty"`
-	// Container image (Docker sandboxes only).
+	// Container image (Docker sandboxes only); empty means the server's.
 	Image         string `protobuf:"bytes,12,opt,name=image,proto3" json:"image,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -309,7 +492,7 @@ type SessionConfig struct {
 
 func (x *SessionConfig) Reset() {
 	*x = SessionConfig{}
-	mi := &file_codemode_v1_session_proto_msgTypes[1]
+	mi := &file_codemode_v1_session_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -321,7 +504,7 @@ func (x *SessionConfig) String() string {
 func (*SessionConfig) ProtoMessage() {}
 
 func (x *SessionConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_codemode_v1_session_proto_msgTypes[1]
+	mi := &file_codemode_v1_session_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -334,7 +517,7 @@ func (x *SessionConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionConfig.ProtoReflect.Descriptor instead.
 func (*SessionConfig) Descriptor() ([]byte, []int) {
-	return file_codemode_v1_session_proto_rawDescGZIP(), []int{1}
+	return file_codemode_v1_session_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *SessionConfig) GetSandboxKind() SandboxKind {
@@ -352,36 +535,36 @@ func (x *SessionConfig) GetTimeout() *durationpb.Duration {
 }
 
 func (x *SessionConfig) GetMemoryLimitBytes() int64 {
-	if x != nil {
-		return x.MemoryLimitBytes
+	if x != nil && x.MemoryLimitBytes != nil {
+		return *x.MemoryLimitBytes
 	}
 	return 0
 }
 
 func (x *SessionConfig) GetCpuQuota() float64 {
-	if x != nil {
-		return x.CpuQuota
+	if x != nil && x.CpuQuota != nil {
+		return *x.CpuQuota
 	}
 	return 0
 }
 
 func (x *SessionConfig) GetPidsLimit() int64 {
-	if x != nil {
-		return x.PidsLimit
+	if x != nil && x.PidsLimit != nil {
+		return *x.PidsLimit
 	}
 	return 0
 }
 
 func (x *SessionConfig) GetNetworkDisabled() bool {
-	if x != nil {
-		return x.NetworkDisabled
+	if x != nil && x.NetworkDisabled != nil {
+		return *x.NetworkDisabled
 	}
 	return false
 }
 
 func (x *SessionConfig) GetAllowRuntimeDeps() bool {
-	if x != nil {
-		return x.AllowRuntimeDeps
+	if x != nil && x.AllowRuntimeDeps != nil {
+		return *x.AllowRuntimeDeps
 	}
 	return false
 }
@@ -394,15 +577,15 @@ func (x *SessionConfig) GetDeps() []string {
 }
 
 func (x *SessionConfig) GetSyncDepsOnStart() bool {
-	if x != nil {
-		return x.SyncDepsOnStart
+	if x != nil && x.SyncDepsOnStart != nil {
+		return *x.SyncDepsOnStart
 	}
 	return false
 }
 
 func (x *SessionConfig) GetOutputBudgetBytes() int64 {
-	if x != nil {
-		return x.OutputBudgetBytes
+	if x != nil && x.OutputBudgetBytes != nil {
+		return *x.OutputBudgetBytes
 	}
 	return 0
 }
@@ -449,7 +632,7 @@ type Capabilities struct {
 
 func (x *Capabilities) Reset() {
 	*x = Capabilities{}
-	mi := &file_codemode_v1_session_proto_msgTypes[2]
+	mi := &file_codemode_v1_session_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -461,7 +644,7 @@ func (x *Capabilities) String() string {
 func (*Capabilities) ProtoMessage() {}
 
 func (x *Capabilities) ProtoReflect() protoreflect.Message {
-	mi := &file_codemode_v1_session_proto_msgTypes[2]
+	mi := &file_codemode_v1_session_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -474,7 +657,7 @@ func (x *Capabilities) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Capabilities.ProtoReflect.Descriptor instead.
 func (*Capabilities) Descriptor() ([]byte, []int) {
-	return file_codemode_v1_session_proto_rawDescGZIP(), []int{2}
+	return file_codemode_v1_session_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Capabilities) GetTimeout() bool {
@@ -583,7 +766,7 @@ type CreateSessionRequest struct {
 
 func (x *CreateSessionRequest) Reset() {
 	*x = CreateSessionRequest{}
-	mi := &file_codemode_v1_session_proto_msgTypes[3]
+	mi := &file_codemode_v1_session_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -595,7 +778,7 @@ func (x *CreateSessionRequest) String() string {
 func (*CreateSessionRequest) ProtoMessage() {}
 
 func (x *CreateSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_codemode_v1_session_proto_msgTypes[3]
+	mi := &file_codemode_v1_session_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -608,7 +791,7 @@ func (x *CreateSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSessionRequest.ProtoReflect.Descriptor instead.
 func (*CreateSessionRequest) Descriptor() ([]byte, []int) {
-	return file_codemode_v1_session_proto_rawDescGZIP(), []int{3}
+	return file_codemode_v1_session_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CreateSessionRequest) GetSession() *Session {
@@ -641,7 +824,7 @@ type CreateSessionResponse struct {
 
 func (x *CreateSessionResponse) Reset() {
 	*x = CreateSessionResponse{}
-	mi := &file_codemode_v1_session_proto_msgTypes[4]
+	mi := &file_codemode_v1_session_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -653,7 +836,7 @@ func (x *CreateSessionResponse) String() string {
 func (*CreateSessionResponse) ProtoMessage() {}
 
 func (x *CreateSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_codemode_v1_session_proto_msgTypes[4]
+	mi := &file_codemode_v1_session_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -666,7 +849,7 @@ func (x *CreateSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSessionResponse.ProtoReflect.Descriptor instead.
 func (*CreateSessionResponse) Descriptor() ([]byte, []int) {
-	return file_codemode_v1_session_proto_rawDescGZIP(), []int{4}
+	return file_codemode_v1_session_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CreateSessionResponse) GetSession() *Session {
@@ -686,7 +869,7 @@ type GetSessionRequest struct {
 
 func (x *GetSessionRequest) Reset() {
 	*x = GetSessionRequest{}
-	mi := &file_codemode_v1_session_proto_msgTypes[5]
+	mi := &file_codemode_v1_session_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -698,7 +881,7 @@ func (x *GetSessionRequest) String() string {
 func (*GetSessionRequest) ProtoMessage() {}
 
 func (x *GetSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_codemode_v1_session_proto_msgTypes[5]
+	mi := &file_codemode_v1_session_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -711,7 +894,7 @@ func (x *GetSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSessionRequest.ProtoReflect.Descriptor instead.
 func (*GetSessionRequest) Descriptor() ([]byte, []int) {
-	return file_codemode_v1_session_proto_rawDescGZIP(), []int{5}
+	return file_codemode_v1_session_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetSessionRequest) GetName() string {
@@ -730,7 +913,7 @@ type GetSessionResponse struct {
 
 func (x *GetSessionResponse) Reset() {
 	*x = GetSessionResponse{}
-	mi := &file_codemode_v1_session_proto_msgTypes[6]
+	mi := &file_codemode_v1_session_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -742,7 +925,7 @@ func (x *GetSessionResponse) String() string {
 func (*GetSessionResponse) ProtoMessage() {}
 
 func (x *GetSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_codemode_v1_session_proto_msgTypes[6]
+	mi := &file_codemode_v1_session_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -755,10 +938,109 @@ func (x *GetSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSessionResponse.ProtoReflect.Descriptor instead.
 func (*GetSessionResponse) Descriptor() ([]byte, []int) {
-	return file_codemode_v1_session_proto_rawDescGZIP(), []int{6}
+	return file_codemode_v1_session_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetSessionResponse) GetSession() *Session {
+	if x != nil {
+		return x.Session
+	}
+	return nil
+}
+
+type WaitSessionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "sessions/{session}"
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// How long to wait at most; unset means 30 s, and the server caps it at
+	// 60 s so no proxy's idle timeout cuts the call.
+	Timeout       *durationpb.Duration `protobuf:"bytes,2,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitSessionRequest) Reset() {
+	*x = WaitSessionRequest{}
+	mi := &file_codemode_v1_session_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitSessionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitSessionRequest) ProtoMessage() {}
+
+func (x *WaitSessionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_codemode_v1_session_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitSessionRequest.ProtoReflect.Descriptor instead.
+func (*WaitSessionRequest) Descriptor() ([]byte, []int) {
+	return file_codemode_v1_session_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *WaitSessionRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *WaitSessionRequest) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+type WaitSessionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Session       *Session               `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitSessionResponse) Reset() {
+	*x = WaitSessionResponse{}
+	mi := &file_codemode_v1_session_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitSessionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitSessionResponse) ProtoMessage() {}
+
+func (x *WaitSessionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_codemode_v1_session_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitSessionResponse.ProtoReflect.Descriptor instead.
+func (*WaitSessionResponse) Descriptor() ([]byte, []int) {
+	return file_codemode_v1_session_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *WaitSessionResponse) GetSession() *Session {
 	if x != nil {
 		return x.Session
 	}
@@ -771,7 +1053,8 @@ type ListSessionsRequest struct {
 	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// From a previous ListSessionsResponse.
 	PageToken string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
-	// Only sessions of this tenant; empty means all tenants the caller may see.
+	// Operator-only override: list this tenant's sessions; empty means the
+	// caller's tenant (an operator's: every tenant).
 	Tenant        string `protobuf:"bytes,3,opt,name=tenant,proto3" json:"tenant,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -779,7 +1062,7 @@ type ListSessionsRequest struct {
 
 func (x *ListSessionsRequest) Reset() {
 	*x = ListSessionsRequest{}
-	mi := &file_codemode_v1_session_proto_msgTypes[7]
+	mi := &file_codemode_v1_session_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -791,7 +1074,7 @@ func (x *ListSessionsRequest) String() string {
 func (*ListSessionsRequest) ProtoMessage() {}
 
 func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_codemode_v1_session_proto_msgTypes[7]
+	mi := &file_codemode_v1_session_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -804,7 +1087,7 @@ func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_codemode_v1_session_proto_rawDescGZIP(), []int{7}
+	return file_codemode_v1_session_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListSessionsRequest) GetPageSize() int32 {
@@ -839,7 +1122,7 @@ type ListSessionsResponse struct {
 
 func (x *ListSessionsResponse) Reset() {
 	*x = ListSessionsResponse{}
-	mi := &file_codemode_v1_session_proto_msgTypes[8]
+	mi := &file_codemode_v1_session_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -851,7 +1134,7 @@ func (x *ListSessionsResponse) String() string {
 func (*ListSessionsResponse) ProtoMessage() {}
 
 func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_codemode_v1_session_proto_msgTypes[8]
+	mi := &file_codemode_v1_session_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -864,7 +1147,7 @@ func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_codemode_v1_session_proto_rawDescGZIP(), []int{8}
+	return file_codemode_v1_session_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListSessionsResponse) GetSessions() []*Session {
@@ -891,7 +1174,7 @@ type ResetSessionRequest struct {
 
 func (x *ResetSessionRequest) Reset() {
 	*x = ResetSessionRequest{}
-	mi := &file_codemode_v1_session_proto_msgTypes[9]
+	mi := &file_codemode_v1_session_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -903,7 +1186,7 @@ func (x *ResetSessionRequest) String() string {
 func (*ResetSessionRequest) ProtoMessage() {}
 
 func (x *ResetSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_codemode_v1_session_proto_msgTypes[9]
+	mi := &file_codemode_v1_session_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -916,7 +1199,7 @@ func (x *ResetSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetSessionRequest.ProtoReflect.Descriptor instead.
 func (*ResetSessionRequest) Descriptor() ([]byte, []int) {
-	return file_codemode_v1_session_proto_rawDescGZIP(), []int{9}
+	return file_codemode_v1_session_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ResetSessionRequest) GetName() string {
@@ -935,7 +1218,7 @@ type ResetSessionResponse struct {
 
 func (x *ResetSessionResponse) Reset() {
 	*x = ResetSessionResponse{}
-	mi := &file_codemode_v1_session_proto_msgTypes[10]
+	mi := &file_codemode_v1_session_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -947,7 +1230,7 @@ func (x *ResetSessionResponse) String() string {
 func (*ResetSessionResponse) ProtoMessage() {}
 
 func (x *ResetSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_codemode_v1_session_proto_msgTypes[10]
+	mi := &file_codemode_v1_session_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -960,7 +1243,7 @@ func (x *ResetSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetSessionResponse.ProtoReflect.Descriptor instead.
 func (*ResetSessionResponse) Descriptor() ([]byte, []int) {
-	return file_codemode_v1_session_proto_rawDescGZIP(), []int{10}
+	return file_codemode_v1_session_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ResetSessionResponse) GetSession() *Session {
@@ -980,7 +1263,7 @@ type DeleteSessionRequest struct {
 
 func (x *DeleteSessionRequest) Reset() {
 	*x = DeleteSessionRequest{}
-	mi := &file_codemode_v1_session_proto_msgTypes[11]
+	mi := &file_codemode_v1_session_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -992,7 +1275,7 @@ func (x *DeleteSessionRequest) String() string {
 func (*DeleteSessionRequest) ProtoMessage() {}
 
 func (x *DeleteSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_codemode_v1_session_proto_msgTypes[11]
+	mi := &file_codemode_v1_session_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1005,7 +1288,7 @@ func (x *DeleteSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSessionRequest.ProtoReflect.Descriptor instead.
 func (*DeleteSessionRequest) Descriptor() ([]byte, []int) {
-	return file_codemode_v1_session_proto_rawDescGZIP(), []int{11}
+	return file_codemode_v1_session_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DeleteSessionRequest) GetName() string {
@@ -1023,7 +1306,7 @@ type DeleteSessionResponse struct {
 
 func (x *DeleteSessionResponse) Reset() {
 	*x = DeleteSessionResponse{}
-	mi := &file_codemode_v1_session_proto_msgTypes[12]
+	mi := &file_codemode_v1_session_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1035,7 +1318,7 @@ func (x *DeleteSessionResponse) String() string {
 func (*DeleteSessionResponse) ProtoMessage() {}
 
 func (x *DeleteSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_codemode_v1_session_proto_msgTypes[12]
+	mi := &file_codemode_v1_session_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1048,32 +1331,35 @@ func (x *DeleteSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSessionResponse.ProtoReflect.Descriptor instead.
 func (*DeleteSessionResponse) Descriptor() ([]byte, []int) {
-	return file_codemode_v1_session_proto_rawDescGZIP(), []int{12}
+	return file_codemode_v1_session_proto_rawDescGZIP(), []int{15}
 }
 
 var File_codemode_v1_session_proto protoreflect.FileDescriptor
 
 const file_codemode_v1_session_proto_rawDesc = "" +
 	"\n" +
-	"\x19codemode/v1/session.proto\x12\vcodemode.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xde\x05\n" +
-	"\aSession\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x120\n" +
-	"\x05state\x18\x02 \x01(\x0e2\x1a.codemode.v1.Session.StateR\x05state\x12#\n" +
-	"\rstate_message\x18\x03 \x01(\tR\fstateMessage\x122\n" +
-	"\x06config\x18\x04 \x01(\v2\x1a.codemode.v1.SessionConfigR\x06config\x12=\n" +
-	"\fcapabilities\x18\x05 \x01(\v2\x19.codemode.v1.CapabilitiesR\fcapabilities\x12;\n" +
-	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\x12>\n" +
-	"\rlast_use_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vlastUseTime\x12;\n" +
-	"\vexpire_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"expireTime\x12\x16\n" +
-	"\x06tenant\x18\t \x01(\tR\x06tenant\x128\n" +
+	"\x19codemode/v1/session.proto\x12\vcodemode.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe1\a\n" +
+	"\aSession\x12\x18\n" +
+	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\bR\x04name\x126\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x1a.codemode.v1.Session.StateB\x04\xe2A\x01\x03R\x05state\x12)\n" +
+	"\rstate_message\x18\x03 \x01(\tB\x04\xe2A\x01\x03R\fstateMessage\x128\n" +
+	"\x06config\x18\x04 \x01(\v2\x1a.codemode.v1.SessionConfigB\x04\xe2A\x01\x05R\x06config\x12C\n" +
+	"\fcapabilities\x18\x05 \x01(\v2\x19.codemode.v1.CapabilitiesB\x04\xe2A\x01\x03R\fcapabilities\x12A\n" +
+	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\n" +
+	"createTime\x12D\n" +
+	"\rlast_use_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\vlastUseTime\x12A\n" +
+	"\vexpire_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\n" +
+	"expireTime\x12\x1c\n" +
+	"\x06tenant\x18\t \x01(\tB\x04\xe2A\x01\x05R\x06tenant\x128\n" +
 	"\x06labels\x18\n" +
-	" \x03(\v2 .codemode.v1.Session.LabelsEntryR\x06labels\x125\n" +
-	"\x16interpreter_generation\x18\v \x01(\rR\x15interpreterGeneration\x1a9\n" +
+	" \x03(\v2 .codemode.v1.Session.LabelsEntryR\x06labels\x12;\n" +
+	"\x16interpreter_generation\x18\v \x01(\x03B\x04\xe2A\x01\x03R\x15interpreterGeneration\x12#\n" +
+	"\n" +
+	"created_by\x18\f \x01(\tB\x04\xe2A\x01\x03R\tcreatedBy\x12G\n" +
+	"\flast_install\x18\r \x01(\v2\x1e.codemode.v1.DependencyInstallB\x04\xe2A\x01\x03R\vlastInstall\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"w\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8d\x01\n" +
 	"\x05State\x12\x15\n" +
 	"\x11STATE_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eSTATE_STARTING\x10\x01\x12\x0f\n" +
@@ -1081,22 +1367,46 @@ const file_codemode_v1_session_proto_rawDesc = "" +
 	"\n" +
 	"STATE_BUSY\x10\x03\x12\x10\n" +
 	"\fSTATE_FAILED\x10\x04\x12\x10\n" +
-	"\fSTATE_CLOSED\x10\x05\"\x81\x04\n" +
+	"\fSTATE_CLOSED\x10\x05\x12\x14\n" +
+	"\x10STATE_INSTALLING\x10\x06:@\xeaA=\n" +
+	"\x14codemode.dev/Session\x12\x12sessions/{session}*\bsessions2\asession\"\x9d\x03\n" +
+	"\x11DependencyInstall\x12:\n" +
+	"\x05state\x18\x01 \x01(\x0e2$.codemode.v1.DependencyInstall.StateR\x05state\x12\x1a\n" +
+	"\bpackages\x18\x02 \x03(\tR\bpackages\x12\x1c\n" +
+	"\tinstalled\x18\x03 \x03(\tR\tinstalled\x12#\n" +
+	"\rerror_message\x18\x04 \x01(\tR\ferrorMessage\x12!\n" +
+	"\ferror_reason\x18\x05 \x01(\tR\verrorReason\x129\n" +
+	"\n" +
+	"start_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\"X\n" +
+	"\x05State\x12\x15\n" +
+	"\x11STATE_UNSPECIFIED\x10\x00\x12\x11\n" +
+	"\rSTATE_RUNNING\x10\x01\x12\x13\n" +
+	"\x0fSTATE_SUCCEEDED\x10\x02\x12\x10\n" +
+	"\fSTATE_FAILED\x10\x03\"\xb3\x05\n" +
 	"\rSessionConfig\x12;\n" +
 	"\fsandbox_kind\x18\x01 \x01(\x0e2\x18.codemode.v1.SandboxKindR\vsandboxKind\x123\n" +
-	"\atimeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12,\n" +
-	"\x12memory_limit_bytes\x18\x03 \x01(\x03R\x10memoryLimitBytes\x12\x1b\n" +
-	"\tcpu_quota\x18\x04 \x01(\x01R\bcpuQuota\x12\x1d\n" +
+	"\atimeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x121\n" +
+	"\x12memory_limit_bytes\x18\x03 \x01(\x03H\x00R\x10memoryLimitBytes\x88\x01\x01\x12 \n" +
+	"\tcpu_quota\x18\x04 \x01(\x01H\x01R\bcpuQuota\x88\x01\x01\x12\"\n" +
 	"\n" +
-	"pids_limit\x18\x05 \x01(\x03R\tpidsLimit\x12)\n" +
-	"\x10network_disabled\x18\x06 \x01(\bR\x0fnetworkDisabled\x12,\n" +
-	"\x12allow_runtime_deps\x18\a \x01(\bR\x10allowRuntimeDeps\x12\x12\n" +
-	"\x04deps\x18\b \x03(\tR\x04deps\x12+\n" +
-	"\x12sync_deps_on_start\x18\t \x01(\bR\x0fsyncDepsOnStart\x12.\n" +
+	"pids_limit\x18\x05 \x01(\x03H\x02R\tpidsLimit\x88\x01\x01\x12.\n" +
+	"\x10network_disabled\x18\x06 \x01(\bH\x03R\x0fnetworkDisabled\x88\x01\x01\x121\n" +
+	"\x12allow_runtime_deps\x18\a \x01(\bH\x04R\x10allowRuntimeDeps\x88\x01\x01\x12\x12\n" +
+	"\x04deps\x18\b \x03(\tR\x04deps\x120\n" +
+	"\x12sync_deps_on_start\x18\t \x01(\bH\x05R\x0fsyncDepsOnStart\x88\x01\x01\x123\n" +
 	"\x13output_budget_bytes\x18\n" +
-	" \x01(\x03R\x11outputBudgetBytes\x124\n" +
+	" \x01(\x03H\x06R\x11outputBudgetBytes\x88\x01\x01\x124\n" +
 	"\bidle_ttl\x18\v \x01(\v2\x19.google.protobuf.DurationR\aidleTtl\x12\x14\n" +
-	"\x05image\x18\f \x01(\tR\x05image\"\xe4\x03\n" +
+	"\x05image\x18\f \x01(\tR\x05imageB\x15\n" +
+	"\x13_memory_limit_bytesB\f\n" +
+	"\n" +
+	"_cpu_quotaB\r\n" +
+	"\v_pids_limitB\x13\n" +
+	"\x11_network_disabledB\x15\n" +
+	"\x13_allow_runtime_depsB\x15\n" +
+	"\x13_sync_deps_on_startB\x16\n" +
+	"\x14_output_budget_bytes\"\xe4\x03\n" +
 	"\fCapabilities\x12\x18\n" +
 	"\atimeout\x18\x01 \x01(\bR\atimeout\x12+\n" +
 	"\x11process_isolation\x18\x02 \x01(\bR\x10processIsolation\x12/\n" +
@@ -1115,18 +1425,25 @@ const file_codemode_v1_session_proto_rawDesc = "" +
 	"\x0esyscall_filter\x18\f \x01(\bR\rsyscallFilter\x12\x1e\n" +
 	"\n" +
 	"unconfined\x18\r \x01(\bR\n" +
-	"unconfined\"\x84\x01\n" +
-	"\x14CreateSessionRequest\x12.\n" +
-	"\asession\x18\x01 \x01(\v2\x14.codemode.v1.SessionR\asession\x12\x1d\n" +
+	"unconfined\"\x8a\x01\n" +
+	"\x14CreateSessionRequest\x124\n" +
+	"\asession\x18\x01 \x01(\v2\x14.codemode.v1.SessionB\x04\xe2A\x01\x02R\asession\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x02 \x01(\tR\tsessionId\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x03 \x01(\tR\trequestId\"G\n" +
 	"\x15CreateSessionResponse\x12.\n" +
-	"\asession\x18\x01 \x01(\v2\x14.codemode.v1.SessionR\asession\"'\n" +
-	"\x11GetSessionRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"D\n" +
+	"\asession\x18\x01 \x01(\v2\x14.codemode.v1.SessionR\asession\"F\n" +
+	"\x11GetSessionRequest\x121\n" +
+	"\x04name\x18\x01 \x01(\tB\x1d\xe2A\x01\x02\xfaA\x16\n" +
+	"\x14codemode.dev/SessionR\x04name\"D\n" +
 	"\x12GetSessionResponse\x12.\n" +
+	"\asession\x18\x01 \x01(\v2\x14.codemode.v1.SessionR\asession\"|\n" +
+	"\x12WaitSessionRequest\x121\n" +
+	"\x04name\x18\x01 \x01(\tB\x1d\xe2A\x01\x02\xfaA\x16\n" +
+	"\x14codemode.dev/SessionR\x04name\x123\n" +
+	"\atimeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"E\n" +
+	"\x13WaitSessionResponse\x12.\n" +
 	"\asession\x18\x01 \x01(\v2\x14.codemode.v1.SessionR\asession\"i\n" +
 	"\x13ListSessionsRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
@@ -1135,22 +1452,25 @@ const file_codemode_v1_session_proto_rawDesc = "" +
 	"\x06tenant\x18\x03 \x01(\tR\x06tenant\"p\n" +
 	"\x14ListSessionsResponse\x120\n" +
 	"\bsessions\x18\x01 \x03(\v2\x14.codemode.v1.SessionR\bsessions\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\")\n" +
-	"\x13ResetSessionRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"F\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"H\n" +
+	"\x13ResetSessionRequest\x121\n" +
+	"\x04name\x18\x01 \x01(\tB\x1d\xe2A\x01\x02\xfaA\x16\n" +
+	"\x14codemode.dev/SessionR\x04name\"F\n" +
 	"\x14ResetSessionResponse\x12.\n" +
-	"\asession\x18\x01 \x01(\v2\x14.codemode.v1.SessionR\asession\"*\n" +
-	"\x14DeleteSessionRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\x17\n" +
+	"\asession\x18\x01 \x01(\v2\x14.codemode.v1.SessionR\asession\"I\n" +
+	"\x14DeleteSessionRequest\x121\n" +
+	"\x04name\x18\x01 \x01(\tB\x1d\xe2A\x01\x02\xfaA\x16\n" +
+	"\x14codemode.dev/SessionR\x04name\"\x17\n" +
 	"\x15DeleteSessionResponse*^\n" +
 	"\vSandboxKind\x12\x1c\n" +
 	"\x18SANDBOX_KIND_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14SANDBOX_KIND_PROCESS\x10\x01\x12\x17\n" +
-	"\x13SANDBOX_KIND_DOCKER\x10\x022\xb9\x03\n" +
+	"\x13SANDBOX_KIND_DOCKER\x10\x022\x8b\x04\n" +
 	"\x0eSessionService\x12V\n" +
 	"\rCreateSession\x12!.codemode.v1.CreateSessionRequest\x1a\".codemode.v1.CreateSessionResponse\x12M\n" +
 	"\n" +
-	"GetSession\x12\x1e.codemode.v1.GetSessionRequest\x1a\x1f.codemode.v1.GetSessionResponse\x12S\n" +
+	"GetSession\x12\x1e.codemode.v1.GetSessionRequest\x1a\x1f.codemode.v1.GetSessionResponse\x12P\n" +
+	"\vWaitSession\x12\x1f.codemode.v1.WaitSessionRequest\x1a .codemode.v1.WaitSessionResponse\x12S\n" +
 	"\fListSessions\x12 .codemode.v1.ListSessionsRequest\x1a!.codemode.v1.ListSessionsResponse\x12S\n" +
 	"\fResetSession\x12 .codemode.v1.ResetSessionRequest\x1a!.codemode.v1.ResetSessionResponse\x12V\n" +
 	"\rDeleteSession\x12!.codemode.v1.DeleteSessionRequest\x1a\".codemode.v1.DeleteSessionResponseB[\n" +
@@ -1168,59 +1488,71 @@ func file_codemode_v1_session_proto_rawDescGZIP() []byte {
 	return file_codemode_v1_session_proto_rawDescData
 }
 
-var file_codemode_v1_session_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_codemode_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_codemode_v1_session_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_codemode_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_codemode_v1_session_proto_goTypes = []any{
 	(SandboxKind)(0),              // 0: codemode.v1.SandboxKind
 	(Session_State)(0),            // 1: codemode.v1.Session.State
-	(*Session)(nil),               // 2: codemode.v1.Session
-	(*SessionConfig)(nil),         // 3: codemode.v1.SessionConfig
-	(*Capabilities)(nil),          // 4: codemode.v1.Capabilities
-	(*CreateSessionRequest)(nil),  // 5: codemode.v1.CreateSessionRequest
-	(*CreateSessionResponse)(nil), // 6: codemode.v1.CreateSessionResponse
-	(*GetSessionRequest)(nil),     // 7: codemode.v1.GetSessionRequest
-	(*GetSessionResponse)(nil),    // 8: codemode.v1.GetSessionResponse
-	(*ListSessionsRequest)(nil),   // 9: codemode.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),  // 10: codemode.v1.ListSessionsResponse
-	(*ResetSessionRequest)(nil),   // 11: codemode.v1.ResetSessionRequest
-	(*ResetSessionResponse)(nil),  // 12: codemode.v1.ResetSessionResponse
-	(*DeleteSessionRequest)(nil),  // 13: codemode.v1.DeleteSessionRequest
-	(*DeleteSessionResponse)(nil), // 14: codemode.v1.DeleteSessionResponse
-	nil,                           // 15: codemode.v1.Session.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 17: google.protobuf.Duration
+	(DependencyInstall_State)(0),  // 2: codemode.v1.DependencyInstall.State
+	(*Session)(nil),               // 3: codemode.v1.Session
+	(*DependencyInstall)(nil),     // 4: codemode.v1.DependencyInstall
+	(*SessionConfig)(nil),         // 5: codemode.v1.SessionConfig
+	(*Capabilities)(nil),          // 6: codemode.v1.Capabilities
+	(*CreateSessionRequest)(nil),  // 7: codemode.v1.CreateSessionRequest
+	(*CreateSessionResponse)(nil), // 8: codemode.v1.CreateSessionResponse
+	(*GetSessionRequest)(nil),     // 9: codemode.v1.GetSessionRequest
+	(*GetSessionResponse)(nil),    // 10: codemode.v1.GetSessionResponse
+	(*WaitSessionRequest)(nil),    // 11: codemode.v1.WaitSessionRequest
+	(*WaitSessionResponse)(nil),   // 12: codemode.v1.WaitSessionResponse
+	(*ListSessionsRequest)(nil),   // 13: codemode.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),  // 14: codemode.v1.ListSessionsResponse
+	(*ResetSessionRequest)(nil),   // 15: codemode.v1.ResetSessionRequest
+	(*ResetSessionResponse)(nil),  // 16: codemode.v1.ResetSessionResponse
+	(*DeleteSessionRequest)(nil),  // 17: codemode.v1.DeleteSessionRequest
+	(*DeleteSessionResponse)(nil), // 18: codemode.v1.DeleteSessionResponse
+	nil,                           // 19: codemode.v1.Session.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 21: google.protobuf.Duration
 }
 var file_codemode_v1_session_proto_depIdxs = []int32{
 	1,  // 0: codemode.v1.Session.state:type_name -> codemode.v1.Session.State
-	3,  // 1: codemode.v1.Session.config:type_name -> codemode.v1.SessionConfig
-	4,  // 2: codemode.v1.Session.capabilities:type_name -> codemode.v1.Capabilities
-	16, // 3: codemode.v1.Session.create_time:type_name -> google.protobuf.Timestamp
-	16, // 4: codemode.v1.Session.last_use_time:type_name -> google.protobuf.Timestamp
-	16, // 5: codemode.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
-	15, // 6: codemode.v1.Session.labels:type_name -> codemode.v1.Session.LabelsEntry
-	0,  // 7: codemode.v1.SessionConfig.sandbox_kind:type_name -> codemode.v1.SandboxKind
-	17, // 8: codemode.v1.SessionConfig.timeout:type_name -> google.protobuf.Duration
-	17, // 9: codemode.v1.SessionConfig.idle_ttl:type_name -> google.protobuf.Duration
-	2,  // 10: codemode.v1.CreateSessionRequest.session:type_name -> codemode.v1.Session
-	2,  // 11: codemode.v1.CreateSessionResponse.session:type_name -> codemode.v1.Session
-	2,  // 12: codemode.v1.GetSessionResponse.session:type_name -> codemode.v1.Session
-	2,  // 13: codemode.v1.ListSessionsResponse.sessions:type_name -> codemode.v1.Session
-	2,  // 14: codemode.v1.ResetSessionResponse.session:type_name -> codemode.v1.Session
-	5,  // 15: codemode.v1.SessionService.CreateSession:input_type -> codemode.v1.CreateSessionRequest
-	7,  // 16: codemode.v1.SessionService.GetSession:input_type -> codemode.v1.GetSessionRequest
-	9,  // 17: codemode.v1.SessionService.ListSessions:input_type -> codemode.v1.ListSessionsRequest
-	11, // 18: codemode.v1.SessionService.ResetSession:input_type -> codemode.v1.ResetSessionRequest
-	13, // 19: codemode.v1.SessionService.DeleteSession:input_type -> codemode.v1.DeleteSessionRequest
-	6,  // 20: codemode.v1.SessionService.CreateSession:output_type -> codemode.v1.CreateSessionResponse
-	8,  // 21: codemode.v1.SessionService.GetSession:output_type -> codemode.v1.GetSessionResponse
-	10, // 22: codemode.v1.SessionService.ListSessions:output_type -> codemode.v1.ListSessionsResponse
-	12, // 23: codemode.v1.SessionService.ResetSession:output_type -> codemode.v1.ResetSessionResponse
-	14, // 24: codemode.v1.SessionService.DeleteSession:output_type -> codemode.v1.DeleteSessionResponse
-	20, // [20:25] is the sub-list for method output_type
-	15, // [15:20] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	5,  // 1: codemode.v1.Session.config:type_name -> codemode.v1.SessionConfig
+	6,  // 2: codemode.v1.Session.capabilities:type_name -> codemode.v1.Capabilities
+	20, // 3: codemode.v1.Session.create_time:type_name -> google.protobuf.Timestamp
+	20, // 4: codemode.v1.Session.last_use_time:type_name -> google.protobuf.Timestamp
+	20, // 5: codemode.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
+	19, // 6: codemode.v1.Session.labels:type_name -> codemode.v1.Session.LabelsEntry
+	4,  // 7: codemode.v1.Session.last_install:type_name -> codemode.v1.DependencyInstall
+	2,  // 8: codemode.v1.DependencyInstall.state:type_name -> codemode.v1.DependencyInstall.State
+	20, // 9: codemode.v1.DependencyInstall.start_time:type_name -> google.protobuf.Timestamp
+	20, // 10: codemode.v1.DependencyInstall.end_time:type_name -> google.protobuf.Timestamp
+	0,  // 11: codemode.v1.SessionConfig.sandbox_kind:type_name -> codemode.v1.SandboxKind
+	21, // 12: codemode.v1.SessionConfig.timeout:type_name -> google.protobuf.Duration
+	21, // 13: codemode.v1.SessionConfig.idle_ttl:type_name -> google.protobuf.Duration
+	3,  // 14: codemode.v1.CreateSessionRequest.session:type_name -> codemode.v1.Session
+	3,  // 15: codemode.v1.CreateSessionResponse.session:type_name -> codemode.v1.Session
+	3,  // 16: codemode.v1.GetSessionResponse.session:type_name -> codemode.v1.Session
+	21, // 17: codemode.v1.WaitSessionRequest.timeout:type_name -> google.protobuf.Duration
+	3,  // 18: codemode.v1.WaitSessionResponse.session:type_name -> codemode.v1.Session
+	3,  // 19: codemode.v1.ListSessionsResponse.sessions:type_name -> codemode.v1.Session
+	3,  // 20: codemode.v1.ResetSessionResponse.session:type_name -> codemode.v1.Session
+	7,  // 21: codemode.v1.SessionService.CreateSession:input_type -> codemode.v1.CreateSessionRequest
+	9,  // 22: codemode.v1.SessionService.GetSession:input_type -> codemode.v1.GetSessionRequest
+	11, // 23: codemode.v1.SessionService.WaitSession:input_type -> codemode.v1.WaitSessionRequest
+	13, // 24: codemode.v1.SessionService.ListSessions:input_type -> codemode.v1.ListSessionsRequest
+	15, // 25: codemode.v1.SessionService.ResetSession:input_type -> codemode.v1.ResetSessionRequest
+	17, // 26: codemode.v1.SessionService.DeleteSession:input_type -> codemode.v1.DeleteSessionRequest
+	8,  // 27: codemode.v1.SessionService.CreateSession:output_type -> codemode.v1.CreateSessionResponse
+	10, // 28: codemode.v1.SessionService.GetSession:output_type -> codemode.v1.GetSessionResponse
+	12, // 29: codemode.v1.SessionService.WaitSession:output_type -> codemode.v1.WaitSessionResponse
+	14, // 30: codemode.v1.SessionService.ListSessions:output_type -> codemode.v1.ListSessionsResponse
+	16, // 31: codemode.v1.SessionService.ResetSession:output_type -> codemode.v1.ResetSessionResponse
+	18, // 32: codemode.v1.SessionService.DeleteSession:output_type -> codemode.v1.DeleteSessionResponse
+	27, // [27:33] is the sub-list for method output_type
+	21, // [21:27] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_codemode_v1_session_proto_init() }
@@ -1228,13 +1560,14 @@ func file_codemode_v1_session_proto_init() {
 	if File_codemode_v1_session_proto != nil {
 		return
 	}
+	file_codemode_v1_session_proto_msgTypes[2].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_codemode_v1_session_proto_rawDesc), len(file_codemode_v1_session_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   14,
+			NumEnums:      3,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -21,6 +21,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	SessionService_CreateSession_FullMethodName = "/codemode.v1.SessionService/CreateSession"
 	SessionService_GetSession_FullMethodName    = "/codemode.v1.SessionService/GetSession"
+	SessionService_WaitSession_FullMethodName   = "/codemode.v1.SessionService/WaitSession"
 	SessionService_ListSessions_FullMethodName  = "/codemode.v1.SessionService/ListSessions"
 	SessionService_ResetSession_FullMethodName  = "/codemode.v1.SessionService/ResetSession"
 	SessionService_DeleteSession_FullMethodName = "/codemode.v1.SessionService/DeleteSession"
@@ -32,11 +33,25 @@ const (
 //
 // SessionService manages sessions: a stateful Python interpreter in its own
 // sandbox. Variables, functions and imports persist across Executes.
+//
+// Tenancy: every resource belongs to a tenant, and the tenant is the
+// caller's (from its credentials). A `tenant` field in a request is an
+// operator-only override; other callers leave it empty or name their own.
 type SessionServiceClient interface {
-	// Starts a sandbox and returns the session once it is READY.
+	// Admits the session and returns at once. A session from the warm pool is
+	// READY; otherwise it is STARTING (sandbox start, then `deps` when
+	// sync_deps_on_start is set) until it becomes READY or FAILED. WaitSession
+	// waits for that. Validation, quota and capability refusals are errors of
+	// this call; a sandbox that fails to start makes the session FAILED, with
+	// the reason in state_message.
 	CreateSession(ctx context.Context, in *CreateSessionRequest, opts ...grpc.CallOption) (*CreateSessionResponse, error)
 	GetSession(ctx context.Context, in *GetSessionRequest, opts ...grpc.CallOption) (*GetSessionResponse, error)
-	// Lists this server's live sessions, oldest first.
+	// Waits until the session is neither STARTING nor INSTALLING, or until the
+	// request's timeout, and returns it either way: the one way to wait for
+	// every slow session operation (CreateSession, AddDependency,
+	// SyncDependencies). Call it again while the state is still transient.
+	WaitSession(ctx context.Context, in *WaitSessionRequest, opts ...grpc.CallOption) (*WaitSessionResponse, error)
+	// Lists the tenant's live sessions, oldest first.
 	ListSessions(ctx context.Context, in *ListSessionsRequest, opts ...grpc.CallOption) (*ListSessionsResponse, error)
 	// Clears user state (a fresh interpreter) and keeps the injected namespaces.
 	// Also revives a session whose interpreter died.
@@ -67,6 +82,16 @@ func (c *sessionServiceClient) GetSession(ctx context.Context, in *GetSessionReq
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetSessionResponse)
 	err := c.cc.Invoke(ctx, SessionService_GetSession_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sessionServiceClient) WaitSession(ctx context.Context, in *WaitSessionRequest, opts ...grpc.CallOption) (*WaitSessionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(WaitSessionResponse)
+	err := c.cc.Invoke(ctx, SessionService_WaitSession_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -109,11 +134,25 @@ func (c *sessionServiceClient) DeleteSession(ctx context.Context, in *DeleteSess
 //
 // SessionService manages sessions: a stateful Python interpreter in its own
 // sandbox. Variables, functions and imports persist across Executes.
+//
+// Tenancy: every resource belongs to a tenant, and the tenant is the
+// caller's (from its credentials). A `tenant` field in a request is an
+// operator-only override; other callers leave it empty or name their own.
 type SessionServiceServer interface {
-	// Starts a sandbox and returns the session once it is READY.
+	// Admits the session and returns at once. A session from the warm pool is
+	// READY; otherwise it is STARTING (sandbox start, then `deps` when
+	// sync_deps_on_start is set) until it becomes READY or FAILED. WaitSession
+	// waits for that. Validation, quota and capability refusals are errors of
+	// this call; a sandbox that fails to start makes the session FAILED, with
+	// the reason in state_message.
 	CreateSession(context.Context, *CreateSessionRequest) (*CreateSessionResponse, error)
 	GetSession(context.Context, *GetSessionRequest) (*GetSessionResponse, error)
-	// Lists this server's live sessions, oldest first.
+	// Waits until the session is neither STARTING nor INSTALLING, or until the
+	// request's timeout, and returns it either way: the one way to wait for
+	// every slow session operation (CreateSession, AddDependency,
+	// SyncDependencies). Call it again while the state is still transient.
+	WaitSession(context.Context, *WaitSessionRequest) (*WaitSessionResponse, error)
+	// Lists the tenant's live sessions, oldest first.
 	ListSessions(context.Context, *ListSessionsRequest) (*ListSessionsResponse, error)
 	// Clears user state (a fresh interpreter) and keeps the injected namespaces.
 	// Also revives a session whose interpreter died.
@@ -135,6 +174,9 @@ func (UnimplementedSessionServiceServer) CreateSession(context.Context, *CreateS
 }
 func (UnimplementedSessionServiceServer) GetSession(context.Context, *GetSessionRequest) (*GetSessionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetSession not implemented")
+}
+func (UnimplementedSessionServiceServer) WaitSession(context.Context, *WaitSessionRequest) (*WaitSessionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method WaitSession not implemented")
 }
 func (UnimplementedSessionServiceServer) ListSessions(context.Context, *ListSessionsRequest) (*ListSessionsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListSessions not implemented")
@@ -198,6 +240,24 @@ func _SessionService_GetSession_Handler(srv interface{}, ctx context.Context, de
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(SessionServiceServer).GetSession(ctx, req.(*GetSessionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SessionService_WaitSession_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(WaitSessionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SessionServiceServer).WaitSession(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SessionService_WaitSession_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SessionServiceServer).WaitSession(ctx, req.(*WaitSessionRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -270,6 +330,10 @@ var SessionService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetSession",
 			Handler:    _SessionService_GetSession_Handler,
+		},
+		{
+			MethodName: "WaitSession",
+			Handler:    _SessionService_WaitSession_Handler,
 		},
 		{
 			MethodName: "ListSessions",

@@ -7,6 +7,7 @@
 package codemodev1
 
 import (
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	fieldmaskpb "google.golang.org/protobuf/types/known/fieldmaskpb"
@@ -30,17 +31,16 @@ type Skill struct {
 	// "skills/{skill}"
 	Name        string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	Description string `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
-	// Python source defining `async def run(...)`. Empty in list results.
+	// Python source defining `async def run(...)`. Empty in list and search
+	// results.
 	Source string `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
-	// Output only. Taken from the signature of `run`.
-	Parameters []*SkillParameter `protobuf:"bytes,4,rep,name=parameters,proto3" json:"parameters,omitempty"`
-	// Output only.
+	// Taken from the signature of `run`.
+	Parameters []*SkillParameter      `protobuf:"bytes,4,rep,name=parameters,proto3" json:"parameters,omitempty"`
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
-	// Output only.
 	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
-	// Output only (input on update for optimistic concurrency).
+	// Set by the server; on update and delete, when given, it must match.
 	Etag string `protobuf:"bytes,7,opt,name=etag,proto3" json:"etag,omitempty"`
-	// Output only. 1 on create, +1 per update.
+	// 1 on create, +1 per update.
 	Version       int64 `protobuf:"varint,8,opt,name=version,proto3" json:"version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -469,9 +469,10 @@ func (x *ListSkillsRequest) GetPageToken() string {
 }
 
 type ListSkillsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Skills        []*Skill               `protobuf:"bytes,1,rep,name=skills,proto3" json:"skills,omitempty"`
-	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Skills []*Skill               `protobuf:"bytes,1,rep,name=skills,proto3" json:"skills,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -524,8 +525,11 @@ type SearchSkillsRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Tenant string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
 	Query  string                 `protobuf:"bytes,2,opt,name=query,proto3" json:"query,omitempty"`
-	// Maximum number of results; 0 means 10, above 100 is coerced to 100.
-	Limit         int32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	// Results per page; 0 means 10, above 100 is coerced to 100.
+	PageSize int32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// From a previous SearchSkillsResponse; the other fields must match the
+	// call that returned it.
+	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -574,11 +578,18 @@ func (x *SearchSkillsRequest) GetQuery() string {
 	return ""
 }
 
-func (x *SearchSkillsRequest) GetLimit() int32 {
+func (x *SearchSkillsRequest) GetPageSize() int32 {
 	if x != nil {
-		return x.Limit
+		return x.PageSize
 	}
 	return 0
+}
+
+func (x *SearchSkillsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
 }
 
 // One ranked search hit.
@@ -640,7 +651,9 @@ type SearchSkillsResponse struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Results []*SkillSearchResult   `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
 	// Which ranker produced the scores, e.g. "embedding:<model id>" or "bm25".
-	Ranker        string `protobuf:"bytes,2,opt,name=ranker,proto3" json:"ranker,omitempty"`
+	Ranker string `protobuf:"bytes,2,opt,name=ranker,proto3" json:"ranker,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -685,6 +698,13 @@ func (x *SearchSkillsResponse) GetResults() []*SkillSearchResult {
 func (x *SearchSkillsResponse) GetRanker() string {
 	if x != nil {
 		return x.Ranker
+	}
+	return ""
+}
+
+func (x *SearchSkillsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
 	}
 	return ""
 }
@@ -897,34 +917,36 @@ var File_codemode_v1_skill_proto protoreflect.FileDescriptor
 
 const file_codemode_v1_skill_proto_rawDesc = "" +
 	"\n" +
-	"\x17codemode/v1/skill.proto\x12\vcodemode.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xba\x02\n" +
-	"\x05Skill\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
+	"\x17codemode/v1/skill.proto\x12\vcodemode.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x90\x03\n" +
+	"\x05Skill\x12\x18\n" +
+	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\bR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12\x16\n" +
-	"\x06source\x18\x03 \x01(\tR\x06source\x12;\n" +
+	"\x06source\x18\x03 \x01(\tR\x06source\x12A\n" +
 	"\n" +
-	"parameters\x18\x04 \x03(\v2\x1b.codemode.v1.SkillParameterR\n" +
-	"parameters\x12;\n" +
-	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\x12;\n" +
-	"\vupdate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"parameters\x18\x04 \x03(\v2\x1b.codemode.v1.SkillParameterB\x04\xe2A\x01\x03R\n" +
+	"parameters\x12A\n" +
+	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\n" +
+	"createTime\x12A\n" +
+	"\vupdate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\n" +
 	"updateTime\x12\x12\n" +
-	"\x04etag\x18\a \x01(\tR\x04etag\x12\x18\n" +
-	"\aversion\x18\b \x01(\x03R\aversion\"n\n" +
+	"\x04etag\x18\a \x01(\tR\x04etag\x12\x1e\n" +
+	"\aversion\x18\b \x01(\x03B\x04\xe2A\x01\x03R\aversion:6\xeaA3\n" +
+	"\x12codemode.dev/Skill\x12\x0eskills/{skill}*\x06skills2\x05skill\"n\n" +
 	"\x0eSkillParameter\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x18\n" +
 	"\adefault\x18\x03 \x01(\tR\adefault\x12\x1a\n" +
-	"\brequired\x18\x04 \x01(\bR\brequired\"q\n" +
+	"\brequired\x18\x04 \x01(\bR\brequired\"w\n" +
 	"\x12CreateSkillRequest\x12\x16\n" +
-	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12(\n" +
-	"\x05skill\x18\x02 \x01(\v2\x12.codemode.v1.SkillR\x05skill\x12\x19\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12.\n" +
+	"\x05skill\x18\x02 \x01(\v2\x12.codemode.v1.SkillB\x04\xe2A\x01\x02R\x05skill\x12\x19\n" +
 	"\bskill_id\x18\x03 \x01(\tR\askillId\"?\n" +
 	"\x13CreateSkillResponse\x12(\n" +
-	"\x05skill\x18\x01 \x01(\v2\x12.codemode.v1.SkillR\x05skill\"=\n" +
+	"\x05skill\x18\x01 \x01(\v2\x12.codemode.v1.SkillR\x05skill\"Z\n" +
 	"\x0fGetSkillRequest\x12\x16\n" +
-	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\"<\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12/\n" +
+	"\x04name\x18\x02 \x01(\tB\x1b\xe2A\x01\x02\xfaA\x14\n" +
+	"\x12codemode.dev/SkillR\x04name\"<\n" +
 	"\x10GetSkillResponse\x12(\n" +
 	"\x05skill\x18\x01 \x01(\v2\x12.codemode.v1.SkillR\x05skill\"g\n" +
 	"\x11ListSkillsRequest\x12\x16\n" +
@@ -934,27 +956,31 @@ const file_codemode_v1_skill_proto_rawDesc = "" +
 	"page_token\x18\x03 \x01(\tR\tpageToken\"h\n" +
 	"\x12ListSkillsResponse\x12*\n" +
 	"\x06skills\x18\x01 \x03(\v2\x12.codemode.v1.SkillR\x06skills\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"Y\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x85\x01\n" +
 	"\x13SearchSkillsRequest\x12\x16\n" +
-	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
-	"\x05query\x18\x02 \x01(\tR\x05query\x12\x14\n" +
-	"\x05limit\x18\x03 \x01(\x05R\x05limit\"S\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x1a\n" +
+	"\x05query\x18\x02 \x01(\tB\x04\xe2A\x01\x02R\x05query\x12\x1b\n" +
+	"\tpage_size\x18\x03 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\"S\n" +
 	"\x11SkillSearchResult\x12(\n" +
 	"\x05skill\x18\x01 \x01(\v2\x12.codemode.v1.SkillR\x05skill\x12\x14\n" +
-	"\x05score\x18\x02 \x01(\x01R\x05score\"h\n" +
+	"\x05score\x18\x02 \x01(\x01R\x05score\"\x90\x01\n" +
 	"\x14SearchSkillsResponse\x128\n" +
 	"\aresults\x18\x01 \x03(\v2\x1e.codemode.v1.SkillSearchResultR\aresults\x12\x16\n" +
-	"\x06ranker\x18\x02 \x01(\tR\x06ranker\"\x93\x01\n" +
+	"\x06ranker\x18\x02 \x01(\tR\x06ranker\x12&\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"\x99\x01\n" +
 	"\x12UpdateSkillRequest\x12\x16\n" +
-	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12(\n" +
-	"\x05skill\x18\x02 \x01(\v2\x12.codemode.v1.SkillR\x05skill\x12;\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12.\n" +
+	"\x05skill\x18\x02 \x01(\v2\x12.codemode.v1.SkillB\x04\xe2A\x01\x02R\x05skill\x12;\n" +
 	"\vupdate_mask\x18\x03 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
 	"updateMask\"?\n" +
 	"\x13UpdateSkillResponse\x12(\n" +
-	"\x05skill\x18\x01 \x01(\v2\x12.codemode.v1.SkillR\x05skill\"T\n" +
+	"\x05skill\x18\x01 \x01(\v2\x12.codemode.v1.SkillR\x05skill\"q\n" +
 	"\x12DeleteSkillRequest\x12\x16\n" +
-	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12/\n" +
+	"\x04name\x18\x02 \x01(\tB\x1b\xe2A\x01\x02\xfaA\x14\n" +
+	"\x12codemode.dev/SkillR\x04name\x12\x12\n" +
 	"\x04etag\x18\x03 \x01(\tR\x04etag\"\x15\n" +
 	"\x13DeleteSkillResponse2\xf6\x03\n" +
 	"\x11SkillStoreService\x12P\n" +

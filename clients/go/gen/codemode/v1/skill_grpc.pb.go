@@ -35,6 +35,9 @@ const (
 // ("skills"). A skill is a module defining `async def run(...)`; sandboxed
 // code calls it as `skills.<name>(**kwargs)`. Skill code never runs in the
 // server: it is validated by reading its AST and runs only in sandboxes.
+//
+// Every request's `tenant` is an operator-only override: empty means the
+// caller's tenant, and only an operator may name another.
 type SkillStoreServiceClient interface {
 	CreateSkill(ctx context.Context, in *CreateSkillRequest, opts ...grpc.CallOption) (*CreateSkillResponse, error)
 	GetSkill(ctx context.Context, in *GetSkillRequest, opts ...grpc.CallOption) (*GetSkillResponse, error)
@@ -123,6 +126,9 @@ func (c *skillStoreServiceClient) DeleteSkill(ctx context.Context, in *DeleteSki
 // ("skills"). A skill is a module defining `async def run(...)`; sandboxed
 // code calls it as `skills.<name>(**kwargs)`. Skill code never runs in the
 // server: it is validated by reading its AST and runs only in sandboxes.
+//
+// Every request's `tenant` is an operator-only override: empty means the
+// caller's tenant, and only an operator may name another.
 type SkillStoreServiceServer interface {
 	CreateSkill(context.Context, *CreateSkillRequest) (*CreateSkillResponse, error)
 	GetSkill(context.Context, *GetSkillRequest) (*GetSkillResponse, error)

@@ -22,11 +22,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
+from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63odemode/v1/artifact.proto\x12\x0b\x63odemode.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd6\x01\n\x08\x41rtifact\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x04type\x18\x02 \x01(\x0e\x32\x19.codemode.v1.ArtifactType\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12)\n\x08metadata\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nsize_bytes\x18\x05 \x01(\x03\x12\x0e\n\x06sha256\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"k\n\x15UploadArtifactRequest\x12)\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x15.codemode.v1.ArtifactH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x12\x0e\n\x06tenant\x18\x03 \x01(\tB\x06\n\x04part\"A\n\x16UploadArtifactResponse\x12\'\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x15.codemode.v1.Artifact\"7\n\x17\x44ownloadArtifactRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"^\n\x18\x44ownloadArtifactResponse\x12)\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x15.codemode.v1.ArtifactH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"2\n\x12GetArtifactRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\">\n\x13GetArtifactResponse\x12\'\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x15.codemode.v1.Artifact\"M\n\x14ListArtifactsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"Z\n\x15ListArtifactsResponse\x12(\n\tartifacts\x18\x01 \x03(\x0b\x32\x15.codemode.v1.Artifact\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"5\n\x15\x44\x65leteArtifactRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\x18\n\x16\x44\x65leteArtifactResponse*v\n\x0c\x41rtifactType\x12\x1d\n\x19\x41RTIFACT_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41RTIFACT_TYPE_BYTES\x10\x01\x12\x16\n\x12\x41RTIFACT_TYPE_TEXT\x10\x02\x12\x16\n\x12\x41RTIFACT_TYPE_JSON\x10\x03\x32\xd6\x03\n\x0f\x41rtifactService\x12[\n\x0eUploadArtifact\x12\".codemode.v1.UploadArtifactRequest\x1a#.codemode.v1.UploadArtifactResponse(\x01\x12\x61\n\x10\x44ownloadArtifact\x12$.codemode.v1.DownloadArtifactRequest\x1a%.codemode.v1.DownloadArtifactResponse0\x01\x12P\n\x0bGetArtifact\x12\x1f.codemode.v1.GetArtifactRequest\x1a .codemode.v1.GetArtifactResponse\x12V\n\rListArtifacts\x12!.codemode.v1.ListArtifactsRequest\x1a\".codemode.v1.ListArtifactsResponse\x12Y\n\x0e\x44\x65leteArtifact\x12\".codemode.v1.DeleteArtifactRequest\x1a#.codemode.v1.DeleteArtifactResponseB[\n\x0f\x64\x65v.codemode.v1P\x01ZFgithub.com/codemode-dev/codemode/clients/go/gen/codemode/v1;codemodev1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63odemode/v1/artifact.proto\x12\x0b\x63odemode.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb5\x02\n\x08\x41rtifact\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\'\n\x04type\x18\x02 \x01(\x0e\x32\x19.codemode.v1.ArtifactType\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12)\n\x08metadata\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x18\n\nsize_bytes\x18\x05 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x14\n\x06sha256\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03:E\xea\x41\x42\n\x15\x63odemode.dev/Artifact\x12\x14\x61rtifacts/{artifact}*\tartifacts2\x08\x61rtifact\"\x7f\n\x15UploadArtifactRequest\x12)\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x15.codemode.v1.ArtifactH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\x42\x06\n\x04part\"A\n\x16UploadArtifactResponse\x12\'\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x15.codemode.v1.Artifact\"W\n\x17\x44ownloadArtifactRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12,\n\x04name\x18\x02 \x01(\tB\x1e\xe2\x41\x01\x02\xfa\x41\x17\n\x15\x63odemode.dev/Artifact\"^\n\x18\x44ownloadArtifactResponse\x12)\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x15.codemode.v1.ArtifactH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"R\n\x12GetArtifactRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12,\n\x04name\x18\x02 \x01(\tB\x1e\xe2\x41\x01\x02\xfa\x41\x17\n\x15\x63odemode.dev/Artifact\">\n\x13GetArtifactResponse\x12\'\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x15.codemode.v1.Artifact\"M\n\x14ListArtifactsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"Z\n\x15ListArtifactsResponse\x12(\n\tartifacts\x18\x01 \x03(\x0b\x32\x15.codemode.v1.Artifact\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"U\n\x15\x44\x65leteArtifactRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12,\n\x04name\x18\x02 \x01(\tB\x1e\xe2\x41\x01\x02\xfa\x41\x17\n\x15\x63odemode.dev/Artifact\"\x18\n\x16\x44\x65leteArtifactResponse*v\n\x0c\x41rtifactType\x12\x1d\n\x19\x41RTIFACT_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41RTIFACT_TYPE_BYTES\x10\x01\x12\x16\n\x12\x41RTIFACT_TYPE_TEXT\x10\x02\x12\x16\n\x12\x41RTIFACT_TYPE_JSON\x10\x03\x32\xd6\x03\n\x0f\x41rtifactService\x12[\n\x0eUploadArtifact\x12\".codemode.v1.UploadArtifactRequest\x1a#.codemode.v1.UploadArtifactResponse(\x01\x12\x61\n\x10\x44ownloadArtifact\x12$.codemode.v1.DownloadArtifactRequest\x1a%.codemode.v1.DownloadArtifactResponse0\x01\x12P\n\x0bGetArtifact\x12\x1f.codemode.v1.GetArtifactRequest\x1a .codemode.v1.GetArtifactResponse\x12V\n\rListArtifacts\x12!.codemode.v1.ListArtifactsRequest\x1a\".codemode.v1.ListArtifactsResponse\x12Y\n\x0e\x44\x65leteArtifact\x12\".codemode.v1.DeleteArtifactRequest\x1a#.codemode.v1.DeleteArtifactResponseB[\n\x0f\x64\x65v.codemode.v1P\x01ZFgithub.com/codemode-dev/codemode/clients/go/gen/codemode/v1;codemodev1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,30 +36,46 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'codemode.v1.artifact_pb2', 
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\017dev.codemode.v1P\001ZFgithub.com/codemode-dev/codemode/clients/go/gen/codemode/v1;codemodev1'
-  _globals['_ARTIFACTTYPE']._serialized_start=1020
-  _globals['_ARTIFACTTYPE']._serialized_end=1138
-  _globals['_ARTIFACT']._serialized_start=107
-  _globals['_ARTIFACT']._serialized_end=321
-  _globals['_UPLOADARTIFACTREQUEST']._serialized_start=323
-  _globals['_UPLOADARTIFACTREQUEST']._serialized_end=430
-  _globals['_UPLOADARTIFACTRESPONSE']._serialized_start=432
-  _globals['_UPLOADARTIFACTRESPONSE']._serialized_end=497
-  _globals['_DOWNLOADARTIFACTREQUEST']._serialized_start=499
-  _globals['_DOWNLOADARTIFACTREQUEST']._serialized_end=554
-  _globals['_DOWNLOADARTIFACTRESPONSE']._serialized_start=556
-  _globals['_DOWNLOADARTIFACTRESPONSE']._serialized_end=650
-  _globals['_GETARTIFACTREQUEST']._serialized_start=652
-  _globals['_GETARTIFACTREQUEST']._serialized_end=702
-  _globals['_GETARTIFACTRESPONSE']._serialized_start=704
-  _globals['_GETARTIFACTRESPONSE']._serialized_end=766
-  _globals['_LISTARTIFACTSREQUEST']._serialized_start=768
-  _globals['_LISTARTIFACTSREQUEST']._serialized_end=845
-  _globals['_LISTARTIFACTSRESPONSE']._serialized_start=847
-  _globals['_LISTARTIFACTSRESPONSE']._serialized_end=937
-  _globals['_DELETEARTIFACTREQUEST']._serialized_start=939
-  _globals['_DELETEARTIFACTREQUEST']._serialized_end=992
-  _globals['_DELETEARTIFACTRESPONSE']._serialized_start=994
-  _globals['_DELETEARTIFACTRESPONSE']._serialized_end=1018
-  _globals['_ARTIFACTSERVICE']._serialized_start=1141
-  _globals['_ARTIFACTSERVICE']._serialized_end=1611
+  _globals['_ARTIFACT'].fields_by_name['name']._loaded_options = None
+  _globals['_ARTIFACT'].fields_by_name['name']._serialized_options = b'\342A\001\010'
+  _globals['_ARTIFACT'].fields_by_name['size_bytes']._loaded_options = None
+  _globals['_ARTIFACT'].fields_by_name['size_bytes']._serialized_options = b'\342A\001\003'
+  _globals['_ARTIFACT'].fields_by_name['sha256']._loaded_options = None
+  _globals['_ARTIFACT'].fields_by_name['sha256']._serialized_options = b'\342A\001\003'
+  _globals['_ARTIFACT'].fields_by_name['create_time']._loaded_options = None
+  _globals['_ARTIFACT'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
+  _globals['_ARTIFACT']._loaded_options = None
+  _globals['_ARTIFACT']._serialized_options = b'\352AB\n\025codemode.dev/Artifact\022\024artifacts/{artifact}*\tartifacts2\010artifact'
+  _globals['_DOWNLOADARTIFACTREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_DOWNLOADARTIFACTREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\027\n\025codemode.dev/Artifact'
+  _globals['_GETARTIFACTREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_GETARTIFACTREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\027\n\025codemode.dev/Artifact'
+  _globals['_DELETEARTIFACTREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_DELETEARTIFACTREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\027\n\025codemode.dev/Artifact'
+  _globals['_ARTIFACTTYPE']._serialized_start=1291
+  _globals['_ARTIFACTTYPE']._serialized_end=1409
+  _globals['_ARTIFACT']._serialized_start=167
+  _globals['_ARTIFACT']._serialized_end=476
+  _globals['_UPLOADARTIFACTREQUEST']._serialized_start=478
+  _globals['_UPLOADARTIFACTREQUEST']._serialized_end=605
+  _globals['_UPLOADARTIFACTRESPONSE']._serialized_start=607
+  _globals['_UPLOADARTIFACTRESPONSE']._serialized_end=672
+  _globals['_DOWNLOADARTIFACTREQUEST']._serialized_start=674
+  _globals['_DOWNLOADARTIFACTREQUEST']._serialized_end=761
+  _globals['_DOWNLOADARTIFACTRESPONSE']._serialized_start=763
+  _globals['_DOWNLOADARTIFACTRESPONSE']._serialized_end=857
+  _globals['_GETARTIFACTREQUEST']._serialized_start=859
+  _globals['_GETARTIFACTREQUEST']._serialized_end=941
+  _globals['_GETARTIFACTRESPONSE']._serialized_start=943
+  _globals['_GETARTIFACTRESPONSE']._serialized_end=1005
+  _globals['_LISTARTIFACTSREQUEST']._serialized_start=1007
+  _globals['_LISTARTIFACTSREQUEST']._serialized_end=1084
+  _globals['_LISTARTIFACTSRESPONSE']._serialized_start=1086
+  _globals['_LISTARTIFACTSRESPONSE']._serialized_end=1176
+  _globals['_DELETEARTIFACTREQUEST']._serialized_start=1178
+  _globals['_DELETEARTIFACTREQUEST']._serialized_end=1263
+  _globals['_DELETEARTIFACTRESPONSE']._serialized_start=1265
+  _globals['_DELETEARTIFACTRESPONSE']._serialized_end=1289
+  _globals['_ARTIFACTSERVICE']._serialized_start=1412
+  _globals['_ARTIFACTSERVICE']._serialized_end=1882
 # @@protoc_insertion_point(module_scope)

@@ -1,5 +1,7 @@
 import datetime
 
+from google.api import field_behavior_pb2 as _field_behavior_pb2
+from google.api import resource_pb2 as _resource_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -41,14 +43,16 @@ class Artifact(_message.Message):
     def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[ArtifactType, str]] = ..., description: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class UploadArtifactRequest(_message.Message):
-    __slots__ = ("artifact", "chunk", "tenant")
+    __slots__ = ("artifact", "chunk", "tenant", "size_bytes")
     ARTIFACT_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     artifact: Artifact
     chunk: bytes
     tenant: str
-    def __init__(self, artifact: _Optional[_Union[Artifact, _Mapping]] = ..., chunk: _Optional[bytes] = ..., tenant: _Optional[str] = ...) -> None: ...
+    size_bytes: int
+    def __init__(self, artifact: _Optional[_Union[Artifact, _Mapping]] = ..., chunk: _Optional[bytes] = ..., tenant: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
 
 class UploadArtifactResponse(_message.Message):
     __slots__ = ("artifact",)

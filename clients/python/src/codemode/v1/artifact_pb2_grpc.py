@@ -29,6 +29,9 @@ class ArtifactServiceStub:
     """ArtifactService stores named data that outlives sessions: bytes, text or
     JSON values, kept with their type, description and metadata. Data moves
     in chunks, so no message approaches gRPC's size limits.
+
+    Every request's `tenant` is an operator-only override: empty means the
+    caller's tenant, and only an operator may name another.
     """
 
     def __init__(self, channel):
@@ -68,6 +71,9 @@ class ArtifactServiceServicer:
     """ArtifactService stores named data that outlives sessions: bytes, text or
     JSON values, kept with their type, description and metadata. Data moves
     in chunks, so no message approaches gRPC's size limits.
+
+    Every request's `tenant` is an operator-only override: empty means the
+    caller's tenant, and only an operator may name another.
     """
 
     def UploadArtifact(self, request_iterator, context):
@@ -143,6 +149,9 @@ class ArtifactService:
     """ArtifactService stores named data that outlives sessions: bytes, text or
     JSON values, kept with their type, description and metadata. Data moves
     in chunks, so no message approaches gRPC's size limits.
+
+    Every request's `tenant` is an operator-only override: empty means the
+    caller's tenant, and only an operator may name another.
     """
 
     @staticmethod

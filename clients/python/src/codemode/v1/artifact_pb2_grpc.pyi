@@ -30,6 +30,9 @@ class ArtifactServiceStub:
     """ArtifactService stores named data that outlives sessions: bytes, text or
     JSON values, kept with their type, description and metadata. Data moves
     in chunks, so no message approaches gRPC's size limits.
+
+    Every request's `tenant` is an operator-only override: empty means the
+    caller's tenant, and only an operator may name another.
     """
 
     @_typing.overload
@@ -50,6 +53,9 @@ class ArtifactServiceAsyncStub(ArtifactServiceStub):
     """ArtifactService stores named data that outlives sessions: bytes, text or
     JSON values, kept with their type, description and metadata. Data moves
     in chunks, so no message approaches gRPC's size limits.
+
+    Every request's `tenant` is an operator-only override: empty means the
+    caller's tenant, and only an operator may name another.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -66,6 +72,9 @@ class ArtifactServiceServicer(metaclass=_abc_1.ABCMeta):
     """ArtifactService stores named data that outlives sessions: bytes, text or
     JSON values, kept with their type, description and metadata. Data moves
     in chunks, so no message approaches gRPC's size limits.
+
+    Every request's `tenant` is an operator-only override: empty means the
+    caller's tenant, and only an operator may name another.
     """
 
     @_abc_1.abstractmethod

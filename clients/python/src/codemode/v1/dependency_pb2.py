@@ -22,9 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from codemode.v1 import session_pb2 as codemode_dot_v1_dot_session__pb2
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
+from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63odemode/v1/dependency.proto\x12\x0b\x63odemode.v1\"8\n\x14\x41\x64\x64\x44\x65pendencyRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x0f\n\x07package\x18\x02 \x01(\t\"W\n\x15\x41\x64\x64\x44\x65pendencyResponse\x12\x0f\n\x07package\x18\x01 \x01(\t\x12\x17\n\x0f\x61lready_present\x18\x02 \x01(\x08\x12\x14\n\x0c\x64\x65pendencies\x18\x03 \x03(\t\";\n\x17RemoveDependencyRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x0f\n\x07package\x18\x02 \x01(\t\"A\n\x18RemoveDependencyResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x08\x12\x14\n\x0c\x64\x65pendencies\x18\x02 \x03(\t\"*\n\x17ListDependenciesRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\"0\n\x18ListDependenciesResponse\x12\x14\n\x0c\x64\x65pendencies\x18\x01 \x03(\t\"*\n\x17SyncDependenciesRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\"C\n\x18SyncDependenciesResponse\x12\x11\n\tinstalled\x18\x01 \x03(\t\x12\x14\n\x0c\x64\x65pendencies\x18\x02 \x03(\t2\x8e\x03\n\x11\x44\x65pendencyService\x12V\n\rAddDependency\x12!.codemode.v1.AddDependencyRequest\x1a\".codemode.v1.AddDependencyResponse\x12_\n\x10RemoveDependency\x12$.codemode.v1.RemoveDependencyRequest\x1a%.codemode.v1.RemoveDependencyResponse\x12_\n\x10ListDependencies\x12$.codemode.v1.ListDependenciesRequest\x1a%.codemode.v1.ListDependenciesResponse\x12_\n\x10SyncDependencies\x12$.codemode.v1.SyncDependenciesRequest\x1a%.codemode.v1.SyncDependenciesResponseB[\n\x0f\x64\x65v.codemode.v1P\x01ZFgithub.com/codemode-dev/codemode/clients/go/gen/codemode/v1;codemodev1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63odemode/v1/dependency.proto\x12\x0b\x63odemode.v1\x1a\x19\x63odemode/v1/session.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\"]\n\x14\x41\x64\x64\x44\x65pendencyRequest\x12.\n\x07session\x18\x01 \x01(\tB\x1d\xe2\x41\x01\x02\xfa\x41\x16\n\x14\x63odemode.dev/Session\x12\x15\n\x07package\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"~\n\x15\x41\x64\x64\x44\x65pendencyResponse\x12\x0f\n\x07package\x18\x01 \x01(\t\x12\x17\n\x0f\x61lready_present\x18\x02 \x01(\x08\x12\x14\n\x0c\x64\x65pendencies\x18\x03 \x03(\t\x12%\n\x07session\x18\x04 \x01(\x0b\x32\x14.codemode.v1.Session\"`\n\x17RemoveDependencyRequest\x12.\n\x07session\x18\x01 \x01(\tB\x1d\xe2\x41\x01\x02\xfa\x41\x16\n\x14\x63odemode.dev/Session\x12\x15\n\x07package\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"A\n\x18RemoveDependencyResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x08\x12\x14\n\x0c\x64\x65pendencies\x18\x02 \x03(\t\"p\n\x17ListDependenciesRequest\x12.\n\x07session\x18\x01 \x01(\tB\x1d\xe2\x41\x01\x02\xfa\x41\x16\n\x14\x63odemode.dev/Session\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"I\n\x18ListDependenciesResponse\x12\x14\n\x0c\x64\x65pendencies\x18\x01 \x03(\t\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"I\n\x17SyncDependenciesRequest\x12.\n\x07session\x18\x01 \x01(\tB\x1d\xe2\x41\x01\x02\xfa\x41\x16\n\x14\x63odemode.dev/Session\"y\n\x18SyncDependenciesResponse\x12\x14\n\x0c\x64\x65pendencies\x18\x02 \x03(\t\x12\x0f\n\x07missing\x18\x03 \x03(\t\x12%\n\x07session\x18\x04 \x01(\x0b\x32\x14.codemode.v1.SessionJ\x04\x08\x01\x10\x02R\tinstalled2\x8e\x03\n\x11\x44\x65pendencyService\x12V\n\rAddDependency\x12!.codemode.v1.AddDependencyRequest\x1a\".codemode.v1.AddDependencyResponse\x12_\n\x10RemoveDependency\x12$.codemode.v1.RemoveDependencyRequest\x1a%.codemode.v1.RemoveDependencyResponse\x12_\n\x10ListDependencies\x12$.codemode.v1.ListDependenciesRequest\x1a%.codemode.v1.ListDependenciesResponse\x12_\n\x10SyncDependencies\x12$.codemode.v1.SyncDependenciesRequest\x1a%.codemode.v1.SyncDependenciesResponseB[\n\x0f\x64\x65v.codemode.v1P\x01ZFgithub.com/codemode-dev/codemode/clients/go/gen/codemode/v1;codemodev1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,22 +35,34 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'codemode.v1.dependency_pb2'
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\017dev.codemode.v1P\001ZFgithub.com/codemode-dev/codemode/clients/go/gen/codemode/v1;codemodev1'
-  _globals['_ADDDEPENDENCYREQUEST']._serialized_start=45
-  _globals['_ADDDEPENDENCYREQUEST']._serialized_end=101
-  _globals['_ADDDEPENDENCYRESPONSE']._serialized_start=103
-  _globals['_ADDDEPENDENCYRESPONSE']._serialized_end=190
-  _globals['_REMOVEDEPENDENCYREQUEST']._serialized_start=192
-  _globals['_REMOVEDEPENDENCYREQUEST']._serialized_end=251
-  _globals['_REMOVEDEPENDENCYRESPONSE']._serialized_start=253
-  _globals['_REMOVEDEPENDENCYRESPONSE']._serialized_end=318
-  _globals['_LISTDEPENDENCIESREQUEST']._serialized_start=320
-  _globals['_LISTDEPENDENCIESREQUEST']._serialized_end=362
-  _globals['_LISTDEPENDENCIESRESPONSE']._serialized_start=364
-  _globals['_LISTDEPENDENCIESRESPONSE']._serialized_end=412
-  _globals['_SYNCDEPENDENCIESREQUEST']._serialized_start=414
-  _globals['_SYNCDEPENDENCIESREQUEST']._serialized_end=456
-  _globals['_SYNCDEPENDENCIESRESPONSE']._serialized_start=458
-  _globals['_SYNCDEPENDENCIESRESPONSE']._serialized_end=525
-  _globals['_DEPENDENCYSERVICE']._serialized_start=528
-  _globals['_DEPENDENCYSERVICE']._serialized_end=926
+  _globals['_ADDDEPENDENCYREQUEST'].fields_by_name['session']._loaded_options = None
+  _globals['_ADDDEPENDENCYREQUEST'].fields_by_name['session']._serialized_options = b'\342A\001\002\372A\026\n\024codemode.dev/Session'
+  _globals['_ADDDEPENDENCYREQUEST'].fields_by_name['package']._loaded_options = None
+  _globals['_ADDDEPENDENCYREQUEST'].fields_by_name['package']._serialized_options = b'\342A\001\002'
+  _globals['_REMOVEDEPENDENCYREQUEST'].fields_by_name['session']._loaded_options = None
+  _globals['_REMOVEDEPENDENCYREQUEST'].fields_by_name['session']._serialized_options = b'\342A\001\002\372A\026\n\024codemode.dev/Session'
+  _globals['_REMOVEDEPENDENCYREQUEST'].fields_by_name['package']._loaded_options = None
+  _globals['_REMOVEDEPENDENCYREQUEST'].fields_by_name['package']._serialized_options = b'\342A\001\002'
+  _globals['_LISTDEPENDENCIESREQUEST'].fields_by_name['session']._loaded_options = None
+  _globals['_LISTDEPENDENCIESREQUEST'].fields_by_name['session']._serialized_options = b'\342A\001\002\372A\026\n\024codemode.dev/Session'
+  _globals['_SYNCDEPENDENCIESREQUEST'].fields_by_name['session']._loaded_options = None
+  _globals['_SYNCDEPENDENCIESREQUEST'].fields_by_name['session']._serialized_options = b'\342A\001\002\372A\026\n\024codemode.dev/Session'
+  _globals['_ADDDEPENDENCYREQUEST']._serialized_start=132
+  _globals['_ADDDEPENDENCYREQUEST']._serialized_end=225
+  _globals['_ADDDEPENDENCYRESPONSE']._serialized_start=227
+  _globals['_ADDDEPENDENCYRESPONSE']._serialized_end=353
+  _globals['_REMOVEDEPENDENCYREQUEST']._serialized_start=355
+  _globals['_REMOVEDEPENDENCYREQUEST']._serialized_end=451
+  _globals['_REMOVEDEPENDENCYRESPONSE']._serialized_start=453
+  _globals['_REMOVEDEPENDENCYRESPONSE']._serialized_end=518
+  _globals['_LISTDEPENDENCIESREQUEST']._serialized_start=520
+  _globals['_LISTDEPENDENCIESREQUEST']._serialized_end=632
+  _globals['_LISTDEPENDENCIESRESPONSE']._serialized_start=634
+  _globals['_LISTDEPENDENCIESRESPONSE']._serialized_end=707
+  _globals['_SYNCDEPENDENCIESREQUEST']._serialized_start=709
+  _globals['_SYNCDEPENDENCIESREQUEST']._serialized_end=782
+  _globals['_SYNCDEPENDENCIESRESPONSE']._serialized_start=784
+  _globals['_SYNCDEPENDENCIESRESPONSE']._serialized_end=905
+  _globals['_DEPENDENCYSERVICE']._serialized_start=908
+  _globals['_DEPENDENCYSERVICE']._serialized_end=1306
 # @@protoc_insertion_point(module_scope)

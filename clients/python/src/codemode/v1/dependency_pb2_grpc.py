@@ -29,6 +29,11 @@ class DependencyServiceStub:
     """DependencyService manages the Python packages of a session's sandbox: the
     API twin of the `deps` namespace in sandboxed code. Packages come from the
     server's configured index or wheelhouse, never from URLs in the request.
+
+    Installs are slow, so AddDependency and SyncDependencies return at once:
+    the session is INSTALLING until the install ends, and its last_install
+    says how it went. WaitSession waits for that (the one model for every
+    slow session call).
     """
 
     def __init__(self, channel):
@@ -63,12 +68,19 @@ class DependencyServiceServicer:
     """DependencyService manages the Python packages of a session's sandbox: the
     API twin of the `deps` namespace in sandboxed code. Packages come from the
     server's configured index or wheelhouse, never from URLs in the request.
+
+    Installs are slow, so AddDependency and SyncDependencies return at once:
+    the session is INSTALLING until the install ends, and its last_install
+    says how it went. WaitSession waits for that (the one model for every
+    slow session call).
     """
 
     def AddDependency(self, request, context):
-        """Installs a package; the session's interpreter can import it at once.
-        FAILED_PRECONDITION (RUNTIME_DEPS_DISABLED) when the session was created
-        with allow_runtime_deps = false.
+        """Records a package and starts installing it; the session's interpreter
+        can import it once the session is READY again. FAILED_PRECONDITION
+        (RUNTIME_DEPS_DISABLED) when the session was created with
+        allow_runtime_deps = false; SESSION_BUSY while an Execute or another
+        install runs.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -83,14 +95,16 @@ class DependencyServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListDependencies(self, request, context):
-        """The session's configured packages; always allowed.
+        """The session's configured packages, in the order they were added; always
+        allowed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def SyncDependencies(self, request, context):
-        """Installs every configured package that is missing; always allowed.
+        """Starts installing every configured package that is missing; always
+        allowed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -131,6 +145,11 @@ class DependencyService:
     """DependencyService manages the Python packages of a session's sandbox: the
     API twin of the `deps` namespace in sandboxed code. Packages come from the
     server's configured index or wheelhouse, never from URLs in the request.
+
+    Installs are slow, so AddDependency and SyncDependencies return at once:
+    the session is INSTALLING until the install ends, and its last_install
+    says how it went. WaitSession waits for that (the one model for every
+    slow session call).
     """
 
     @staticmethod

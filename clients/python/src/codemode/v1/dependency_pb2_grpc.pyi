@@ -30,6 +30,11 @@ class DependencyServiceStub:
     """DependencyService manages the Python packages of a session's sandbox: the
     API twin of the `deps` namespace in sandboxed code. Packages come from the
     server's configured index or wheelhouse, never from URLs in the request.
+
+    Installs are slow, so AddDependency and SyncDependencies return at once:
+    the session is INSTALLING until the install ends, and its last_install
+    says how it went. WaitSession waits for that (the one model for every
+    slow session call).
     """
 
     @_typing.overload
@@ -37,45 +42,67 @@ class DependencyServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> DependencyServiceAsyncStub: ...
     AddDependency: _grpc.UnaryUnaryMultiCallable[_dependency_pb2.AddDependencyRequest, _dependency_pb2.AddDependencyResponse]
-    """Installs a package; the session's interpreter can import it at once.
-    FAILED_PRECONDITION (RUNTIME_DEPS_DISABLED) when the session was created
-    with allow_runtime_deps = false.
+    """Records a package and starts installing it; the session's interpreter
+    can import it once the session is READY again. FAILED_PRECONDITION
+    (RUNTIME_DEPS_DISABLED) when the session was created with
+    allow_runtime_deps = false; SESSION_BUSY while an Execute or another
+    install runs.
     """
     RemoveDependency: _grpc.UnaryUnaryMultiCallable[_dependency_pb2.RemoveDependencyRequest, _dependency_pb2.RemoveDependencyResponse]
     """Removes a package from the session's configured set (and its sandbox).
     FAILED_PRECONDITION (RUNTIME_DEPS_DISABLED) when runtime deps are disabled.
     """
     ListDependencies: _grpc.UnaryUnaryMultiCallable[_dependency_pb2.ListDependenciesRequest, _dependency_pb2.ListDependenciesResponse]
-    """The session's configured packages; always allowed."""
+    """The session's configured packages, in the order they were added; always
+    allowed.
+    """
     SyncDependencies: _grpc.UnaryUnaryMultiCallable[_dependency_pb2.SyncDependenciesRequest, _dependency_pb2.SyncDependenciesResponse]
-    """Installs every configured package that is missing; always allowed."""
+    """Starts installing every configured package that is missing; always
+    allowed.
+    """
 
 @_typing.type_check_only
 class DependencyServiceAsyncStub(DependencyServiceStub):
     """DependencyService manages the Python packages of a session's sandbox: the
     API twin of the `deps` namespace in sandboxed code. Packages come from the
     server's configured index or wheelhouse, never from URLs in the request.
+
+    Installs are slow, so AddDependency and SyncDependencies return at once:
+    the session is INSTALLING until the install ends, and its last_install
+    says how it went. WaitSession waits for that (the one model for every
+    slow session call).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     AddDependency: _aio.UnaryUnaryMultiCallable[_dependency_pb2.AddDependencyRequest, _dependency_pb2.AddDependencyResponse]  # type: ignore[assignment]
-    """Installs a package; the session's interpreter can import it at once.
-    FAILED_PRECONDITION (RUNTIME_DEPS_DISABLED) when the session was created
-    with allow_runtime_deps = false.
+    """Records a package and starts installing it; the session's interpreter
+    can import it once the session is READY again. FAILED_PRECONDITION
+    (RUNTIME_DEPS_DISABLED) when the session was created with
+    allow_runtime_deps = false; SESSION_BUSY while an Execute or another
+    install runs.
     """
     RemoveDependency: _aio.UnaryUnaryMultiCallable[_dependency_pb2.RemoveDependencyRequest, _dependency_pb2.RemoveDependencyResponse]  # type: ignore[assignment]
     """Removes a package from the session's configured set (and its sandbox).
     FAILED_PRECONDITION (RUNTIME_DEPS_DISABLED) when runtime deps are disabled.
     """
     ListDependencies: _aio.UnaryUnaryMultiCallable[_dependency_pb2.ListDependenciesRequest, _dependency_pb2.ListDependenciesResponse]  # type: ignore[assignment]
-    """The session's configured packages; always allowed."""
+    """The session's configured packages, in the order they were added; always
+    allowed.
+    """
     SyncDependencies: _aio.UnaryUnaryMultiCallable[_dependency_pb2.SyncDependenciesRequest, _dependency_pb2.SyncDependenciesResponse]  # type: ignore[assignment]
-    """Installs every configured package that is missing; always allowed."""
+    """Starts installing every configured package that is missing; always
+    allowed.
+    """
 
 class DependencyServiceServicer(metaclass=_abc_1.ABCMeta):
     """DependencyService manages the Python packages of a session's sandbox: the
     API twin of the `deps` namespace in sandboxed code. Packages come from the
     server's configured index or wheelhouse, never from URLs in the request.
+
+    Installs are slow, so AddDependency and SyncDependencies return at once:
+    the session is INSTALLING until the install ends, and its last_install
+    says how it went. WaitSession waits for that (the one model for every
+    slow session call).
     """
 
     @_abc_1.abstractmethod
@@ -84,9 +111,11 @@ class DependencyServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _dependency_pb2.AddDependencyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_dependency_pb2.AddDependencyResponse, _abc.Awaitable[_dependency_pb2.AddDependencyResponse]]:
-        """Installs a package; the session's interpreter can import it at once.
-        FAILED_PRECONDITION (RUNTIME_DEPS_DISABLED) when the session was created
-        with allow_runtime_deps = false.
+        """Records a package and starts installing it; the session's interpreter
+        can import it once the session is READY again. FAILED_PRECONDITION
+        (RUNTIME_DEPS_DISABLED) when the session was created with
+        allow_runtime_deps = false; SESSION_BUSY while an Execute or another
+        install runs.
         """
 
     @_abc_1.abstractmethod
@@ -105,7 +134,9 @@ class DependencyServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _dependency_pb2.ListDependenciesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_dependency_pb2.ListDependenciesResponse, _abc.Awaitable[_dependency_pb2.ListDependenciesResponse]]:
-        """The session's configured packages; always allowed."""
+        """The session's configured packages, in the order they were added; always
+        allowed.
+        """
 
     @_abc_1.abstractmethod
     def SyncDependencies(
@@ -113,6 +144,8 @@ class DependencyServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _dependency_pb2.SyncDependenciesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_dependency_pb2.SyncDependenciesResponse, _abc.Awaitable[_dependency_pb2.SyncDependenciesResponse]]:
-        """Installs every configured package that is missing; always allowed."""
+        """Starts installing every configured package that is missing; always
+        allowed.
+        """
 
 def add_DependencyServiceServicer_to_server(servicer: DependencyServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

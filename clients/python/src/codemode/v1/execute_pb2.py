@@ -22,38 +22,54 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
+from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63odemode/v1/execute.proto\x12\x0b\x63odemode.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"o\n\x0e\x45xecuteRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12*\n\x07timeout\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\xcd\x02\n\x0f\x45xecuteResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x30\n\x07started\x18\x02 \x01(\x0b\x32\x1d.codemode.v1.ExecutionStartedH\x00\x12.\n\x06output\x18\x03 \x01(\x0b\x32\x1c.codemode.v1.ExecutionOutputH\x00\x12.\n\x06result\x18\x04 \x01(\x0b\x32\x1c.codemode.v1.ExecutionResultH\x00\x12,\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x1b.codemode.v1.ExecutionErrorH\x00\x12+\n\theartbeat\x18\x06 \x01(\x0b\x32\x16.codemode.v1.HeartbeatH\x00\x12\x32\n\x08\x66inished\x18\x07 \x01(\x0b\x32\x1e.codemode.v1.ExecutionFinishedH\x00\x42\x07\n\x05\x65vent\"u\n\x10\x45xecutionStarted\x12\x11\n\texecution\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1e\n\x16interpreter_generation\x18\x03 \x01(\r\"h\n\x0f\x45xecutionOutput\x12)\n\x06stream\x18\x01 \x01(\x0e\x32\x19.codemode.v1.OutputStream\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x1c\n\x14\x64ropped_bytes_before\x18\x03 \x01(\x04\"N\n\x0f\x45xecutionResult\x12\x11\n\x04json\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x0c\n\x04repr\x18\x02 \x01(\t\x12\x11\n\ttype_name\x18\x03 \x01(\tB\x07\n\x05_json\"P\n\x0e\x45xecutionError\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\ttraceback\x18\x03 \x01(\t\x12\x0c\n\x04line\x18\x04 \x01(\x05\"\x0b\n\tHeartbeat\"\xff\x01\n\x11\x45xecutionFinished\x12,\n\x06status\x18\x01 \x01(\x0e\x32\x1c.codemode.v1.ExecutionStatus\x12+\n\x08\x64uration\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0cstdout_bytes\x18\x03 \x01(\x04\x12\x14\n\x0cstderr_bytes\x18\x04 \x01(\x04\x12\x1e\n\x16stdout_truncated_bytes\x18\x05 \x01(\x04\x12\x1e\n\x16stderr_truncated_bytes\x18\x06 \x01(\x04\x12\x12\n\nstate_lost\x18\x07 \x01(\x08\x12\x0f\n\x07message\x18\x08 \x01(\t*a\n\x0cOutputStream\x12\x1d\n\x19OUTPUT_STREAM_UNSPECIFIED\x10\x00\x12\x18\n\x14OUTPUT_STREAM_STDOUT\x10\x01\x12\x18\n\x14OUTPUT_STREAM_STDERR\x10\x02*\xc9\x01\n\x0f\x45xecutionStatus\x12 \n\x1c\x45XECUTION_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45XECUTION_STATUS_OK\x10\x01\x12\x1a\n\x16\x45XECUTION_STATUS_ERROR\x10\x02\x12\x1c\n\x18\x45XECUTION_STATUS_TIMEOUT\x10\x03\x12\x1e\n\x1a\x45XECUTION_STATUS_CANCELLED\x10\x04\x12!\n\x1d\x45XECUTION_STATUS_SANDBOX_DIED\x10\x05\x32X\n\x0e\x45xecuteService\x12\x46\n\x07\x45xecute\x12\x1b.codemode.v1.ExecuteRequest\x1a\x1c.codemode.v1.ExecuteResponse0\x01\x42[\n\x0f\x64\x65v.codemode.v1P\x01ZFgithub.com/codemode-dev/codemode/clients/go/gen/codemode/v1;codemodev1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63odemode/v1/execute.proto\x12\x0b\x63odemode.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8e\x01\n\x0e\x45xecuteRequest\x12.\n\x07session\x18\x01 \x01(\tB\x1d\xe2\x41\x01\x02\xfa\x41\x16\n\x14\x63odemode.dev/Session\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12*\n\x07timeout\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\xcd\x02\n\x0f\x45xecuteResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x30\n\x07started\x18\x02 \x01(\x0b\x32\x1d.codemode.v1.ExecutionStartedH\x00\x12.\n\x06output\x18\x03 \x01(\x0b\x32\x1c.codemode.v1.ExecutionOutputH\x00\x12.\n\x06result\x18\x04 \x01(\x0b\x32\x1c.codemode.v1.ExecutionResultH\x00\x12,\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x1b.codemode.v1.ExecutionErrorH\x00\x12+\n\theartbeat\x18\x06 \x01(\x0b\x32\x16.codemode.v1.HeartbeatH\x00\x12\x32\n\x08\x66inished\x18\x07 \x01(\x0b\x32\x1e.codemode.v1.ExecutionFinishedH\x00\x42\x07\n\x05\x65vent\"\xa6\x01\n\x10\x45xecutionStarted\x12.\n\texecution\x18\x01 \x01(\tB\x1b\xfa\x41\x18\n\x16\x63odemode.dev/Execution\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1e\n\x16interpreter_generation\x18\x03 \x01(\x03\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"h\n\x0f\x45xecutionOutput\x12)\n\x06stream\x18\x01 \x01(\x0e\x32\x19.codemode.v1.OutputStream\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x1c\n\x14\x64ropped_bytes_before\x18\x03 \x01(\x03\"N\n\x0f\x45xecutionResult\x12\x11\n\x04json\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x0c\n\x04repr\x18\x02 \x01(\t\x12\x11\n\ttype_name\x18\x03 \x01(\tB\x07\n\x05_json\"P\n\x0e\x45xecutionError\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\ttraceback\x18\x03 \x01(\t\x12\x0c\n\x04line\x18\x04 \x01(\x05\"\x0b\n\tHeartbeat\"\xff\x01\n\x11\x45xecutionFinished\x12,\n\x06status\x18\x01 \x01(\x0e\x32\x1c.codemode.v1.ExecutionStatus\x12+\n\x08\x64uration\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0cstdout_bytes\x18\x03 \x01(\x03\x12\x14\n\x0cstderr_bytes\x18\x04 \x01(\x03\x12\x1e\n\x16stdout_truncated_bytes\x18\x05 \x01(\x03\x12\x1e\n\x16stderr_truncated_bytes\x18\x06 \x01(\x03\x12\x12\n\nstate_lost\x18\x07 \x01(\x08\x12\x0f\n\x07message\x18\x08 \x01(\t\"d\n\x16\x41ttachExecutionRequest\x12\x32\n\texecution\x18\x01 \x01(\tB\x1f\xe2\x41\x01\x02\xfa\x41\x18\n\x16\x63odemode.dev/Execution\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"L\n\x16\x43\x61ncelExecutionRequest\x12\x32\n\texecution\x18\x01 \x01(\tB\x1f\xe2\x41\x01\x02\xfa\x41\x18\n\x16\x63odemode.dev/Execution\",\n\x17\x43\x61ncelExecutionResponse\x12\x11\n\tcancelled\x18\x01 \x01(\x08*a\n\x0cOutputStream\x12\x1d\n\x19OUTPUT_STREAM_UNSPECIFIED\x10\x00\x12\x18\n\x14OUTPUT_STREAM_STDOUT\x10\x01\x12\x18\n\x14OUTPUT_STREAM_STDERR\x10\x02*\xc9\x01\n\x0f\x45xecutionStatus\x12 \n\x1c\x45XECUTION_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45XECUTION_STATUS_OK\x10\x01\x12\x1a\n\x16\x45XECUTION_STATUS_ERROR\x10\x02\x12\x1c\n\x18\x45XECUTION_STATUS_TIMEOUT\x10\x03\x12\x1e\n\x1a\x45XECUTION_STATUS_CANCELLED\x10\x04\x12!\n\x1d\x45XECUTION_STATUS_SANDBOX_DIED\x10\x05\x32\x8e\x02\n\x0e\x45xecuteService\x12\x46\n\x07\x45xecute\x12\x1b.codemode.v1.ExecuteRequest\x1a\x1c.codemode.v1.ExecuteResponse0\x01\x12V\n\x0f\x41ttachExecution\x12#.codemode.v1.AttachExecutionRequest\x1a\x1c.codemode.v1.ExecuteResponse0\x01\x12\\\n\x0f\x43\x61ncelExecution\x12#.codemode.v1.CancelExecutionRequest\x1a$.codemode.v1.CancelExecutionResponseB\xa1\x01\n\x0f\x64\x65v.codemode.v1P\x01ZFgithub.com/codemode-dev/codemode/clients/go/gen/codemode/v1;codemodev1\xea\x41\x43\n\x16\x63odemode.dev/Execution\x12)sessions/{session}/executions/{execution}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'codemode.v1.execute_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
-  _globals['DESCRIPTOR']._serialized_options = b'\n\017dev.codemode.v1P\001ZFgithub.com/codemode-dev/codemode/clients/go/gen/codemode/v1;codemodev1'
-  _globals['_OUTPUTSTREAM']._serialized_start=1214
-  _globals['_OUTPUTSTREAM']._serialized_end=1311
-  _globals['_EXECUTIONSTATUS']._serialized_start=1314
-  _globals['_EXECUTIONSTATUS']._serialized_end=1515
-  _globals['_EXECUTEREQUEST']._serialized_start=107
-  _globals['_EXECUTEREQUEST']._serialized_end=218
-  _globals['_EXECUTERESPONSE']._serialized_start=221
-  _globals['_EXECUTERESPONSE']._serialized_end=554
-  _globals['_EXECUTIONSTARTED']._serialized_start=556
-  _globals['_EXECUTIONSTARTED']._serialized_end=673
-  _globals['_EXECUTIONOUTPUT']._serialized_start=675
-  _globals['_EXECUTIONOUTPUT']._serialized_end=779
-  _globals['_EXECUTIONRESULT']._serialized_start=781
-  _globals['_EXECUTIONRESULT']._serialized_end=859
-  _globals['_EXECUTIONERROR']._serialized_start=861
-  _globals['_EXECUTIONERROR']._serialized_end=941
-  _globals['_HEARTBEAT']._serialized_start=943
-  _globals['_HEARTBEAT']._serialized_end=954
-  _globals['_EXECUTIONFINISHED']._serialized_start=957
-  _globals['_EXECUTIONFINISHED']._serialized_end=1212
-  _globals['_EXECUTESERVICE']._serialized_start=1517
-  _globals['_EXECUTESERVICE']._serialized_end=1605
+  _globals['DESCRIPTOR']._serialized_options = b'\n\017dev.codemode.v1P\001ZFgithub.com/codemode-dev/codemode/clients/go/gen/codemode/v1;codemodev1\352AC\n\026codemode.dev/Execution\022)sessions/{session}/executions/{execution}'
+  _globals['_EXECUTEREQUEST'].fields_by_name['session']._loaded_options = None
+  _globals['_EXECUTEREQUEST'].fields_by_name['session']._serialized_options = b'\342A\001\002\372A\026\n\024codemode.dev/Session'
+  _globals['_EXECUTIONSTARTED'].fields_by_name['execution']._loaded_options = None
+  _globals['_EXECUTIONSTARTED'].fields_by_name['execution']._serialized_options = b'\372A\030\n\026codemode.dev/Execution'
+  _globals['_ATTACHEXECUTIONREQUEST'].fields_by_name['execution']._loaded_options = None
+  _globals['_ATTACHEXECUTIONREQUEST'].fields_by_name['execution']._serialized_options = b'\342A\001\002\372A\030\n\026codemode.dev/Execution'
+  _globals['_CANCELEXECUTIONREQUEST'].fields_by_name['execution']._loaded_options = None
+  _globals['_CANCELEXECUTIONREQUEST'].fields_by_name['execution']._serialized_options = b'\342A\001\002\372A\030\n\026codemode.dev/Execution'
+  _globals['_OUTPUTSTREAM']._serialized_start=1582
+  _globals['_OUTPUTSTREAM']._serialized_end=1679
+  _globals['_EXECUTIONSTATUS']._serialized_start=1682
+  _globals['_EXECUTIONSTATUS']._serialized_end=1883
+  _globals['_EXECUTEREQUEST']._serialized_start=168
+  _globals['_EXECUTEREQUEST']._serialized_end=310
+  _globals['_EXECUTERESPONSE']._serialized_start=313
+  _globals['_EXECUTERESPONSE']._serialized_end=646
+  _globals['_EXECUTIONSTARTED']._serialized_start=649
+  _globals['_EXECUTIONSTARTED']._serialized_end=815
+  _globals['_EXECUTIONOUTPUT']._serialized_start=817
+  _globals['_EXECUTIONOUTPUT']._serialized_end=921
+  _globals['_EXECUTIONRESULT']._serialized_start=923
+  _globals['_EXECUTIONRESULT']._serialized_end=1001
+  _globals['_EXECUTIONERROR']._serialized_start=1003
+  _globals['_EXECUTIONERROR']._serialized_end=1083
+  _globals['_HEARTBEAT']._serialized_start=1085
+  _globals['_HEARTBEAT']._serialized_end=1096
+  _globals['_EXECUTIONFINISHED']._serialized_start=1099
+  _globals['_EXECUTIONFINISHED']._serialized_end=1354
+  _globals['_ATTACHEXECUTIONREQUEST']._serialized_start=1356
+  _globals['_ATTACHEXECUTIONREQUEST']._serialized_end=1456
+  _globals['_CANCELEXECUTIONREQUEST']._serialized_start=1458
+  _globals['_CANCELEXECUTIONREQUEST']._serialized_end=1534
+  _globals['_CANCELEXECUTIONRESPONSE']._serialized_start=1536
+  _globals['_CANCELEXECUTIONRESPONSE']._serialized_end=1580
+  _globals['_EXECUTESERVICE']._serialized_start=1886
+  _globals['_EXECUTESERVICE']._serialized_end=2156
 # @@protoc_insertion_point(module_scope)

@@ -1,5 +1,7 @@
 import datetime
 
+from google.api import field_behavior_pb2 as _field_behavior_pb2
+from google.api import resource_pb2 as _resource_pb2
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -65,14 +67,16 @@ class ExecuteResponse(_message.Message):
     def __init__(self, sequence: _Optional[int] = ..., started: _Optional[_Union[ExecutionStarted, _Mapping]] = ..., output: _Optional[_Union[ExecutionOutput, _Mapping]] = ..., result: _Optional[_Union[ExecutionResult, _Mapping]] = ..., error: _Optional[_Union[ExecutionError, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., finished: _Optional[_Union[ExecutionFinished, _Mapping]] = ...) -> None: ...
 
 class ExecutionStarted(_message.Message):
-    __slots__ = ("execution", "start_time", "interpreter_generation")
+    __slots__ = ("execution", "start_time", "interpreter_generation", "request_id")
     EXECUTION_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     INTERPRETER_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     execution: str
     start_time: _timestamp_pb2.Timestamp
     interpreter_generation: int
-    def __init__(self, execution: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., interpreter_generation: _Optional[int] = ...) -> None: ...
+    request_id: str
+    def __init__(self, execution: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., interpreter_generation: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class ExecutionOutput(_message.Message):
     __slots__ = ("stream", "data", "dropped_bytes_before")
@@ -129,3 +133,23 @@ class ExecutionFinished(_message.Message):
     state_lost: bool
     message: str
     def __init__(self, status: _Optional[_Union[ExecutionStatus, str]] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., stdout_bytes: _Optional[int] = ..., stderr_bytes: _Optional[int] = ..., stdout_truncated_bytes: _Optional[int] = ..., stderr_truncated_bytes: _Optional[int] = ..., state_lost: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
+
+class AttachExecutionRequest(_message.Message):
+    __slots__ = ("execution", "after_sequence")
+    EXECUTION_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    execution: str
+    after_sequence: int
+    def __init__(self, execution: _Optional[str] = ..., after_sequence: _Optional[int] = ...) -> None: ...
+
+class CancelExecutionRequest(_message.Message):
+    __slots__ = ("execution",)
+    EXECUTION_FIELD_NUMBER: _ClassVar[int]
+    execution: str
+    def __init__(self, execution: _Optional[str] = ...) -> None: ...
+
+class CancelExecutionResponse(_message.Message):
+    __slots__ = ("cancelled",)
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    cancelled: bool
+    def __init__(self, cancelled: _Optional[bool] = ...) -> None: ...

@@ -40,6 +40,16 @@ class ExecuteServiceStub:
                 request_serializer=codemode_dot_v1_dot_execute__pb2.ExecuteRequest.SerializeToString,
                 response_deserializer=codemode_dot_v1_dot_execute__pb2.ExecuteResponse.FromString,
                 _registered_method=True)
+        self.AttachExecution = channel.unary_stream(
+                '/codemode.v1.ExecuteService/AttachExecution',
+                request_serializer=codemode_dot_v1_dot_execute__pb2.AttachExecutionRequest.SerializeToString,
+                response_deserializer=codemode_dot_v1_dot_execute__pb2.ExecuteResponse.FromString,
+                _registered_method=True)
+        self.CancelExecution = channel.unary_unary(
+                '/codemode.v1.ExecuteService/CancelExecution',
+                request_serializer=codemode_dot_v1_dot_execute__pb2.CancelExecutionRequest.SerializeToString,
+                response_deserializer=codemode_dot_v1_dot_execute__pb2.CancelExecutionResponse.FromString,
+                _registered_method=True)
 
 
 class ExecuteServiceServicer:
@@ -49,11 +59,35 @@ class ExecuteServiceServicer:
     def Execute(self, request, context):
         """Runs code in the session's interpreter. The stream carries, in sequence
         order: started, any number of output / result / error / heartbeat
-        events, and finished, always last. A failure of the user's code (an
-        exception, a timeout, a crash of the interpreter) is reported in events
-        and the stream ends with status OK; infrastructure failures (unknown
-        session, agent unreachable, auth) end the stream with a gRPC error status
-        carrying google.rpc.ErrorInfo. Cancelling the call interrupts the code.
+        events, and finished. A failure of the user's code (an exception, a
+        timeout, a crash of the interpreter) is reported in events and the
+        stream ends with status OK after finished. Infrastructure failures
+        (unknown session, agent unreachable, auth, a server shutting down) end
+        the stream with a gRPC error status carrying google.rpc.ErrorInfo, with
+        or without a finished event before it.
+
+        Cancelling the call cancels the execution (as CancelExecution does): the
+        session stays BUSY until the code has stopped, and the execution ends as
+        CANCELLED, which AttachExecution shows.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AttachExecution(self, request, context):
+        """Streams an execution's events after `after_sequence`, live while it runs
+        and from its record after it ended (kept for the server's documented
+        retention), with no gap and no duplicate. Any number of callers may
+        attach to one execution. Detaching does not cancel it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelExecution(self, request, context):
+        """Asks a running execution to stop (SIGINT, then a kill after the grace
+        period). Returns at once; the execution's stream ends with finished
+        CANCELLED. Cancelling an execution that already ended is a no-op.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -66,6 +100,16 @@ def add_ExecuteServiceServicer_to_server(servicer, server):
                     servicer.Execute,
                     request_deserializer=codemode_dot_v1_dot_execute__pb2.ExecuteRequest.FromString,
                     response_serializer=codemode_dot_v1_dot_execute__pb2.ExecuteResponse.SerializeToString,
+            ),
+            'AttachExecution': grpc.unary_stream_rpc_method_handler(
+                    servicer.AttachExecution,
+                    request_deserializer=codemode_dot_v1_dot_execute__pb2.AttachExecutionRequest.FromString,
+                    response_serializer=codemode_dot_v1_dot_execute__pb2.ExecuteResponse.SerializeToString,
+            ),
+            'CancelExecution': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelExecution,
+                    request_deserializer=codemode_dot_v1_dot_execute__pb2.CancelExecutionRequest.FromString,
+                    response_serializer=codemode_dot_v1_dot_execute__pb2.CancelExecutionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -96,6 +140,60 @@ class ExecuteService:
             '/codemode.v1.ExecuteService/Execute',
             codemode_dot_v1_dot_execute__pb2.ExecuteRequest.SerializeToString,
             codemode_dot_v1_dot_execute__pb2.ExecuteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AttachExecution(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/codemode.v1.ExecuteService/AttachExecution',
+            codemode_dot_v1_dot_execute__pb2.AttachExecutionRequest.SerializeToString,
+            codemode_dot_v1_dot_execute__pb2.ExecuteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelExecution(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/codemode.v1.ExecuteService/CancelExecution',
+            codemode_dot_v1_dot_execute__pb2.CancelExecutionRequest.SerializeToString,
+            codemode_dot_v1_dot_execute__pb2.CancelExecutionResponse.FromString,
             options,
             channel_credentials,
             insecure,

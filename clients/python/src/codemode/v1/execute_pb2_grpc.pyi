@@ -36,11 +36,27 @@ class ExecuteServiceStub:
     Execute: _grpc.UnaryStreamMultiCallable[_execute_pb2.ExecuteRequest, _execute_pb2.ExecuteResponse]
     """Runs code in the session's interpreter. The stream carries, in sequence
     order: started, any number of output / result / error / heartbeat
-    events, and finished, always last. A failure of the user's code (an
-    exception, a timeout, a crash of the interpreter) is reported in events
-    and the stream ends with status OK; infrastructure failures (unknown
-    session, agent unreachable, auth) end the stream with a gRPC error status
-    carrying google.rpc.ErrorInfo. Cancelling the call interrupts the code.
+    events, and finished. A failure of the user's code (an exception, a
+    timeout, a crash of the interpreter) is reported in events and the
+    stream ends with status OK after finished. Infrastructure failures
+    (unknown session, agent unreachable, auth, a server shutting down) end
+    the stream with a gRPC error status carrying google.rpc.ErrorInfo, with
+    or without a finished event before it.
+
+    Cancelling the call cancels the execution (as CancelExecution does): the
+    session stays BUSY until the code has stopped, and the execution ends as
+    CANCELLED, which AttachExecution shows.
+    """
+    AttachExecution: _grpc.UnaryStreamMultiCallable[_execute_pb2.AttachExecutionRequest, _execute_pb2.ExecuteResponse]
+    """Streams an execution's events after `after_sequence`, live while it runs
+    and from its record after it ended (kept for the server's documented
+    retention), with no gap and no duplicate. Any number of callers may
+    attach to one execution. Detaching does not cancel it.
+    """
+    CancelExecution: _grpc.UnaryUnaryMultiCallable[_execute_pb2.CancelExecutionRequest, _execute_pb2.CancelExecutionResponse]
+    """Asks a running execution to stop (SIGINT, then a kill after the grace
+    period). Returns at once; the execution's stream ends with finished
+    CANCELLED. Cancelling an execution that already ended is a no-op.
     """
 
 @_typing.type_check_only
@@ -51,11 +67,27 @@ class ExecuteServiceAsyncStub(ExecuteServiceStub):
     Execute: _aio.UnaryStreamMultiCallable[_execute_pb2.ExecuteRequest, _execute_pb2.ExecuteResponse]  # type: ignore[assignment]
     """Runs code in the session's interpreter. The stream carries, in sequence
     order: started, any number of output / result / error / heartbeat
-    events, and finished, always last. A failure of the user's code (an
-    exception, a timeout, a crash of the interpreter) is reported in events
-    and the stream ends with status OK; infrastructure failures (unknown
-    session, agent unreachable, auth) end the stream with a gRPC error status
-    carrying google.rpc.ErrorInfo. Cancelling the call interrupts the code.
+    events, and finished. A failure of the user's code (an exception, a
+    timeout, a crash of the interpreter) is reported in events and the
+    stream ends with status OK after finished. Infrastructure failures
+    (unknown session, agent unreachable, auth, a server shutting down) end
+    the stream with a gRPC error status carrying google.rpc.ErrorInfo, with
+    or without a finished event before it.
+
+    Cancelling the call cancels the execution (as CancelExecution does): the
+    session stays BUSY until the code has stopped, and the execution ends as
+    CANCELLED, which AttachExecution shows.
+    """
+    AttachExecution: _aio.UnaryStreamMultiCallable[_execute_pb2.AttachExecutionRequest, _execute_pb2.ExecuteResponse]  # type: ignore[assignment]
+    """Streams an execution's events after `after_sequence`, live while it runs
+    and from its record after it ended (kept for the server's documented
+    retention), with no gap and no duplicate. Any number of callers may
+    attach to one execution. Detaching does not cancel it.
+    """
+    CancelExecution: _aio.UnaryUnaryMultiCallable[_execute_pb2.CancelExecutionRequest, _execute_pb2.CancelExecutionResponse]  # type: ignore[assignment]
+    """Asks a running execution to stop (SIGINT, then a kill after the grace
+    period). Returns at once; the execution's stream ends with finished
+    CANCELLED. Cancelling an execution that already ended is a no-op.
     """
 
 class ExecuteServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -69,11 +101,39 @@ class ExecuteServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_execute_pb2.ExecuteResponse], _abc.AsyncIterator[_execute_pb2.ExecuteResponse]]:
         """Runs code in the session's interpreter. The stream carries, in sequence
         order: started, any number of output / result / error / heartbeat
-        events, and finished, always last. A failure of the user's code (an
-        exception, a timeout, a crash of the interpreter) is reported in events
-        and the stream ends with status OK; infrastructure failures (unknown
-        session, agent unreachable, auth) end the stream with a gRPC error status
-        carrying google.rpc.ErrorInfo. Cancelling the call interrupts the code.
+        events, and finished. A failure of the user's code (an exception, a
+        timeout, a crash of the interpreter) is reported in events and the
+        stream ends with status OK after finished. Infrastructure failures
+        (unknown session, agent unreachable, auth, a server shutting down) end
+        the stream with a gRPC error status carrying google.rpc.ErrorInfo, with
+        or without a finished event before it.
+
+        Cancelling the call cancels the execution (as CancelExecution does): the
+        session stays BUSY until the code has stopped, and the execution ends as
+        CANCELLED, which AttachExecution shows.
+        """
+
+    @_abc_1.abstractmethod
+    def AttachExecution(
+        self,
+        request: _execute_pb2.AttachExecutionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_execute_pb2.ExecuteResponse], _abc.AsyncIterator[_execute_pb2.ExecuteResponse]]:
+        """Streams an execution's events after `after_sequence`, live while it runs
+        and from its record after it ended (kept for the server's documented
+        retention), with no gap and no duplicate. Any number of callers may
+        attach to one execution. Detaching does not cancel it.
+        """
+
+    @_abc_1.abstractmethod
+    def CancelExecution(
+        self,
+        request: _execute_pb2.CancelExecutionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_execute_pb2.CancelExecutionResponse, _abc.Awaitable[_execute_pb2.CancelExecutionResponse]]:
+        """Asks a running execution to stop (SIGINT, then a kill after the grace
+        period). Returns at once; the execution's stream ends with finished
+        CANCELLED. Cancelling an execution that already ended is a no-op.
         """
 
 def add_ExecuteServiceServicer_to_server(servicer: ExecuteServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -22,11 +22,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
+from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63odemode/v1/session.proto\x12\x0b\x63odemode.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd5\x04\n\x07Session\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x05state\x18\x02 \x01(\x0e\x32\x1a.codemode.v1.Session.State\x12\x15\n\rstate_message\x18\x03 \x01(\t\x12*\n\x06\x63onfig\x18\x04 \x01(\x0b\x32\x1a.codemode.v1.SessionConfig\x12/\n\x0c\x63\x61pabilities\x18\x05 \x01(\x0b\x32\x19.codemode.v1.Capabilities\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rlast_use_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06tenant\x18\t \x01(\t\x12\x30\n\x06labels\x18\n \x03(\x0b\x32 .codemode.v1.Session.LabelsEntry\x12\x1e\n\x16interpreter_generation\x18\x0b \x01(\r\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"w\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x12\n\x0eSTATE_STARTING\x10\x01\x12\x0f\n\x0bSTATE_READY\x10\x02\x12\x0e\n\nSTATE_BUSY\x10\x03\x12\x10\n\x0cSTATE_FAILED\x10\x04\x12\x10\n\x0cSTATE_CLOSED\x10\x05\"\xe7\x02\n\rSessionConfig\x12.\n\x0csandbox_kind\x18\x01 \x01(\x0e\x32\x18.codemode.v1.SandboxKind\x12*\n\x07timeout\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1a\n\x12memory_limit_bytes\x18\x03 \x01(\x03\x12\x11\n\tcpu_quota\x18\x04 \x01(\x01\x12\x12\n\npids_limit\x18\x05 \x01(\x03\x12\x18\n\x10network_disabled\x18\x06 \x01(\x08\x12\x1a\n\x12\x61llow_runtime_deps\x18\x07 \x01(\x08\x12\x0c\n\x04\x64\x65ps\x18\x08 \x03(\t\x12\x1a\n\x12sync_deps_on_start\x18\t \x01(\x08\x12\x1b\n\x13output_budget_bytes\x18\n \x01(\x03\x12+\n\x08idle_ttl\x18\x0b \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05image\x18\x0c \x01(\t\"\xb2\x02\n\x0c\x43\x61pabilities\x12\x0f\n\x07timeout\x18\x01 \x01(\x08\x12\x19\n\x11process_isolation\x18\x02 \x01(\x08\x12\x1b\n\x13\x63ontainer_isolation\x18\x03 \x01(\x08\x12\x19\n\x11network_isolation\x18\x04 \x01(\x08\x12\x14\n\x0cmemory_limit\x18\x05 \x01(\x08\x12\x11\n\tcpu_limit\x18\x06 \x01(\x08\x12\r\n\x05reset\x18\x07 \x01(\x08\x12\x14\n\x0c\x64\x65ps_install\x18\x08 \x01(\x08\x12\x1c\n\x14\x66ilesystem_isolation\x18\t \x01(\x08\x12\x12\n\npids_limit\x18\n \x01(\x08\x12\x12\n\ndisk_limit\x18\x0b \x01(\x08\x12\x16\n\x0esyscall_filter\x18\x0c \x01(\x08\x12\x12\n\nunconfined\x18\r \x01(\x08\"e\n\x14\x43reateSessionRequest\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.codemode.v1.Session\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\">\n\x15\x43reateSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.codemode.v1.Session\"!\n\x11GetSessionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\";\n\x12GetSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.codemode.v1.Session\"L\n\x13ListSessionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\"W\n\x14ListSessionsResponse\x12&\n\x08sessions\x18\x01 \x03(\x0b\x32\x14.codemode.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"#\n\x13ResetSessionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"=\n\x14ResetSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.codemode.v1.Session\"$\n\x14\x44\x65leteSessionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteSessionResponse*^\n\x0bSandboxKind\x12\x1c\n\x18SANDBOX_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14SANDBOX_KIND_PROCESS\x10\x01\x12\x17\n\x13SANDBOX_KIND_DOCKER\x10\x02\x32\xb9\x03\n\x0eSessionService\x12V\n\rCreateSession\x12!.codemode.v1.CreateSessionRequest\x1a\".codemode.v1.CreateSessionResponse\x12M\n\nGetSession\x12\x1e.codemode.v1.GetSessionRequest\x1a\x1f.codemode.v1.GetSessionResponse\x12S\n\x0cListSessions\x12 .codemode.v1.ListSessionsRequest\x1a!.codemode.v1.ListSessionsResponse\x12S\n\x0cResetSession\x12 .codemode.v1.ResetSessionRequest\x1a!.codemode.v1.ResetSessionResponse\x12V\n\rDeleteSession\x12!.codemode.v1.DeleteSessionRequest\x1a\".codemode.v1.DeleteSessionResponseB[\n\x0f\x64\x65v.codemode.v1P\x01ZFgithub.com/codemode-dev/codemode/clients/go/gen/codemode/v1;codemodev1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63odemode/v1/session.proto\x12\x0b\x63odemode.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc0\x06\n\x07Session\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12/\n\x05state\x18\x02 \x01(\x0e\x32\x1a.codemode.v1.Session.StateB\x04\xe2\x41\x01\x03\x12\x1b\n\rstate_message\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x30\n\x06\x63onfig\x18\x04 \x01(\x0b\x32\x1a.codemode.v1.SessionConfigB\x04\xe2\x41\x01\x05\x12\x35\n\x0c\x63\x61pabilities\x18\x05 \x01(\x0b\x32\x19.codemode.v1.CapabilitiesB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x37\n\rlast_use_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x65xpire_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x14\n\x06tenant\x18\t \x01(\tB\x04\xe2\x41\x01\x05\x12\x30\n\x06labels\x18\n \x03(\x0b\x32 .codemode.v1.Session.LabelsEntry\x12$\n\x16interpreter_generation\x18\x0b \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x18\n\ncreated_by\x18\x0c \x01(\tB\x04\xe2\x41\x01\x03\x12:\n\x0clast_install\x18\r \x01(\x0b\x32\x1e.codemode.v1.DependencyInstallB\x04\xe2\x41\x01\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8d\x01\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x12\n\x0eSTATE_STARTING\x10\x01\x12\x0f\n\x0bSTATE_READY\x10\x02\x12\x0e\n\nSTATE_BUSY\x10\x03\x12\x10\n\x0cSTATE_FAILED\x10\x04\x12\x10\n\x0cSTATE_CLOSED\x10\x05\x12\x14\n\x10STATE_INSTALLING\x10\x06:@\xea\x41=\n\x14\x63odemode.dev/Session\x12\x12sessions/{session}*\x08sessions2\x07session\"\xd2\x02\n\x11\x44\x65pendencyInstall\x12\x33\n\x05state\x18\x01 \x01(\x0e\x32$.codemode.v1.DependencyInstall.State\x12\x10\n\x08packages\x18\x02 \x03(\t\x12\x11\n\tinstalled\x18\x03 \x03(\t\x12\x15\n\rerror_message\x18\x04 \x01(\t\x12\x14\n\x0c\x65rror_reason\x18\x05 \x01(\t\x12.\n\nstart_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"X\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x11\n\rSTATE_RUNNING\x10\x01\x12\x13\n\x0fSTATE_SUCCEEDED\x10\x02\x12\x10\n\x0cSTATE_FAILED\x10\x03\"\x99\x04\n\rSessionConfig\x12.\n\x0csandbox_kind\x18\x01 \x01(\x0e\x32\x18.codemode.v1.SandboxKind\x12*\n\x07timeout\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1f\n\x12memory_limit_bytes\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x16\n\tcpu_quota\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x17\n\npids_limit\x18\x05 \x01(\x03H\x02\x88\x01\x01\x12\x1d\n\x10network_disabled\x18\x06 \x01(\x08H\x03\x88\x01\x01\x12\x1f\n\x12\x61llow_runtime_deps\x18\x07 \x01(\x08H\x04\x88\x01\x01\x12\x0c\n\x04\x64\x65ps\x18\x08 \x03(\t\x12\x1f\n\x12sync_deps_on_start\x18\t \x01(\x08H\x05\x88\x01\x01\x12 \n\x13output_budget_bytes\x18\n \x01(\x03H\x06\x88\x01\x01\x12+\n\x08idle_ttl\x18\x0b \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05image\x18\x0c \x01(\tB\x15\n\x13_memory_limit_bytesB\x0c\n\n_cpu_quotaB\r\n\x0b_pids_limitB\x13\n\x11_network_disabledB\x15\n\x13_allow_runtime_depsB\x15\n\x13_sync_deps_on_startB\x16\n\x14_output_budget_bytes\"\xb2\x02\n\x0c\x43\x61pabilities\x12\x0f\n\x07timeout\x18\x01 \x01(\x08\x12\x19\n\x11process_isolation\x18\x02 \x01(\x08\x12\x1b\n\x13\x63ontainer_isolation\x18\x03 \x01(\x08\x12\x19\n\x11network_isolation\x18\x04 \x01(\x08\x12\x14\n\x0cmemory_limit\x18\x05 \x01(\x08\x12\x11\n\tcpu_limit\x18\x06 \x01(\x08\x12\r\n\x05reset\x18\x07 \x01(\x08\x12\x14\n\x0c\x64\x65ps_install\x18\x08 \x01(\x08\x12\x1c\n\x14\x66ilesystem_isolation\x18\t \x01(\x08\x12\x12\n\npids_limit\x18\n \x01(\x08\x12\x12\n\ndisk_limit\x18\x0b \x01(\x08\x12\x16\n\x0esyscall_filter\x18\x0c \x01(\x08\x12\x12\n\nunconfined\x18\r \x01(\x08\"k\n\x14\x43reateSessionRequest\x12+\n\x07session\x18\x01 \x01(\x0b\x32\x14.codemode.v1.SessionB\x04\xe2\x41\x01\x02\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\">\n\x15\x43reateSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.codemode.v1.Session\"@\n\x11GetSessionRequest\x12+\n\x04name\x18\x01 \x01(\tB\x1d\xe2\x41\x01\x02\xfa\x41\x16\n\x14\x63odemode.dev/Session\";\n\x12GetSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.codemode.v1.Session\"m\n\x12WaitSessionRequest\x12+\n\x04name\x18\x01 \x01(\tB\x1d\xe2\x41\x01\x02\xfa\x41\x16\n\x14\x63odemode.dev/Session\x12*\n\x07timeout\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"<\n\x13WaitSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.codemode.v1.Session\"L\n\x13ListSessionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\"W\n\x14ListSessionsResponse\x12&\n\x08sessions\x18\x01 \x03(\x0b\x32\x14.codemode.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"B\n\x13ResetSessionRequest\x12+\n\x04name\x18\x01 \x01(\tB\x1d\xe2\x41\x01\x02\xfa\x41\x16\n\x14\x63odemode.dev/Session\"=\n\x14ResetSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.codemode.v1.Session\"C\n\x14\x44\x65leteSessionRequest\x12+\n\x04name\x18\x01 \x01(\tB\x1d\xe2\x41\x01\x02\xfa\x41\x16\n\x14\x63odemode.dev/Session\"\x17\n\x15\x44\x65leteSessionResponse*^\n\x0bSandboxKind\x12\x1c\n\x18SANDBOX_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14SANDBOX_KIND_PROCESS\x10\x01\x12\x17\n\x13SANDBOX_KIND_DOCKER\x10\x02\x32\x8b\x04\n\x0eSessionService\x12V\n\rCreateSession\x12!.codemode.v1.CreateSessionRequest\x1a\".codemode.v1.CreateSessionResponse\x12M\n\nGetSession\x12\x1e.codemode.v1.GetSessionRequest\x1a\x1f.codemode.v1.GetSessionResponse\x12P\n\x0bWaitSession\x12\x1f.codemode.v1.WaitSessionRequest\x1a .codemode.v1.WaitSessionResponse\x12S\n\x0cListSessions\x12 .codemode.v1.ListSessionsRequest\x1a!.codemode.v1.ListSessionsResponse\x12S\n\x0cResetSession\x12 .codemode.v1.ResetSessionRequest\x1a!.codemode.v1.ResetSessionResponse\x12V\n\rDeleteSession\x12!.codemode.v1.DeleteSessionRequest\x1a\".codemode.v1.DeleteSessionResponseB[\n\x0f\x64\x65v.codemode.v1P\x01ZFgithub.com/codemode-dev/codemode/clients/go/gen/codemode/v1;codemodev1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,38 +38,82 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'\n\017dev.codemode.v1P\001ZFgithub.com/codemode-dev/codemode/clients/go/gen/codemode/v1;codemodev1'
   _globals['_SESSION_LABELSENTRY']._loaded_options = None
   _globals['_SESSION_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_SANDBOXKIND']._serialized_start=1971
-  _globals['_SANDBOXKIND']._serialized_end=2065
-  _globals['_SESSION']._serialized_start=108
-  _globals['_SESSION']._serialized_end=705
-  _globals['_SESSION_LABELSENTRY']._serialized_start=539
-  _globals['_SESSION_LABELSENTRY']._serialized_end=584
-  _globals['_SESSION_STATE']._serialized_start=586
-  _globals['_SESSION_STATE']._serialized_end=705
-  _globals['_SESSIONCONFIG']._serialized_start=708
-  _globals['_SESSIONCONFIG']._serialized_end=1067
-  _globals['_CAPABILITIES']._serialized_start=1070
-  _globals['_CAPABILITIES']._serialized_end=1376
-  _globals['_CREATESESSIONREQUEST']._serialized_start=1378
-  _globals['_CREATESESSIONREQUEST']._serialized_end=1479
-  _globals['_CREATESESSIONRESPONSE']._serialized_start=1481
-  _globals['_CREATESESSIONRESPONSE']._serialized_end=1543
-  _globals['_GETSESSIONREQUEST']._serialized_start=1545
-  _globals['_GETSESSIONREQUEST']._serialized_end=1578
-  _globals['_GETSESSIONRESPONSE']._serialized_start=1580
-  _globals['_GETSESSIONRESPONSE']._serialized_end=1639
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=1641
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=1717
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1719
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1806
-  _globals['_RESETSESSIONREQUEST']._serialized_start=1808
-  _globals['_RESETSESSIONREQUEST']._serialized_end=1843
-  _globals['_RESETSESSIONRESPONSE']._serialized_start=1845
-  _globals['_RESETSESSIONRESPONSE']._serialized_end=1906
-  _globals['_DELETESESSIONREQUEST']._serialized_start=1908
-  _globals['_DELETESESSIONREQUEST']._serialized_end=1944
-  _globals['_DELETESESSIONRESPONSE']._serialized_start=1946
-  _globals['_DELETESESSIONRESPONSE']._serialized_end=1969
-  _globals['_SESSIONSERVICE']._serialized_start=2068
-  _globals['_SESSIONSERVICE']._serialized_end=2509
+  _globals['_SESSION'].fields_by_name['name']._loaded_options = None
+  _globals['_SESSION'].fields_by_name['name']._serialized_options = b'\342A\001\010'
+  _globals['_SESSION'].fields_by_name['state']._loaded_options = None
+  _globals['_SESSION'].fields_by_name['state']._serialized_options = b'\342A\001\003'
+  _globals['_SESSION'].fields_by_name['state_message']._loaded_options = None
+  _globals['_SESSION'].fields_by_name['state_message']._serialized_options = b'\342A\001\003'
+  _globals['_SESSION'].fields_by_name['config']._loaded_options = None
+  _globals['_SESSION'].fields_by_name['config']._serialized_options = b'\342A\001\005'
+  _globals['_SESSION'].fields_by_name['capabilities']._loaded_options = None
+  _globals['_SESSION'].fields_by_name['capabilities']._serialized_options = b'\342A\001\003'
+  _globals['_SESSION'].fields_by_name['create_time']._loaded_options = None
+  _globals['_SESSION'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
+  _globals['_SESSION'].fields_by_name['last_use_time']._loaded_options = None
+  _globals['_SESSION'].fields_by_name['last_use_time']._serialized_options = b'\342A\001\003'
+  _globals['_SESSION'].fields_by_name['expire_time']._loaded_options = None
+  _globals['_SESSION'].fields_by_name['expire_time']._serialized_options = b'\342A\001\003'
+  _globals['_SESSION'].fields_by_name['tenant']._loaded_options = None
+  _globals['_SESSION'].fields_by_name['tenant']._serialized_options = b'\342A\001\005'
+  _globals['_SESSION'].fields_by_name['interpreter_generation']._loaded_options = None
+  _globals['_SESSION'].fields_by_name['interpreter_generation']._serialized_options = b'\342A\001\003'
+  _globals['_SESSION'].fields_by_name['created_by']._loaded_options = None
+  _globals['_SESSION'].fields_by_name['created_by']._serialized_options = b'\342A\001\003'
+  _globals['_SESSION'].fields_by_name['last_install']._loaded_options = None
+  _globals['_SESSION'].fields_by_name['last_install']._serialized_options = b'\342A\001\003'
+  _globals['_SESSION']._loaded_options = None
+  _globals['_SESSION']._serialized_options = b'\352A=\n\024codemode.dev/Session\022\022sessions/{session}*\010sessions2\007session'
+  _globals['_CREATESESSIONREQUEST'].fields_by_name['session']._loaded_options = None
+  _globals['_CREATESESSIONREQUEST'].fields_by_name['session']._serialized_options = b'\342A\001\002'
+  _globals['_GETSESSIONREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_GETSESSIONREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\026\n\024codemode.dev/Session'
+  _globals['_WAITSESSIONREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_WAITSESSIONREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\026\n\024codemode.dev/Session'
+  _globals['_RESETSESSIONREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_RESETSESSIONREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\026\n\024codemode.dev/Session'
+  _globals['_DELETESESSIONREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_DELETESESSIONREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\026\n\024codemode.dev/Session'
+  _globals['_SANDBOXKIND']._serialized_start=3057
+  _globals['_SANDBOXKIND']._serialized_end=3151
+  _globals['_SESSION']._serialized_start=168
+  _globals['_SESSION']._serialized_end=1000
+  _globals['_SESSION_LABELSENTRY']._serialized_start=745
+  _globals['_SESSION_LABELSENTRY']._serialized_end=790
+  _globals['_SESSION_STATE']._serialized_start=793
+  _globals['_SESSION_STATE']._serialized_end=934
+  _globals['_DEPENDENCYINSTALL']._serialized_start=1003
+  _globals['_DEPENDENCYINSTALL']._serialized_end=1341
+  _globals['_DEPENDENCYINSTALL_STATE']._serialized_start=1253
+  _globals['_DEPENDENCYINSTALL_STATE']._serialized_end=1341
+  _globals['_SESSIONCONFIG']._serialized_start=1344
+  _globals['_SESSIONCONFIG']._serialized_end=1881
+  _globals['_CAPABILITIES']._serialized_start=1884
+  _globals['_CAPABILITIES']._serialized_end=2190
+  _globals['_CREATESESSIONREQUEST']._serialized_start=2192
+  _globals['_CREATESESSIONREQUEST']._serialized_end=2299
+  _globals['_CREATESESSIONRESPONSE']._serialized_start=2301
+  _globals['_CREATESESSIONRESPONSE']._serialized_end=2363
+  _globals['_GETSESSIONREQUEST']._serialized_start=2365
+  _globals['_GETSESSIONREQUEST']._serialized_end=2429
+  _globals['_GETSESSIONRESPONSE']._serialized_start=2431
+  _globals['_GETSESSIONRESPONSE']._serialized_end=2490
+  _globals['_WAITSESSIONREQUEST']._serialized_start=2492
+  _globals['_WAITSESSIONREQUEST']._serialized_end=2601
+  _globals['_WAITSESSIONRESPONSE']._serialized_start=2603
+  _globals['_WAITSESSIONRESPONSE']._serialized_end=2663
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=2665
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=2741
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=2743
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=2830
+  _globals['_RESETSESSIONREQUEST']._serialized_start=2832
+  _globals['_RESETSESSIONREQUEST']._serialized_end=2898
+  _globals['_RESETSESSIONRESPONSE']._serialized_start=2900
+  _globals['_RESETSESSIONRESPONSE']._serialized_end=2961
+  _globals['_DELETESESSIONREQUEST']._serialized_start=2963
+  _globals['_DELETESESSIONREQUEST']._serialized_end=3030
+  _globals['_DELETESESSIONRESPONSE']._serialized_start=3032
+  _globals['_DELETESESSIONRESPONSE']._serialized_end=3055
+  _globals['_SESSIONSERVICE']._serialized_start=3154
+  _globals['_SESSIONSERVICE']._serialized_end=3677
 # @@protoc_insertion_point(module_scope)

@@ -1,5 +1,7 @@
 import datetime
 
+from google.api import field_behavior_pb2 as _field_behavior_pb2
+from google.api import resource_pb2 as _resource_pb2
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -21,7 +23,7 @@ SANDBOX_KIND_PROCESS: SandboxKind
 SANDBOX_KIND_DOCKER: SandboxKind
 
 class Session(_message.Message):
-    __slots__ = ("name", "state", "state_message", "config", "capabilities", "create_time", "last_use_time", "expire_time", "tenant", "labels", "interpreter_generation")
+    __slots__ = ("name", "state", "state_message", "config", "capabilities", "create_time", "last_use_time", "expire_time", "tenant", "labels", "interpreter_generation", "created_by", "last_install")
     class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATE_UNSPECIFIED: _ClassVar[Session.State]
@@ -30,12 +32,14 @@ class Session(_message.Message):
         STATE_BUSY: _ClassVar[Session.State]
         STATE_FAILED: _ClassVar[Session.State]
         STATE_CLOSED: _ClassVar[Session.State]
+        STATE_INSTALLING: _ClassVar[Session.State]
     STATE_UNSPECIFIED: Session.State
     STATE_STARTING: Session.State
     STATE_READY: Session.State
     STATE_BUSY: Session.State
     STATE_FAILED: Session.State
     STATE_CLOSED: Session.State
+    STATE_INSTALLING: Session.State
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +58,8 @@ class Session(_message.Message):
     TENANT_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     INTERPRETER_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BY_FIELD_NUMBER: _ClassVar[int]
+    LAST_INSTALL_FIELD_NUMBER: _ClassVar[int]
     name: str
     state: Session.State
     state_message: str
@@ -65,7 +71,37 @@ class Session(_message.Message):
     tenant: str
     labels: _containers.ScalarMap[str, str]
     interpreter_generation: int
-    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[Session.State, str]] = ..., state_message: _Optional[str] = ..., config: _Optional[_Union[SessionConfig, _Mapping]] = ..., capabilities: _Optional[_Union[Capabilities, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_use_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tenant: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., interpreter_generation: _Optional[int] = ...) -> None: ...
+    created_by: str
+    last_install: DependencyInstall
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[Session.State, str]] = ..., state_message: _Optional[str] = ..., config: _Optional[_Union[SessionConfig, _Mapping]] = ..., capabilities: _Optional[_Union[Capabilities, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_use_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tenant: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., interpreter_generation: _Optional[int] = ..., created_by: _Optional[str] = ..., last_install: _Optional[_Union[DependencyInstall, _Mapping]] = ...) -> None: ...
+
+class DependencyInstall(_message.Message):
+    __slots__ = ("state", "packages", "installed", "error_message", "error_reason", "start_time", "end_time")
+    class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        STATE_UNSPECIFIED: _ClassVar[DependencyInstall.State]
+        STATE_RUNNING: _ClassVar[DependencyInstall.State]
+        STATE_SUCCEEDED: _ClassVar[DependencyInstall.State]
+        STATE_FAILED: _ClassVar[DependencyInstall.State]
+    STATE_UNSPECIFIED: DependencyInstall.State
+    STATE_RUNNING: DependencyInstall.State
+    STATE_SUCCEEDED: DependencyInstall.State
+    STATE_FAILED: DependencyInstall.State
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PACKAGES_FIELD_NUMBER: _ClassVar[int]
+    INSTALLED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_REASON_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    state: DependencyInstall.State
+    packages: _containers.RepeatedScalarFieldContainer[str]
+    installed: _containers.RepeatedScalarFieldContainer[str]
+    error_message: str
+    error_reason: str
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    def __init__(self, state: _Optional[_Union[DependencyInstall.State, str]] = ..., packages: _Optional[_Iterable[str]] = ..., installed: _Optional[_Iterable[str]] = ..., error_message: _Optional[str] = ..., error_reason: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class SessionConfig(_message.Message):
     __slots__ = ("sandbox_kind", "timeout", "memory_limit_bytes", "cpu_quota", "pids_limit", "network_disabled", "allow_runtime_deps", "deps", "sync_deps_on_start", "output_budget_bytes", "idle_ttl", "image")
@@ -148,6 +184,20 @@ class GetSessionRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class GetSessionResponse(_message.Message):
+    __slots__ = ("session",)
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    session: Session
+    def __init__(self, session: _Optional[_Union[Session, _Mapping]] = ...) -> None: ...
+
+class WaitSessionRequest(_message.Message):
+    __slots__ = ("name", "timeout")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    timeout: _duration_pb2.Duration
+    def __init__(self, name: _Optional[str] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class WaitSessionResponse(_message.Message):
     __slots__ = ("session",)
     SESSION_FIELD_NUMBER: _ClassVar[int]
     session: Session

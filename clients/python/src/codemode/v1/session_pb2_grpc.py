@@ -28,6 +28,10 @@ if _version_not_supported:
 class SessionServiceStub:
     """SessionService manages sessions: a stateful Python interpreter in its own
     sandbox. Variables, functions and imports persist across Executes.
+
+    Tenancy: every resource belongs to a tenant, and the tenant is the
+    caller's (from its credentials). A `tenant` field in a request is an
+    operator-only override; other callers leave it empty or name their own.
     """
 
     def __init__(self, channel):
@@ -45,6 +49,11 @@ class SessionServiceStub:
                 '/codemode.v1.SessionService/GetSession',
                 request_serializer=codemode_dot_v1_dot_session__pb2.GetSessionRequest.SerializeToString,
                 response_deserializer=codemode_dot_v1_dot_session__pb2.GetSessionResponse.FromString,
+                _registered_method=True)
+        self.WaitSession = channel.unary_unary(
+                '/codemode.v1.SessionService/WaitSession',
+                request_serializer=codemode_dot_v1_dot_session__pb2.WaitSessionRequest.SerializeToString,
+                response_deserializer=codemode_dot_v1_dot_session__pb2.WaitSessionResponse.FromString,
                 _registered_method=True)
         self.ListSessions = channel.unary_unary(
                 '/codemode.v1.SessionService/ListSessions',
@@ -66,10 +75,19 @@ class SessionServiceStub:
 class SessionServiceServicer:
     """SessionService manages sessions: a stateful Python interpreter in its own
     sandbox. Variables, functions and imports persist across Executes.
+
+    Tenancy: every resource belongs to a tenant, and the tenant is the
+    caller's (from its credentials). A `tenant` field in a request is an
+    operator-only override; other callers leave it empty or name their own.
     """
 
     def CreateSession(self, request, context):
-        """Starts a sandbox and returns the session once it is READY.
+        """Admits the session and returns at once. A session from the warm pool is
+        READY; otherwise it is STARTING (sandbox start, then `deps` when
+        sync_deps_on_start is set) until it becomes READY or FAILED. WaitSession
+        waits for that. Validation, quota and capability refusals are errors of
+        this call; a sandbox that fails to start makes the session FAILED, with
+        the reason in state_message.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -81,8 +99,18 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WaitSession(self, request, context):
+        """Waits until the session is neither STARTING nor INSTALLING, or until the
+        request's timeout, and returns it either way: the one way to wait for
+        every slow session operation (CreateSession, AddDependency,
+        SyncDependencies). Call it again while the state is still transient.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListSessions(self, request, context):
-        """Lists this server's live sessions, oldest first.
+        """Lists the tenant's live sessions, oldest first.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -116,6 +144,11 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     request_deserializer=codemode_dot_v1_dot_session__pb2.GetSessionRequest.FromString,
                     response_serializer=codemode_dot_v1_dot_session__pb2.GetSessionResponse.SerializeToString,
             ),
+            'WaitSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.WaitSession,
+                    request_deserializer=codemode_dot_v1_dot_session__pb2.WaitSessionRequest.FromString,
+                    response_serializer=codemode_dot_v1_dot_session__pb2.WaitSessionResponse.SerializeToString,
+            ),
             'ListSessions': grpc.unary_unary_rpc_method_handler(
                     servicer.ListSessions,
                     request_deserializer=codemode_dot_v1_dot_session__pb2.ListSessionsRequest.FromString,
@@ -142,6 +175,10 @@ def add_SessionServiceServicer_to_server(servicer, server):
 class SessionService:
     """SessionService manages sessions: a stateful Python interpreter in its own
     sandbox. Variables, functions and imports persist across Executes.
+
+    Tenancy: every resource belongs to a tenant, and the tenant is the
+    caller's (from its credentials). A `tenant` field in a request is an
+    operator-only override; other callers leave it empty or name their own.
     """
 
     @staticmethod
@@ -188,6 +225,33 @@ class SessionService:
             '/codemode.v1.SessionService/GetSession',
             codemode_dot_v1_dot_session__pb2.GetSessionRequest.SerializeToString,
             codemode_dot_v1_dot_session__pb2.GetSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WaitSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/codemode.v1.SessionService/WaitSession',
+            codemode_dot_v1_dot_session__pb2.WaitSessionRequest.SerializeToString,
+            codemode_dot_v1_dot_session__pb2.WaitSessionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -29,6 +29,10 @@ GRPC_VERSION: str
 class SessionServiceStub:
     """SessionService manages sessions: a stateful Python interpreter in its own
     sandbox. Variables, functions and imports persist across Executes.
+
+    Tenancy: every resource belongs to a tenant, and the tenant is the
+    caller's (from its credentials). A `tenant` field in a request is an
+    operator-only override; other callers leave it empty or name their own.
     """
 
     @_typing.overload
@@ -36,10 +40,22 @@ class SessionServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> SessionServiceAsyncStub: ...
     CreateSession: _grpc.UnaryUnaryMultiCallable[_session_pb2.CreateSessionRequest, _session_pb2.CreateSessionResponse]
-    """Starts a sandbox and returns the session once it is READY."""
+    """Admits the session and returns at once. A session from the warm pool is
+    READY; otherwise it is STARTING (sandbox start, then `deps` when
+    sync_deps_on_start is set) until it becomes READY or FAILED. WaitSession
+    waits for that. Validation, quota and capability refusals are errors of
+    this call; a sandbox that fails to start makes the session FAILED, with
+    the reason in state_message.
+    """
     GetSession: _grpc.UnaryUnaryMultiCallable[_session_pb2.GetSessionRequest, _session_pb2.GetSessionResponse]
+    WaitSession: _grpc.UnaryUnaryMultiCallable[_session_pb2.WaitSessionRequest, _session_pb2.WaitSessionResponse]
+    """Waits until the session is neither STARTING nor INSTALLING, or until the
+    request's timeout, and returns it either way: the one way to wait for
+    every slow session operation (CreateSession, AddDependency,
+    SyncDependencies). Call it again while the state is still transient.
+    """
     ListSessions: _grpc.UnaryUnaryMultiCallable[_session_pb2.ListSessionsRequest, _session_pb2.ListSessionsResponse]
-    """Lists this server's live sessions, oldest first."""
+    """Lists the tenant's live sessions, oldest first."""
     ResetSession: _grpc.UnaryUnaryMultiCallable[_session_pb2.ResetSessionRequest, _session_pb2.ResetSessionResponse]
     """Clears user state (a fresh interpreter) and keeps the injected namespaces.
     Also revives a session whose interpreter died.
@@ -51,14 +67,30 @@ class SessionServiceStub:
 class SessionServiceAsyncStub(SessionServiceStub):
     """SessionService manages sessions: a stateful Python interpreter in its own
     sandbox. Variables, functions and imports persist across Executes.
+
+    Tenancy: every resource belongs to a tenant, and the tenant is the
+    caller's (from its credentials). A `tenant` field in a request is an
+    operator-only override; other callers leave it empty or name their own.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateSession: _aio.UnaryUnaryMultiCallable[_session_pb2.CreateSessionRequest, _session_pb2.CreateSessionResponse]  # type: ignore[assignment]
-    """Starts a sandbox and returns the session once it is READY."""
+    """Admits the session and returns at once. A session from the warm pool is
+    READY; otherwise it is STARTING (sandbox start, then `deps` when
+    sync_deps_on_start is set) until it becomes READY or FAILED. WaitSession
+    waits for that. Validation, quota and capability refusals are errors of
+    this call; a sandbox that fails to start makes the session FAILED, with
+    the reason in state_message.
+    """
     GetSession: _aio.UnaryUnaryMultiCallable[_session_pb2.GetSessionRequest, _session_pb2.GetSessionResponse]  # type: ignore[assignment]
+    WaitSession: _aio.UnaryUnaryMultiCallable[_session_pb2.WaitSessionRequest, _session_pb2.WaitSessionResponse]  # type: ignore[assignment]
+    """Waits until the session is neither STARTING nor INSTALLING, or until the
+    request's timeout, and returns it either way: the one way to wait for
+    every slow session operation (CreateSession, AddDependency,
+    SyncDependencies). Call it again while the state is still transient.
+    """
     ListSessions: _aio.UnaryUnaryMultiCallable[_session_pb2.ListSessionsRequest, _session_pb2.ListSessionsResponse]  # type: ignore[assignment]
-    """Lists this server's live sessions, oldest first."""
+    """Lists the tenant's live sessions, oldest first."""
     ResetSession: _aio.UnaryUnaryMultiCallable[_session_pb2.ResetSessionRequest, _session_pb2.ResetSessionResponse]  # type: ignore[assignment]
     """Clears user state (a fresh interpreter) and keeps the injected namespaces.
     Also revives a session whose interpreter died.
@@ -69,6 +101,10 @@ class SessionServiceAsyncStub(SessionServiceStub):
 class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
     """SessionService manages sessions: a stateful Python interpreter in its own
     sandbox. Variables, functions and imports persist across Executes.
+
+    Tenancy: every resource belongs to a tenant, and the tenant is the
+    caller's (from its credentials). A `tenant` field in a request is an
+    operator-only override; other callers leave it empty or name their own.
     """
 
     @_abc_1.abstractmethod
@@ -77,7 +113,13 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _session_pb2.CreateSessionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_session_pb2.CreateSessionResponse, _abc.Awaitable[_session_pb2.CreateSessionResponse]]:
-        """Starts a sandbox and returns the session once it is READY."""
+        """Admits the session and returns at once. A session from the warm pool is
+        READY; otherwise it is STARTING (sandbox start, then `deps` when
+        sync_deps_on_start is set) until it becomes READY or FAILED. WaitSession
+        waits for that. Validation, quota and capability refusals are errors of
+        this call; a sandbox that fails to start makes the session FAILED, with
+        the reason in state_message.
+        """
 
     @_abc_1.abstractmethod
     def GetSession(
@@ -87,12 +129,24 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_session_pb2.GetSessionResponse, _abc.Awaitable[_session_pb2.GetSessionResponse]]: ...
 
     @_abc_1.abstractmethod
+    def WaitSession(
+        self,
+        request: _session_pb2.WaitSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_session_pb2.WaitSessionResponse, _abc.Awaitable[_session_pb2.WaitSessionResponse]]:
+        """Waits until the session is neither STARTING nor INSTALLING, or until the
+        request's timeout, and returns it either way: the one way to wait for
+        every slow session operation (CreateSession, AddDependency,
+        SyncDependencies). Call it again while the state is still transient.
+        """
+
+    @_abc_1.abstractmethod
     def ListSessions(
         self,
         request: _session_pb2.ListSessionsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_session_pb2.ListSessionsResponse, _abc.Awaitable[_session_pb2.ListSessionsResponse]]:
-        """Lists this server's live sessions, oldest first."""
+        """Lists the tenant's live sessions, oldest first."""
 
     @_abc_1.abstractmethod
     def ResetSession(

@@ -22,11 +22,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
+from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63odemode/v1/skill.proto\x12\x0b\x63odemode.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xec\x01\n\x05Skill\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12/\n\nparameters\x18\x04 \x03(\x0b\x32\x1b.codemode.v1.SkillParameter\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x07 \x01(\t\x12\x0f\n\x07version\x18\x08 \x01(\x03\"O\n\x0eSkillParameter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x65\x66\x61ult\x18\x03 \x01(\t\x12\x10\n\x08required\x18\x04 \x01(\x08\"Y\n\x12\x43reateSkillRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12!\n\x05skill\x18\x02 \x01(\x0b\x32\x12.codemode.v1.Skill\x12\x10\n\x08skill_id\x18\x03 \x01(\t\"8\n\x13\x43reateSkillResponse\x12!\n\x05skill\x18\x01 \x01(\x0b\x32\x12.codemode.v1.Skill\"/\n\x0fGetSkillRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"5\n\x10GetSkillResponse\x12!\n\x05skill\x18\x01 \x01(\x0b\x32\x12.codemode.v1.Skill\"J\n\x11ListSkillsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"Q\n\x12ListSkillsResponse\x12\"\n\x06skills\x18\x01 \x03(\x0b\x32\x12.codemode.v1.Skill\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"C\n\x13SearchSkillsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x05\"E\n\x11SkillSearchResult\x12!\n\x05skill\x18\x01 \x01(\x0b\x32\x12.codemode.v1.Skill\x12\r\n\x05score\x18\x02 \x01(\x01\"W\n\x14SearchSkillsResponse\x12/\n\x07results\x18\x01 \x03(\x0b\x32\x1e.codemode.v1.SkillSearchResult\x12\x0e\n\x06ranker\x18\x02 \x01(\t\"x\n\x12UpdateSkillRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12!\n\x05skill\x18\x02 \x01(\x0b\x32\x12.codemode.v1.Skill\x12/\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"8\n\x13UpdateSkillResponse\x12!\n\x05skill\x18\x01 \x01(\x0b\x32\x12.codemode.v1.Skill\"@\n\x12\x44\x65leteSkillRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\"\x15\n\x13\x44\x65leteSkillResponse2\xf6\x03\n\x11SkillStoreService\x12P\n\x0b\x43reateSkill\x12\x1f.codemode.v1.CreateSkillRequest\x1a .codemode.v1.CreateSkillResponse\x12G\n\x08GetSkill\x12\x1c.codemode.v1.GetSkillRequest\x1a\x1d.codemode.v1.GetSkillResponse\x12M\n\nListSkills\x12\x1e.codemode.v1.ListSkillsRequest\x1a\x1f.codemode.v1.ListSkillsResponse\x12S\n\x0cSearchSkills\x12 .codemode.v1.SearchSkillsRequest\x1a!.codemode.v1.SearchSkillsResponse\x12P\n\x0bUpdateSkill\x12\x1f.codemode.v1.UpdateSkillRequest\x1a .codemode.v1.UpdateSkillResponse\x12P\n\x0b\x44\x65leteSkill\x12\x1f.codemode.v1.DeleteSkillRequest\x1a .codemode.v1.DeleteSkillResponseB[\n\x0f\x64\x65v.codemode.v1P\x01ZFgithub.com/codemode-dev/codemode/clients/go/gen/codemode/v1;codemodev1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63odemode/v1/skill.proto\x12\x0b\x63odemode.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc2\x02\n\x05Skill\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x35\n\nparameters\x18\x04 \x03(\x0b\x32\x1b.codemode.v1.SkillParameterB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x0c\n\x04\x65tag\x18\x07 \x01(\t\x12\x15\n\x07version\x18\x08 \x01(\x03\x42\x04\xe2\x41\x01\x03:6\xea\x41\x33\n\x12\x63odemode.dev/Skill\x12\x0eskills/{skill}*\x06skills2\x05skill\"O\n\x0eSkillParameter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x65\x66\x61ult\x18\x03 \x01(\t\x12\x10\n\x08required\x18\x04 \x01(\x08\"_\n\x12\x43reateSkillRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\'\n\x05skill\x18\x02 \x01(\x0b\x32\x12.codemode.v1.SkillB\x04\xe2\x41\x01\x02\x12\x10\n\x08skill_id\x18\x03 \x01(\t\"8\n\x13\x43reateSkillResponse\x12!\n\x05skill\x18\x01 \x01(\x0b\x32\x12.codemode.v1.Skill\"L\n\x0fGetSkillRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12)\n\x04name\x18\x02 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12\x63odemode.dev/Skill\"5\n\x10GetSkillResponse\x12!\n\x05skill\x18\x01 \x01(\x0b\x32\x12.codemode.v1.Skill\"J\n\x11ListSkillsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"Q\n\x12ListSkillsResponse\x12\"\n\x06skills\x18\x01 \x03(\x0b\x32\x12.codemode.v1.Skill\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"a\n\x13SearchSkillsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x05query\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"E\n\x11SkillSearchResult\x12!\n\x05skill\x18\x01 \x01(\x0b\x32\x12.codemode.v1.Skill\x12\r\n\x05score\x18\x02 \x01(\x01\"p\n\x14SearchSkillsResponse\x12/\n\x07results\x18\x01 \x03(\x0b\x32\x1e.codemode.v1.SkillSearchResult\x12\x0e\n\x06ranker\x18\x02 \x01(\t\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"~\n\x12UpdateSkillRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\'\n\x05skill\x18\x02 \x01(\x0b\x32\x12.codemode.v1.SkillB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"8\n\x13UpdateSkillResponse\x12!\n\x05skill\x18\x01 \x01(\x0b\x32\x12.codemode.v1.Skill\"]\n\x12\x44\x65leteSkillRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12)\n\x04name\x18\x02 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12\x63odemode.dev/Skill\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\"\x15\n\x13\x44\x65leteSkillResponse2\xf6\x03\n\x11SkillStoreService\x12P\n\x0b\x43reateSkill\x12\x1f.codemode.v1.CreateSkillRequest\x1a .codemode.v1.CreateSkillResponse\x12G\n\x08GetSkill\x12\x1c.codemode.v1.GetSkillRequest\x1a\x1d.codemode.v1.GetSkillResponse\x12M\n\nListSkills\x12\x1e.codemode.v1.ListSkillsRequest\x1a\x1f.codemode.v1.ListSkillsResponse\x12S\n\x0cSearchSkills\x12 .codemode.v1.SearchSkillsRequest\x1a!.codemode.v1.SearchSkillsResponse\x12P\n\x0bUpdateSkill\x12\x1f.codemode.v1.UpdateSkillRequest\x1a .codemode.v1.UpdateSkillResponse\x12P\n\x0b\x44\x65leteSkill\x12\x1f.codemode.v1.DeleteSkillRequest\x1a .codemode.v1.DeleteSkillResponseB[\n\x0f\x64\x65v.codemode.v1P\x01ZFgithub.com/codemode-dev/codemode/clients/go/gen/codemode/v1;codemodev1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,36 +36,58 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'codemode.v1.skill_pb2', _gl
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\017dev.codemode.v1P\001ZFgithub.com/codemode-dev/codemode/clients/go/gen/codemode/v1;codemodev1'
-  _globals['_SKILL']._serialized_start=108
-  _globals['_SKILL']._serialized_end=344
-  _globals['_SKILLPARAMETER']._serialized_start=346
-  _globals['_SKILLPARAMETER']._serialized_end=425
-  _globals['_CREATESKILLREQUEST']._serialized_start=427
-  _globals['_CREATESKILLREQUEST']._serialized_end=516
-  _globals['_CREATESKILLRESPONSE']._serialized_start=518
-  _globals['_CREATESKILLRESPONSE']._serialized_end=574
-  _globals['_GETSKILLREQUEST']._serialized_start=576
-  _globals['_GETSKILLREQUEST']._serialized_end=623
-  _globals['_GETSKILLRESPONSE']._serialized_start=625
-  _globals['_GETSKILLRESPONSE']._serialized_end=678
-  _globals['_LISTSKILLSREQUEST']._serialized_start=680
-  _globals['_LISTSKILLSREQUEST']._serialized_end=754
-  _globals['_LISTSKILLSRESPONSE']._serialized_start=756
-  _globals['_LISTSKILLSRESPONSE']._serialized_end=837
-  _globals['_SEARCHSKILLSREQUEST']._serialized_start=839
-  _globals['_SEARCHSKILLSREQUEST']._serialized_end=906
-  _globals['_SKILLSEARCHRESULT']._serialized_start=908
-  _globals['_SKILLSEARCHRESULT']._serialized_end=977
-  _globals['_SEARCHSKILLSRESPONSE']._serialized_start=979
-  _globals['_SEARCHSKILLSRESPONSE']._serialized_end=1066
-  _globals['_UPDATESKILLREQUEST']._serialized_start=1068
-  _globals['_UPDATESKILLREQUEST']._serialized_end=1188
-  _globals['_UPDATESKILLRESPONSE']._serialized_start=1190
-  _globals['_UPDATESKILLRESPONSE']._serialized_end=1246
-  _globals['_DELETESKILLREQUEST']._serialized_start=1248
-  _globals['_DELETESKILLREQUEST']._serialized_end=1312
-  _globals['_DELETESKILLRESPONSE']._serialized_start=1314
-  _globals['_DELETESKILLRESPONSE']._serialized_end=1335
-  _globals['_SKILLSTORESERVICE']._serialized_start=1338
-  _globals['_SKILLSTORESERVICE']._serialized_end=1840
+  _globals['_SKILL'].fields_by_name['name']._loaded_options = None
+  _globals['_SKILL'].fields_by_name['name']._serialized_options = b'\342A\001\010'
+  _globals['_SKILL'].fields_by_name['parameters']._loaded_options = None
+  _globals['_SKILL'].fields_by_name['parameters']._serialized_options = b'\342A\001\003'
+  _globals['_SKILL'].fields_by_name['create_time']._loaded_options = None
+  _globals['_SKILL'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
+  _globals['_SKILL'].fields_by_name['update_time']._loaded_options = None
+  _globals['_SKILL'].fields_by_name['update_time']._serialized_options = b'\342A\001\003'
+  _globals['_SKILL'].fields_by_name['version']._loaded_options = None
+  _globals['_SKILL'].fields_by_name['version']._serialized_options = b'\342A\001\003'
+  _globals['_SKILL']._loaded_options = None
+  _globals['_SKILL']._serialized_options = b'\352A3\n\022codemode.dev/Skill\022\016skills/{skill}*\006skills2\005skill'
+  _globals['_CREATESKILLREQUEST'].fields_by_name['skill']._loaded_options = None
+  _globals['_CREATESKILLREQUEST'].fields_by_name['skill']._serialized_options = b'\342A\001\002'
+  _globals['_GETSKILLREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_GETSKILLREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\024\n\022codemode.dev/Skill'
+  _globals['_SEARCHSKILLSREQUEST'].fields_by_name['query']._loaded_options = None
+  _globals['_SEARCHSKILLSREQUEST'].fields_by_name['query']._serialized_options = b'\342A\001\002'
+  _globals['_UPDATESKILLREQUEST'].fields_by_name['skill']._loaded_options = None
+  _globals['_UPDATESKILLREQUEST'].fields_by_name['skill']._serialized_options = b'\342A\001\002'
+  _globals['_DELETESKILLREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_DELETESKILLREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\024\n\022codemode.dev/Skill'
+  _globals['_SKILL']._serialized_start=168
+  _globals['_SKILL']._serialized_end=490
+  _globals['_SKILLPARAMETER']._serialized_start=492
+  _globals['_SKILLPARAMETER']._serialized_end=571
+  _globals['_CREATESKILLREQUEST']._serialized_start=573
+  _globals['_CREATESKILLREQUEST']._serialized_end=668
+  _globals['_CREATESKILLRESPONSE']._serialized_start=670
+  _globals['_CREATESKILLRESPONSE']._serialized_end=726
+  _globals['_GETSKILLREQUEST']._serialized_start=728
+  _globals['_GETSKILLREQUEST']._serialized_end=804
+  _globals['_GETSKILLRESPONSE']._serialized_start=806
+  _globals['_GETSKILLRESPONSE']._serialized_end=859
+  _globals['_LISTSKILLSREQUEST']._serialized_start=861
+  _globals['_LISTSKILLSREQUEST']._serialized_end=935
+  _globals['_LISTSKILLSRESPONSE']._serialized_start=937
+  _globals['_LISTSKILLSRESPONSE']._serialized_end=1018
+  _globals['_SEARCHSKILLSREQUEST']._serialized_start=1020
+  _globals['_SEARCHSKILLSREQUEST']._serialized_end=1117
+  _globals['_SKILLSEARCHRESULT']._serialized_start=1119
+  _globals['_SKILLSEARCHRESULT']._serialized_end=1188
+  _globals['_SEARCHSKILLSRESPONSE']._serialized_start=1190
+  _globals['_SEARCHSKILLSRESPONSE']._serialized_end=1302
+  _globals['_UPDATESKILLREQUEST']._serialized_start=1304
+  _globals['_UPDATESKILLREQUEST']._serialized_end=1430
+  _globals['_UPDATESKILLRESPONSE']._serialized_start=1432
+  _globals['_UPDATESKILLRESPONSE']._serialized_end=1488
+  _globals['_DELETESKILLREQUEST']._serialized_start=1490
+  _globals['_DELETESKILLREQUEST']._serialized_end=1583
+  _globals['_DELETESKILLRESPONSE']._serialized_start=1585
+  _globals['_DELETESKILLRESPONSE']._serialized_end=1606
+  _globals['_SKILLSTORESERVICE']._serialized_start=1609
+  _globals['_SKILLSTORESERVICE']._serialized_end=2111
 # @@protoc_insertion_point(module_scope)

@@ -30,6 +30,9 @@ class SkillStoreServiceStub:
     ("skills"). A skill is a module defining `async def run(...)`; sandboxed
     code calls it as `skills.<name>(**kwargs)`. Skill code never runs in the
     server: it is validated by reading its AST and runs only in sandboxes.
+
+    Every request's `tenant` is an operator-only override: empty means the
+    caller's tenant, and only an operator may name another.
     """
 
     def __init__(self, channel):
@@ -75,6 +78,9 @@ class SkillStoreServiceServicer:
     ("skills"). A skill is a module defining `async def run(...)`; sandboxed
     code calls it as `skills.<name>(**kwargs)`. Skill code never runs in the
     server: it is validated by reading its AST and runs only in sandboxes.
+
+    Every request's `tenant` is an operator-only override: empty means the
+    caller's tenant, and only an operator may name another.
     """
 
     def CreateSkill(self, request, context):
@@ -162,6 +168,9 @@ class SkillStoreService:
     ("skills"). A skill is a module defining `async def run(...)`; sandboxed
     code calls it as `skills.<name>(**kwargs)`. Skill code never runs in the
     server: it is validated by reading its AST and runs only in sandboxes.
+
+    Every request's `tenant` is an operator-only override: empty means the
+    caller's tenant, and only an operator may name another.
     """
 
     @staticmethod

@@ -31,6 +31,9 @@ class SkillStoreServiceStub:
     ("skills"). A skill is a module defining `async def run(...)`; sandboxed
     code calls it as `skills.<name>(**kwargs)`. Skill code never runs in the
     server: it is validated by reading its AST and runs only in sandboxes.
+
+    Every request's `tenant` is an operator-only override: empty means the
+    caller's tenant, and only an operator may name another.
     """
 
     @_typing.overload
@@ -53,6 +56,9 @@ class SkillStoreServiceAsyncStub(SkillStoreServiceStub):
     ("skills"). A skill is a module defining `async def run(...)`; sandboxed
     code calls it as `skills.<name>(**kwargs)`. Skill code never runs in the
     server: it is validated by reading its AST and runs only in sandboxes.
+
+    Every request's `tenant` is an operator-only override: empty means the
+    caller's tenant, and only an operator may name another.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -71,6 +77,9 @@ class SkillStoreServiceServicer(metaclass=_abc_1.ABCMeta):
     ("skills"). A skill is a module defining `async def run(...)`; sandboxed
     code calls it as `skills.<name>(**kwargs)`. Skill code never runs in the
     server: it is validated by reading its AST and runs only in sandboxes.
+
+    Every request's `tenant` is an operator-only override: empty means the
+    caller's tenant, and only an operator may name another.
     """
 
     @_abc_1.abstractmethod

@@ -4,6 +4,8 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import { file_google_api_field_behavior } from "../../google/api/field_behavior_pb.js";
+import { file_google_api_resource } from "../../google/api/resource_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
@@ -12,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file codemode/v1/artifact.proto.
  */
 export const file_codemode_v1_artifact: GenFile = /*@__PURE__*/
-  fileDesc("Chpjb2RlbW9kZS92MS9hcnRpZmFjdC5wcm90bxILY29kZW1vZGUudjEi1gEKCEFydGlmYWN0EgwKBG5hbWUYASABKAkSJwoEdHlwZRgCIAEoDjIZLmNvZGVtb2RlLnYxLkFydGlmYWN0VHlwZRITCgtkZXNjcmlwdGlvbhgDIAEoCRIpCghtZXRhZGF0YRgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEgoKc2l6ZV9ieXRlcxgFIAEoAxIOCgZzaGEyNTYYBiABKAkSLwoLY3JlYXRlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wImsKFVVwbG9hZEFydGlmYWN0UmVxdWVzdBIpCghhcnRpZmFjdBgBIAEoCzIVLmNvZGVtb2RlLnYxLkFydGlmYWN0SAASDwoFY2h1bmsYAiABKAxIABIOCgZ0ZW5hbnQYAyABKAlCBgoEcGFydCJBChZVcGxvYWRBcnRpZmFjdFJlc3BvbnNlEicKCGFydGlmYWN0GAEgASgLMhUuY29kZW1vZGUudjEuQXJ0aWZhY3QiNwoXRG93bmxvYWRBcnRpZmFjdFJlcXVlc3QSDgoGdGVuYW50GAEgASgJEgwKBG5hbWUYAiABKAkiXgoYRG93bmxvYWRBcnRpZmFjdFJlc3BvbnNlEikKCGFydGlmYWN0GAEgASgLMhUuY29kZW1vZGUudjEuQXJ0aWZhY3RIABIPCgVjaHVuaxgCIAEoDEgAQgYKBHBhcnQiMgoSR2V0QXJ0aWZhY3RSZXF1ZXN0Eg4KBnRlbmFudBgBIAEoCRIMCgRuYW1lGAIgASgJIj4KE0dldEFydGlmYWN0UmVzcG9uc2USJwoIYXJ0aWZhY3QYASABKAsyFS5jb2RlbW9kZS52MS5BcnRpZmFjdCJNChRMaXN0QXJ0aWZhY3RzUmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkiWgoVTGlzdEFydGlmYWN0c1Jlc3BvbnNlEigKCWFydGlmYWN0cxgBIAMoCzIVLmNvZGVtb2RlLnYxLkFydGlmYWN0EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI1ChVEZWxldGVBcnRpZmFjdFJlcXVlc3QSDgoGdGVuYW50GAEgASgJEgwKBG5hbWUYAiABKAkiGAoWRGVsZXRlQXJ0aWZhY3RSZXNwb25zZSp2CgxBcnRpZmFjdFR5cGUSHQoZQVJUSUZBQ1RfVFlQRV9VTlNQRUNJRklFRBAAEhcKE0FSVElGQUNUX1RZUEVfQllURVMQARIWChJBUlRJRkFDVF9UWVBFX1RFWFQQAhIWChJBUlRJRkFDVF9UWVBFX0pTT04QAzLWAwoPQXJ0aWZhY3RTZXJ2aWNlElsKDlVwbG9hZEFydGlmYWN0EiIuY29kZW1vZGUudjEuVXBsb2FkQXJ0aWZhY3RSZXF1ZXN0GiMuY29kZW1vZGUudjEuVXBsb2FkQXJ0aWZhY3RSZXNwb25zZSgBEmEKEERvd25sb2FkQXJ0aWZhY3QSJC5jb2RlbW9kZS52MS5Eb3dubG9hZEFydGlmYWN0UmVxdWVzdBolLmNvZGVtb2RlLnYxLkRvd25sb2FkQXJ0aWZhY3RSZXNwb25zZTABElAKC0dldEFydGlmYWN0Eh8uY29kZW1vZGUudjEuR2V0QXJ0aWZhY3RSZXF1ZXN0GiAuY29kZW1vZGUudjEuR2V0QXJ0aWZhY3RSZXNwb25zZRJWCg1MaXN0QXJ0aWZhY3RzEiEuY29kZW1vZGUudjEuTGlzdEFydGlmYWN0c1JlcXVlc3QaIi5jb2RlbW9kZS52MS5MaXN0QXJ0aWZhY3RzUmVzcG9uc2USWQoORGVsZXRlQXJ0aWZhY3QSIi5jb2RlbW9kZS52MS5EZWxldGVBcnRpZmFjdFJlcXVlc3QaIy5jb2RlbW9kZS52MS5EZWxldGVBcnRpZmFjdFJlc3BvbnNlQlsKD2Rldi5jb2RlbW9kZS52MVABWkZnaXRodWIuY29tL2NvZGVtb2RlLWRldi9jb2RlbW9kZS9jbGllbnRzL2dvL2dlbi9jb2RlbW9kZS92MTtjb2RlbW9kZXYxYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("Chpjb2RlbW9kZS92MS9hcnRpZmFjdC5wcm90bxILY29kZW1vZGUudjEitQIKCEFydGlmYWN0EhIKBG5hbWUYASABKAlCBOJBAQgSJwoEdHlwZRgCIAEoDjIZLmNvZGVtb2RlLnYxLkFydGlmYWN0VHlwZRITCgtkZXNjcmlwdGlvbhgDIAEoCRIpCghtZXRhZGF0YRgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSGAoKc2l6ZV9ieXRlcxgFIAEoA0IE4kEBAxIUCgZzaGEyNTYYBiABKAlCBOJBAQMSNQoLY3JlYXRlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDOkXqQUIKFWNvZGVtb2RlLmRldi9BcnRpZmFjdBIUYXJ0aWZhY3RzL3thcnRpZmFjdH0qCWFydGlmYWN0czIIYXJ0aWZhY3QifwoVVXBsb2FkQXJ0aWZhY3RSZXF1ZXN0EikKCGFydGlmYWN0GAEgASgLMhUuY29kZW1vZGUudjEuQXJ0aWZhY3RIABIPCgVjaHVuaxgCIAEoDEgAEg4KBnRlbmFudBgDIAEoCRISCgpzaXplX2J5dGVzGAQgASgDQgYKBHBhcnQiQQoWVXBsb2FkQXJ0aWZhY3RSZXNwb25zZRInCghhcnRpZmFjdBgBIAEoCzIVLmNvZGVtb2RlLnYxLkFydGlmYWN0IlcKF0Rvd25sb2FkQXJ0aWZhY3RSZXF1ZXN0Eg4KBnRlbmFudBgBIAEoCRIsCgRuYW1lGAIgASgJQh7iQQEC+kEXChVjb2RlbW9kZS5kZXYvQXJ0aWZhY3QiXgoYRG93bmxvYWRBcnRpZmFjdFJlc3BvbnNlEikKCGFydGlmYWN0GAEgASgLMhUuY29kZW1vZGUudjEuQXJ0aWZhY3RIABIPCgVjaHVuaxgCIAEoDEgAQgYKBHBhcnQiUgoSR2V0QXJ0aWZhY3RSZXF1ZXN0Eg4KBnRlbmFudBgBIAEoCRIsCgRuYW1lGAIgASgJQh7iQQEC+kEXChVjb2RlbW9kZS5kZXYvQXJ0aWZhY3QiPgoTR2V0QXJ0aWZhY3RSZXNwb25zZRInCghhcnRpZmFjdBgBIAEoCzIVLmNvZGVtb2RlLnYxLkFydGlmYWN0Ik0KFExpc3RBcnRpZmFjdHNSZXF1ZXN0Eg4KBnRlbmFudBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSJaChVMaXN0QXJ0aWZhY3RzUmVzcG9uc2USKAoJYXJ0aWZhY3RzGAEgAygLMhUuY29kZW1vZGUudjEuQXJ0aWZhY3QSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIlUKFURlbGV0ZUFydGlmYWN0UmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkSLAoEbmFtZRgCIAEoCUIe4kEBAvpBFwoVY29kZW1vZGUuZGV2L0FydGlmYWN0IhgKFkRlbGV0ZUFydGlmYWN0UmVzcG9uc2UqdgoMQXJ0aWZhY3RUeXBlEh0KGUFSVElGQUNUX1RZUEVfVU5TUEVDSUZJRUQQABIXChNBUlRJRkFDVF9UWVBFX0JZVEVTEAESFgoSQVJUSUZBQ1RfVFlQRV9URVhUEAISFgoSQVJUSUZBQ1RfVFlQRV9KU09OEAMy1gMKD0FydGlmYWN0U2VydmljZRJbCg5VcGxvYWRBcnRpZmFjdBIiLmNvZGVtb2RlLnYxLlVwbG9hZEFydGlmYWN0UmVxdWVzdBojLmNvZGVtb2RlLnYxLlVwbG9hZEFydGlmYWN0UmVzcG9uc2UoARJhChBEb3dubG9hZEFydGlmYWN0EiQuY29kZW1vZGUudjEuRG93bmxvYWRBcnRpZmFjdFJlcXVlc3QaJS5jb2RlbW9kZS52MS5Eb3dubG9hZEFydGlmYWN0UmVzcG9uc2UwARJQCgtHZXRBcnRpZmFjdBIfLmNvZGVtb2RlLnYxLkdldEFydGlmYWN0UmVxdWVzdBogLmNvZGVtb2RlLnYxLkdldEFydGlmYWN0UmVzcG9uc2USVgoNTGlzdEFydGlmYWN0cxIhLmNvZGVtb2RlLnYxLkxpc3RBcnRpZmFjdHNSZXF1ZXN0GiIuY29kZW1vZGUudjEuTGlzdEFydGlmYWN0c1Jlc3BvbnNlElkKDkRlbGV0ZUFydGlmYWN0EiIuY29kZW1vZGUudjEuRGVsZXRlQXJ0aWZhY3RSZXF1ZXN0GiMuY29kZW1vZGUudjEuRGVsZXRlQXJ0aWZhY3RSZXNwb25zZUJbCg9kZXYuY29kZW1vZGUudjFQAVpGZ2l0aHViLmNvbS9jb2RlbW9kZS1kZXYvY29kZW1vZGUvY2xpZW50cy9nby9nZW4vY29kZW1vZGUvdjE7Y29kZW1vZGV2MWIGcHJvdG8z", [file_google_api_field_behavior, file_google_api_resource, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * Artifact is the resource "artifacts/{artifact}".
@@ -43,22 +45,18 @@ export type Artifact = Message<"codemode.v1.Artifact"> & {
   metadata?: JsonObject | undefined;
 
   /**
-   * Output only.
-   *
    * @generated from field: int64 size_bytes = 5;
    */
   sizeBytes: bigint;
 
   /**
-   * Output only. Hex SHA-256 of the data.
+   * Hex SHA-256 of the data.
    *
    * @generated from field: string sha256 = 6;
    */
   sha256: string;
 
   /**
-   * Output only.
-   *
    * @generated from field: google.protobuf.Timestamp create_time = 7;
    */
   createTime?: Timestamp | undefined;
@@ -102,6 +100,16 @@ export type UploadArtifactRequest = Message<"codemode.v1.UploadArtifactRequest">
    * @generated from field: string tenant = 3;
    */
   tenant: string;
+
+  /**
+   * Read from the first message only. Optional: the number of data bytes
+   * that follow. Over the server's limit, the upload is refused before any
+   * data is sent (ARTIFACT_TOO_LARGE); a different total at the end is
+   * INVALID_ARGUMENT, and nothing is stored.
+   *
+   * @generated from field: int64 size_bytes = 4;
+   */
+  sizeBytes: bigint;
 };
 
 /**
@@ -191,6 +199,8 @@ export type GetArtifactRequest = Message<"codemode.v1.GetArtifactRequest"> & {
   tenant: string;
 
   /**
+   * "artifacts/{artifact}"
+   *
    * @generated from field: string name = 2;
    */
   name: string;
@@ -230,6 +240,8 @@ export type ListArtifactsRequest = Message<"codemode.v1.ListArtifactsRequest"> &
   tenant: string;
 
   /**
+   * 0 means the server default (100); above 1000 is coerced to 1000.
+   *
    * @generated from field: int32 page_size = 2;
    */
   pageSize: number;
@@ -257,6 +269,8 @@ export type ListArtifactsResponse = Message<"codemode.v1.ListArtifactsResponse">
   artifacts: Artifact[];
 
   /**
+   * Empty on the last page.
+   *
    * @generated from field: string next_page_token = 2;
    */
   nextPageToken: string;
@@ -279,6 +293,8 @@ export type DeleteArtifactRequest = Message<"codemode.v1.DeleteArtifactRequest">
   tenant: string;
 
   /**
+   * "artifacts/{artifact}"
+   *
    * @generated from field: string name = 2;
    */
   name: string;
@@ -345,6 +361,9 @@ export const ArtifactTypeSchema: GenEnum<ArtifactType> = /*@__PURE__*/
  * ArtifactService stores named data that outlives sessions: bytes, text or
  * JSON values, kept with their type, description and metadata. Data moves
  * in chunks, so no message approaches gRPC's size limits.
+ *
+ * Every request's `tenant` is an operator-only override: empty means the
+ * caller's tenant, and only an operator may name another.
  *
  * @generated from service codemode.v1.ArtifactService
  */

@@ -4,13 +4,17 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { Session } from "./session_pb.js";
+import { file_codemode_v1_session } from "./session_pb.js";
+import { file_google_api_field_behavior } from "../../google/api/field_behavior_pb.js";
+import { file_google_api_resource } from "../../google/api/resource_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file codemode/v1/dependency.proto.
  */
 export const file_codemode_v1_dependency: GenFile = /*@__PURE__*/
-  fileDesc("Chxjb2RlbW9kZS92MS9kZXBlbmRlbmN5LnByb3RvEgtjb2RlbW9kZS52MSI4ChRBZGREZXBlbmRlbmN5UmVxdWVzdBIPCgdzZXNzaW9uGAEgASgJEg8KB3BhY2thZ2UYAiABKAkiVwoVQWRkRGVwZW5kZW5jeVJlc3BvbnNlEg8KB3BhY2thZ2UYASABKAkSFwoPYWxyZWFkeV9wcmVzZW50GAIgASgIEhQKDGRlcGVuZGVuY2llcxgDIAMoCSI7ChdSZW1vdmVEZXBlbmRlbmN5UmVxdWVzdBIPCgdzZXNzaW9uGAEgASgJEg8KB3BhY2thZ2UYAiABKAkiQQoYUmVtb3ZlRGVwZW5kZW5jeVJlc3BvbnNlEg8KB3JlbW92ZWQYASABKAgSFAoMZGVwZW5kZW5jaWVzGAIgAygJIioKF0xpc3REZXBlbmRlbmNpZXNSZXF1ZXN0Eg8KB3Nlc3Npb24YASABKAkiMAoYTGlzdERlcGVuZGVuY2llc1Jlc3BvbnNlEhQKDGRlcGVuZGVuY2llcxgBIAMoCSIqChdTeW5jRGVwZW5kZW5jaWVzUmVxdWVzdBIPCgdzZXNzaW9uGAEgASgJIkMKGFN5bmNEZXBlbmRlbmNpZXNSZXNwb25zZRIRCglpbnN0YWxsZWQYASADKAkSFAoMZGVwZW5kZW5jaWVzGAIgAygJMo4DChFEZXBlbmRlbmN5U2VydmljZRJWCg1BZGREZXBlbmRlbmN5EiEuY29kZW1vZGUudjEuQWRkRGVwZW5kZW5jeVJlcXVlc3QaIi5jb2RlbW9kZS52MS5BZGREZXBlbmRlbmN5UmVzcG9uc2USXwoQUmVtb3ZlRGVwZW5kZW5jeRIkLmNvZGVtb2RlLnYxLlJlbW92ZURlcGVuZGVuY3lSZXF1ZXN0GiUuY29kZW1vZGUudjEuUmVtb3ZlRGVwZW5kZW5jeVJlc3BvbnNlEl8KEExpc3REZXBlbmRlbmNpZXMSJC5jb2RlbW9kZS52MS5MaXN0RGVwZW5kZW5jaWVzUmVxdWVzdBolLmNvZGVtb2RlLnYxLkxpc3REZXBlbmRlbmNpZXNSZXNwb25zZRJfChBTeW5jRGVwZW5kZW5jaWVzEiQuY29kZW1vZGUudjEuU3luY0RlcGVuZGVuY2llc1JlcXVlc3QaJS5jb2RlbW9kZS52MS5TeW5jRGVwZW5kZW5jaWVzUmVzcG9uc2VCWwoPZGV2LmNvZGVtb2RlLnYxUAFaRmdpdGh1Yi5jb20vY29kZW1vZGUtZGV2L2NvZGVtb2RlL2NsaWVudHMvZ28vZ2VuL2NvZGVtb2RlL3YxO2NvZGVtb2RldjFiBnByb3RvMw");
+  fileDesc("Chxjb2RlbW9kZS92MS9kZXBlbmRlbmN5LnByb3RvEgtjb2RlbW9kZS52MSJdChRBZGREZXBlbmRlbmN5UmVxdWVzdBIuCgdzZXNzaW9uGAEgASgJQh3iQQEC+kEWChRjb2RlbW9kZS5kZXYvU2Vzc2lvbhIVCgdwYWNrYWdlGAIgASgJQgTiQQECIn4KFUFkZERlcGVuZGVuY3lSZXNwb25zZRIPCgdwYWNrYWdlGAEgASgJEhcKD2FscmVhZHlfcHJlc2VudBgCIAEoCBIUCgxkZXBlbmRlbmNpZXMYAyADKAkSJQoHc2Vzc2lvbhgEIAEoCzIULmNvZGVtb2RlLnYxLlNlc3Npb24iYAoXUmVtb3ZlRGVwZW5kZW5jeVJlcXVlc3QSLgoHc2Vzc2lvbhgBIAEoCUId4kEBAvpBFgoUY29kZW1vZGUuZGV2L1Nlc3Npb24SFQoHcGFja2FnZRgCIAEoCUIE4kEBAiJBChhSZW1vdmVEZXBlbmRlbmN5UmVzcG9uc2USDwoHcmVtb3ZlZBgBIAEoCBIUCgxkZXBlbmRlbmNpZXMYAiADKAkicAoXTGlzdERlcGVuZGVuY2llc1JlcXVlc3QSLgoHc2Vzc2lvbhgBIAEoCUId4kEBAvpBFgoUY29kZW1vZGUuZGV2L1Nlc3Npb24SEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkiSQoYTGlzdERlcGVuZGVuY2llc1Jlc3BvbnNlEhQKDGRlcGVuZGVuY2llcxgBIAMoCRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiSQoXU3luY0RlcGVuZGVuY2llc1JlcXVlc3QSLgoHc2Vzc2lvbhgBIAEoCUId4kEBAvpBFgoUY29kZW1vZGUuZGV2L1Nlc3Npb24ieQoYU3luY0RlcGVuZGVuY2llc1Jlc3BvbnNlEhQKDGRlcGVuZGVuY2llcxgCIAMoCRIPCgdtaXNzaW5nGAMgAygJEiUKB3Nlc3Npb24YBCABKAsyFC5jb2RlbW9kZS52MS5TZXNzaW9uSgQIARACUglpbnN0YWxsZWQyjgMKEURlcGVuZGVuY3lTZXJ2aWNlElYKDUFkZERlcGVuZGVuY3kSIS5jb2RlbW9kZS52MS5BZGREZXBlbmRlbmN5UmVxdWVzdBoiLmNvZGVtb2RlLnYxLkFkZERlcGVuZGVuY3lSZXNwb25zZRJfChBSZW1vdmVEZXBlbmRlbmN5EiQuY29kZW1vZGUudjEuUmVtb3ZlRGVwZW5kZW5jeVJlcXVlc3QaJS5jb2RlbW9kZS52MS5SZW1vdmVEZXBlbmRlbmN5UmVzcG9uc2USXwoQTGlzdERlcGVuZGVuY2llcxIkLmNvZGVtb2RlLnYxLkxpc3REZXBlbmRlbmNpZXNSZXF1ZXN0GiUuY29kZW1vZGUudjEuTGlzdERlcGVuZGVuY2llc1Jlc3BvbnNlEl8KEFN5bmNEZXBlbmRlbmNpZXMSJC5jb2RlbW9kZS52MS5TeW5jRGVwZW5kZW5jaWVzUmVxdWVzdBolLmNvZGVtb2RlLnYxLlN5bmNEZXBlbmRlbmNpZXNSZXNwb25zZUJbCg9kZXYuY29kZW1vZGUudjFQAVpGZ2l0aHViLmNvbS9jb2RlbW9kZS1kZXYvY29kZW1vZGUvY2xpZW50cy9nby9nZW4vY29kZW1vZGUvdjE7Y29kZW1vZGV2MWIGcHJvdG8z", [file_codemode_v1_session, file_google_api_field_behavior, file_google_api_resource]);
 
 /**
  * @generated from message codemode.v1.AddDependencyRequest
@@ -51,7 +55,7 @@ export type AddDependencyResponse = Message<"codemode.v1.AddDependencyResponse">
   package: string;
 
   /**
-   * True when the package was already installed.
+   * True when the package was already installed (no install started).
    *
    * @generated from field: bool already_present = 2;
    */
@@ -63,6 +67,13 @@ export type AddDependencyResponse = Message<"codemode.v1.AddDependencyResponse">
    * @generated from field: repeated string dependencies = 3;
    */
   dependencies: string[];
+
+  /**
+   * The session after the call: INSTALLING while the install runs.
+   *
+   * @generated from field: codemode.v1.Session session = 4;
+   */
+  session?: Session | undefined;
 };
 
 /**
@@ -77,6 +88,8 @@ export const AddDependencyResponseSchema: GenMessage<AddDependencyResponse> = /*
  */
 export type RemoveDependencyRequest = Message<"codemode.v1.RemoveDependencyRequest"> & {
   /**
+   * "sessions/{session}"
+   *
    * @generated from field: string session = 1;
    */
   session: string;
@@ -123,9 +136,25 @@ export const RemoveDependencyResponseSchema: GenMessage<RemoveDependencyResponse
  */
 export type ListDependenciesRequest = Message<"codemode.v1.ListDependenciesRequest"> & {
   /**
+   * "sessions/{session}"
+   *
    * @generated from field: string session = 1;
    */
   session: string;
+
+  /**
+   * 0 means the server default (100); above 1000 is coerced to 1000.
+   *
+   * @generated from field: int32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * From a previous ListDependenciesResponse.
+   *
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
 };
 
 /**
@@ -143,6 +172,13 @@ export type ListDependenciesResponse = Message<"codemode.v1.ListDependenciesResp
    * @generated from field: repeated string dependencies = 1;
    */
   dependencies: string[];
+
+  /**
+   * Empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
 };
 
 /**
@@ -157,6 +193,8 @@ export const ListDependenciesResponseSchema: GenMessage<ListDependenciesResponse
  */
 export type SyncDependenciesRequest = Message<"codemode.v1.SyncDependenciesRequest"> & {
   /**
+   * "sessions/{session}"
+   *
    * @generated from field: string session = 1;
    */
   session: string;
@@ -174,16 +212,26 @@ export const SyncDependenciesRequestSchema: GenMessage<SyncDependenciesRequest> 
  */
 export type SyncDependenciesResponse = Message<"codemode.v1.SyncDependenciesResponse"> & {
   /**
-   * Packages installed by this call.
+   * The session's configured packages.
    *
-   * @generated from field: repeated string installed = 1;
-   */
-  installed: string[];
-
-  /**
    * @generated from field: repeated string dependencies = 2;
    */
   dependencies: string[];
+
+  /**
+   * The configured packages that were missing, for which an install started
+   * (empty: nothing to do, and the session stays READY).
+   *
+   * @generated from field: repeated string missing = 3;
+   */
+  missing: string[];
+
+  /**
+   * The session after the call: INSTALLING while the install runs.
+   *
+   * @generated from field: codemode.v1.Session session = 4;
+   */
+  session?: Session | undefined;
 };
 
 /**
@@ -198,13 +246,20 @@ export const SyncDependenciesResponseSchema: GenMessage<SyncDependenciesResponse
  * API twin of the `deps` namespace in sandboxed code. Packages come from the
  * server's configured index or wheelhouse, never from URLs in the request.
  *
+ * Installs are slow, so AddDependency and SyncDependencies return at once:
+ * the session is INSTALLING until the install ends, and its last_install
+ * says how it went. WaitSession waits for that (the one model for every
+ * slow session call).
+ *
  * @generated from service codemode.v1.DependencyService
  */
 export const DependencyService: GenService<{
   /**
-   * Installs a package; the session's interpreter can import it at once.
-   * FAILED_PRECONDITION (RUNTIME_DEPS_DISABLED) when the session was created
-   * with allow_runtime_deps = false.
+   * Records a package and starts installing it; the session's interpreter
+   * can import it once the session is READY again. FAILED_PRECONDITION
+   * (RUNTIME_DEPS_DISABLED) when the session was created with
+   * allow_runtime_deps = false; SESSION_BUSY while an Execute or another
+   * install runs.
    *
    * @generated from rpc codemode.v1.DependencyService.AddDependency
    */
@@ -225,7 +280,8 @@ export const DependencyService: GenService<{
     output: typeof RemoveDependencyResponseSchema;
   },
   /**
-   * The session's configured packages; always allowed.
+   * The session's configured packages, in the order they were added; always
+   * allowed.
    *
    * @generated from rpc codemode.v1.DependencyService.ListDependencies
    */
@@ -235,7 +291,8 @@ export const DependencyService: GenService<{
     output: typeof ListDependenciesResponseSchema;
   },
   /**
-   * Installs every configured package that is missing; always allowed.
+   * Starts installing every configured package that is missing; always
+   * allowed.
    *
    * @generated from rpc codemode.v1.DependencyService.SyncDependencies
    */

@@ -4,6 +4,8 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import { file_google_api_field_behavior } from "../../google/api/field_behavior_pb.js";
+import { file_google_api_resource } from "../../google/api/resource_pb.js";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
@@ -12,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file codemode/v1/execute.proto.
  */
 export const file_codemode_v1_execute: GenFile = /*@__PURE__*/
-  fileDesc("Chljb2RlbW9kZS92MS9leGVjdXRlLnByb3RvEgtjb2RlbW9kZS52MSJvCg5FeGVjdXRlUmVxdWVzdBIPCgdzZXNzaW9uGAEgASgJEgwKBGNvZGUYAiABKAkSKgoHdGltZW91dBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhISCgpyZXF1ZXN0X2lkGAQgASgJIs0CCg9FeGVjdXRlUmVzcG9uc2USEAoIc2VxdWVuY2UYASABKAQSMAoHc3RhcnRlZBgCIAEoCzIdLmNvZGVtb2RlLnYxLkV4ZWN1dGlvblN0YXJ0ZWRIABIuCgZvdXRwdXQYAyABKAsyHC5jb2RlbW9kZS52MS5FeGVjdXRpb25PdXRwdXRIABIuCgZyZXN1bHQYBCABKAsyHC5jb2RlbW9kZS52MS5FeGVjdXRpb25SZXN1bHRIABIsCgVlcnJvchgFIAEoCzIbLmNvZGVtb2RlLnYxLkV4ZWN1dGlvbkVycm9ySAASKwoJaGVhcnRiZWF0GAYgASgLMhYuY29kZW1vZGUudjEuSGVhcnRiZWF0SAASMgoIZmluaXNoZWQYByABKAsyHi5jb2RlbW9kZS52MS5FeGVjdXRpb25GaW5pc2hlZEgAQgcKBWV2ZW50InUKEEV4ZWN1dGlvblN0YXJ0ZWQSEQoJZXhlY3V0aW9uGAEgASgJEi4KCnN0YXJ0X3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEh4KFmludGVycHJldGVyX2dlbmVyYXRpb24YAyABKA0iaAoPRXhlY3V0aW9uT3V0cHV0EikKBnN0cmVhbRgBIAEoDjIZLmNvZGVtb2RlLnYxLk91dHB1dFN0cmVhbRIMCgRkYXRhGAIgASgMEhwKFGRyb3BwZWRfYnl0ZXNfYmVmb3JlGAMgASgEIk4KD0V4ZWN1dGlvblJlc3VsdBIRCgRqc29uGAEgASgJSACIAQESDAoEcmVwchgCIAEoCRIRCgl0eXBlX25hbWUYAyABKAlCBwoFX2pzb24iUAoORXhlY3V0aW9uRXJyb3ISDAoEdHlwZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEhEKCXRyYWNlYmFjaxgDIAEoCRIMCgRsaW5lGAQgASgFIgsKCUhlYXJ0YmVhdCL/AQoRRXhlY3V0aW9uRmluaXNoZWQSLAoGc3RhdHVzGAEgASgOMhwuY29kZW1vZGUudjEuRXhlY3V0aW9uU3RhdHVzEisKCGR1cmF0aW9uGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhQKDHN0ZG91dF9ieXRlcxgDIAEoBBIUCgxzdGRlcnJfYnl0ZXMYBCABKAQSHgoWc3Rkb3V0X3RydW5jYXRlZF9ieXRlcxgFIAEoBBIeChZzdGRlcnJfdHJ1bmNhdGVkX2J5dGVzGAYgASgEEhIKCnN0YXRlX2xvc3QYByABKAgSDwoHbWVzc2FnZRgIIAEoCSphCgxPdXRwdXRTdHJlYW0SHQoZT1VUUFVUX1NUUkVBTV9VTlNQRUNJRklFRBAAEhgKFE9VVFBVVF9TVFJFQU1fU1RET1VUEAESGAoUT1VUUFVUX1NUUkVBTV9TVERFUlIQAirJAQoPRXhlY3V0aW9uU3RhdHVzEiAKHEVYRUNVVElPTl9TVEFUVVNfVU5TUEVDSUZJRUQQABIXChNFWEVDVVRJT05fU1RBVFVTX09LEAESGgoWRVhFQ1VUSU9OX1NUQVRVU19FUlJPUhACEhwKGEVYRUNVVElPTl9TVEFUVVNfVElNRU9VVBADEh4KGkVYRUNVVElPTl9TVEFUVVNfQ0FOQ0VMTEVEEAQSIQodRVhFQ1VUSU9OX1NUQVRVU19TQU5EQk9YX0RJRUQQBTJYCg5FeGVjdXRlU2VydmljZRJGCgdFeGVjdXRlEhsuY29kZW1vZGUudjEuRXhlY3V0ZVJlcXVlc3QaHC5jb2RlbW9kZS52MS5FeGVjdXRlUmVzcG9uc2UwAUJbCg9kZXYuY29kZW1vZGUudjFQAVpGZ2l0aHViLmNvbS9jb2RlbW9kZS1kZXYvY29kZW1vZGUvY2xpZW50cy9nby9nZW4vY29kZW1vZGUvdjE7Y29kZW1vZGV2MWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("Chljb2RlbW9kZS92MS9leGVjdXRlLnByb3RvEgtjb2RlbW9kZS52MSKOAQoORXhlY3V0ZVJlcXVlc3QSLgoHc2Vzc2lvbhgBIAEoCUId4kEBAvpBFgoUY29kZW1vZGUuZGV2L1Nlc3Npb24SDAoEY29kZRgCIAEoCRIqCgd0aW1lb3V0GAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhIKCnJlcXVlc3RfaWQYBCABKAkizQIKD0V4ZWN1dGVSZXNwb25zZRIQCghzZXF1ZW5jZRgBIAEoAxIwCgdzdGFydGVkGAIgASgLMh0uY29kZW1vZGUudjEuRXhlY3V0aW9uU3RhcnRlZEgAEi4KBm91dHB1dBgDIAEoCzIcLmNvZGVtb2RlLnYxLkV4ZWN1dGlvbk91dHB1dEgAEi4KBnJlc3VsdBgEIAEoCzIcLmNvZGVtb2RlLnYxLkV4ZWN1dGlvblJlc3VsdEgAEiwKBWVycm9yGAUgASgLMhsuY29kZW1vZGUudjEuRXhlY3V0aW9uRXJyb3JIABIrCgloZWFydGJlYXQYBiABKAsyFi5jb2RlbW9kZS52MS5IZWFydGJlYXRIABIyCghmaW5pc2hlZBgHIAEoCzIeLmNvZGVtb2RlLnYxLkV4ZWN1dGlvbkZpbmlzaGVkSABCBwoFZXZlbnQipgEKEEV4ZWN1dGlvblN0YXJ0ZWQSLgoJZXhlY3V0aW9uGAEgASgJQhv6QRgKFmNvZGVtb2RlLmRldi9FeGVjdXRpb24SLgoKc3RhcnRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASHgoWaW50ZXJwcmV0ZXJfZ2VuZXJhdGlvbhgDIAEoAxISCgpyZXF1ZXN0X2lkGAQgASgJImgKD0V4ZWN1dGlvbk91dHB1dBIpCgZzdHJlYW0YASABKA4yGS5jb2RlbW9kZS52MS5PdXRwdXRTdHJlYW0SDAoEZGF0YRgCIAEoDBIcChRkcm9wcGVkX2J5dGVzX2JlZm9yZRgDIAEoAyJOCg9FeGVjdXRpb25SZXN1bHQSEQoEanNvbhgBIAEoCUgAiAEBEgwKBHJlcHIYAiABKAkSEQoJdHlwZV9uYW1lGAMgASgJQgcKBV9qc29uIlAKDkV4ZWN1dGlvbkVycm9yEgwKBHR5cGUYASABKAkSDwoHbWVzc2FnZRgCIAEoCRIRCgl0cmFjZWJhY2sYAyABKAkSDAoEbGluZRgEIAEoBSILCglIZWFydGJlYXQi/wEKEUV4ZWN1dGlvbkZpbmlzaGVkEiwKBnN0YXR1cxgBIAEoDjIcLmNvZGVtb2RlLnYxLkV4ZWN1dGlvblN0YXR1cxIrCghkdXJhdGlvbhgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIUCgxzdGRvdXRfYnl0ZXMYAyABKAMSFAoMc3RkZXJyX2J5dGVzGAQgASgDEh4KFnN0ZG91dF90cnVuY2F0ZWRfYnl0ZXMYBSABKAMSHgoWc3RkZXJyX3RydW5jYXRlZF9ieXRlcxgGIAEoAxISCgpzdGF0ZV9sb3N0GAcgASgIEg8KB21lc3NhZ2UYCCABKAkiZAoWQXR0YWNoRXhlY3V0aW9uUmVxdWVzdBIyCglleGVjdXRpb24YASABKAlCH+JBAQL6QRgKFmNvZGVtb2RlLmRldi9FeGVjdXRpb24SFgoOYWZ0ZXJfc2VxdWVuY2UYAiABKAMiTAoWQ2FuY2VsRXhlY3V0aW9uUmVxdWVzdBIyCglleGVjdXRpb24YASABKAlCH+JBAQL6QRgKFmNvZGVtb2RlLmRldi9FeGVjdXRpb24iLAoXQ2FuY2VsRXhlY3V0aW9uUmVzcG9uc2USEQoJY2FuY2VsbGVkGAEgASgIKmEKDE91dHB1dFN0cmVhbRIdChlPVVRQVVRfU1RSRUFNX1VOU1BFQ0lGSUVEEAASGAoUT1VUUFVUX1NUUkVBTV9TVERPVVQQARIYChRPVVRQVVRfU1RSRUFNX1NUREVSUhACKskBCg9FeGVjdXRpb25TdGF0dXMSIAocRVhFQ1VUSU9OX1NUQVRVU19VTlNQRUNJRklFRBAAEhcKE0VYRUNVVElPTl9TVEFUVVNfT0sQARIaChZFWEVDVVRJT05fU1RBVFVTX0VSUk9SEAISHAoYRVhFQ1VUSU9OX1NUQVRVU19USU1FT1VUEAMSHgoaRVhFQ1VUSU9OX1NUQVRVU19DQU5DRUxMRUQQBBIhCh1FWEVDVVRJT05fU1RBVFVTX1NBTkRCT1hfRElFRBAFMo4CCg5FeGVjdXRlU2VydmljZRJGCgdFeGVjdXRlEhsuY29kZW1vZGUudjEuRXhlY3V0ZVJlcXVlc3QaHC5jb2RlbW9kZS52MS5FeGVjdXRlUmVzcG9uc2UwARJWCg9BdHRhY2hFeGVjdXRpb24SIy5jb2RlbW9kZS52MS5BdHRhY2hFeGVjdXRpb25SZXF1ZXN0GhwuY29kZW1vZGUudjEuRXhlY3V0ZVJlc3BvbnNlMAESXAoPQ2FuY2VsRXhlY3V0aW9uEiMuY29kZW1vZGUudjEuQ2FuY2VsRXhlY3V0aW9uUmVxdWVzdBokLmNvZGVtb2RlLnYxLkNhbmNlbEV4ZWN1dGlvblJlc3BvbnNlQqEBCg9kZXYuY29kZW1vZGUudjFQAVpGZ2l0aHViLmNvbS9jb2RlbW9kZS1kZXYvY29kZW1vZGUvY2xpZW50cy9nby9nZW4vY29kZW1vZGUvdjE7Y29kZW1vZGV2MepBQwoWY29kZW1vZGUuZGV2L0V4ZWN1dGlvbhIpc2Vzc2lvbnMve3Nlc3Npb259L2V4ZWN1dGlvbnMve2V4ZWN1dGlvbn1iBnByb3RvMw", [file_google_api_field_behavior, file_google_api_resource, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message codemode.v1.ExecuteRequest
@@ -27,7 +29,8 @@ export type ExecuteRequest = Message<"codemode.v1.ExecuteRequest"> & {
 
   /**
    * Python source. The value of a final expression statement is reported in
-   * a result event; top-level await is allowed.
+   * a result event; top-level await is allowed. Empty or whitespace-only
+   * code runs as a no-op (started, then finished OK), as in Jupyter.
    *
    * @generated from field: string code = 2;
    */
@@ -41,9 +44,11 @@ export type ExecuteRequest = Message<"codemode.v1.ExecuteRequest"> & {
   timeout?: Duration | undefined;
 
   /**
-   * Optional idempotency key: a second Execute with the same request_id on
-   * the same session is rejected with ALREADY_EXISTS instead of running the
-   * code twice.
+   * Optional idempotency key (unique per session): a retry with the same
+   * request_id never runs the code twice. While the first execution runs,
+   * the retry attaches to it; after it ended, the retry receives its
+   * recorded events from the start. A retry with different code is refused
+   * with ALREADY_EXISTS (DUPLICATE_REQUEST).
    *
    * @generated from field: string request_id = 4;
    */
@@ -62,9 +67,12 @@ export const ExecuteRequestSchema: GenMessage<ExecuteRequest> = /*@__PURE__*/
  */
 export type ExecuteResponse = Message<"codemode.v1.ExecuteResponse"> & {
   /**
-   * 1, 2, 3, ... per execution, with no gaps.
+   * 1, 2, 3, ... per execution, with no gaps, over every event except
+   * heartbeats. A heartbeat carries the sequence of the event before it, so
+   * a consumer that resumes with AttachExecution passes the last sequence it
+   * saw, whatever the event.
    *
-   * @generated from field: uint64 sequence = 1;
+   * @generated from field: int64 sequence = 1;
    */
   sequence: bigint;
 
@@ -138,9 +146,16 @@ export type ExecutionStarted = Message<"codemode.v1.ExecutionStarted"> & {
   /**
    * The interpreter generation that runs the code (see Session).
    *
-   * @generated from field: uint32 interpreter_generation = 3;
+   * @generated from field: int64 interpreter_generation = 3;
    */
-  interpreterGeneration: number;
+  interpreterGeneration: bigint;
+
+  /**
+   * The request_id of the Execute that started it, if any.
+   *
+   * @generated from field: string request_id = 4;
+   */
+  requestId: string;
 };
 
 /**
@@ -172,7 +187,7 @@ export type ExecutionOutput = Message<"codemode.v1.ExecutionOutput"> & {
    * Bytes of this stream dropped just before this chunk because the
    * execution exceeded its output budget (head and tail are kept).
    *
-   * @generated from field: uint64 dropped_bytes_before = 3;
+   * @generated from field: int64 dropped_bytes_before = 3;
    */
   droppedBytesBefore: bigint;
 };
@@ -199,7 +214,8 @@ export type ExecutionResult = Message<"codemode.v1.ExecutionResult"> & {
   json?: string | undefined;
 
   /**
-   * repr() of the value (truncated to 64 KiB).
+   * repr() of the value (truncated to 64 KiB; text that is not valid
+   * Unicode, such as lone surrogates, is escaped).
    *
    * @generated from field: string repr = 2;
    */
@@ -277,7 +293,7 @@ export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
   messageDesc(file_codemode_v1_execute, 6);
 
 /**
- * Last event of every execution.
+ * Last event of every execution that the server saw end.
  *
  * @generated from message codemode.v1.ExecutionFinished
  */
@@ -295,24 +311,24 @@ export type ExecutionFinished = Message<"codemode.v1.ExecutionFinished"> & {
   /**
    * Bytes the code wrote to each stream, including dropped bytes.
    *
-   * @generated from field: uint64 stdout_bytes = 3;
+   * @generated from field: int64 stdout_bytes = 3;
    */
   stdoutBytes: bigint;
 
   /**
-   * @generated from field: uint64 stderr_bytes = 4;
+   * @generated from field: int64 stderr_bytes = 4;
    */
   stderrBytes: bigint;
 
   /**
    * Bytes dropped from the middle of each stream by the output budget.
    *
-   * @generated from field: uint64 stdout_truncated_bytes = 5;
+   * @generated from field: int64 stdout_truncated_bytes = 5;
    */
   stdoutTruncatedBytes: bigint;
 
   /**
-   * @generated from field: uint64 stderr_truncated_bytes = 6;
+   * @generated from field: int64 stderr_truncated_bytes = 6;
    */
   stderrTruncatedBytes: bigint;
 
@@ -338,6 +354,72 @@ export type ExecutionFinished = Message<"codemode.v1.ExecutionFinished"> & {
  */
 export const ExecutionFinishedSchema: GenMessage<ExecutionFinished> = /*@__PURE__*/
   messageDesc(file_codemode_v1_execute, 7);
+
+/**
+ * @generated from message codemode.v1.AttachExecutionRequest
+ */
+export type AttachExecutionRequest = Message<"codemode.v1.AttachExecutionRequest"> & {
+  /**
+   * "sessions/{session}/executions/{execution}", from ExecutionStarted.
+   *
+   * @generated from field: string execution = 1;
+   */
+  execution: string;
+
+  /**
+   * Stream the events after this sequence (0: from the start). Below the
+   * first sequence still kept: OUT_OF_RANGE (EVENTS_EXPIRED, metadata
+   * "firstAvailableSequence").
+   *
+   * @generated from field: int64 after_sequence = 2;
+   */
+  afterSequence: bigint;
+};
+
+/**
+ * Describes the message codemode.v1.AttachExecutionRequest.
+ * Use `create(AttachExecutionRequestSchema)` to create a new message.
+ */
+export const AttachExecutionRequestSchema: GenMessage<AttachExecutionRequest> = /*@__PURE__*/
+  messageDesc(file_codemode_v1_execute, 8);
+
+/**
+ * @generated from message codemode.v1.CancelExecutionRequest
+ */
+export type CancelExecutionRequest = Message<"codemode.v1.CancelExecutionRequest"> & {
+  /**
+   * "sessions/{session}/executions/{execution}"
+   *
+   * @generated from field: string execution = 1;
+   */
+  execution: string;
+};
+
+/**
+ * Describes the message codemode.v1.CancelExecutionRequest.
+ * Use `create(CancelExecutionRequestSchema)` to create a new message.
+ */
+export const CancelExecutionRequestSchema: GenMessage<CancelExecutionRequest> = /*@__PURE__*/
+  messageDesc(file_codemode_v1_execute, 9);
+
+/**
+ * @generated from message codemode.v1.CancelExecutionResponse
+ */
+export type CancelExecutionResponse = Message<"codemode.v1.CancelExecutionResponse"> & {
+  /**
+   * False when the execution had already ended.
+   *
+   * @generated from field: bool cancelled = 1;
+   */
+  cancelled: boolean;
+};
+
+/**
+ * Describes the message codemode.v1.CancelExecutionResponse.
+ * Use `create(CancelExecutionResponseSchema)` to create a new message.
+ */
+export const CancelExecutionResponseSchema: GenMessage<CancelExecutionResponse> = /*@__PURE__*/
+  messageDesc(file_codemode_v1_execute, 10);
 
 /**
  * Output stream of the interpreter process.
@@ -400,7 +482,8 @@ export enum ExecutionStatus {
   TIMEOUT = 3,
 
   /**
-   * The client cancelled and the code was stopped.
+   * The client cancelled (the Execute call or CancelExecution) and the code
+   * was stopped.
    *
    * @generated from enum value: EXECUTION_STATUS_CANCELLED = 4;
    */
@@ -429,11 +512,16 @@ export const ExecuteService: GenService<{
   /**
    * Runs code in the session's interpreter. The stream carries, in sequence
    * order: started, any number of output / result / error / heartbeat
-   * events, and finished, always last. A failure of the user's code (an
-   * exception, a timeout, a crash of the interpreter) is reported in events
-   * and the stream ends with status OK; infrastructure failures (unknown
-   * session, agent unreachable, auth) end the stream with a gRPC error status
-   * carrying google.rpc.ErrorInfo. Cancelling the call interrupts the code.
+   * events, and finished. A failure of the user's code (an exception, a
+   * timeout, a crash of the interpreter) is reported in events and the
+   * stream ends with status OK after finished. Infrastructure failures
+   * (unknown session, agent unreachable, auth, a server shutting down) end
+   * the stream with a gRPC error status carrying google.rpc.ErrorInfo, with
+   * or without a finished event before it.
+   *
+   * Cancelling the call cancels the execution (as CancelExecution does): the
+   * session stays BUSY until the code has stopped, and the execution ends as
+   * CANCELLED, which AttachExecution shows.
    *
    * @generated from rpc codemode.v1.ExecuteService.Execute
    */
@@ -441,6 +529,31 @@ export const ExecuteService: GenService<{
     methodKind: "server_streaming";
     input: typeof ExecuteRequestSchema;
     output: typeof ExecuteResponseSchema;
+  },
+  /**
+   * Streams an execution's events after `after_sequence`, live while it runs
+   * and from its record after it ended (kept for the server's documented
+   * retention), with no gap and no duplicate. Any number of callers may
+   * attach to one execution. Detaching does not cancel it.
+   *
+   * @generated from rpc codemode.v1.ExecuteService.AttachExecution
+   */
+  attachExecution: {
+    methodKind: "server_streaming";
+    input: typeof AttachExecutionRequestSchema;
+    output: typeof ExecuteResponseSchema;
+  },
+  /**
+   * Asks a running execution to stop (SIGINT, then a kill after the grace
+   * period). Returns at once; the execution's stream ends with finished
+   * CANCELLED. Cancelling an execution that already ended is a no-op.
+   *
+   * @generated from rpc codemode.v1.ExecuteService.CancelExecution
+   */
+  cancelExecution: {
+    methodKind: "unary";
+    input: typeof CancelExecutionRequestSchema;
+    output: typeof CancelExecutionResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_codemode_v1_execute, 0);

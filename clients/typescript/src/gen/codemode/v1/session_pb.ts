@@ -4,6 +4,8 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import { file_google_api_field_behavior } from "../../google/api/field_behavior_pb.js";
+import { file_google_api_resource } from "../../google/api/resource_pb.js";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
@@ -12,30 +14,28 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file codemode/v1/session.proto.
  */
 export const file_codemode_v1_session: GenFile = /*@__PURE__*/
-  fileDesc("Chljb2RlbW9kZS92MS9zZXNzaW9uLnByb3RvEgtjb2RlbW9kZS52MSLVBAoHU2Vzc2lvbhIMCgRuYW1lGAEgASgJEikKBXN0YXRlGAIgASgOMhouY29kZW1vZGUudjEuU2Vzc2lvbi5TdGF0ZRIVCg1zdGF0ZV9tZXNzYWdlGAMgASgJEioKBmNvbmZpZxgEIAEoCzIaLmNvZGVtb2RlLnYxLlNlc3Npb25Db25maWcSLwoMY2FwYWJpbGl0aWVzGAUgASgLMhkuY29kZW1vZGUudjEuQ2FwYWJpbGl0aWVzEi8KC2NyZWF0ZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIxCg1sYXN0X3VzZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtleHBpcmVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGdGVuYW50GAkgASgJEjAKBmxhYmVscxgKIAMoCzIgLmNvZGVtb2RlLnYxLlNlc3Npb24uTGFiZWxzRW50cnkSHgoWaW50ZXJwcmV0ZXJfZ2VuZXJhdGlvbhgLIAEoDRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIncKBVN0YXRlEhUKEVNUQVRFX1VOU1BFQ0lGSUVEEAASEgoOU1RBVEVfU1RBUlRJTkcQARIPCgtTVEFURV9SRUFEWRACEg4KClNUQVRFX0JVU1kQAxIQCgxTVEFURV9GQUlMRUQQBBIQCgxTVEFURV9DTE9TRUQQBSLnAgoNU2Vzc2lvbkNvbmZpZxIuCgxzYW5kYm94X2tpbmQYASABKA4yGC5jb2RlbW9kZS52MS5TYW5kYm94S2luZBIqCgd0aW1lb3V0GAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhoKEm1lbW9yeV9saW1pdF9ieXRlcxgDIAEoAxIRCgljcHVfcXVvdGEYBCABKAESEgoKcGlkc19saW1pdBgFIAEoAxIYChBuZXR3b3JrX2Rpc2FibGVkGAYgASgIEhoKEmFsbG93X3J1bnRpbWVfZGVwcxgHIAEoCBIMCgRkZXBzGAggAygJEhoKEnN5bmNfZGVwc19vbl9zdGFydBgJIAEoCBIbChNvdXRwdXRfYnVkZ2V0X2J5dGVzGAogASgDEisKCGlkbGVfdHRsGAsgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg0KBWltYWdlGAwgASgJIrICCgxDYXBhYmlsaXRpZXMSDwoHdGltZW91dBgBIAEoCBIZChFwcm9jZXNzX2lzb2xhdGlvbhgCIAEoCBIbChNjb250YWluZXJfaXNvbGF0aW9uGAMgASgIEhkKEW5ldHdvcmtfaXNvbGF0aW9uGAQgASgIEhQKDG1lbW9yeV9saW1pdBgFIAEoCBIRCgljcHVfbGltaXQYBiABKAgSDQoFcmVzZXQYByABKAgSFAoMZGVwc19pbnN0YWxsGAggASgIEhwKFGZpbGVzeXN0ZW1faXNvbGF0aW9uGAkgASgIEhIKCnBpZHNfbGltaXQYCiABKAgSEgoKZGlza19saW1pdBgLIAEoCBIWCg5zeXNjYWxsX2ZpbHRlchgMIAEoCBISCgp1bmNvbmZpbmVkGA0gASgIImUKFENyZWF0ZVNlc3Npb25SZXF1ZXN0EiUKB3Nlc3Npb24YASABKAsyFC5jb2RlbW9kZS52MS5TZXNzaW9uEhIKCnNlc3Npb25faWQYAiABKAkSEgoKcmVxdWVzdF9pZBgDIAEoCSI+ChVDcmVhdGVTZXNzaW9uUmVzcG9uc2USJQoHc2Vzc2lvbhgBIAEoCzIULmNvZGVtb2RlLnYxLlNlc3Npb24iIQoRR2V0U2Vzc2lvblJlcXVlc3QSDAoEbmFtZRgBIAEoCSI7ChJHZXRTZXNzaW9uUmVzcG9uc2USJQoHc2Vzc2lvbhgBIAEoCzIULmNvZGVtb2RlLnYxLlNlc3Npb24iTAoTTGlzdFNlc3Npb25zUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRIOCgZ0ZW5hbnQYAyABKAkiVwoUTGlzdFNlc3Npb25zUmVzcG9uc2USJgoIc2Vzc2lvbnMYASADKAsyFC5jb2RlbW9kZS52MS5TZXNzaW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIjChNSZXNldFNlc3Npb25SZXF1ZXN0EgwKBG5hbWUYASABKAkiPQoUUmVzZXRTZXNzaW9uUmVzcG9uc2USJQoHc2Vzc2lvbhgBIAEoCzIULmNvZGVtb2RlLnYxLlNlc3Npb24iJAoURGVsZXRlU2Vzc2lvblJlcXVlc3QSDAoEbmFtZRgBIAEoCSIXChVEZWxldGVTZXNzaW9uUmVzcG9uc2UqXgoLU2FuZGJveEtpbmQSHAoYU0FOREJPWF9LSU5EX1VOU1BFQ0lGSUVEEAASGAoUU0FOREJPWF9LSU5EX1BST0NFU1MQARIXChNTQU5EQk9YX0tJTkRfRE9DS0VSEAIyuQMKDlNlc3Npb25TZXJ2aWNlElYKDUNyZWF0ZVNlc3Npb24SIS5jb2RlbW9kZS52MS5DcmVhdGVTZXNzaW9uUmVxdWVzdBoiLmNvZGVtb2RlLnYxLkNyZWF0ZVNlc3Npb25SZXNwb25zZRJNCgpHZXRTZXNzaW9uEh4uY29kZW1vZGUudjEuR2V0U2Vzc2lvblJlcXVlc3QaHy5jb2RlbW9kZS52MS5HZXRTZXNzaW9uUmVzcG9uc2USUwoMTGlzdFNlc3Npb25zEiAuY29kZW1vZGUudjEuTGlzdFNlc3Npb25zUmVxdWVzdBohLmNvZGVtb2RlLnYxLkxpc3RTZXNzaW9uc1Jlc3BvbnNlElMKDFJlc2V0U2Vzc2lvbhIgLmNvZGVtb2RlLnYxLlJlc2V0U2Vzc2lvblJlcXVlc3QaIS5jb2RlbW9kZS52MS5SZXNldFNlc3Npb25SZXNwb25zZRJWCg1EZWxldGVTZXNzaW9uEiEuY29kZW1vZGUudjEuRGVsZXRlU2Vzc2lvblJlcXVlc3QaIi5jb2RlbW9kZS52MS5EZWxldGVTZXNzaW9uUmVzcG9uc2VCWwoPZGV2LmNvZGVtb2RlLnYxUAFaRmdpdGh1Yi5jb20vY29kZW1vZGUtZGV2L2NvZGVtb2RlL2NsaWVudHMvZ28vZ2VuL2NvZGVtb2RlL3YxO2NvZGVtb2RldjFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("Chljb2RlbW9kZS92MS9zZXNzaW9uLnByb3RvEgtjb2RlbW9kZS52MSLABgoHU2Vzc2lvbhISCgRuYW1lGAEgASgJQgTiQQEIEi8KBXN0YXRlGAIgASgOMhouY29kZW1vZGUudjEuU2Vzc2lvbi5TdGF0ZUIE4kEBAxIbCg1zdGF0ZV9tZXNzYWdlGAMgASgJQgTiQQEDEjAKBmNvbmZpZxgEIAEoCzIaLmNvZGVtb2RlLnYxLlNlc3Npb25Db25maWdCBOJBAQUSNQoMY2FwYWJpbGl0aWVzGAUgASgLMhkuY29kZW1vZGUudjEuQ2FwYWJpbGl0aWVzQgTiQQEDEjUKC2NyZWF0ZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxI3Cg1sYXN0X3VzZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxI1CgtleHBpcmVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSFAoGdGVuYW50GAkgASgJQgTiQQEFEjAKBmxhYmVscxgKIAMoCzIgLmNvZGVtb2RlLnYxLlNlc3Npb24uTGFiZWxzRW50cnkSJAoWaW50ZXJwcmV0ZXJfZ2VuZXJhdGlvbhgLIAEoA0IE4kEBAxIYCgpjcmVhdGVkX2J5GAwgASgJQgTiQQEDEjoKDGxhc3RfaW5zdGFsbBgNIAEoCzIeLmNvZGVtb2RlLnYxLkRlcGVuZGVuY3lJbnN0YWxsQgTiQQEDGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEijQEKBVN0YXRlEhUKEVNUQVRFX1VOU1BFQ0lGSUVEEAASEgoOU1RBVEVfU1RBUlRJTkcQARIPCgtTVEFURV9SRUFEWRACEg4KClNUQVRFX0JVU1kQAxIQCgxTVEFURV9GQUlMRUQQBBIQCgxTVEFURV9DTE9TRUQQBRIUChBTVEFURV9JTlNUQUxMSU5HEAY6QOpBPQoUY29kZW1vZGUuZGV2L1Nlc3Npb24SEnNlc3Npb25zL3tzZXNzaW9ufSoIc2Vzc2lvbnMyB3Nlc3Npb24i0gIKEURlcGVuZGVuY3lJbnN0YWxsEjMKBXN0YXRlGAEgASgOMiQuY29kZW1vZGUudjEuRGVwZW5kZW5jeUluc3RhbGwuU3RhdGUSEAoIcGFja2FnZXMYAiADKAkSEQoJaW5zdGFsbGVkGAMgAygJEhUKDWVycm9yX21lc3NhZ2UYBCABKAkSFAoMZXJyb3JfcmVhc29uGAUgASgJEi4KCnN0YXJ0X3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJYCgVTdGF0ZRIVChFTVEFURV9VTlNQRUNJRklFRBAAEhEKDVNUQVRFX1JVTk5JTkcQARITCg9TVEFURV9TVUNDRUVERUQQAhIQCgxTVEFURV9GQUlMRUQQAyKZBAoNU2Vzc2lvbkNvbmZpZxIuCgxzYW5kYm94X2tpbmQYASABKA4yGC5jb2RlbW9kZS52MS5TYW5kYm94S2luZBIqCgd0aW1lb3V0GAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEh8KEm1lbW9yeV9saW1pdF9ieXRlcxgDIAEoA0gAiAEBEhYKCWNwdV9xdW90YRgEIAEoAUgBiAEBEhcKCnBpZHNfbGltaXQYBSABKANIAogBARIdChBuZXR3b3JrX2Rpc2FibGVkGAYgASgISAOIAQESHwoSYWxsb3dfcnVudGltZV9kZXBzGAcgASgISASIAQESDAoEZGVwcxgIIAMoCRIfChJzeW5jX2RlcHNfb25fc3RhcnQYCSABKAhIBYgBARIgChNvdXRwdXRfYnVkZ2V0X2J5dGVzGAogASgDSAaIAQESKwoIaWRsZV90dGwYCyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDQoFaW1hZ2UYDCABKAlCFQoTX21lbW9yeV9saW1pdF9ieXRlc0IMCgpfY3B1X3F1b3RhQg0KC19waWRzX2xpbWl0QhMKEV9uZXR3b3JrX2Rpc2FibGVkQhUKE19hbGxvd19ydW50aW1lX2RlcHNCFQoTX3N5bmNfZGVwc19vbl9zdGFydEIWChRfb3V0cHV0X2J1ZGdldF9ieXRlcyKyAgoMQ2FwYWJpbGl0aWVzEg8KB3RpbWVvdXQYASABKAgSGQoRcHJvY2Vzc19pc29sYXRpb24YAiABKAgSGwoTY29udGFpbmVyX2lzb2xhdGlvbhgDIAEoCBIZChFuZXR3b3JrX2lzb2xhdGlvbhgEIAEoCBIUCgxtZW1vcnlfbGltaXQYBSABKAgSEQoJY3B1X2xpbWl0GAYgASgIEg0KBXJlc2V0GAcgASgIEhQKDGRlcHNfaW5zdGFsbBgIIAEoCBIcChRmaWxlc3lzdGVtX2lzb2xhdGlvbhgJIAEoCBISCgpwaWRzX2xpbWl0GAogASgIEhIKCmRpc2tfbGltaXQYCyABKAgSFgoOc3lzY2FsbF9maWx0ZXIYDCABKAgSEgoKdW5jb25maW5lZBgNIAEoCCJrChRDcmVhdGVTZXNzaW9uUmVxdWVzdBIrCgdzZXNzaW9uGAEgASgLMhQuY29kZW1vZGUudjEuU2Vzc2lvbkIE4kEBAhISCgpzZXNzaW9uX2lkGAIgASgJEhIKCnJlcXVlc3RfaWQYAyABKAkiPgoVQ3JlYXRlU2Vzc2lvblJlc3BvbnNlEiUKB3Nlc3Npb24YASABKAsyFC5jb2RlbW9kZS52MS5TZXNzaW9uIkAKEUdldFNlc3Npb25SZXF1ZXN0EisKBG5hbWUYASABKAlCHeJBAQL6QRYKFGNvZGVtb2RlLmRldi9TZXNzaW9uIjsKEkdldFNlc3Npb25SZXNwb25zZRIlCgdzZXNzaW9uGAEgASgLMhQuY29kZW1vZGUudjEuU2Vzc2lvbiJtChJXYWl0U2Vzc2lvblJlcXVlc3QSKwoEbmFtZRgBIAEoCUId4kEBAvpBFgoUY29kZW1vZGUuZGV2L1Nlc3Npb24SKgoHdGltZW91dBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiI8ChNXYWl0U2Vzc2lvblJlc3BvbnNlEiUKB3Nlc3Npb24YASABKAsyFC5jb2RlbW9kZS52MS5TZXNzaW9uIkwKE0xpc3RTZXNzaW9uc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSDgoGdGVuYW50GAMgASgJIlcKFExpc3RTZXNzaW9uc1Jlc3BvbnNlEiYKCHNlc3Npb25zGAEgAygLMhQuY29kZW1vZGUudjEuU2Vzc2lvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiQgoTUmVzZXRTZXNzaW9uUmVxdWVzdBIrCgRuYW1lGAEgASgJQh3iQQEC+kEWChRjb2RlbW9kZS5kZXYvU2Vzc2lvbiI9ChRSZXNldFNlc3Npb25SZXNwb25zZRIlCgdzZXNzaW9uGAEgASgLMhQuY29kZW1vZGUudjEuU2Vzc2lvbiJDChREZWxldGVTZXNzaW9uUmVxdWVzdBIrCgRuYW1lGAEgASgJQh3iQQEC+kEWChRjb2RlbW9kZS5kZXYvU2Vzc2lvbiIXChVEZWxldGVTZXNzaW9uUmVzcG9uc2UqXgoLU2FuZGJveEtpbmQSHAoYU0FOREJPWF9LSU5EX1VOU1BFQ0lGSUVEEAASGAoUU0FOREJPWF9LSU5EX1BST0NFU1MQARIXChNTQU5EQk9YX0tJTkRfRE9DS0VSEAIyiwQKDlNlc3Npb25TZXJ2aWNlElYKDUNyZWF0ZVNlc3Npb24SIS5jb2RlbW9kZS52MS5DcmVhdGVTZXNzaW9uUmVxdWVzdBoiLmNvZGVtb2RlLnYxLkNyZWF0ZVNlc3Npb25SZXNwb25zZRJNCgpHZXRTZXNzaW9uEh4uY29kZW1vZGUudjEuR2V0U2Vzc2lvblJlcXVlc3QaHy5jb2RlbW9kZS52MS5HZXRTZXNzaW9uUmVzcG9uc2USUAoLV2FpdFNlc3Npb24SHy5jb2RlbW9kZS52MS5XYWl0U2Vzc2lvblJlcXVlc3QaIC5jb2RlbW9kZS52MS5XYWl0U2Vzc2lvblJlc3BvbnNlElMKDExpc3RTZXNzaW9ucxIgLmNvZGVtb2RlLnYxLkxpc3RTZXNzaW9uc1JlcXVlc3QaIS5jb2RlbW9kZS52MS5MaXN0U2Vzc2lvbnNSZXNwb25zZRJTCgxSZXNldFNlc3Npb24SIC5jb2RlbW9kZS52MS5SZXNldFNlc3Npb25SZXF1ZXN0GiEuY29kZW1vZGUudjEuUmVzZXRTZXNzaW9uUmVzcG9uc2USVgoNRGVsZXRlU2Vzc2lvbhIhLmNvZGVtb2RlLnYxLkRlbGV0ZVNlc3Npb25SZXF1ZXN0GiIuY29kZW1vZGUudjEuRGVsZXRlU2Vzc2lvblJlc3BvbnNlQlsKD2Rldi5jb2RlbW9kZS52MVABWkZnaXRodWIuY29tL2NvZGVtb2RlLWRldi9jb2RlbW9kZS9jbGllbnRzL2dvL2dlbi9jb2RlbW9kZS92MTtjb2RlbW9kZXYxYgZwcm90bzM", [file_google_api_field_behavior, file_google_api_resource, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
- * Session is the resource "sessions/{session}".
+ * A session: one sandbox holding one stateful interpreter.
  *
  * @generated from message codemode.v1.Session
  */
 export type Session = Message<"codemode.v1.Session"> & {
   /**
-   * Output only. "sessions/{session}".
+   * "sessions/{session}".
    *
    * @generated from field: string name = 1;
    */
   name: string;
 
   /**
-   * Output only.
-   *
    * @generated from field: codemode.v1.Session.State state = 2;
    */
   state: Session_State;
 
   /**
-   * Output only. Why the session is FAILED, or empty.
+   * Why the session is FAILED, or empty.
    *
    * @generated from field: string state_message = 3;
    */
@@ -50,35 +50,34 @@ export type Session = Message<"codemode.v1.Session"> & {
   config?: SessionConfig | undefined;
 
   /**
-   * Output only. What this session's sandbox really enforces.
+   * What this session's sandbox really enforces.
    *
    * @generated from field: codemode.v1.Capabilities capabilities = 5;
    */
   capabilities?: Capabilities | undefined;
 
   /**
-   * Output only.
-   *
    * @generated from field: google.protobuf.Timestamp create_time = 6;
    */
   createTime?: Timestamp | undefined;
 
   /**
-   * Output only. The last time an Execute started or finished.
+   * The last time an Execute started or finished.
    *
    * @generated from field: google.protobuf.Timestamp last_use_time = 7;
    */
   lastUseTime?: Timestamp | undefined;
 
   /**
-   * Output only. When the session expires if it stays idle.
+   * When the session expires if it stays idle.
    *
    * @generated from field: google.protobuf.Timestamp expire_time = 8;
    */
   expireTime?: Timestamp | undefined;
 
   /**
-   * The tenant the session belongs to; empty means the server's default tenant.
+   * The tenant the session belongs to: the caller's. Only an operator may
+   * name another tenant on create.
    *
    * @generated from field: string tenant = 9;
    */
@@ -92,12 +91,27 @@ export type Session = Message<"codemode.v1.Session"> & {
   labels: { [key: string]: string };
 
   /**
-   * Output only. Incremented every time the interpreter is replaced
-   * (ResetSession, a crash, a kill after a timeout).
+   * Incremented every time the interpreter is replaced (ResetSession, a
+   * crash, a kill after a timeout or a cancel).
    *
-   * @generated from field: uint32 interpreter_generation = 11;
+   * @generated from field: int64 interpreter_generation = 11;
    */
-  interpreterGeneration: number;
+  interpreterGeneration: bigint;
+
+  /**
+   * The principal that created the session (its id in the principals file).
+   *
+   * @generated from field: string created_by = 12;
+   */
+  createdBy: string;
+
+  /**
+   * The latest package install of this session (start-up deps,
+   * AddDependency, SyncDependencies); unset before the first.
+   *
+   * @generated from field: codemode.v1.DependencyInstall last_install = 13;
+   */
+  lastInstall?: DependencyInstall | undefined;
 };
 
 /**
@@ -119,7 +133,7 @@ export enum Session_State {
   UNSPECIFIED = 0,
 
   /**
-   * The sandbox is being started.
+   * The sandbox is being started (and its start-up deps installed).
    *
    * @generated from enum value: STATE_STARTING = 1;
    */
@@ -133,7 +147,7 @@ export enum Session_State {
   READY = 2,
 
   /**
-   * An Execute is running.
+   * An Execute is running, or a cancelled one is still winding down.
    *
    * @generated from enum value: STATE_BUSY = 3;
    */
@@ -152,6 +166,14 @@ export enum Session_State {
    * @generated from enum value: STATE_CLOSED = 5;
    */
   CLOSED = 5,
+
+  /**
+   * Packages are being installed (AddDependency, SyncDependencies);
+   * Execute gets SESSION_BUSY until the install ends (see last_install).
+   *
+   * @generated from enum value: STATE_INSTALLING = 6;
+   */
+  INSTALLING = 6,
 }
 
 /**
@@ -161,14 +183,111 @@ export const Session_StateSchema: GenEnum<Session_State> = /*@__PURE__*/
   enumDesc(file_codemode_v1_session, 0, 0);
 
 /**
+ * One package install in a session's sandbox.
+ *
+ * @generated from message codemode.v1.DependencyInstall
+ */
+export type DependencyInstall = Message<"codemode.v1.DependencyInstall"> & {
+  /**
+   * @generated from field: codemode.v1.DependencyInstall.State state = 1;
+   */
+  state: DependencyInstall_State;
+
+  /**
+   * The requirement specifiers this install was started for.
+   *
+   * @generated from field: repeated string packages = 2;
+   */
+  packages: string[];
+
+  /**
+   * The packages it installed (empty until it ends).
+   *
+   * @generated from field: repeated string installed = 3;
+   */
+  installed: string[];
+
+  /**
+   * Why it failed, when it did.
+   *
+   * @generated from field: string error_message = 4;
+   */
+  errorMessage: string;
+
+  /**
+   * The ErrorReason name of the failure (e.g. "DEPS_INSTALL_FAILED").
+   *
+   * @generated from field: string error_reason = 5;
+   */
+  errorReason: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp start_time = 6;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp end_time = 7;
+   */
+  endTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message codemode.v1.DependencyInstall.
+ * Use `create(DependencyInstallSchema)` to create a new message.
+ */
+export const DependencyInstallSchema: GenMessage<DependencyInstall> = /*@__PURE__*/
+  messageDesc(file_codemode_v1_session, 1);
+
+/**
+ * Progress of an install.
+ *
+ * @generated from enum codemode.v1.DependencyInstall.State
+ */
+export enum DependencyInstall_State {
+  /**
+   * @generated from enum value: STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: STATE_RUNNING = 1;
+   */
+  RUNNING = 1,
+
+  /**
+   * @generated from enum value: STATE_SUCCEEDED = 2;
+   */
+  SUCCEEDED = 2,
+
+  /**
+   * @generated from enum value: STATE_FAILED = 3;
+   */
+  FAILED = 3,
+}
+
+/**
+ * Describes the enum codemode.v1.DependencyInstall.State.
+ */
+export const DependencyInstall_StateSchema: GenEnum<DependencyInstall_State> = /*@__PURE__*/
+  enumDesc(file_codemode_v1_session, 1, 0);
+
+/**
  * SessionConfig uses the names of the py-code-mode production guide where
  * they exist (timeout, memory_limit, cpu_quota, network_disabled,
  * allow_runtime_deps, deps, sync_deps_on_start).
+ *
+ * Every scalar has presence: unset means the server's default, and a value
+ * that is set is honoured or refused, never replaced. Numeric limits must be
+ * positive when set. A setting the chosen sandbox cannot enforce is refused
+ * with FAILED_PRECONDITION (LIMIT_NOT_ENFORCEABLE, metadata "field").
  *
  * @generated from message codemode.v1.SessionConfig
  */
 export type SessionConfig = Message<"codemode.v1.SessionConfig"> & {
   /**
+   * Unspecified means the server's default kind.
+   *
    * @generated from field: codemode.v1.SandboxKind sandbox_kind = 1;
    */
   sandboxKind: SandboxKind;
@@ -181,35 +300,40 @@ export type SessionConfig = Message<"codemode.v1.SessionConfig"> & {
   timeout?: Duration | undefined;
 
   /**
-   * Memory limit of the interpreter in bytes (0 = server default).
+   * Memory limit of the sandbox in bytes.
    *
-   * @generated from field: int64 memory_limit_bytes = 3;
+   * @generated from field: optional int64 memory_limit_bytes = 3;
    */
-  memoryLimitBytes: bigint;
+  memoryLimitBytes?: bigint | undefined;
 
   /**
-   * CPU quota in CPUs, e.g. 0.5 (0 = server default / unlimited).
+   * CPU quota in CPUs, e.g. 0.5.
    *
-   * @generated from field: double cpu_quota = 4;
+   * @generated from field: optional double cpu_quota = 4;
    */
-  cpuQuota: number;
+  cpuQuota?: number | undefined;
 
   /**
-   * Maximum number of processes (0 = server default).
+   * Maximum number of processes.
    *
-   * @generated from field: int64 pids_limit = 5;
+   * @generated from field: optional int64 pids_limit = 5;
    */
-  pidsLimit: bigint;
+  pidsLimit?: bigint | undefined;
 
   /**
-   * @generated from field: bool network_disabled = 6;
+   * True: the sandbox has no network.
+   *
+   * @generated from field: optional bool network_disabled = 6;
    */
-  networkDisabled: boolean;
+  networkDisabled?: boolean | undefined;
 
   /**
-   * @generated from field: bool allow_runtime_deps = 7;
+   * False: AddDependency, RemoveDependency and `deps` in sandboxed code are
+   * refused with RUNTIME_DEPS_DISABLED.
+   *
+   * @generated from field: optional bool allow_runtime_deps = 7;
    */
-  allowRuntimeDeps: boolean;
+  allowRuntimeDeps?: boolean | undefined;
 
   /**
    * Packages the session starts with (pip requirement specifiers).
@@ -219,18 +343,18 @@ export type SessionConfig = Message<"codemode.v1.SessionConfig"> & {
   deps: string[];
 
   /**
-   * Install deps before CreateSession returns.
+   * True: the session stays STARTING until `deps` are installed.
    *
-   * @generated from field: bool sync_deps_on_start = 9;
+   * @generated from field: optional bool sync_deps_on_start = 9;
    */
-  syncDepsOnStart: boolean;
+  syncDepsOnStart?: boolean | undefined;
 
   /**
    * Per-execution output budget in bytes; beyond it the middle is dropped.
    *
-   * @generated from field: int64 output_budget_bytes = 10;
+   * @generated from field: optional int64 output_budget_bytes = 10;
    */
-  outputBudgetBytes: bigint;
+  outputBudgetBytes?: bigint | undefined;
 
   /**
    * Idle time after which the session is deleted.
@@ -240,7 +364,7 @@ export type SessionConfig = Message<"codemode.v1.SessionConfig"> & {
   idleTtl?: Duration | undefined;
 
   /**
-   * Container image (Docker sandboxes only).
+   * Container image (Docker sandboxes only); empty means the server's.
    *
    * @generated from field: string image = 12;
    */
@@ -252,7 +376,7 @@ export type SessionConfig = Message<"codemode.v1.SessionConfig"> & {
  * Use `create(SessionConfigSchema)` to create a new message.
  */
 export const SessionConfigSchema: GenMessage<SessionConfig> = /*@__PURE__*/
-  messageDesc(file_codemode_v1_session, 1);
+  messageDesc(file_codemode_v1_session, 2);
 
 /**
  * Capabilities a session's sandbox actually enforces. A field is true only
@@ -341,7 +465,7 @@ export type Capabilities = Message<"codemode.v1.Capabilities"> & {
  * Use `create(CapabilitiesSchema)` to create a new message.
  */
 export const CapabilitiesSchema: GenMessage<Capabilities> = /*@__PURE__*/
-  messageDesc(file_codemode_v1_session, 2);
+  messageDesc(file_codemode_v1_session, 3);
 
 /**
  * @generated from message codemode.v1.CreateSessionRequest
@@ -375,7 +499,7 @@ export type CreateSessionRequest = Message<"codemode.v1.CreateSessionRequest"> &
  * Use `create(CreateSessionRequestSchema)` to create a new message.
  */
 export const CreateSessionRequestSchema: GenMessage<CreateSessionRequest> = /*@__PURE__*/
-  messageDesc(file_codemode_v1_session, 3);
+  messageDesc(file_codemode_v1_session, 4);
 
 /**
  * @generated from message codemode.v1.CreateSessionResponse
@@ -392,7 +516,7 @@ export type CreateSessionResponse = Message<"codemode.v1.CreateSessionResponse">
  * Use `create(CreateSessionResponseSchema)` to create a new message.
  */
 export const CreateSessionResponseSchema: GenMessage<CreateSessionResponse> = /*@__PURE__*/
-  messageDesc(file_codemode_v1_session, 4);
+  messageDesc(file_codemode_v1_session, 5);
 
 /**
  * @generated from message codemode.v1.GetSessionRequest
@@ -411,7 +535,7 @@ export type GetSessionRequest = Message<"codemode.v1.GetSessionRequest"> & {
  * Use `create(GetSessionRequestSchema)` to create a new message.
  */
 export const GetSessionRequestSchema: GenMessage<GetSessionRequest> = /*@__PURE__*/
-  messageDesc(file_codemode_v1_session, 5);
+  messageDesc(file_codemode_v1_session, 6);
 
 /**
  * @generated from message codemode.v1.GetSessionResponse
@@ -428,7 +552,51 @@ export type GetSessionResponse = Message<"codemode.v1.GetSessionResponse"> & {
  * Use `create(GetSessionResponseSchema)` to create a new message.
  */
 export const GetSessionResponseSchema: GenMessage<GetSessionResponse> = /*@__PURE__*/
-  messageDesc(file_codemode_v1_session, 6);
+  messageDesc(file_codemode_v1_session, 7);
+
+/**
+ * @generated from message codemode.v1.WaitSessionRequest
+ */
+export type WaitSessionRequest = Message<"codemode.v1.WaitSessionRequest"> & {
+  /**
+   * "sessions/{session}"
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * How long to wait at most; unset means 30 s, and the server caps it at
+   * 60 s so no proxy's idle timeout cuts the call.
+   *
+   * @generated from field: google.protobuf.Duration timeout = 2;
+   */
+  timeout?: Duration | undefined;
+};
+
+/**
+ * Describes the message codemode.v1.WaitSessionRequest.
+ * Use `create(WaitSessionRequestSchema)` to create a new message.
+ */
+export const WaitSessionRequestSchema: GenMessage<WaitSessionRequest> = /*@__PURE__*/
+  messageDesc(file_codemode_v1_session, 8);
+
+/**
+ * @generated from message codemode.v1.WaitSessionResponse
+ */
+export type WaitSessionResponse = Message<"codemode.v1.WaitSessionResponse"> & {
+  /**
+   * @generated from field: codemode.v1.Session session = 1;
+   */
+  session?: Session | undefined;
+};
+
+/**
+ * Describes the message codemode.v1.WaitSessionResponse.
+ * Use `create(WaitSessionResponseSchema)` to create a new message.
+ */
+export const WaitSessionResponseSchema: GenMessage<WaitSessionResponse> = /*@__PURE__*/
+  messageDesc(file_codemode_v1_session, 9);
 
 /**
  * @generated from message codemode.v1.ListSessionsRequest
@@ -449,7 +617,8 @@ export type ListSessionsRequest = Message<"codemode.v1.ListSessionsRequest"> & {
   pageToken: string;
 
   /**
-   * Only sessions of this tenant; empty means all tenants the caller may see.
+   * Operator-only override: list this tenant's sessions; empty means the
+   * caller's tenant (an operator's: every tenant).
    *
    * @generated from field: string tenant = 3;
    */
@@ -461,7 +630,7 @@ export type ListSessionsRequest = Message<"codemode.v1.ListSessionsRequest"> & {
  * Use `create(ListSessionsRequestSchema)` to create a new message.
  */
 export const ListSessionsRequestSchema: GenMessage<ListSessionsRequest> = /*@__PURE__*/
-  messageDesc(file_codemode_v1_session, 7);
+  messageDesc(file_codemode_v1_session, 10);
 
 /**
  * @generated from message codemode.v1.ListSessionsResponse
@@ -485,7 +654,7 @@ export type ListSessionsResponse = Message<"codemode.v1.ListSessionsResponse"> &
  * Use `create(ListSessionsResponseSchema)` to create a new message.
  */
 export const ListSessionsResponseSchema: GenMessage<ListSessionsResponse> = /*@__PURE__*/
-  messageDesc(file_codemode_v1_session, 8);
+  messageDesc(file_codemode_v1_session, 11);
 
 /**
  * @generated from message codemode.v1.ResetSessionRequest
@@ -504,7 +673,7 @@ export type ResetSessionRequest = Message<"codemode.v1.ResetSessionRequest"> & {
  * Use `create(ResetSessionRequestSchema)` to create a new message.
  */
 export const ResetSessionRequestSchema: GenMessage<ResetSessionRequest> = /*@__PURE__*/
-  messageDesc(file_codemode_v1_session, 9);
+  messageDesc(file_codemode_v1_session, 12);
 
 /**
  * @generated from message codemode.v1.ResetSessionResponse
@@ -521,7 +690,7 @@ export type ResetSessionResponse = Message<"codemode.v1.ResetSessionResponse"> &
  * Use `create(ResetSessionResponseSchema)` to create a new message.
  */
 export const ResetSessionResponseSchema: GenMessage<ResetSessionResponse> = /*@__PURE__*/
-  messageDesc(file_codemode_v1_session, 10);
+  messageDesc(file_codemode_v1_session, 13);
 
 /**
  * @generated from message codemode.v1.DeleteSessionRequest
@@ -540,7 +709,7 @@ export type DeleteSessionRequest = Message<"codemode.v1.DeleteSessionRequest"> &
  * Use `create(DeleteSessionRequestSchema)` to create a new message.
  */
 export const DeleteSessionRequestSchema: GenMessage<DeleteSessionRequest> = /*@__PURE__*/
-  messageDesc(file_codemode_v1_session, 11);
+  messageDesc(file_codemode_v1_session, 14);
 
 /**
  * @generated from message codemode.v1.DeleteSessionResponse
@@ -553,7 +722,7 @@ export type DeleteSessionResponse = Message<"codemode.v1.DeleteSessionResponse">
  * Use `create(DeleteSessionResponseSchema)` to create a new message.
  */
 export const DeleteSessionResponseSchema: GenMessage<DeleteSessionResponse> = /*@__PURE__*/
-  messageDesc(file_codemode_v1_session, 12);
+  messageDesc(file_codemode_v1_session, 15);
 
 /**
  * Kind of sandbox a session runs in.
@@ -591,11 +760,20 @@ export const SandboxKindSchema: GenEnum<SandboxKind> = /*@__PURE__*/
  * SessionService manages sessions: a stateful Python interpreter in its own
  * sandbox. Variables, functions and imports persist across Executes.
  *
+ * Tenancy: every resource belongs to a tenant, and the tenant is the
+ * caller's (from its credentials). A `tenant` field in a request is an
+ * operator-only override; other callers leave it empty or name their own.
+ *
  * @generated from service codemode.v1.SessionService
  */
 export const SessionService: GenService<{
   /**
-   * Starts a sandbox and returns the session once it is READY.
+   * Admits the session and returns at once. A session from the warm pool is
+   * READY; otherwise it is STARTING (sandbox start, then `deps` when
+   * sync_deps_on_start is set) until it becomes READY or FAILED. WaitSession
+   * waits for that. Validation, quota and capability refusals are errors of
+   * this call; a sandbox that fails to start makes the session FAILED, with
+   * the reason in state_message.
    *
    * @generated from rpc codemode.v1.SessionService.CreateSession
    */
@@ -613,7 +791,20 @@ export const SessionService: GenService<{
     output: typeof GetSessionResponseSchema;
   },
   /**
-   * Lists this server's live sessions, oldest first.
+   * Waits until the session is neither STARTING nor INSTALLING, or until the
+   * request's timeout, and returns it either way: the one way to wait for
+   * every slow session operation (CreateSession, AddDependency,
+   * SyncDependencies). Call it again while the state is still transient.
+   *
+   * @generated from rpc codemode.v1.SessionService.WaitSession
+   */
+  waitSession: {
+    methodKind: "unary";
+    input: typeof WaitSessionRequestSchema;
+    output: typeof WaitSessionResponseSchema;
+  },
+  /**
+   * Lists the tenant's live sessions, oldest first.
    *
    * @generated from rpc codemode.v1.SessionService.ListSessions
    */

@@ -4,6 +4,8 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import { file_google_api_field_behavior } from "../../google/api/field_behavior_pb.js";
+import { file_google_api_resource } from "../../google/api/resource_pb.js";
 import type { FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_field_mask, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
@@ -12,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file codemode/v1/skill.proto.
  */
 export const file_codemode_v1_skill: GenFile = /*@__PURE__*/
-  fileDesc("Chdjb2RlbW9kZS92MS9za2lsbC5wcm90bxILY29kZW1vZGUudjEi7AEKBVNraWxsEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSDgoGc291cmNlGAMgASgJEi8KCnBhcmFtZXRlcnMYBCADKAsyGy5jb2RlbW9kZS52MS5Ta2lsbFBhcmFtZXRlchIvCgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEgwKBGV0YWcYByABKAkSDwoHdmVyc2lvbhgIIAEoAyJPCg5Ta2lsbFBhcmFtZXRlchIMCgRuYW1lGAEgASgJEgwKBHR5cGUYAiABKAkSDwoHZGVmYXVsdBgDIAEoCRIQCghyZXF1aXJlZBgEIAEoCCJZChJDcmVhdGVTa2lsbFJlcXVlc3QSDgoGdGVuYW50GAEgASgJEiEKBXNraWxsGAIgASgLMhIuY29kZW1vZGUudjEuU2tpbGwSEAoIc2tpbGxfaWQYAyABKAkiOAoTQ3JlYXRlU2tpbGxSZXNwb25zZRIhCgVza2lsbBgBIAEoCzISLmNvZGVtb2RlLnYxLlNraWxsIi8KD0dldFNraWxsUmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkSDAoEbmFtZRgCIAEoCSI1ChBHZXRTa2lsbFJlc3BvbnNlEiEKBXNraWxsGAEgASgLMhIuY29kZW1vZGUudjEuU2tpbGwiSgoRTGlzdFNraWxsc1JlcXVlc3QSDgoGdGVuYW50GAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJIlEKEkxpc3RTa2lsbHNSZXNwb25zZRIiCgZza2lsbHMYASADKAsyEi5jb2RlbW9kZS52MS5Ta2lsbBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiQwoTU2VhcmNoU2tpbGxzUmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkSDQoFcXVlcnkYAiABKAkSDQoFbGltaXQYAyABKAUiRQoRU2tpbGxTZWFyY2hSZXN1bHQSIQoFc2tpbGwYASABKAsyEi5jb2RlbW9kZS52MS5Ta2lsbBINCgVzY29yZRgCIAEoASJXChRTZWFyY2hTa2lsbHNSZXNwb25zZRIvCgdyZXN1bHRzGAEgAygLMh4uY29kZW1vZGUudjEuU2tpbGxTZWFyY2hSZXN1bHQSDgoGcmFua2VyGAIgASgJIngKElVwZGF0ZVNraWxsUmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkSIQoFc2tpbGwYAiABKAsyEi5jb2RlbW9kZS52MS5Ta2lsbBIvCgt1cGRhdGVfbWFzaxgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2siOAoTVXBkYXRlU2tpbGxSZXNwb25zZRIhCgVza2lsbBgBIAEoCzISLmNvZGVtb2RlLnYxLlNraWxsIkAKEkRlbGV0ZVNraWxsUmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkSDAoEbmFtZRgCIAEoCRIMCgRldGFnGAMgASgJIhUKE0RlbGV0ZVNraWxsUmVzcG9uc2Uy9gMKEVNraWxsU3RvcmVTZXJ2aWNlElAKC0NyZWF0ZVNraWxsEh8uY29kZW1vZGUudjEuQ3JlYXRlU2tpbGxSZXF1ZXN0GiAuY29kZW1vZGUudjEuQ3JlYXRlU2tpbGxSZXNwb25zZRJHCghHZXRTa2lsbBIcLmNvZGVtb2RlLnYxLkdldFNraWxsUmVxdWVzdBodLmNvZGVtb2RlLnYxLkdldFNraWxsUmVzcG9uc2USTQoKTGlzdFNraWxscxIeLmNvZGVtb2RlLnYxLkxpc3RTa2lsbHNSZXF1ZXN0Gh8uY29kZW1vZGUudjEuTGlzdFNraWxsc1Jlc3BvbnNlElMKDFNlYXJjaFNraWxscxIgLmNvZGVtb2RlLnYxLlNlYXJjaFNraWxsc1JlcXVlc3QaIS5jb2RlbW9kZS52MS5TZWFyY2hTa2lsbHNSZXNwb25zZRJQCgtVcGRhdGVTa2lsbBIfLmNvZGVtb2RlLnYxLlVwZGF0ZVNraWxsUmVxdWVzdBogLmNvZGVtb2RlLnYxLlVwZGF0ZVNraWxsUmVzcG9uc2USUAoLRGVsZXRlU2tpbGwSHy5jb2RlbW9kZS52MS5EZWxldGVTa2lsbFJlcXVlc3QaIC5jb2RlbW9kZS52MS5EZWxldGVTa2lsbFJlc3BvbnNlQlsKD2Rldi5jb2RlbW9kZS52MVABWkZnaXRodWIuY29tL2NvZGVtb2RlLWRldi9jb2RlbW9kZS9jbGllbnRzL2dvL2dlbi9jb2RlbW9kZS92MTtjb2RlbW9kZXYxYgZwcm90bzM", [file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
+  fileDesc("Chdjb2RlbW9kZS92MS9za2lsbC5wcm90bxILY29kZW1vZGUudjEiwgIKBVNraWxsEhIKBG5hbWUYASABKAlCBOJBAQgSEwoLZGVzY3JpcHRpb24YAiABKAkSDgoGc291cmNlGAMgASgJEjUKCnBhcmFtZXRlcnMYBCADKAsyGy5jb2RlbW9kZS52MS5Ta2lsbFBhcmFtZXRlckIE4kEBAxI1CgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSNQoLdXBkYXRlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEgwKBGV0YWcYByABKAkSFQoHdmVyc2lvbhgIIAEoA0IE4kEBAzo26kEzChJjb2RlbW9kZS5kZXYvU2tpbGwSDnNraWxscy97c2tpbGx9KgZza2lsbHMyBXNraWxsIk8KDlNraWxsUGFyYW1ldGVyEgwKBG5hbWUYASABKAkSDAoEdHlwZRgCIAEoCRIPCgdkZWZhdWx0GAMgASgJEhAKCHJlcXVpcmVkGAQgASgIIl8KEkNyZWF0ZVNraWxsUmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkSJwoFc2tpbGwYAiABKAsyEi5jb2RlbW9kZS52MS5Ta2lsbEIE4kEBAhIQCghza2lsbF9pZBgDIAEoCSI4ChNDcmVhdGVTa2lsbFJlc3BvbnNlEiEKBXNraWxsGAEgASgLMhIuY29kZW1vZGUudjEuU2tpbGwiTAoPR2V0U2tpbGxSZXF1ZXN0Eg4KBnRlbmFudBgBIAEoCRIpCgRuYW1lGAIgASgJQhviQQEC+kEUChJjb2RlbW9kZS5kZXYvU2tpbGwiNQoQR2V0U2tpbGxSZXNwb25zZRIhCgVza2lsbBgBIAEoCzISLmNvZGVtb2RlLnYxLlNraWxsIkoKEUxpc3RTa2lsbHNSZXF1ZXN0Eg4KBnRlbmFudBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSJRChJMaXN0U2tpbGxzUmVzcG9uc2USIgoGc2tpbGxzGAEgAygLMhIuY29kZW1vZGUudjEuU2tpbGwSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJImEKE1NlYXJjaFNraWxsc1JlcXVlc3QSDgoGdGVuYW50GAEgASgJEhMKBXF1ZXJ5GAIgASgJQgTiQQECEhEKCXBhZ2Vfc2l6ZRgDIAEoBRISCgpwYWdlX3Rva2VuGAQgASgJIkUKEVNraWxsU2VhcmNoUmVzdWx0EiEKBXNraWxsGAEgASgLMhIuY29kZW1vZGUudjEuU2tpbGwSDQoFc2NvcmUYAiABKAEicAoUU2VhcmNoU2tpbGxzUmVzcG9uc2USLwoHcmVzdWx0cxgBIAMoCzIeLmNvZGVtb2RlLnYxLlNraWxsU2VhcmNoUmVzdWx0Eg4KBnJhbmtlchgCIAEoCRIXCg9uZXh0X3BhZ2VfdG9rZW4YAyABKAkifgoSVXBkYXRlU2tpbGxSZXF1ZXN0Eg4KBnRlbmFudBgBIAEoCRInCgVza2lsbBgCIAEoCzISLmNvZGVtb2RlLnYxLlNraWxsQgTiQQECEi8KC3VwZGF0ZV9tYXNrGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzayI4ChNVcGRhdGVTa2lsbFJlc3BvbnNlEiEKBXNraWxsGAEgASgLMhIuY29kZW1vZGUudjEuU2tpbGwiXQoSRGVsZXRlU2tpbGxSZXF1ZXN0Eg4KBnRlbmFudBgBIAEoCRIpCgRuYW1lGAIgASgJQhviQQEC+kEUChJjb2RlbW9kZS5kZXYvU2tpbGwSDAoEZXRhZxgDIAEoCSIVChNEZWxldGVTa2lsbFJlc3BvbnNlMvYDChFTa2lsbFN0b3JlU2VydmljZRJQCgtDcmVhdGVTa2lsbBIfLmNvZGVtb2RlLnYxLkNyZWF0ZVNraWxsUmVxdWVzdBogLmNvZGVtb2RlLnYxLkNyZWF0ZVNraWxsUmVzcG9uc2USRwoIR2V0U2tpbGwSHC5jb2RlbW9kZS52MS5HZXRTa2lsbFJlcXVlc3QaHS5jb2RlbW9kZS52MS5HZXRTa2lsbFJlc3BvbnNlEk0KCkxpc3RTa2lsbHMSHi5jb2RlbW9kZS52MS5MaXN0U2tpbGxzUmVxdWVzdBofLmNvZGVtb2RlLnYxLkxpc3RTa2lsbHNSZXNwb25zZRJTCgxTZWFyY2hTa2lsbHMSIC5jb2RlbW9kZS52MS5TZWFyY2hTa2lsbHNSZXF1ZXN0GiEuY29kZW1vZGUudjEuU2VhcmNoU2tpbGxzUmVzcG9uc2USUAoLVXBkYXRlU2tpbGwSHy5jb2RlbW9kZS52MS5VcGRhdGVTa2lsbFJlcXVlc3QaIC5jb2RlbW9kZS52MS5VcGRhdGVTa2lsbFJlc3BvbnNlElAKC0RlbGV0ZVNraWxsEh8uY29kZW1vZGUudjEuRGVsZXRlU2tpbGxSZXF1ZXN0GiAuY29kZW1vZGUudjEuRGVsZXRlU2tpbGxSZXNwb25zZUJbCg9kZXYuY29kZW1vZGUudjFQAVpGZ2l0aHViLmNvbS9jb2RlbW9kZS1kZXYvY29kZW1vZGUvY2xpZW50cy9nby9nZW4vY29kZW1vZGUvdjE7Y29kZW1vZGV2MWIGcHJvdG8z", [file_google_api_field_behavior, file_google_api_resource, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
 
 /**
  * Skill is the resource "skills/{skill}", where {skill} is a Python
@@ -34,42 +36,39 @@ export type Skill = Message<"codemode.v1.Skill"> & {
   description: string;
 
   /**
-   * Python source defining `async def run(...)`. Empty in list results.
+   * Python source defining `async def run(...)`. Empty in list and search
+   * results.
    *
    * @generated from field: string source = 3;
    */
   source: string;
 
   /**
-   * Output only. Taken from the signature of `run`.
+   * Taken from the signature of `run`.
    *
    * @generated from field: repeated codemode.v1.SkillParameter parameters = 4;
    */
   parameters: SkillParameter[];
 
   /**
-   * Output only.
-   *
    * @generated from field: google.protobuf.Timestamp create_time = 5;
    */
   createTime?: Timestamp | undefined;
 
   /**
-   * Output only.
-   *
    * @generated from field: google.protobuf.Timestamp update_time = 6;
    */
   updateTime?: Timestamp | undefined;
 
   /**
-   * Output only (input on update for optimistic concurrency).
+   * Set by the server; on update and delete, when given, it must match.
    *
    * @generated from field: string etag = 7;
    */
   etag: string;
 
   /**
-   * Output only. 1 on create, +1 per update.
+   * 1 on create, +1 per update.
    *
    * @generated from field: int64 version = 8;
    */
@@ -251,6 +250,8 @@ export type ListSkillsResponse = Message<"codemode.v1.ListSkillsResponse"> & {
   skills: Skill[];
 
   /**
+   * Empty on the last page.
+   *
    * @generated from field: string next_page_token = 2;
    */
   nextPageToken: string;
@@ -278,11 +279,19 @@ export type SearchSkillsRequest = Message<"codemode.v1.SearchSkillsRequest"> & {
   query: string;
 
   /**
-   * Maximum number of results; 0 means 10, above 100 is coerced to 100.
+   * Results per page; 0 means 10, above 100 is coerced to 100.
    *
-   * @generated from field: int32 limit = 3;
+   * @generated from field: int32 page_size = 3;
    */
-  limit: number;
+  pageSize: number;
+
+  /**
+   * From a previous SearchSkillsResponse; the other fields must match the
+   * call that returned it.
+   *
+   * @generated from field: string page_token = 4;
+   */
+  pageToken: string;
 };
 
 /**
@@ -335,6 +344,13 @@ export type SearchSkillsResponse = Message<"codemode.v1.SearchSkillsResponse"> &
    * @generated from field: string ranker = 2;
    */
   ranker: string;
+
+  /**
+   * Empty on the last page.
+   *
+   * @generated from field: string next_page_token = 3;
+   */
+  nextPageToken: string;
 };
 
 /**
@@ -441,6 +457,9 @@ export const DeleteSkillResponseSchema: GenMessage<DeleteSkillResponse> = /*@__P
  * ("skills"). A skill is a module defining `async def run(...)`; sandboxed
  * code calls it as `skills.<name>(**kwargs)`. Skill code never runs in the
  * server: it is validated by reading its AST and runs only in sandboxes.
+ *
+ * Every request's `tenant` is an operator-only override: empty means the
+ * caller's tenant, and only an operator may name another.
  *
  * @generated from service codemode.v1.SkillStoreService
  */

@@ -15,6 +15,7 @@ import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
 import io.grpc.stub.ClientCallStreamObserver;
 import io.grpc.stub.ClientResponseObserver;
+import java.io.ByteArrayInputStream;
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.OutputStream;
@@ -56,7 +57,8 @@ public final class Artifacts {
   /**
    * Stores what {@code data} yields under {@code id}, replacing any artifact of that name. It
    * streams (client streaming, with gRPC flow control): one chunk is read, sent and released at a
-   * time, so {@code data} may be a file or a socket of any size the server accepts. If reading
+   * time, so {@code data} may be a file or a socket of any size the server accepts. The size is
+   * declared first when known (see {@link ArtifactOptions#sizeBytes()}). If reading
    * {@code data} fails, the upload is cancelled (nothing is stored) and the exception rethrown.
    */
   public Artifact upload(String id, InputStream data, ArtifactOptions options) throws IOException {
@@ -71,7 +73,13 @@ public final class Artifacts {
     UploadCall call = new UploadCall();
     asyncStub.uploadArtifact(call);
     try {
-      boolean open = call.send(UploadArtifactRequest.newBuilder().setTenant(tenant).setArtifact(header).build());
+      long size = options.sizeBytes();
+      if (size == 0 && data instanceof ByteArrayInputStream bytes) {
+        size = bytes.available(); // exact for an in-memory stream
+      }
+      boolean open =
+          call.send(
+              UploadArtifactRequest.newBuilder().setTenant(tenant).setSizeBytes(size).setArtifact(header).build());
       while (open) {
         // readNBytes blocks until a whole chunk or the end, so only the last chunk is short.
         byte[] chunk = data.readNBytes(CHUNK_BYTES);

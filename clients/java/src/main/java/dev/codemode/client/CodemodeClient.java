@@ -1,6 +1,8 @@
 package dev.codemode.client;
 
 import dev.codemode.v1.ArtifactServiceGrpc;
+import dev.codemode.v1.AttachExecutionRequest;
+import dev.codemode.v1.CancelExecutionRequest;
 import dev.codemode.v1.CreateSessionRequest;
 import dev.codemode.v1.DependencyServiceGrpc;
 import dev.codemode.v1.ExecuteServiceGrpc;
@@ -90,23 +92,89 @@ public final class CodemodeClient implements AutoCloseable {
         deps.withDeadline(deadline));
   }
 
-  /** Starts a sandbox and returns once it is ready; close it (try-with-resources) when done. */
+  /**
+   * Admits a session and returns once it is READY (waiting with WaitSession, within this client's
+   * deadline if it has one); close it (try-with-resources) when done. Config fields left unset
+   * take the server's defaults; a set one is honoured or refused, e.g. {@code
+   * setAllowRuntimeDeps(false)}. A session that ends FAILED is deleted and reported as a {@link
+   * CodemodeException} carrying it in {@link CodemodeException#session()}: reason
+   * SANDBOX_START_FAILED (UNAVAILABLE), or DEPS_INSTALL_FAILED (FAILED_PRECONDITION) when its
+   * start-up deps failed; the message is its state_message.
+   */
   public Session createSession(SessionConfig config) {
+    return createSession(config, true);
+  }
+
+  /**
+   * As {@link #createSession(SessionConfig)}; with {@code waitUntilReady} false it returns as soon
+   * as the server admitted the session, which may still be STARTING ({@link Session#waitSession()}
+   * waits later).
+   */
+  public Session createSession(SessionConfig config, boolean waitUntilReady) {
+    dev.codemode.v1.Session info;
     try {
-      var response =
-          sessions.createSession(
-              CreateSessionRequest.newBuilder()
-                  .setSession(dev.codemode.v1.Session.newBuilder().setConfig(config))
-                  .build());
-      return new Session(this, response.getSession().getName(), response.getSession());
+      info =
+          sessions
+              .createSession(
+                  CreateSessionRequest.newBuilder()
+                      .setSession(dev.codemode.v1.Session.newBuilder().setConfig(config))
+                      .build())
+              .getSession();
     } catch (StatusRuntimeException e) {
       throw CodemodeException.from(e);
     }
+    Session session = new Session(this, info.getName(), info);
+    if (!waitUntilReady) {
+      return session;
+    }
+    try {
+      info = SessionWaits.settle(sessions, info);
+      SessionWaits.check(info, false);
+    } catch (CodemodeException e) {
+      // The caller gets no handle, so nothing else would delete it.
+      try {
+        session.close();
+      } catch (CodemodeException ignored) {
+        // The failure being reported matters more than this one.
+      }
+      throw e;
+    }
+    return new Session(this, info.getName(), info);
   }
 
-  /** Starts a sandbox with the server's default configuration. */
+  /** Starts a sandbox with the server's default configuration and waits until it is READY. */
   public Session createSession() {
     return createSession(SessionConfig.getDefaultInstance());
+  }
+
+  /**
+   * The events of an execution ("sessions/{s}/executions/{e}", from ExecutionStarted) whose
+   * sequence is above {@code afterSequence} (0: from the start): live while it runs, from the
+   * server's record after it ended, with no gap and no duplicate. To resume a broken stream pass
+   * the last sequence seen, whatever the event (a heartbeat carries the sequence before it). The
+   * same stream type as {@link Session#stream(String)}; closing it only detaches, the execution
+   * goes on. EXECUTION_NOT_FOUND, or OUT_OF_RANGE / EVENTS_EXPIRED (metadata
+   * "firstAvailableSequence") when those events are gone.
+   */
+  public ExecutionStream attachExecution(String execution, long afterSequence) {
+    AttachExecutionRequest request =
+        AttachExecutionRequest.newBuilder().setExecution(execution).setAfterSequence(afterSequence).build();
+    return ExecutionStream.open(() -> execute.attachExecution(request));
+  }
+
+  /**
+   * Asks a running execution to stop and returns at once; its stream then ends with finished
+   * CANCELLED (the session stays BUSY until the code has stopped). False when it had already ended
+   * (a no-op).
+   */
+  public boolean cancelExecution(String execution) {
+    try {
+      return execute
+          .cancelExecution(CancelExecutionRequest.newBuilder().setExecution(execution).build())
+          .getCancelled();
+    } catch (StatusRuntimeException e) {
+      throw CodemodeException.from(e);
+    }
   }
 
   /** A handle to an existing session ("sessions/{id}"), without calling the server. */

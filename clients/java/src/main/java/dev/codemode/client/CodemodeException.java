@@ -24,6 +24,11 @@ import java.util.Optional;
  * (RetryInfo) says when a retry can help, {@link #fieldViolations()} (BadRequest) which request
  * fields were wrong, {@link #quotaViolations()} (QuotaFailure) which quota ran out. Unchecked,
  * like grpc-java's own {@link StatusRuntimeException}, which it keeps as its cause.
+ *
+ * <p>{@link #session()} is set when no call failed but a session settled badly ({@code
+ * createSession}, {@code deps().add} and {@code deps().sync} wait for it): a FAILED session (reason
+ * SANDBOX_START_FAILED, or the failed start-up install's, message its state_message) or a failed
+ * install (reason DEPS_INSTALL_FAILED, message the install's error_message).
  */
 public final class CodemodeException extends RuntimeException {
   /** The google.rpc.ErrorInfo domain of every codemode error. */
@@ -37,8 +42,13 @@ public final class CodemodeException extends RuntimeException {
   private final Duration retryDelay;
   private final List<BadRequest.FieldViolation> fieldViolations;
   private final List<QuotaFailure.Violation> quotaViolations;
+  private final dev.codemode.v1.Session session;
 
   private CodemodeException(StatusRuntimeException cause, Details details) {
+    this(cause, details, null);
+  }
+
+  private CodemodeException(StatusRuntimeException cause, Details details, dev.codemode.v1.Session session) {
     super(describe(cause.getStatus(), details.reason), cause);
     this.code = cause.getStatus().getCode();
     this.reason = details.reason;
@@ -46,6 +56,7 @@ public final class CodemodeException extends RuntimeException {
     this.retryDelay = details.retryDelay;
     this.fieldViolations = List.copyOf(details.fieldViolations);
     this.quotaViolations = List.copyOf(details.quotaViolations);
+    this.session = session;
   }
 
   /** Wraps a gRPC failure, decoding the codemode ErrorInfo and the standard details present. */
@@ -62,6 +73,24 @@ public final class CodemodeException extends RuntimeException {
       }
     }
     return new CodemodeException(cause, details);
+  }
+
+  /**
+   * The exception of a session that settled badly: the shape of a server's error (code, reason,
+   * metadata "session"), so callers branch on it alike.
+   */
+  static CodemodeException settled(
+      Status.Code code, String reason, String message, dev.codemode.v1.Session session) {
+    Details details = new Details();
+    details.reason = reason;
+    details.metadata = Map.of("session", session.getName());
+    return new CodemodeException(
+        Status.fromCode(code).withDescription(message).asRuntimeException(), details, session);
+  }
+
+  /** The session as WaitSession last returned it, for errors of a settled session; else empty. */
+  public Optional<dev.codemode.v1.Session> session() {
+    return Optional.ofNullable(session);
   }
 
   /** The gRPC status code. */

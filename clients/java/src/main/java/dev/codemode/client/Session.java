@@ -9,7 +9,6 @@ import dev.codemode.v1.ExecutionFinished;
 import dev.codemode.v1.ExecutionResult;
 import dev.codemode.v1.OutputStream;
 import dev.codemode.v1.ResetSessionRequest;
-import io.grpc.Context;
 import io.grpc.StatusRuntimeException;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
@@ -27,7 +26,7 @@ public final class Session implements AutoCloseable {
 
   private final CodemodeClient client;
   private final String name;
-  private final dev.codemode.v1.Session info;
+  private volatile dev.codemode.v1.Session info;
 
   Session(CodemodeClient client, String name, dev.codemode.v1.Session info) {
     this.client = client;
@@ -40,14 +39,29 @@ public final class Session implements AutoCloseable {
     return name;
   }
 
-  /** The session as returned by createSession, or null for handles. */
+  /** The session as createSession (or the last {@link #waitSession()}) returned it; null for handles until then. */
   public dev.codemode.v1.Session info() {
+    return info;
+  }
+
+  /**
+   * Waits (WaitSession, within this session's deadline if it has one) until the session is neither
+   * STARTING nor INSTALLING and returns it, whatever state it settled in: check its state,
+   * state_message and last_install. For calls made without waiting.
+   */
+  public dev.codemode.v1.Session waitSession() {
+    dev.codemode.v1.Session current = info;
+    if (current == null || !SessionWaits.isTransient(current.getState())) {
+      // Unknown or settled when last seen: ask once, so the answer is current.
+      current = SessionWaits.waitOnce(client.sessions, name);
+    }
+    info = SessionWaits.settle(client.sessions, current);
     return info;
   }
 
   /** The session's Python packages (DependencyService). */
   public Dependencies deps() {
-    return new Dependencies(client.deps, name);
+    return new Dependencies(client, name);
   }
 
   /** The same session, with calls bounded by {@code timeout} from now. */
@@ -99,7 +113,11 @@ public final class Session implements AutoCloseable {
         finished);
   }
 
-  /** Starts an execution and returns its events as they arrive. Close the stream when done. */
+  /**
+   * Starts an execution and returns its events as they arrive. Close the stream when done; closing
+   * it early cancels the execution (it finishes CANCELLED, as {@link
+   * CodemodeClient#attachExecution} then shows).
+   */
   public ExecutionStream stream(String code, RunOptions options) {
     ExecuteRequest.Builder request =
         ExecuteRequest.newBuilder().setSession(name).setCode(code).setRequestId(options.requestId());
@@ -110,18 +128,8 @@ public final class Session implements AutoCloseable {
               .setSeconds(timeout.getSeconds())
               .setNanos(timeout.getNano()));
     }
-    // The blocking call binds to the context current when it starts; a context of our own lets
-    // ExecutionStream.cancel() cancel exactly this call from any thread.
-    Context.CancellableContext context = Context.current().withCancellation();
-    Context previous = context.attach();
-    try {
-      return new ExecutionStream(context, client.execute.execute(request.build()));
-    } catch (StatusRuntimeException e) {
-      context.cancel(null);
-      throw CodemodeException.from(e);
-    } finally {
-      context.detach(previous);
-    }
+    ExecuteRequest built = request.build();
+    return ExecutionStream.open(() -> client.execute.execute(built));
   }
 
   public ExecutionStream stream(String code) {

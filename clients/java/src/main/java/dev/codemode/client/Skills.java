@@ -5,8 +5,8 @@ import dev.codemode.v1.DeleteSkillRequest;
 import dev.codemode.v1.GetSkillRequest;
 import dev.codemode.v1.ListSkillsRequest;
 import dev.codemode.v1.SearchSkillsRequest;
+import dev.codemode.v1.SearchSkillsResponse;
 import dev.codemode.v1.Skill;
-import dev.codemode.v1.SkillSearchResult;
 import dev.codemode.v1.SkillStoreServiceGrpc;
 import dev.codemode.v1.UpdateSkillRequest;
 import io.grpc.StatusRuntimeException;
@@ -70,17 +70,21 @@ public final class Skills {
         });
   }
 
-  /** Skills ranked by relevance to a natural-language query; limit 0 means the server default. */
-  public List<SkillSearchResult> search(String query, int limit) {
+  /**
+   * One page of skills ranked by relevance to a natural-language query (results best first; the
+   * ranker names the scorer). {@code pageSize} 0 means 10 (at most 100); {@code pageToken} is ""
+   * for the first page, else a previous response's next_page_token, which is "" on the last page.
+   */
+  public SearchSkillsResponse search(String query, int pageSize, String pageToken) {
     return call(
         () ->
             stub.searchSkills(
-                    SearchSkillsRequest.newBuilder()
-                        .setTenant(tenant)
-                        .setQuery(query)
-                        .setLimit(limit)
-                        .build())
-                .getResultsList());
+                SearchSkillsRequest.newBuilder()
+                    .setTenant(tenant)
+                    .setQuery(query)
+                    .setPageSize(pageSize)
+                    .setPageToken(pageToken)
+                    .build()));
   }
 
   /** Replaces description and source; a non-empty etag must match (ABORTED otherwise). */

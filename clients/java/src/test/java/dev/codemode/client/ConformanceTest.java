@@ -58,7 +58,9 @@ class ConformanceTest {
   private static final List<CodemodeClient> OPENED = new ArrayList<>();
   /** Steps that act on the case's session, so the runner creates one for them. */
   private static final List<String> SESSION_STEPS =
-      List.of("list_dependencies", "add_dependency", "get_session", "delete_session", "list_sessions");
+      List.of(
+          "list_dependencies", "add_dependency", "get_session", "delete_session", "list_sessions",
+          "attach_execution", "cancel_execution");
   private static String TOKEN = "";
 
   /** What one execute step produced, in arrival order. */
@@ -73,6 +75,14 @@ class ConformanceTest {
     int outputsBeforeResult = -1;
     CodemodeException callError;
     boolean cancelled;
+    /** The name from the started event, and every non-heartbeat event in order. */
+    String execution = "";
+    final List<Signed> events = new ArrayList<>();
+    /** What attach_after_outputs read, after attachedAfter. */
+    final List<Signed> attached = new ArrayList<>();
+    long attachedAfter;
+    /** A failed CancelExecution or AttachExecution made mid-stream. */
+    CodemodeException sideError;
 
     String text(OutputStream stream) {
       ByteString all = ByteString.EMPTY;
@@ -83,6 +93,52 @@ class ConformanceTest {
       }
       return all.toString(StandardCharsets.UTF_8);
     }
+  }
+
+  /** One non-heartbeat event as the cases compare it (conformance/README.md, "Event signatures"). */
+  private record Signed(long sequence, String signature) {
+    static Signed of(ExecuteResponse event) {
+      String signature =
+          switch (event.getEventCase()) {
+            case STARTED -> "started " + event.getStarted().getExecution();
+            case OUTPUT ->
+                "output " + streamName(event.getOutput().getStream()) + " "
+                    + event.getOutput().getData().toString(StandardCharsets.ISO_8859_1);
+            case RESULT -> "result " + quote(event.getResult().getJson()) + " " + quote(event.getResult().getRepr());
+            case ERROR -> "error " + event.getError().getType() + " " + event.getError().getMessage();
+            case FINISHED -> "finished " + event.getFinished().getStatus();
+            default -> "unknown " + event.getEventCase();
+          };
+      return new Signed(event.getSequence(), signature);
+    }
+  }
+
+  /** What a case's later steps need from earlier ones (conformance/README.md, "The last execution"). */
+  private static final class CaseState {
+    Session session;
+    String lastExecution = "";
+    List<Signed> lastEvents = List.of();
+  }
+
+  /** A cases.json session spec as a SessionConfig: absent keys stay unset, present ones are sent even when false. */
+  private static SessionConfig sessionConfig(JsonObject wanted) {
+    SessionConfig.Builder config = SessionConfig.newBuilder();
+    if (wanted == null) {
+      return config.build();
+    }
+    if (wanted.has("output_budget_bytes")) {
+      config.setOutputBudgetBytes(wanted.get("output_budget_bytes").getAsLong());
+    }
+    if (wanted.has("deps")) {
+      wanted.getAsJsonArray("deps").forEach(dep -> config.addDeps(dep.getAsString()));
+    }
+    if (wanted.has("allow_runtime_deps")) {
+      config.setAllowRuntimeDeps(wanted.get("allow_runtime_deps").getAsBoolean());
+    }
+    if (wanted.has("sync_deps_on_start")) {
+      config.setSyncDepsOnStart(wanted.get("sync_deps_on_start").getAsBoolean());
+    }
+    return config.build();
   }
 
   @AfterAll
@@ -172,7 +228,7 @@ class ConformanceTest {
     CodemodeClient client = clients.get("principal").withDeadline(STEP_DEADLINE);
     if (c.has("requires") && c.get("requires").getAsString().equals("skills")) {
       try {
-        client.skills("").search("probe", 1);
+        client.skills("").search("probe", 1, "");
       } catch (CodemodeException e) {
         Assumptions.assumeFalse(
             e.code() == Status.Code.UNIMPLEMENTED, "the server does not implement SkillStoreService");
@@ -188,22 +244,15 @@ class ConformanceTest {
         needsSession |= s.has(kind);
       }
     }
-    SessionConfig.Builder config = SessionConfig.newBuilder();
-    if (c.has("session")) {
-      JsonObject wanted = c.getAsJsonObject("session");
-      if (wanted.has("output_budget_bytes")) {
-        config.setOutputBudgetBytes(wanted.get("output_budget_bytes").getAsLong());
-      }
-      if (wanted.has("deps")) {
-        wanted.getAsJsonArray("deps").forEach(dep -> config.addDeps(dep.getAsString()));
-      }
-    }
-    // try-with-resources deletes the session however the case ends.
-    try (Session session = needsSession ? client.createSession(config.build()) : null) {
+    SessionConfig config = sessionConfig(c.has("session") ? c.getAsJsonObject("session") : null);
+    // try-with-resources deletes the session however the case ends; createSession waits until READY.
+    try (Session session = needsSession ? client.createSession(config) : null) {
+      CaseState state = new CaseState();
+      state.session = session;
       for (int i = 0; i < steps.size(); i++) {
         JsonObject step = steps.get(i).getAsJsonObject();
         try {
-          runStep(clients, session, step);
+          runStep(clients, state, step);
         } catch (AssertionError e) {
           throw new AssertionError(
               "step " + (i + 1) + " (" + step.keySet().iterator().next() + "): " + e.getMessage(), e);
@@ -212,12 +261,60 @@ class ConformanceTest {
     }
   }
 
-  private static void runStep(Map<String, CodemodeClient> clients, Session session, JsonObject step) {
+  private static void runStep(Map<String, CodemodeClient> clients, CaseState state, JsonObject step) {
+    Session session = state.session;
     JsonObject expect = step.has("expect") ? step.getAsJsonObject("expect") : new JsonObject();
     CodemodeClient base = clients.get(step.has("auth") ? str(step, "auth") : "principal");
     String tenant = str(step, "tenant");
     if (step.has("execute")) {
-      checkExecute(execute(base, session, step.getAsJsonObject("execute")), expect);
+      Observed observed = execute(base, session, step.getAsJsonObject("execute"));
+      try {
+        checkExecute(observed, expect, state, 0);
+      } finally {
+        if (!observed.execution.isEmpty()) {
+          state.lastExecution = observed.execution;
+          state.lastEvents = List.copyOf(observed.events);
+        }
+      }
+      return;
+    }
+    if (step.has("attach_execution")) {
+      JsonObject spec = step.getAsJsonObject("attach_execution");
+      String name =
+          spec.has("execution_id") ? session.name() + "/executions/" + str(spec, "execution_id") : state.lastExecution;
+      long after = spec.has("after_sequence") ? spec.get("after_sequence").getAsLong() : 0;
+      CodemodeClient client = base.withDeadline(STEP_DEADLINE);
+      Observed observed = new Observed();
+      // The Java way to attach: the same ExecutionStream as Session.stream, closed by try-with-resources.
+      try (ExecutionStream events = client.attachExecution(name, after)) {
+        observe(client, events, new JsonObject(), observed);
+      } catch (CodemodeException e) {
+        observed.callError = e;
+      }
+      checkExecute(observed, expect, state, after);
+      return;
+    }
+    if (step.has("cancel_execution")) {
+      try {
+        boolean cancelled = base.withDeadline(STEP_DEADLINE).cancelExecution(state.lastExecution);
+        noErrorExpected(expect);
+        if (expect.has("execution_cancelled") && cancelled != expect.get("execution_cancelled").getAsBoolean()) {
+          fail("cancelled " + cancelled + ", want " + expect.get("execution_cancelled"));
+        }
+      } catch (CodemodeException e) {
+        checkCallError(e, expect);
+      }
+      return;
+    }
+    if (step.has("create_session")) {
+      try (Session created = base.withDeadline(STEP_DEADLINE).createSession(sessionConfig(step.getAsJsonObject("create_session")))) {
+        noErrorExpected(expect);
+        if (created.info().getState() != dev.codemode.v1.Session.State.STATE_READY) {
+          fail("createSession returned a " + created.info().getState() + " session");
+        }
+      } catch (CodemodeException e) {
+        checkCallError(e, expect);
+      }
       return;
     }
     if (step.has("close_session")) {
@@ -246,7 +343,8 @@ class ConformanceTest {
         skill = skills.get(str(step.getAsJsonObject("get_skill"), "id"));
       } else if (step.has("search_skills")) {
         List<String> names = new ArrayList<>();
-        skills.search(str(step.getAsJsonObject("search_skills"), "query"), 0)
+        skills.search(str(step.getAsJsonObject("search_skills"), "query"), 0, "")
+            .getResultsList()
             .forEach(hit -> names.add(hit.getSkill().getName()));
         checkNames(names, expect, "search results");
       } else if (step.has("delete_skill")) {
@@ -283,6 +381,10 @@ class ConformanceTest {
         noErrorExpected(expect);
         if (expect.has("session_tenant") && !info.getTenant().equals(str(expect, "session_tenant"))) {
           fail("session tenant " + quote(info.getTenant()) + ", want " + quote(str(expect, "session_tenant")));
+        }
+        String sessionState = info.getState().name().replaceFirst("^STATE_", "");
+        if (expect.has("session_state") && !sessionState.equals(str(expect, "session_state"))) {
+          fail("session state " + sessionState + ", want " + str(expect, "session_state") + " (" + info.getStateMessage() + ")");
         }
       } else if (step.has("delete_session")) {
         client.sessions.deleteSession(DeleteSessionRequest.newBuilder().setName(session.name()).build());
@@ -482,7 +584,7 @@ class ConformanceTest {
         deadline = Duration.ofMillis((long) (spec.get("call_deadline_seconds").getAsDouble() * 1000));
       }
       Session handle = client.withDeadline(deadline).session(name);
-      Observed observed = executeOnce(handle, spec);
+      Observed observed = executeOnce(client.withDeadline(deadline), handle, spec);
       boolean busy = observed.callError != null && observed.callError.reason().equals("SESSION_BUSY");
       boolean retry = spec.has("retry_while_busy") && spec.get("retry_while_busy").getAsBoolean();
       if (!(busy && retry && System.nanoTime() < giveUp)) {
@@ -497,46 +599,102 @@ class ConformanceTest {
     }
   }
 
-  private static Observed executeOnce(Session session, JsonObject spec) {
+  private static Observed executeOnce(CodemodeClient client, Session session, JsonObject spec) {
     Observed observed = new Observed();
     Duration timeout = null;
     if (spec.has("execution_timeout_seconds")) {
       timeout = Duration.ofMillis((long) (spec.get("execution_timeout_seconds").getAsDouble() * 1000));
     }
-    boolean cancelOnOutput =
-        spec.has("cancel_after_first_output") && spec.get("cancel_after_first_output").getAsBoolean();
-    try (ExecutionStream events = session.stream(str(spec, "code"), new RunOptions(timeout, ""))) {
-      while (events.hasNext()) {
-        ExecuteResponse event = events.next();
-        long now = System.nanoTime();
-        switch (event.getEventCase()) {
-          case OUTPUT -> {
-            observed.outputs.add(event.getOutput());
-            if (observed.firstOutputAt < 0) {
-              observed.firstOutputAt = now;
-            }
-            if (cancelOnOutput && !observed.cancelled) {
-              // The Java way: cancel the call's context; the stream then fails with CANCELLED.
-              observed.cancelled = true;
-              events.cancel();
-            }
-          }
-          case RESULT -> {
-            observed.result = event.getResult();
-            observed.outputsBeforeResult = observed.outputs.size();
-          }
-          case ERROR -> observed.error = event.getError();
-          case FINISHED -> {
-            observed.finished = event.getFinished();
-            observed.finishedAt = now;
-          }
-          default -> {}
-        }
-      }
+    RunOptions options = new RunOptions(timeout, str(spec, "request_id"));
+    try (ExecutionStream events = session.stream(str(spec, "code"), options)) {
+      observe(client, events, spec, observed);
     } catch (CodemodeException e) {
       observed.callError = e;
     }
     return observed;
+  }
+
+  /** Reads an execution stream (Execute or AttachExecution) to its end; {@code spec} says what to do mid-stream. */
+  private static void observe(CodemodeClient client, ExecutionStream events, JsonObject spec, Observed observed) {
+    boolean cancelOnOutput = flag(spec, "cancel_after_first_output");
+    boolean cancelExecutionOnOutput = flag(spec, "cancel_execution_after_first_output");
+    int attachAfter = spec.has("attach_after_outputs") ? spec.get("attach_after_outputs").getAsInt() : 0;
+    long lastSequence = 0;
+    while (events.hasNext()) {
+      ExecuteResponse event = events.next();
+      long now = System.nanoTime();
+      // Any event, a heartbeat too, carries the sequence to resume after.
+      lastSequence = event.getSequence();
+      if (event.getEventCase() != ExecuteResponse.EventCase.HEARTBEAT) {
+        observed.events.add(Signed.of(event));
+      }
+      switch (event.getEventCase()) {
+        case STARTED -> observed.execution = event.getStarted().getExecution();
+        case OUTPUT -> {
+          observed.outputs.add(event.getOutput());
+          if (observed.firstOutputAt < 0) {
+            observed.firstOutputAt = now;
+          }
+          if (cancelOnOutput && !observed.cancelled) {
+            // The Java way: cancel the call's context; the stream then fails with CANCELLED.
+            observed.cancelled = true;
+            events.cancel();
+          }
+          if (cancelExecutionOnOutput && observed.outputs.size() == 1) {
+            try {
+              client.cancelExecution(observed.execution);
+            } catch (CodemodeException e) {
+              observed.sideError = e;
+            }
+          }
+          if (attachAfter > 0 && observed.outputs.size() == attachAfter) {
+            // A second stream on the same execution while this one stays open.
+            observed.attachedAfter = lastSequence;
+            try (ExecutionStream attached = client.attachExecution(observed.execution, lastSequence)) {
+              while (attached.hasNext()) {
+                ExecuteResponse next = attached.next();
+                if (next.getEventCase() != ExecuteResponse.EventCase.HEARTBEAT) {
+                  observed.attached.add(Signed.of(next));
+                }
+              }
+            } catch (CodemodeException e) {
+              observed.sideError = e;
+            }
+          }
+        }
+        case RESULT -> {
+          observed.result = event.getResult();
+          observed.outputsBeforeResult = observed.outputs.size();
+        }
+        case ERROR -> observed.error = event.getError();
+        case FINISHED -> {
+          observed.finished = event.getFinished();
+          observed.finishedAt = now;
+        }
+        default -> {}
+      }
+    }
+  }
+
+  private static boolean flag(JsonObject object, String key) {
+    return object.has(key) && object.get(key).getAsBoolean();
+  }
+
+  /** Sequences after+1, after+2, ... with no gap or repeat. */
+  private static void checkContiguous(List<Signed> events, long after, String what) {
+    for (int i = 0; i < events.size(); i++) {
+      if (events.get(i).sequence() != after + i + 1) {
+        fail(what + ": event " + i + " has sequence " + events.get(i).sequence() + ", want " + (after + i + 1) + " " + events);
+      }
+    }
+  }
+
+  /** {@code got} has the signatures of {@code want}'s events above {@code after}. */
+  private static void checkSameEvents(List<Signed> got, List<Signed> want, long after, String what) {
+    List<Signed> tail = want.stream().filter(event -> event.sequence() > after).toList();
+    if (!got.equals(tail)) {
+      fail(what + ": events " + got + ", want " + tail);
+    }
   }
 
   private static void checkCallError(CodemodeException error, JsonObject expect) {
@@ -556,7 +714,10 @@ class ConformanceTest {
     return stream == OutputStream.OUTPUT_STREAM_STDERR ? "stderr" : "stdout";
   }
 
-  private static void checkExecute(Observed observed, JsonObject expect) {
+  private static void checkExecute(Observed observed, JsonObject expect, CaseState state, long after) {
+    if (observed.sideError != null) {
+      fail("mid-stream call failed: " + observed.sideError.getMessage());
+    }
     boolean wantCancelled = expect.has("cancelled") && expect.get("cancelled").getAsBoolean();
     if (observed.callError != null) {
       if (wantCancelled) {
@@ -692,6 +853,22 @@ class ConformanceTest {
       if (reported != dropped) {
         fail("dropped_bytes_before adds up to " + reported + ", finished says " + dropped);
       }
+    }
+    if (flag(expect, "contiguous_sequences")) {
+      checkContiguous(observed.events, after, "stream");
+    }
+    if (flag(expect, "same_events_as_last_execution")) {
+      if (state.lastExecution.isEmpty()) {
+        fail("no earlier execution to compare with");
+      }
+      checkSameEvents(observed.events, state.lastEvents, after, "stream");
+    }
+    if (flag(expect, "attach_matches_stream")) {
+      if (observed.attached.isEmpty()) {
+        fail("the attached stream had no events");
+      }
+      checkContiguous(observed.attached, observed.attachedAfter, "attached stream");
+      checkSameEvents(observed.attached, observed.events, observed.attachedAfter, "attached stream");
     }
   }
 

@@ -1,0 +1,1 @@
+"""Generated from protos/codemode by scripts/generate.sh; do not edit."""
