@@ -13,7 +13,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
 import grpc
 
@@ -159,29 +159,19 @@ class ExecuteService(execute_pb2_grpc.ExecuteServiceServicer):
     async def execute_as_generator(
         self, request: execute_pb2.ExecuteRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[execute_pb2.ExecuteResponse]:
-        """Execute for the OTel server interceptor, which only wraps generator handlers.
-
-        Used only when spans are recorded; costs a task and a one-slot queue hop per event
-        (the slot keeps backpressure: the relay waits until the client took the event)."""
-        events: asyncio.Queue = asyncio.Queue(maxsize=1)
-        done = object()
-
-        async def run() -> None:
-            try:
-                await self._execute(request, context, events.put)
-            finally:
-                await events.put(done)
-
-        task = asyncio.get_running_loop().create_task(run())
-        try:
-            while (event := await events.get()) is not done:
+        """Execute for the OTel server interceptor, which only wraps generator handlers
+        (grpc tells them apart with inspect.isasyncgenfunction, hence the async def)."""
+        async with contextlib.aclosing(_as_generator(lambda write: self._execute(request, context, write))) as events:
+            async for event in events:
                 yield event
-            await task  # raises what the relay raised
-        finally:
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+
+    async def attach_as_generator(
+        self, request: execute_pb2.AttachExecutionRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[execute_pb2.ExecuteResponse]:
+        """AttachExecution for the OTel server interceptor, as execute_as_generator."""
+        async with contextlib.aclosing(_as_generator(lambda write: self._attach(request, write))) as events:
+            async for event in events:
+                yield event
 
     # --- Execute ---------------------------------------------------------------------
 
@@ -353,11 +343,39 @@ class ExecuteService(execute_pb2_grpc.ExecuteServiceServicer):
         self._metrics.execution_finished(session.tenant, session.sandbox_kind, status, seconds, stdout_bytes, stderr_bytes)
 
 
+async def _as_generator(
+    run: Callable[[ClientWrite], Awaitable[None]],
+) -> AsyncGenerator[execute_pb2.ExecuteResponse, None]:
+    """A write-style stream as a generator. Used only when spans are recorded; costs a task
+    and a one-slot queue hop per event (the slot keeps backpressure: the relay waits until
+    the client took the event)."""
+    events: asyncio.Queue = asyncio.Queue(maxsize=1)
+    done = object()
+
+    async def produce() -> None:
+        try:
+            await run(events.put)
+        finally:
+            await events.put(done)
+
+    task = asyncio.get_running_loop().create_task(produce())
+    try:
+        while (event := await events.get()) is not done:
+            yield event
+        await task  # raises what the relay raised
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
 def register(server: grpc.aio.Server, service: ExecuteService) -> str:
     from server.registration import register_servicer
 
     if telemetry.recording():
         service.Execute = service.execute_as_generator  # type: ignore[method-assign,assignment]
+        service.AttachExecution = service.attach_as_generator  # type: ignore[method-assign,assignment]
     return register_servicer(server, execute_pb2_grpc.add_ExecuteServiceServicer_to_server, service)
 
 

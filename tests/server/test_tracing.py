@@ -97,6 +97,18 @@ async def test_client_server_and_agent_spans_share_one_trace() -> None:
             events = [e async for e in execute_pb2_grpc.ExecuteServiceStub(channel).Execute(
                 execute_pb2.ExecuteRequest(session=session.name, code="print('traced')"), timeout=60)]
             assert events[-1].finished.status == execute_pb2.EXECUTION_STATUS_OK
+            attached = [e async for e in execute_pb2_grpc.ExecuteServiceStub(channel).AttachExecution(
+                execute_pb2.AttachExecutionRequest(execution=events[0].started.execution), timeout=60)]
+            assert attached == events
+            # A client cancel through the generator adapter still cancels the execution.
+            stub = execute_pb2_grpc.ExecuteServiceStub(channel)
+            sleeping = stub.Execute(execute_pb2.ExecuteRequest(session=session.name, code="import time\ntime.sleep(60)"),
+                                    timeout=60)
+            started = await sleeping.read()
+            sleeping.cancel()
+            ended = [e async for e in stub.AttachExecution(
+                execute_pb2.AttachExecutionRequest(execution=started.started.execution), timeout=30)]
+            assert ended[-1].finished.status == execute_pb2.EXECUTION_STATUS_CANCELLED
         client_span = next(s for s in exporter.get_finished_spans() if s.name.endswith("ExecuteService/Execute"))
         trace_id = client_span.context.trace_id.to_bytes(16, "big")
 
@@ -122,6 +134,14 @@ async def test_client_server_and_agent_spans_share_one_trace() -> None:
         agent_service, agent_span = by_name[(AGENT_EXECUTE, SERVER)]
         assert agent_service == "codemode-agent" != server_service, "exported by the agent process itself"
         assert agent_span.parent_span_id == relay_span.span_id
+
+        # AttachExecution is traced like Execute: its own trace, server span under the client's.
+        attach_client = next(s for s in exporter.get_finished_spans() if s.name.endswith("ExecuteService/AttachExecution"))
+        attach_trace = attach_client.context.trace_id.to_bytes(16, "big")
+        attach_server = [span for _, span in collector.spans if span.trace_id == attach_trace
+                         and span.name == "/codemode.v1.ExecuteService/AttachExecution" and span.kind == SERVER]
+        assert len(attach_server) == 1
+        assert attach_server[0].parent_span_id == attach_client.context.span_id.to_bytes(8, "big")
     finally:
         if process.poll() is None:
             process.kill()
