@@ -49,7 +49,7 @@ def test_on_a_terminal_one_line_counts_and_is_erased():
         with open(slave, "w", closefd=False) as terminal:
             with Waiting("starting a docker sandbox", delay=0.1, stream=terminal):
                 time.sleep(2.2)  # ticks at 0.1 s and 1.1 s, with room for a loaded machine
-        written = os.read(master, 4096).decode()
+        written = _read_all(master)
     finally:
         os.close(master)
         os.close(slave)
