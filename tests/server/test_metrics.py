@@ -123,8 +123,13 @@ async def test_every_series_after_a_scripted_workload(server):
         busy = await asyncio.to_thread(scrape, metrics)
         assert value(busy, "codemode_sessions_busy", codemode_sandbox_kind="process") == 1
         call.cancel()
-        samples = await eventually(metrics, lambda s: total(s, "rpc_server_duration_milliseconds_count",
-                                                            rpc_method="Execute") == 10, "every Execute's duration")
+        # The cancelled execution is counted once its wind-down has stopped the code.
+        samples = await eventually(
+            metrics,
+            lambda s: total(s, "rpc_server_duration_milliseconds_count", rpc_method="Execute") == 10
+            and value(s, "codemode_executions_total", codemode_execution_status="cancelled",
+                      codemode_sandbox_kind="process") == 1,
+            "every Execute's duration and the cancelled execution")
 
     ok = [f for f in finished if f.status == execute_pb2.EXECUTION_STATUS_OK]
     assert len(ok) == 7
