@@ -110,6 +110,12 @@ class SkillLibrary:
     async def delete(self, tenant: str, name: str, etag: str = "") -> None:
         validate_tenant(tenant)
         await self.storage.delete_skill(tenant, validate_name(name), etag)
+        try:  # best effort, like _prepare_search: a stale vector is never used
+            await self.ranker.discard(self.storage, tenant, name)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001
+            _log.warning("could not drop search data of skill %s", name, exc_info=True)
 
     async def list(
         self, tenant: str, page_size: int = 0, page_token: str = ""

@@ -7,11 +7,16 @@ for while source mostly adds vocabulary (library and API names).
 Two rankers: EmbeddingRanker (all-MiniLM-L6-v2 run offline in numpy, see
 minilm.py) and BM25Ranker (lexical, light stemming and a small concept
 expansion), the fallback when the model package is not installed.
-Each keeps an in-memory index per tenant, rebuilt only when the tenant's
-skills revision changes, so a search costs one small storage read plus the
-query; indexes are never shared between tenants. Skill vectors are cached in
-storage next to the skills under (model id, content hash): unchanged skills
-are never re-embedded, even by another server process.
+Each keeps an in-memory index per tenant and follows the storage's change
+feed (`Storage.skill_changes`): a search first asks which skills changed since
+the revision its index reflects (one small read; nothing when none did), re-reads
+only those and updates the index in place, so a write on any server instance is
+searchable on every other at its next search. The index is rebuilt from every
+skill only when it is first built or the feed cannot say (trimmed past the
+index's revision, or data written before the feed existed). Indexes are never
+shared between tenants. Skill vectors are cached in storage next to the skills
+under (model id, content hash), one record per skill: unchanged skills are never
+re-embedded, even by another server process.
 """
 
 from __future__ import annotations
@@ -97,39 +102,119 @@ def _expand(tokens: list[str]) -> dict[str, float]:
 
 
 class _BM25Field:
-    """BM25 over one text field of every skill of one tenant."""
+    """BM25 over one text field of every skill of one tenant, updatable per document.
+
+    Postings are dicts (slot -> term frequency) so a document is added or removed in
+    O(its terms); scoring reads each query term's posting as numpy arrays, cached until
+    a document with that term changes, so a query over 100k skills is vectorised.
+    """
 
     K1 = 1.2
     B = 0.75
 
-    def __init__(self, docs: list[list[str]]) -> None:
-        self.n = len(docs)
-        self.lengths = [len(d) for d in docs]
-        self.avg_len = (sum(self.lengths) / self.n) if self.n else 1.0
-        self.postings: dict[str, list[tuple[int, int]]] = collections.defaultdict(list)
-        for i, doc in enumerate(docs):
-            for term, tf in collections.Counter(doc).items():
-                self.postings[term].append((i, tf))
+    def __init__(self) -> None:
+        import numpy as np
 
-    def scores(self, query: dict[str, float]) -> dict[int, float]:
-        out: dict[int, float] = collections.defaultdict(float)
-        for term, qweight in query.items():
+        self.postings: dict[str, dict[int, int]] = {}
+        self.lengths: dict[int, int] = {}
+        self._terms: dict[int, tuple[str, ...]] = {}
+        self._total = 0
+        self._length_array = np.zeros(64, dtype=np.float64)
+        self._arrays: dict[str, tuple[Any, Any]] = {}
+
+    def add(self, slot: int, doc: list[str]) -> None:
+        import numpy as np
+
+        counts = collections.Counter(doc)
+        for term, tf in counts.items():
+            self.postings.setdefault(term, {})[slot] = tf
+            self._arrays.pop(term, None)
+        self._terms[slot] = tuple(counts)
+        self.lengths[slot] = len(doc)
+        self._total += len(doc)
+        if slot >= len(self._length_array):
+            grown = np.zeros(max(2 * len(self._length_array), slot + 1), dtype=np.float64)
+            grown[: len(self._length_array)] = self._length_array
+            self._length_array = grown
+        self._length_array[slot] = len(doc)
+
+    def remove(self, slot: int) -> None:
+        for term in self._terms.pop(slot, ()):
+            posting = self.postings[term]
+            del posting[slot]
+            self._arrays.pop(term, None)
+            if not posting:
+                del self.postings[term]
+        self._total -= self.lengths.pop(slot, 0)
+        if slot < len(self._length_array):
+            self._length_array[slot] = 0
+
+    def _posting_arrays(self, term: str) -> tuple[Any, Any] | None:
+        import numpy as np
+
+        arrays = self._arrays.get(term)
+        if arrays is None:
             posting = self.postings.get(term)
             if not posting:
+                return None
+            arrays = (
+                np.fromiter(posting.keys(), dtype=np.int64, count=len(posting)),
+                np.fromiter(posting.values(), dtype=np.float64, count=len(posting)),
+            )
+            self._arrays[term] = arrays
+        return arrays
+
+    def scores(self, query: dict[str, float], size: int) -> Any:
+        """Score per slot (np.ndarray of `size`; 0 where no query term occurs)."""
+        import numpy as np
+
+        n = len(self.lengths)
+        avg_len = (self._total / n) if n else 1.0
+        out = np.zeros(size, dtype=np.float64)
+        for term, qweight in query.items():
+            arrays = self._posting_arrays(term)
+            if arrays is None:
                 continue
-            idf = math.log(1 + (self.n - len(posting) + 0.5) / (len(posting) + 0.5))
-            for i, tf in posting:
-                norm = tf + self.K1 * (1 - self.B + self.B * self.lengths[i] / self.avg_len)
-                out[i] += qweight * idf * tf * (self.K1 + 1) / norm
+            slots, tf = arrays
+            idf = math.log(1 + (n - len(slots) + 0.5) / (len(slots) + 0.5))
+            norm = tf + self.K1 * (1 - self.B + self.B * self._length_array[slots] / avg_len)
+            out[slots] += qweight * idf * tf * (self.K1 + 1) / norm
         return out
 
 
 @dataclasses.dataclass
 class _TenantIndex:
     revision: str
-    skills: list[SkillRecord]
-    description: _BM25Field
-    source: _BM25Field
+    skills: dict[int, SkillRecord] = dataclasses.field(default_factory=dict)  # slot -> skill
+    slots: dict[str, int] = dataclasses.field(default_factory=dict)
+    free: list[int] = dataclasses.field(default_factory=list)
+    description: _BM25Field = dataclasses.field(default_factory=_BM25Field)
+    source: _BM25Field = dataclasses.field(default_factory=_BM25Field)
+
+    def put(self, record: SkillRecord) -> None:
+        self.remove(record.name)
+        slot = self.free.pop() if self.free else len(self.skills)
+        self.skills[slot] = record
+        self.slots[record.name] = slot
+        self.description.add(slot, tokenize(f"{record.name} {record.description}"))
+        self.source.add(slot, tokenize(record.source))
+
+    def remove(self, name: str) -> None:
+        slot = self.slots.pop(name, None)
+        if slot is not None:
+            del self.skills[slot]
+            self.description.remove(slot)
+            self.source.remove(slot)
+            self.free.append(slot)
+
+
+async def _changes(
+    storage: Storage, tenant: str, revision: str | None
+) -> tuple[str, list[str]] | None:
+    """What changed since the index's revision; None: (re)build it whole."""
+    if revision is None:
+        return None
+    return await storage.skill_changes(tenant, revision)
 
 
 class BM25Ranker:
@@ -139,59 +224,112 @@ class BM25Ranker:
 
     def __init__(self) -> None:
         self._index: collections.OrderedDict[str, _TenantIndex] = collections.OrderedDict()
+        self._locks: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self.max_cached_tenants = 256
+        self.rebuilds = 0  # whole-index builds by this process; tests check incrementality with it
 
     def _build(self, revision: str, skills: list[SkillRecord]) -> _TenantIndex:
-        return _TenantIndex(
-            revision=revision,
-            skills=skills,
-            description=_BM25Field([tokenize(f"{s.name} {s.description}") for s in skills]),
-            source=_BM25Field([tokenize(s.source) for s in skills]),
-        )
+        self.rebuilds += 1
+        index = _TenantIndex(revision)
+        for record in skills:
+            index.put(record)
+        return index
 
     async def index_for(self, storage: Storage, tenant: str) -> _TenantIndex:
-        revision = await storage.skills_revision(tenant)
         cached = self._index.get(tenant)
-        if cached is None or cached.revision != revision:
-            # Read the revision first: a write racing with all_skills() leaves a newer
-            # revision in storage, so the next search rebuilds again.
-            cached = self._build(revision, await storage.all_skills(tenant))
-            self._index[tenant] = cached
-            while len(self._index) > self.max_cached_tenants:
-                self._index.popitem(last=False)
-        self._index.move_to_end(tenant)
+        changes = await _changes(storage, tenant, cached.revision if cached else None)
+        if cached is None or changes is None or changes[1]:
+            async with self._locks[tenant]:  # one update per tenant at a time in this process
+                cached = self._index.get(tenant)
+                changes = await _changes(storage, tenant, cached.revision if cached else None)
+                if cached is None or changes is None:
+                    # Read the revision first: a write racing with all_skills() is in the
+                    # feed after that revision, so the next search applies it again.
+                    revision = await storage.skills_revision(tenant)
+                    cached = self._build(revision, await storage.all_skills(tenant))
+                    self._index[tenant] = cached
+                    while len(self._index) > self.max_cached_tenants:
+                        self._index.popitem(last=False)
+                elif changes[1]:
+                    revision, names = changes
+                    records = {r.name: r for r in await storage.get_skills(tenant, names)}
+                    for name in names:
+                        if name in records:
+                            cached.put(records[name])
+                        else:
+                            cached.remove(name)
+                    cached.revision = revision
+        if tenant in self._index:
+            self._index.move_to_end(tenant)
         return cached
 
     async def prepare(self, storage: Storage, tenant: str, record: SkillRecord) -> None:
-        """Nothing to precompute: the BM25 index is rebuilt from the skills themselves."""
+        """Nothing to precompute: the BM25 index is built from the skills themselves."""
+
+    async def discard(self, storage: Storage, tenant: str, name: str) -> None:
+        """Nothing stored per skill."""
 
     async def search(
         self, storage: Storage, tenant: str, query: str, limit: int
     ) -> list[tuple[SkillRecord, float]]:
+        import numpy as np
+
         index = await self.index_for(storage, tenant)
         terms = _expand(tokenize(query))
-        desc = index.description.scores(terms)
-        src = index.source.scores(terms)
-        desc_max = max(desc.values(), default=0.0) or 1.0
-        src_max = max(src.values(), default=0.0) or 1.0
-        combined: dict[int, float] = collections.defaultdict(float)
-        for i, s in desc.items():
-            combined[i] += DESCRIPTION_WEIGHT * s / desc_max
-        for i, s in src.items():
-            combined[i] += SOURCE_WEIGHT * s / src_max
-        best = sorted(combined.items(), key=lambda kv: (-kv[1], index.skills[kv[0]].name))
-        return [(index.skills[i], score) for i, score in best[:limit] if score > 0]
+        size = len(index.skills) + len(index.free)  # every slot ever used
+        desc = index.description.scores(terms, size)
+        src = index.source.scores(terms, size)
+        desc_max = float(desc.max(initial=0.0)) or 1.0
+        src_max = float(src.max(initial=0.0)) or 1.0
+        combined = DESCRIPTION_WEIGHT * desc / desc_max + SOURCE_WEIGHT * src / src_max
+        hits = np.flatnonzero(combined > 0)  # free slots have no postings: score 0
+        if len(hits) > limit > 0:
+            # Everything scoring at least the limit-th best, so ties at the cut sort by name.
+            cut = np.partition(combined[hits], len(hits) - limit)[len(hits) - limit]
+            hits = hits[combined[hits] >= cut]
+        best = sorted(hits.tolist(), key=lambda i: (-combined[i], index.skills[i].name))
+        return [(index.skills[i], float(combined[i])) for i in best[:limit]]
 
 
 @dataclasses.dataclass
 class _VectorIndex:
     revision: str
-    skills: list[SkillRecord]
+    dim: int
+    skills: list[SkillRecord]  # row -> skill; rows [0, len(skills)) of `combined` are live
+    rows: dict[str, int]
     # 0.7·desc + 0.3·source, precombined: cosine is linear in the document vector, so
     # one matrix-vector product gives the weighted score and reads half the memory.
-    combined: Any  # np.ndarray (n, dim)
+    # Has spare rows (capacity doubles) so adding a skill copies nothing.
+    combined: Any  # np.ndarray (capacity, dim)
 
+    def put(self, record: SkillRecord, vector: bytes) -> None:
+        import numpy as np
 
+        v = np.frombuffer(vector, dtype=np.float32)
+        row = self.rows.get(record.name)
+        if row is None:
+            row = len(self.skills)
+            if row == len(self.combined):
+                grown = np.zeros((max(64, 2 * row), self.dim), dtype=np.float32)
+                grown[:row] = self.combined[:row]
+                self.combined = grown
+            self.skills.append(record)
+            self.rows[record.name] = row
+        self.skills[row] = record
+        self.combined[row] = DESCRIPTION_WEIGHT * v[: self.dim] + SOURCE_WEIGHT * v[self.dim :]
+
+    def remove(self, name: str) -> None:
+        row = self.rows.pop(name, None)
+        if row is None:
+            return
+        last = len(self.skills) - 1
+        if row != last:  # the last row moves into the hole: rows stay dense
+            moved = self.skills[last]
+            self.skills[row] = moved
+            self.rows[moved.name] = row
+            self.combined[row] = self.combined[last]
+        self.skills.pop()
+        self.combined[last] = 0
 def description_text(record: SkillRecord) -> str:
     """The name says what a skill does when the description is terse or missing."""
     return f"{record.name.replace('_', ' ')}: {record.description}"
@@ -208,6 +346,7 @@ class EmbeddingRanker:
         self._query_cache: collections.OrderedDict[str, Any] = collections.OrderedDict()
         self.max_cached_queries = 1024
         self.embedded_count = 0  # texts embedded by this process; tests check caching with it
+        self.rebuilds = 0  # whole-index builds by this process; tests check incrementality with it
 
     async def encoder(self) -> Any:
         if self._encoder is None:
@@ -253,48 +392,79 @@ class EmbeddingRanker:
         vectors = await _on_encoder_thread(self._embed, encoder, [record])
         await storage.put_vectors(tenant, encoder.model_id, vectors)
 
-    async def index_for(self, storage: Storage, tenant: str) -> _VectorIndex:
-        import numpy as np
-
+    async def discard(self, storage: Storage, tenant: str, name: str) -> None:
+        """Drops a deleted skill's stored vector (best effort; it is keyed by content hash,
+        so a stale one is never used for a different skill)."""
         encoder = await self.encoder()
-        revision = await storage.skills_revision(tenant)
+        await storage.delete_vectors(tenant, encoder.model_id, [name])
+
+    async def _vectors(
+        self, storage: Storage, tenant: str, encoder: Any, skills: list[SkillRecord], names: list[str] | None
+    ) -> dict[str, tuple[str, bytes]]:
+        """Stored vectors of `skills` (`names`: only those are read), embedding the missing
+        or stale ones and storing them."""
+        stored = await storage.get_vectors(tenant, encoder.model_id, names)
+        width = 2 * encoder.dimension * 4
+        stale = [
+            s for s in skills
+            if (v := stored.get(s.name)) is None or v[0] != s.content_hash() or len(v[1]) != width
+        ]
+        fresh = await _on_encoder_thread(self._embed, encoder, stale) if stale else {}
+        if fresh:
+            await storage.put_vectors(tenant, encoder.model_id, fresh)
+        return {**stored, **fresh}
+
+    async def index_for(self, storage: Storage, tenant: str) -> _VectorIndex:
+        encoder = await self.encoder()
         cached = self._index.get(tenant)
-        if cached is not None and cached.revision == revision:
+        changes = await _changes(storage, tenant, cached.revision if cached else None)
+        if cached is not None and changes is not None and not changes[1]:
             self._index.move_to_end(tenant)
             return cached
-        async with self._locks[tenant]:  # one rebuild per tenant at a time in this process
+        async with self._locks[tenant]:  # one update per tenant at a time in this process
             cached = self._index.get(tenant)
-            if cached is not None and cached.revision == revision:
+            changes = await _changes(storage, tenant, cached.revision if cached else None)
+            if cached is not None and changes is not None:
+                revision, names = changes
+                if names:
+                    records = await storage.get_skills(tenant, names)
+                    vectors = await self._vectors(storage, tenant, encoder, records, [r.name for r in records])
+                    # No await from here on: a search never sees a half-applied change.
+                    present = {r.name for r in records}
+                    for name in names:
+                        if name not in present:
+                            cached.remove(name)
+                    for record in records:
+                        cached.put(record, vectors[record.name][1])
+                    cached.revision = revision
+                self._index.move_to_end(tenant)
                 return cached
-            skills = await storage.all_skills(tenant)
-            stored = await storage.get_vectors(tenant, encoder.model_id)
-            stale = [s for s in skills if stored.get(s.name, ("",))[0] != s.content_hash()]
-            fresh = await _on_encoder_thread(self._embed, encoder, stale) if stale else {}
-            vectors = {**stored, **fresh}
-            names = {s.name for s in skills}
-            if fresh or set(stored) - names:
-                await storage.put_vectors(
-                    tenant,
-                    encoder.model_id,
-                    {n: v for n, v in vectors.items() if n in names},
-                    replace_all=bool(set(stored) - names),
-                )
-            dim = encoder.dimension
-            matrix = np.zeros((len(skills), 2 * dim), dtype=np.float32)
-            for i, s in enumerate(skills):
-                matrix[i] = np.frombuffer(vectors[s.name][1], dtype=np.float32)
-            cached = _VectorIndex(
-                revision,
-                skills,
-                np.ascontiguousarray(
-                    DESCRIPTION_WEIGHT * matrix[:, :dim] + SOURCE_WEIGHT * matrix[:, dim:]
-                ),
-            )
+            cached = await self._build(storage, tenant, encoder)
             self._index[tenant] = cached
             self._index.move_to_end(tenant)
             while len(self._index) > self.max_cached_tenants:
                 self._index.popitem(last=False)
             return cached
+
+    async def _build(self, storage: Storage, tenant: str, encoder: Any) -> _VectorIndex:
+        import numpy as np
+
+        self.rebuilds += 1
+        # The revision first: a write racing with all_skills() is in the feed after it.
+        revision = await storage.skills_revision(tenant)
+        skills = await storage.all_skills(tenant)
+        vectors = await self._vectors(storage, tenant, encoder, skills, None)
+        names = {s.name for s in skills}
+        orphans = [n for n in vectors if n not in names]
+        if orphans:  # deleted skills' vectors (a server died before discarding them)
+            await storage.delete_vectors(tenant, encoder.model_id, orphans)
+        dim = encoder.dimension
+        matrix = np.zeros((len(skills), 2 * dim), dtype=np.float32)
+        for i, s in enumerate(skills):
+            matrix[i] = np.frombuffer(vectors[s.name][1], dtype=np.float32)
+        combined = np.zeros((max(64, len(skills) + len(skills) // 4), dim), dtype=np.float32)
+        combined[: len(skills)] = DESCRIPTION_WEIGHT * matrix[:, :dim] + SOURCE_WEIGHT * matrix[:, dim:]
+        return _VectorIndex(revision, dim, skills, {s.name: i for i, s in enumerate(skills)}, combined)
 
     async def search(
         self, storage: Storage, tenant: str, query: str, limit: int
@@ -305,11 +475,13 @@ class EmbeddingRanker:
         if not index.skills or not query.strip():
             return []
         q = await self._query_vector(query)
-        scores = index.combined @ q
+        # Read after the last await: the index is consistent here.
+        skills = index.skills
+        scores = index.combined[: len(skills)] @ q
         k = min(limit, len(scores))
         top = np.argpartition(-scores, k - 1)[:k]
-        top = top[np.argsort(-scores[top], kind="stable")]
-        return [(index.skills[i], float(scores[i])) for i in top if scores[i] > 0]
+        ranked = sorted(top.tolist(), key=lambda i: (-scores[i], skills[i].name))
+        return [(skills[i], float(scores[i])) for i in ranked if scores[i] > 0]
 
 
 async def _on_encoder_thread(fn: Any, *args: Any) -> Any:

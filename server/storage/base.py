@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 
+from server.storage.errors import SkillNotFoundError
 from server.storage.records import ArtifactRecord, SkillRecord
 
 
@@ -61,11 +62,34 @@ class Storage(abc.ABC):
         (or itself) writes, without reading every skill per search.
         """
 
+    async def skill_changes(self, tenant: str, since: str) -> tuple[str, list[str]] | None:
+        """The change feed: (current revision, names of the skills created, replaced or
+        deleted after revision `since`), or None when the feed cannot say (it was trimmed
+        past `since`, `since` is from another store, or the backend keeps no feed): the
+        caller then rebuilds from `all_skills`. A name may be listed more than once or
+        changed again after the returned revision; callers re-read the named skills.
+        This default keeps no feed."""
+        revision = await self.skills_revision(tenant)
+        return (revision, []) if revision == since else None
+
+    async def get_skills(self, tenant: str, names: list[str]) -> list[SkillRecord]:
+        """The named skills that exist (missing names are left out), in no set order."""
+        records = []
+        for name in names:
+            try:
+                records.append(await self.get_skill(tenant, name))
+            except SkillNotFoundError:
+                continue
+        return records
+
     # Search vectors ---------------------------------------------------------
 
     @abc.abstractmethod
-    async def get_vectors(self, tenant: str, model_id: str) -> dict[str, tuple[str, bytes]]:
-        """skill name -> (content hash, vector bytes) cached for that model."""
+    async def get_vectors(
+        self, tenant: str, model_id: str, names: list[str] | None = None
+    ) -> dict[str, tuple[str, bytes]]:
+        """skill name -> (content hash, vector bytes) cached for that model; only for
+        `names` when given (names without a vector are left out)."""
 
     @abc.abstractmethod
     async def put_vectors(
@@ -79,7 +103,12 @@ class Storage(abc.ABC):
         """Adds or replaces cached vectors for that model.
 
         With replace_all, the given vectors become the whole set (drops deleted skills').
+        Each skill's vector is its own record: writing one never rewrites the others.
         """
+
+    @abc.abstractmethod
+    async def delete_vectors(self, tenant: str, model_id: str, names: list[str]) -> None:
+        """Drops the cached vectors of `names` for that model (absent ones are ignored)."""
 
     # Artifacts --------------------------------------------------------------
 

@@ -78,12 +78,24 @@ def _committed(tenant_dir: str) -> Iterator[tuple[str, list[str]]]:
     for sub in ("skills", "vectors", "artifacts"):
         try:
             with os.scandir(os.path.join(tenant_dir, sub)) as entries:
-                names = [e.name for e in entries if not e.name.startswith(".") and e.is_file(follow_symlinks=False)]
+                listed = [(e.name, e.is_dir(follow_symlinks=False)) for e in entries if not e.name.startswith(".")]
         except FileNotFoundError:
             continue
-        yield sub, names
+        yield sub, [name for name, is_dir in listed if not is_dir]
+        if sub == "vectors":  # vectors/<model-hash>/<skill>.vec, one file per skill
+            for model, is_dir in listed:
+                if is_dir:
+                    yield from _committed_files(tenant_dir, f"vectors/{model}")
     if os.path.isfile(os.path.join(tenant_dir, "skills.rev")):
         yield "", ["skills.rev"]
+
+
+def _committed_files(tenant_dir: str, sub: str) -> Iterator[tuple[str, list[str]]]:
+    try:
+        with os.scandir(os.path.join(tenant_dir, sub)) as entries:
+            yield sub, [e.name for e in entries if not e.name.startswith(".") and e.is_file(follow_symlinks=False)]
+    except FileNotFoundError:
+        return
 
 
 def _tenants(root: Path) -> list[str]:

@@ -5,7 +5,9 @@ Layout under `root` (documented in docs/storage.md):
     tenants/<tenant>/.lock                     flock'ed by every writer
     tenants/<tenant>/skills/<name>.json        one SkillRecord document
     tenants/<tenant>/skills.rev                counter bumped by every skill write
-    tenants/<tenant>/vectors/<model-hash>.json cached search vectors for one model
+    tenants/<tenant>/skills.changes            change feed: "<revision> <name>" lines, appended
+    tenants/<tenant>/vectors/<model-hash>/<name>.vec  one skill's cached search vector
+    tenants/<tenant>/vectors/<model-hash>.json the older single-file vectors (migrated on read)
     tenants/<tenant>/artifacts/<quoted>.artifact  header (8-byte length + JSON) + data
     tenants/<tenant>/artifacts/.upload-*          an artifact being uploaded
 
@@ -18,7 +20,15 @@ on the tenant's lock file, so read-check-write sequences (create, etag CAS,
 revision bump) stay correct across server processes sharing the directory.
 A committed file is never written again, only replaced or unlinked: backups
 (server/storage/file_backup.py) hard-link committed files under the locks and
-rely on that to freeze the store at one instant.
+rely on that to freeze the store at one instant. The one exception is
+`skills.changes`, the change feed search indexes follow to update incrementally:
+a writer appends "<revision> <name>" before it writes the skill and bumps
+`skills.rev`, so every committed revision has its line; a reader trusts only
+lines up to the revision it read and rebuilds when a line is missing (the feed
+was compacted past it, or is absent). It is derived data, so backups leave it
+out. Vectors are a cache keyed by content hash: one small file per skill, written
+by rename without fsync (a file torn by a power cut fails validation and the
+skill is embedded again).
 """
 
 from __future__ import annotations
@@ -58,6 +68,9 @@ _HEADER = struct.Struct(">Q")
 _UPLOAD_PREFIX = ".upload-"
 # Room beyond the draft's widest header, for the final values' digits.
 _HEADER_SLACK = 64
+# The change feed is compacted to its newer half when it grows past this.
+CHANGES_MAX_BYTES = 512 * 1024
+_CHANGES = "skills.changes"
 # Older upload files belong to a server that died mid-upload; no live upload is this slow.
 _STALE_UPLOAD_SECONDS = 24 * 3600.0
 
@@ -167,27 +180,48 @@ class FileStorage(Storage):
                 fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
     @staticmethod
-    def _atomic_write(path: Path, data: bytes) -> None:
+    def _atomic_write(path: Path, data: bytes, *, sync: bool = True) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+                if sync:
+                    f.flush()
+                    os.fsync(f.fileno())
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
 
-    def _bump_revision(self, tdir: Path) -> None:
-        rev_path = tdir / "skills.rev"
+    @staticmethod
+    def _next_revision(tdir: Path, name: str) -> int:
+        """Appends the change-feed line of the write about to happen (under the lock, before
+        the write itself: a crash then leaves an extra line, never a missing one)."""
         try:
-            rev = int(rev_path.read_text() or "0")
+            rev = int((tdir / "skills.rev").read_text() or "0")
         except FileNotFoundError:
             rev = 0
-        self._atomic_write(rev_path, str(rev + 1).encode())
+        path = tdir / _CHANGES
+        with open(path, "ab+") as log:
+            size = log.seek(0, os.SEEK_END)
+            if size > CHANGES_MAX_BYTES:
+                log.seek(size // 2)
+                tail = log.read()
+                if not tail.endswith(b"\n"):
+                    tail += b"\n"
+                FileStorage._atomic_write(path, tail[tail.find(b"\n") + 1 :] + f"{rev + 1} {name}\n".encode(), sync=False)
+                return rev + 1
+            if size:
+                log.seek(size - 1)
+                if log.read(1) != b"\n":  # a line torn by a crash: end it, readers skip it
+                    log.write(b"\n")
+            log.write(f"{rev + 1} {name}\n".encode())
+        return rev + 1
+
+    def _commit_revision(self, tdir: Path, rev: int) -> None:
+        self._atomic_write(tdir / "skills.rev", str(rev).encode())
 
     @staticmethod
     def _skill_path(tdir: Path, name: str) -> Path:
@@ -210,8 +244,9 @@ class FileStorage(Storage):
                     raise SkillAlreadyExistsError(record.name)
                 if max_skills and len(self._skill_names(tenant)) >= max_skills:
                     raise skills_quota_error(tenant, max_skills)
+                rev = self._next_revision(tdir, record.name)
                 self._atomic_write(path, record.to_json().encode())
-                self._bump_revision(tdir)
+                self._commit_revision(tdir, rev)
 
         await self._run(op)
 
@@ -227,8 +262,9 @@ class FileStorage(Storage):
                 current = self._read_skill(path, record.name)
                 if current.etag != expected_etag:
                     raise EtagMismatchError(record.name)
+                rev = self._next_revision(tdir, record.name)
                 self._atomic_write(path, record.to_json().encode())
-                self._bump_revision(tdir)
+                self._commit_revision(tdir, rev)
 
         await self._run(op)
 
@@ -239,8 +275,9 @@ class FileStorage(Storage):
                 current = self._read_skill(path, name)
                 if expected_etag and current.etag != expected_etag:
                     raise EtagMismatchError(name)
+                rev = self._next_revision(tdir, name)
                 path.unlink()
-                self._bump_revision(tdir)
+                self._commit_revision(tdir, rev)
 
         await self._run(op)
 
@@ -274,37 +311,124 @@ class FileStorage(Storage):
     async def all_skills(self, tenant: str) -> list[SkillRecord]:
         return await self._run(lambda: self._read_many(tenant, self._skill_names(tenant)))
 
-    async def skills_revision(self, tenant: str) -> str:
-        def op() -> str:
-            try:
-                return (self._tenant_dir(tenant) / "skills.rev").read_text().strip() or "0"
-            except FileNotFoundError:
-                return "0"
+    def _revision(self, tenant: str) -> str:
+        try:
+            return (self._tenant_dir(tenant) / "skills.rev").read_text().strip() or "0"
+        except FileNotFoundError:
+            return "0"
 
-        return await self._run(op)
+    async def skills_revision(self, tenant: str) -> str:
+        return await self._run(lambda: self._revision(tenant))
+
+    async def get_skills(self, tenant: str, names: list[str]) -> list[SkillRecord]:
+        return await self._run(lambda: self._read_many(tenant, names))
+
+    def _changes(self, tenant: str, since: str) -> tuple[str, list[str]] | None:
+        revision = self._revision(tenant)
+        if revision == since:
+            return revision, []
+        try:
+            first, last = int(since) + 1, int(revision)
+        except ValueError:
+            return None
+        if first > last + 1:
+            return None  # the store went back (restored, recreated): not the index's store
+        try:
+            log = open(self._tenant_dir(tenant) / _CHANGES, "rb")
+        except FileNotFoundError:
+            return None
+        with log:
+            size = log.seek(0, os.SEEK_END)
+            chunk = 16 * 1024
+            while True:
+                start = max(0, size - chunk)
+                log.seek(start)
+                lines = log.read(size - start).split(b"\n")
+                if start:
+                    lines = lines[1:]  # may begin mid-line
+                seen: set[int] = set()
+                names: list[str] = []
+                oldest = None
+                for line in lines:
+                    rev_text, _, name = line.decode("utf-8", "replace").partition(" ")
+                    if not rev_text.isdigit() or not name:
+                        continue  # a torn line, or the unterminated line of a write in progress
+                    rev = int(rev_text)
+                    oldest = rev if oldest is None else min(oldest, rev)
+                    if first <= rev <= last:
+                        seen.add(rev)
+                        names.append(name)
+                if len(seen) == last - first + 1:
+                    return revision, list(dict.fromkeys(names))
+                if start == 0 or (oldest is not None and oldest < first):
+                    return None  # compacted past `since`, or lines lost
+                chunk *= 4
+
+    async def skill_changes(self, tenant: str, since: str) -> tuple[str, list[str]] | None:
+        return await self._run(lambda: self._changes(tenant, since))
 
     # Search vectors ---------------------------------------------------------
 
-    def _vector_path(self, tenant: str, model_id: str) -> Path:
+    def _vector_dir(self, tenant: str, model_id: str) -> Path:
         digest = hashlib.sha256(model_id.encode()).hexdigest()[:24]
-        return self._tenant_dir(tenant) / "vectors" / f"{digest}.json"
+        return self._tenant_dir(tenant) / "vectors" / digest
 
-    def _read_vectors(self, path: Path, model_id: str) -> dict[str, tuple[str, bytes]]:
+    @staticmethod
+    def _read_vector(path: Path) -> tuple[str, bytes] | None:
         try:
-            doc = json.loads(path.read_bytes())
-        except (FileNotFoundError, ValueError):
-            return {}
-        if doc.get("model_id") != model_id:
-            return {}
-        return {
-            name: (entry[0], base64.b64decode(entry[1]))
-            for name, entry in doc.get("vectors", {}).items()
-        }
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        content_hash, sep, vector = data.partition(b"\n")
+        if not sep or not vector or len(vector) % 4 or len(content_hash) > 128:
+            return None  # torn (power cut) or damaged: the skill is embedded again
+        return content_hash.decode("ascii", "replace"), vector
 
-    async def get_vectors(self, tenant: str, model_id: str) -> dict[str, tuple[str, bytes]]:
-        return await self._run(
-            lambda: self._read_vectors(self._vector_path(tenant, model_id), model_id)
-        )
+    @staticmethod
+    def _write_vector(directory: Path, name: str, content_hash: str, vector: bytes) -> None:
+        FileStorage._atomic_write(directory / f"{name}.vec", content_hash.encode() + b"\n" + vector, sync=False)
+
+    def _migrate_vectors(self, tenant: str, model_id: str) -> None:
+        """Moves the older one-file-per-model vectors into per-skill files, once, keeping any
+        per-skill file already written (it is newer)."""
+        directory = self._vector_dir(tenant, model_id)
+        legacy = directory.with_suffix(".json")
+        if not legacy.exists():
+            return
+        with self._locked(tenant):
+            try:
+                doc = json.loads(legacy.read_bytes())
+            except FileNotFoundError:
+                return  # migrated meanwhile
+            except ValueError:
+                doc = {}
+            if doc.get("model_id") == model_id:
+                directory.mkdir(parents=True, exist_ok=True)
+                for name, entry in doc.get("vectors", {}).items():
+                    if not (directory / f"{name}.vec").exists():
+                        self._write_vector(directory, name, entry[0], base64.b64decode(entry[1]))
+                os.sync()  # the new files durable before the old one goes
+            legacy.unlink()
+
+    def _read_vectors(self, tenant: str, model_id: str, names: list[str] | None) -> dict[str, tuple[str, bytes]]:
+        self._migrate_vectors(tenant, model_id)
+        directory = self._vector_dir(tenant, model_id)
+        if names is None:
+            try:
+                names = [f[:-4] for f in os.listdir(directory) if f.endswith(".vec") and not f.startswith(".")]
+            except FileNotFoundError:
+                return {}
+        out = {}
+        for name in names:
+            entry = self._read_vector(directory / f"{name}.vec")
+            if entry is not None:
+                out[name] = entry
+        return out
+
+    async def get_vectors(
+        self, tenant: str, model_id: str, names: list[str] | None = None
+    ) -> dict[str, tuple[str, bytes]]:
+        return await self._run(lambda: self._read_vectors(tenant, model_id, names))
 
     async def put_vectors(
         self,
@@ -315,17 +439,29 @@ class FileStorage(Storage):
         replace_all: bool = False,
     ) -> None:
         def op() -> None:
+            self._migrate_vectors(tenant, model_id)
+            directory = self._vector_dir(tenant, model_id)
+            # Under the tenant lock, so a backup links either the old file or the new one.
             with self._locked(tenant):
-                path = self._vector_path(tenant, model_id)
-                merged = {} if replace_all else self._read_vectors(path, model_id)
-                merged.update(vectors)
-                doc = {
-                    "model_id": model_id,
-                    "vectors": {
-                        n: [h, base64.b64encode(v).decode()] for n, (h, v) in merged.items()
-                    },
-                }
-                self._atomic_write(path, json.dumps(doc).encode())
+                for name, (content_hash, vector) in vectors.items():
+                    self._write_vector(directory, name, content_hash, vector)
+                if replace_all:
+                    with contextlib.suppress(FileNotFoundError):
+                        for f in os.listdir(directory):
+                            if f.endswith(".vec") and not f.startswith(".") and f[:-4] not in vectors:
+                                with contextlib.suppress(FileNotFoundError):
+                                    os.unlink(directory / f)
+
+        await self._run(op)
+
+    async def delete_vectors(self, tenant: str, model_id: str, names: list[str]) -> None:
+        def op() -> None:
+            self._migrate_vectors(tenant, model_id)
+            directory = self._vector_dir(tenant, model_id)
+            with self._locked(tenant):
+                for name in names:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(directory / f"{name}.vec")
 
         await self._run(op)
 

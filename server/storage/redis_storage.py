@@ -7,6 +7,8 @@ MULTI blocks below, which touch several of them, work on a cluster too:
     <prefix>:{t:<tenant>}:skill:<name>         string, SkillRecord JSON
     <prefix>:{t:<tenant>}:skills               zset of skill names (score 0, lex order)
     <prefix>:{t:<tenant>}:skills:rev           integer, INCR'd by every skill write
+    <prefix>:{t:<tenant>}:skills:changes       zset "<revision> <name>" scored by revision: the
+                                               change feed, trimmed to the newest CHANGES_KEPT
     <prefix>:{t:<tenant>}:vectors:<model-hash> hash, skill name -> JSON [content hash, b64 vector]
     <prefix>:{t:<tenant>}:artifact:<name>      hash {meta: ArtifactRecord JSON, data: bytes}
     <prefix>:{t:<tenant>}:artifacts            zset of artifact names
@@ -54,31 +56,48 @@ from server.storage.records import ArtifactRecord, SkillRecord, validate_tenant
 
 T = TypeVar("T")
 
-_CREATE = """
+#: Change-feed entries kept per tenant; an index further behind rebuilds.
+CHANGES_KEPT = 10_000
+
+# KEYS[r] revision counter, KEYS[c] change feed: bumps the revision and records which
+# skill it changed, in the same atomic step as the write itself.
+_CHANGED = """
+local function changed(rev_key, changes_key, name, keep)
+  local rev = redis.call('INCR', rev_key)
+  redis.call('ZADD', changes_key, rev, rev .. ' ' .. name)
+  local n = redis.call('ZCARD', changes_key)
+  if n > keep then redis.call('ZREMRANGEBYRANK', changes_key, 0, n - keep - 1) end
+end
+"""
+
+# KEYS: skill, index, rev, changes; ARGV: json, name, max skills, kept changes.
+_CREATE = _CHANGED + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 if tonumber(ARGV[3]) > 0 and redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then return -1 end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[2], 0, ARGV[2])
-redis.call('INCR', KEYS[3])
+changed(KEYS[3], KEYS[4], ARGV[2], tonumber(ARGV[4]))
 return 1
 """
 
-_REPLACE = """
+# KEYS: skill, rev, changes; ARGV: json, etag, name, kept changes.
+_REPLACE = _CHANGED + """
 local cur = redis.call('GET', KEYS[1])
 if not cur then return -1 end
 if cjson.decode(cur)['etag'] ~= ARGV[2] then return -2 end
 redis.call('SET', KEYS[1], ARGV[1])
-redis.call('INCR', KEYS[2])
+changed(KEYS[2], KEYS[3], ARGV[3], tonumber(ARGV[4]))
 return 1
 """
 
-_DELETE = """
+# KEYS: skill, index, rev, changes; ARGV: etag, name, kept changes.
+_DELETE = _CHANGED + """
 local cur = redis.call('GET', KEYS[1])
 if not cur then return -1 end
 if ARGV[1] ~= '' and cjson.decode(cur)['etag'] ~= ARGV[1] then return -2 end
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[2])
-redis.call('INCR', KEYS[3])
+changed(KEYS[3], KEYS[4], ARGV[2], tonumber(ARGV[3]))
 return 1
 """
 
@@ -193,8 +212,8 @@ class RedisStorage(Storage):
         b = self._base(tenant)
         created = await self._call(
             self._create(
-                keys=[f"{b}:skill:{record.name}", f"{b}:skills", f"{b}:skills:rev"],
-                args=[record.to_json(), record.name, max_skills],
+                keys=[f"{b}:skill:{record.name}", f"{b}:skills", f"{b}:skills:rev", f"{b}:skills:changes"],
+                args=[record.to_json(), record.name, max_skills, CHANGES_KEPT],
             )
         )
         if created == 0:
@@ -212,8 +231,8 @@ class RedisStorage(Storage):
         b = self._base(tenant)
         result = await self._call(
             self._replace(
-                keys=[f"{b}:skill:{record.name}", f"{b}:skills:rev"],
-                args=[record.to_json(), expected_etag],
+                keys=[f"{b}:skill:{record.name}", f"{b}:skills:rev", f"{b}:skills:changes"],
+                args=[record.to_json(), expected_etag, record.name, CHANGES_KEPT],
             )
         )
         if result == -1:
@@ -225,8 +244,8 @@ class RedisStorage(Storage):
         b = self._base(tenant)
         result = await self._call(
             self._delete(
-                keys=[f"{b}:skill:{name}", f"{b}:skills", f"{b}:skills:rev"],
-                args=[expected_etag, name],
+                keys=[f"{b}:skill:{name}", f"{b}:skills", f"{b}:skills:rev", f"{b}:skills:changes"],
+                args=[expected_etag, name, CHANGES_KEPT],
             )
         )
         if result == -1:
@@ -260,19 +279,65 @@ class RedisStorage(Storage):
         raw = await self._call(self._redis.get(f"{self._base(tenant)}:skills:rev"))
         return raw.decode() if raw else "0"
 
+    async def get_skills(self, tenant: str, names: list[str]) -> list[SkillRecord]:
+        return await self._records(self._base(tenant), [n.encode() for n in names])
+
+    async def skill_changes(self, tenant: str, since: str) -> tuple[str, list[str]] | None:
+        b = self._base(tenant)
+        try:
+            first = int(since) + 1
+        except ValueError:
+            return None
+
+        async def op() -> list:
+            # One round trip, one instant: the counter and the feed move together (Lua).
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.get(f"{b}:skills:rev")
+                pipe.zrangebyscore(f"{b}:skills:changes", first, "+inf")
+                return await pipe.execute()
+
+        raw, entries = await self._call(op())
+        revision = raw.decode() if raw else "0"
+        if revision == since:
+            return revision, []
+        last = int(revision)
+        names: list[str] = []
+        seen: set[int] = set()
+        for entry in entries:
+            rev_text, _, name = entry.decode().partition(" ")
+            if first <= int(rev_text) <= last:
+                seen.add(int(rev_text))
+                names.append(name)
+        if first > last + 1 or len(seen) != last - first + 1:
+            return None  # trimmed past `since`, written before the feed existed, or a new store
+        return revision, list(dict.fromkeys(names))
+
     # Search vectors ---------------------------------------------------------
 
     def _vector_key(self, tenant: str, model_id: str) -> str:
         digest = hashlib.sha256(model_id.encode()).hexdigest()[:24]
         return f"{self._base(tenant)}:vectors:{digest}"
 
-    async def get_vectors(self, tenant: str, model_id: str) -> dict[str, tuple[str, bytes]]:
-        raw = await self._call(self._redis.hgetall(self._vector_key(tenant, model_id)))
+    async def get_vectors(
+        self, tenant: str, model_id: str, names: list[str] | None = None
+    ) -> dict[str, tuple[str, bytes]]:
+        key = self._vector_key(tenant, model_id)
+        if names is None:
+            raw = await self._call(self._redis.hgetall(key))
+        elif names:
+            values = await self._call(self._redis.hmget(key, names))
+            raw = {n.encode(): v for n, v in zip(names, values, strict=True) if v is not None}
+        else:
+            raw = {}
         out = {}
         for name, value in raw.items():
             content_hash, vec = json.loads(value)
             out[name.decode()] = (content_hash, base64.b64decode(vec))
         return out
+
+    async def delete_vectors(self, tenant: str, model_id: str, names: list[str]) -> None:
+        if names:
+            await self._call(self._redis.hdel(self._vector_key(tenant, model_id), *names))
 
     async def put_vectors(
         self,
