@@ -61,7 +61,7 @@ from server.providers.docker_workdir import (  # noqa: E402
     create_sandbox_dir,
     remove_sandbox_dir,
 )
-from server.sessions import default_limits  # noqa: E402
+from server.session_model import default_limits  # noqa: E402
 from tests.helpers.sessions import create_ready_session  # noqa: E402
 
 DOCS = os.path.join(ROOT, "docs", "benchmarks.md")

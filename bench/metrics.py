@@ -163,7 +163,8 @@ def _filled_metrics(tenant_labels: bool, sessions: int, busy: int, tenants: int)
 
     from server.config import ServerConfig
     from server.metrics_export import build_metrics
-    from server.sessions import Session, SessionManager, default_limits
+    from server.session_model import Session, default_limits
+    from server.sessions import SessionManager
     from server.warm_pool import PoolConfig, WarmPool
 
     config = ServerConfig(listen="127.0.0.1:0", data_dir=tempfile.mkdtemp(prefix="cmbench-"), no_auth=True,
@@ -177,7 +178,7 @@ def _filled_metrics(tenant_labels: bool, sessions: int, busy: int, tenants: int)
         session = Session(id=f"s{i:04d}", tenant=f"tenant-{i % tenants}", labels={}, limits=default_limits(config),
                           idle_ttl=900, sandbox_kind=session_pb2.SANDBOX_KIND_PROCESS)
         session.busy = i < busy
-        manager._sessions[session.id] = session  # noqa: SLF001 - sessions without sandboxes
+        manager._registry.add(session)  # noqa: SLF001 - sessions without sandboxes
     methods = [("codemode.v1.SessionService", m) for m in ("CreateSession", "GetSession", "ListSessions",
                                                               "ResetSession", "DeleteSession")]
     methods += [("codemode.v1.ExecuteService", "Execute")]

@@ -42,7 +42,8 @@ from server.quotas import QuotaTable
 from server.readiness import READINESS_SERVICE, Readiness
 from server.rpc_limits import ConcurrencyLimitInterceptor
 from server.services import dependency_service, execute_service, session_service
-from server.sessions import SessionManager, default_limits
+from server.session_model import default_limits
+from server.sessions import SessionManager
 from server.warm_pool import PoolConfig, WarmPool
 
 _log = logging.getLogger(__name__)

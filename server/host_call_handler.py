@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 from codemode_protos.sandbox.v1 import agent_pb2
 
 if TYPE_CHECKING:
-    from server.sessions import Session
+    from server.session_model import Session
 
 
 class HostCallHandler(Protocol):

@@ -38,7 +38,8 @@ if TYPE_CHECKING:
 
     from codemode_protos.sandbox.v1 import agent_pb2
     from server.host_call_handler import HostCallHandler
-    from server.sessions import Session, SessionManager
+    from server.session_model import Session
+    from server.sessions import SessionManager
     from server.warm_pool import WarmPool
 
 METER_NAME = "codemode.server"

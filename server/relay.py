@@ -31,7 +31,7 @@ from server import telemetry
 from server.errors import DOMAIN, REASONS, ServiceError, error_info_of, log_internal
 from server.executions import ExecutionRecord
 from server.host_call_handler import HostCallHandler
-from server.sessions import Session
+from server.session_model import Session
 
 _log = logging.getLogger(__name__)
 _DEATH_CONFIRM_SECONDS = 2.0

@@ -16,7 +16,7 @@ from server.deps.errors import DepsError
 from server.deps.session_deps import SessionDeps
 
 if TYPE_CHECKING:
-    from server.sessions import Session
+    from server.session_model import Session
 
 
 def session_deps(session: Session) -> SessionDeps | None:

@@ -26,7 +26,7 @@ from server.deps.errors import DepsError
 from server.errors import log_internal
 
 if TYPE_CHECKING:
-    from server.sessions import Session
+    from server.session_model import Session
 
 _log = logging.getLogger(__name__)
 InstallState = session_pb2.DependencyInstall.State
@@ -100,7 +100,7 @@ def start_in_background(session: Session, packages: tuple[str, ...], install: In
     The task is the session's `background` task, so deleting the session (or stopping
     the server) cancels it; pip is killed and the sandbox's files go with it. The
     session returns to READY when the install ends, whichever way."""
-    from server.sessions import State
+    from server.session_model import State
 
     record = InstallRecord(packages)
     session.last_install = record

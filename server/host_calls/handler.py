@@ -34,7 +34,7 @@ from server.storage.records import ArtifactRecord, SkillRecord
 from server.storage.text import require_valid_text
 
 if TYPE_CHECKING:
-    from server.sessions import Session
+    from server.session_model import Session
 
 _log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from server.identity.policy import permission_denied
 from server.identity.principals import Principal
 
 if TYPE_CHECKING:
-    from server.sessions import Session
+    from server.session_model import Session
 
 _log = logging.getLogger(__name__)
 ALL_TENANTS = "*"  # what the audit line shows for an operator's ListSessions over every tenant
@@ -96,7 +96,7 @@ def session_list_tenant(requested: str) -> str:
 
 def visible_session(session: "Session") -> "Session":
     """The session if the caller may use it, else the same NOT_FOUND a missing one gives."""
-    from server.sessions import session_not_found
+    from server.session_model import session_not_found
 
     caller = current()
     if caller.principal.is_operator or session.tenant == caller.principal.tenant:

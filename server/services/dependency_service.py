@@ -20,7 +20,8 @@ from server.deps.session_deps import SessionDeps
 from server.errors import ServiceError, invalid_argument
 from server.identity import caller
 from server.pages import decode_page_token, encode_page_token
-from server.sessions import Session, SessionManager, installing_error
+from server.session_model import Session, installing_error
+from server.sessions import SessionManager
 
 State = session_pb2.Session.State
 DEFAULT_PAGE_SIZE = 100

@@ -30,12 +30,8 @@ from server.limits import Maxima, check_request_id
 from server.metrics import Metrics
 from server.quotas import ExecutionTicket
 from server.relay import ClientWrite, ExecutionPlan, Relay, discard, execution_not_found
-from server.sessions import (
-    Session,
-    SessionManager,
-    parse_session_name,
-    shutting_down_error,
-)
+from server.session_model import Session, parse_session_name, shutting_down_error
+from server.sessions import SessionManager
 
 _log = logging.getLogger(__name__)
 _AGENT_CALL_TIMEOUT = 30.0

@@ -14,7 +14,8 @@ import grpc
 from codemode_protos.v1 import session_pb2, session_pb2_grpc
 from server.errors import invalid_argument
 from server.identity import caller
-from server.sessions import WAIT_DEFAULT_SECONDS, Session, SessionManager, State
+from server.session_model import Session, State
+from server.sessions import WAIT_DEFAULT_SECONDS, SessionManager
 
 _log = logging.getLogger(__name__)
 # WaitSession answers this long before the caller's deadline, so the answer arrives in time.

@@ -15,7 +15,7 @@ from server.config import ServerConfig
 from server.pki import CertificateAuthority
 from server.providers.base import SandboxStartError
 from server.providers.process import ProcessSandboxProvider, _sandbox_processes
-from server.sessions import default_limits
+from server.session_model import default_limits
 from tests.helpers.sessions import SessionNotReady
 from tests.server.helpers import connect
 
