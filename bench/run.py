@@ -151,7 +151,8 @@ def bench_codemode_no_pool(results: Results, plan: Plan) -> None:
             results.values["throughput"] = [dict(dataclasses.asdict(r), mb_per_second=r.mb_per_second) for r in runs]
             results.add_latency("create_cold", await cb.create_session_latency(client, plan.create, pause=0.2))
 
-    with cb.Server("--warm-pool-size", "0") as server:
+    # (f) asks for budgets above the default maximum, to stream 100 MiB in full.
+    with cb.Server("--warm-pool-size", "0", "--max-output-budget", "512m") as server:
         asyncio.run(body(server))
 
 

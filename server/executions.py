@@ -91,6 +91,14 @@ class ExecutionRecord:
         if sequence > self.last_sequence:
             self.last_sequence = sequence
 
+    def abandon(self) -> None:
+        """The server lost track of it without a `finished` (the agent became unreachable,
+        or the server shut down): ended for the table's bookkeeping, so it neither holds
+        the session's record count nor blocks pruning; an attach still asks the agent."""
+        if not self.ended.is_set():
+            self.ended_at = time.monotonic()
+            self.ended.set()
+
     def finish(self, event: execute_pb2.ExecuteResponse) -> bool:
         """Records the end; True the first time (only then may the caller act on it)."""
         if self.finished is not None:
@@ -141,12 +149,15 @@ class ExecutionTable:
             del self._by_request[record.request_id]
 
     def prune(self) -> None:
+        """O(expired records), since it runs on every Execute: a session runs one execution
+        at a time, so records end in the order they started, and the first one still
+        running or still within its retention ends the scan."""
         now = time.monotonic()
-        for record in list(self._records.values()):
-            if record.ended.is_set() and now - record.ended_at > RETENTION_SECONDS:
-                self.discard(record)
-            elif not record.ended.is_set():
-                break  # ended in order of start; a running one ends the scan
+        while self._records:
+            oldest = next(iter(self._records.values()))
+            if not oldest.ended.is_set() or now - oldest.ended_at <= RETENTION_SECONDS:
+                break
+            self.discard(oldest)
 
     def __len__(self) -> int:
         return len(self._records)

@@ -133,7 +133,7 @@ class ExecuteService(execute_pb2_grpc.ExecuteServiceServicer):
         self, request: execute_pb2.CancelExecutionRequest, context: grpc.aio.ServicerContext
     ) -> execute_pb2.CancelExecutionResponse:
         session, record = self._find_execution(request.execution)
-        if record.ended.is_set() or session.sandbox is None:
+        if record.finished is not None or session.sandbox is None:
             return execute_pb2.CancelExecutionResponse(cancelled=False)
         with contextlib.suppress(asyncio.CancelledError):
             await self._wait_accepted(record)
@@ -236,6 +236,8 @@ class ExecuteService(execute_pb2_grpc.ExecuteServiceServicer):
             if not record.accepted.done():
                 record.refuse(execution_not_found(record.name))
                 session.executions.discard(record)
+            elif not wound_down and record.finished is None:
+                record.abandon()
             if not wound_down:
                 self._sessions.end_execution(session)
                 self._sessions.executions.release(ticket)
@@ -290,6 +292,7 @@ class ExecuteService(execute_pb2_grpc.ExecuteServiceServicer):
                 _log.exception("wind-down of %s failed", record.name)
             finally:
                 record.cancelling = False
+                record.abandon()  # a no-op once `finished` was seen
                 self._sessions.end_execution(session)
                 self._sessions.executions.release(ticket)
                 self._record(session, finished, "cancelled by the client", time.monotonic() - started)
