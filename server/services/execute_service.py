@@ -268,9 +268,13 @@ class ExecuteService(execute_pb2_grpc.ExecuteServiceServicer):
     def _wind_down(self, session: Session, record: ExecutionRecord, after: int, ticket: ExecutionTicket) -> bool:
         """The client went away: the execution is cancelled and drained to its `finished`
         in the background, and only then is the session's lock released. True if it
-        took over the lock (the caller must then not release it)."""
+        took over the lock (the caller must then not release it).
+
+        Also when no event had arrived yet: the agent may already be running the code (its
+        Execute starts it before the first event), and without the wind-down it would run
+        on unsupervised while the session looked free."""
         sandbox = session.sandbox
-        if record.ended.is_set() or sandbox is None or not record.accepted.done() or record.accepted.exception():
+        if record.ended.is_set() or sandbox is None or (record.accepted.done() and record.accepted.exception()):
             return False
         record.cancelling = True
         audit_end = audit.follow_up()

@@ -175,3 +175,27 @@ async def test_code_that_ignores_sigint_keeps_the_session_busy_until_it_is_kille
         after = await client.run(session.name, "'kept' in globals()")
         assert [e.result.repr for e in after if e.HasField("result")] == ["False"]
         assert after[0].started.interpreter_generation == attached[0].started.interpreter_generation + 1
+
+
+async def test_a_cancel_before_the_first_event_still_stops_the_code(running_server) -> None:
+    """The client may go away before `started` reached it (the agent may already run the
+    code): the code must not run on unsupervised while the session looks free."""
+    server = await running_server()
+    client = connect(server.address)
+    async with client.channel:
+        session = await client.create()
+        for attempt in range(5):
+            call = client.execute.Execute(execute_pb2.ExecuteRequest(
+                session=session.name, code=f"import time\ntime.sleep(1.5)\nran_{attempt} = True"), timeout=60)
+            await asyncio.sleep(0.001 * attempt)
+            call.cancel()
+            for _ in range(400):
+                try:
+                    events = await client.run(session.name, f"'ran_{attempt}' in globals()")
+                    break
+                except grpc.aio.AioRpcError as busy:
+                    assert error_info(busy).reason == "SESSION_BUSY", busy
+                    await asyncio.sleep(0.02)
+            else:
+                raise AssertionError("the session stayed busy")
+            assert [e.result.repr for e in events if e.HasField("result")] == ["False"], attempt
