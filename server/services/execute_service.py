@@ -261,9 +261,7 @@ class ExecuteService(execute_pb2_grpc.ExecuteServiceServicer):
                 f"request_id {request.request_id!r} already started {record.name} with different code",
                 {"execution": record.name, "requestId": request.request_id},
             )
-        await self._wait_accepted(record)
-        relay = Relay(session, record, write, self._config.heartbeat_interval, self._host_calls, owner=False)
-        await relay.attach(0)
+        await self._follow(session, record, 0, write)
 
     def _wind_down(self, session: Session, record: ExecutionRecord, after: int, ticket: ExecutionTicket) -> bool:
         """The client went away: the execution is cancelled and drained to its `finished`
@@ -314,9 +312,13 @@ class ExecuteService(execute_pb2_grpc.ExecuteServiceServicer):
         session, record = self._find_execution(request.execution)
         if request.after_sequence < 0:
             raise invalid_argument("after_sequence must not be negative", field="after_sequence")
+        await self._follow(session, record, request.after_sequence, write)
+
+    async def _follow(self, session: Session, record: ExecutionRecord, after: int, write: ClientWrite) -> None:
+        """One more consumer of an execution (a retry or an attach): its events after `after`."""
         await self._wait_accepted(record)
         relay = Relay(session, record, write, self._config.heartbeat_interval, self._host_calls, owner=False)
-        await relay.attach(request.after_sequence)
+        await relay.attach(after)
 
     def _find_execution(self, name: str) -> tuple[Session, ExecutionRecord]:
         session_id, execution_id = parse_execution_name(name)

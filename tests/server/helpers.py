@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 import grpc
@@ -79,3 +80,14 @@ def assert_stream_contract(events: list[execute_pb2.ExecuteResponse]) -> None:
         last = event.sequence
     assert kinds(events)[0] == "started"
     assert kinds(events)[-1] == "finished"
+
+
+async def wait_ready_again(client: Client, name: str) -> None:
+    """A cancelled execution's wind-down releases the session once the code stopped:
+    poll, don't sleep fixed."""
+    for _ in range(200):
+        reply = await client.sessions.GetSession(session_pb2.GetSessionRequest(name=name), timeout=10)
+        if reply.session.state == session_pb2.Session.STATE_READY:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{name} never became READY again")

@@ -7,13 +7,14 @@ import asyncio
 import grpc
 import pytest
 
-from codemode_protos.v1 import execute_pb2, session_pb2
+from codemode_protos.v1 import execute_pb2
 from tests.server.helpers import (
     assert_stream_contract,
     connect,
     error_info,
     kinds,
     stdout,
+    wait_ready_again,
 )
 
 
@@ -112,7 +113,7 @@ async def test_second_concurrent_execute_is_busy_and_a_request_id_replays_its_ex
         finally:
             long_call.cancel()
 
-        await _eventually_ready(client, session.name)
+        await wait_ready_again(client, session.name)
         first = await client.run(session.name, "print('ran')", request_id="once")
         # A retry with the same code replays the execution; its code does not run again.
         again = await client.run(session.name, "print('ran')", request_id="once")
@@ -122,15 +123,6 @@ async def test_second_concurrent_execute_is_busy_and_a_request_id_replays_its_ex
         assert duplicate.value.code() == grpc.StatusCode.ALREADY_EXISTS
         assert error_info(duplicate.value).reason == "DUPLICATE_REQUEST"
 
-
-async def _eventually_ready(client, name: str) -> None:
-    """The server releases the lock once the cancelled relay unwinds; poll, don't sleep fixed."""
-    for _ in range(200):
-        reply = await client.sessions.GetSession(session_pb2.GetSessionRequest(name=name), timeout=10)
-        if reply.session.state == session_pb2.Session.STATE_READY:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{name} never became READY again")
 
 
 async def test_client_deadline_propagates_and_session_stays_usable(running_server) -> None:
@@ -142,7 +134,7 @@ async def test_client_deadline_propagates_and_session_stays_usable(running_serve
         with pytest.raises(grpc.aio.AioRpcError) as late:
             await client.run(session.name, "import time\ntime.sleep(60)", timeout=1.5)
         assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        await _eventually_ready(client, session.name)
+        await wait_ready_again(client, session.name)
         events = await _run_when_agent_idle(client, session.name, "print(survivor)")
         assert events[-1].finished.status == execute_pb2.EXECUTION_STATUS_OK
         assert stdout(events) == b"7\n"
@@ -161,7 +153,7 @@ async def test_client_cancel_interrupts_code_and_session_stays_usable(running_se
             if event.HasField("output"):
                 break
         call.cancel()
-        await _eventually_ready(client, session.name)
+        await wait_ready_again(client, session.name)
         events = await _run_when_agent_idle(client, session.name, "print('after')")
         assert stdout(events) == b"after\n"
 

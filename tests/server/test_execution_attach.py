@@ -8,26 +8,18 @@ import asyncio
 import grpc
 import pytest
 
-from codemode_protos.v1 import execute_pb2, session_pb2
+from codemode_protos.v1 import execute_pb2
 from tests.server.helpers import (
     assert_stream_contract,
     connect,
     error_info,
     kinds,
     stdout,
+    wait_ready_again,
 )
 
 _COUNT = "import time\nfor i in range(6):\n    print(i, flush=True)\n    time.sleep(0.15)\n'done'"
 
-
-async def _ready_again(client, name: str) -> None:
-    """The wind-down releases the session once the code stopped: poll, don't sleep fixed."""
-    for _ in range(200):
-        reply = await client.sessions.GetSession(session_pb2.GetSessionRequest(name=name), timeout=10)
-        if reply.session.state == session_pb2.Session.STATE_READY:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{name} never became READY again")
 
 
 async def _started(call) -> execute_pb2.ExecuteResponse:
@@ -123,7 +115,7 @@ async def test_a_client_that_goes_away_cancels_its_execution_and_frees_the_sessi
         assert_stream_contract(attached)
         assert attached[-1].finished.status == execute_pb2.EXECUTION_STATUS_CANCELLED
         assert b"never" not in stdout(attached)
-        await _ready_again(client, session.name)
+        await wait_ready_again(client, session.name)
         assert stdout(await client.run(session.name, "print('next')")) == b"next\n"
 
 
@@ -171,7 +163,7 @@ async def test_code_that_ignores_sigint_keeps_the_session_busy_until_it_is_kille
         finished = attached[-1].finished
         assert finished.status == execute_pb2.EXECUTION_STATUS_CANCELLED
         assert finished.state_lost is True  # killed after the grace period: the interpreter was replaced
-        await _ready_again(client, session.name)
+        await wait_ready_again(client, session.name)
         after = await client.run(session.name, "'kept' in globals()")
         assert [e.result.repr for e in after if e.HasField("result")] == ["False"]
         assert after[0].started.interpreter_generation == attached[0].started.interpreter_generation + 1
