@@ -28,7 +28,12 @@ _DRAIN_SECONDS = 30.0
 # After a refusal of a declared size: how long a client may send nothing before it is
 # answered (it may be waiting for this answer before it sends any data).
 _IDLE_DRAIN_SECONDS = 0.5
-_CANCEL_GRACE_SECONDS = 0.02
+# Without a declared size, a client's cancel ends the request stream just as a finished
+# upload does; the call's cancellation reaches the servicer a moment later, through
+# grpc's completion-queue poller thread. 20 ms proved too short on a loaded 2-core
+# machine (CI committed a cancelled upload), so an undeclared upload waits 100 ms.
+# Every client we ship declares the size whenever it knows it and skips this wait.
+_CANCEL_GRACE_SECONDS = 0.1
 
 _TYPE_TO_PROTO = {
     "bytes": artifact_pb2.ARTIFACT_TYPE_BYTES,
@@ -126,7 +131,7 @@ async def _chunks(
             raise _size_mismatch(declared, received, ended=True)
         return
     # The call's cancellation follows a cancel's end of stream within a moment; wait
-    # that moment (20 ms, which every completed upload pays once) before committing.
+    # that moment (_CANCEL_GRACE_SECONDS, which every undeclared upload pays once) before committing.
     loop = asyncio.get_running_loop()
     deadline = loop.time() + _CANCEL_GRACE_SECONDS
     while not context.cancelled() and loop.time() < deadline:
