@@ -61,6 +61,9 @@ def run(config: ServerConfig, banner: str | None = None) -> int:
             ready["metrics_address"] = app.metrics.endpoint_address
         if app.health_listener is not None:
             ready["health_address"] = app.health_listener.address
+        if app.cluster is not None:
+            ready["internal_address"] = app.cluster.internal_address
+            ready["instance_id"] = app.cluster.node.instance_id
         print(json.dumps(ready), flush=True)
         if banner and not as_json:  # for a person at a terminal; the log has "codemode serving on"
             print(banner.format(address=app.address), file=sys.stderr, flush=True)

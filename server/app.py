@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import _async as health_async
@@ -45,6 +46,9 @@ from server.services import dependency_service, execute_service, session_service
 from server.session_model import default_limits
 from server.sessions import SessionManager
 from server.warm_pool import PoolConfig, WarmPool
+
+if TYPE_CHECKING:
+    from server.cluster.wiring import Cluster
 
 _log = logging.getLogger(__name__)
 MAX_RECEIVE_BYTES = 16 * 1024 * 1024
@@ -107,6 +111,7 @@ class App:
     readiness: Readiness  # health statuses from periodic checks (server/readiness.py)
     stop_requested: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     health_listener: HealthListener | None = None  # --health-listen: plaintext grpc.health.v1 only
+    cluster: Cluster | None = None  # --session-registry redis: the shared registry's parts (server/cluster/)
 
     def request_stop(self) -> None:
         self.stop_requested.set()
@@ -245,7 +250,6 @@ async def build_app(config: ServerConfig, host_call_handler: HostCallHandler | N
     # API. Last, so only authenticated calls (and health) hold a slot.
     limiter = ConcurrencyLimitInterceptor(config.max_concurrent_rpcs, config.max_health_rpcs)
     interceptors.append(limiter)
-    server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
 
     pool = WarmPool(
         providers.get,
@@ -256,15 +260,29 @@ async def build_app(config: ServerConfig, host_call_handler: HostCallHandler | N
     )
     sessions = SessionManager(config, pool, providers.default_kind)
     metrics.observe_sessions(sessions)
+    cluster = None
+    if config.session_registry == "redis":  # any instance serves any session (server/cluster/)
+        from server.cluster.wiring import build_cluster
+
+        cluster = build_cluster(config, ca, identity, sessions.is_local, [telemetry.server_interceptor(), limiter],
+                                SERVER_OPTIONS)
+        sessions.node = cluster.node
+        cluster.node.on_lost = sessions.delete
+        interceptors.append(cluster.routing)  # last: it sees the authenticated caller, inside the cap
+    server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
     inflight = execute_service.InflightTracker()
     storage = _register_storage_services(server, config, sessions.quotas, metrics)
     handler = metrics.host_calls(host_call_handler or _host_call_handler(storage))
 
-    names = [
-        session_service.register(server, session_service.SessionService(sessions)),
-        execute_service.register(server, execute_service.ExecuteService(config, sessions, handler, inflight, metrics)),
-        dependency_service.register(server, dependency_service.DependencyService(sessions)),
+    session_servicers = [
+        (session_service.register, session_service.SessionService(sessions)),
+        (execute_service.register, execute_service.ExecuteService(config, sessions, handler, inflight, metrics)),
+        (dependency_service.register, dependency_service.DependencyService(sessions)),
     ]
+    names = [register(server, servicer) for register, servicer in session_servicers]  # type: ignore[operator]
+    if cluster is not None:  # the same servicers answer calls forwarded by other instances
+        for register, servicer in session_servicers:
+            register(cluster.internal, servicer)  # type: ignore[operator]
     names += storage.service_names
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -286,7 +304,7 @@ async def build_app(config: ServerConfig, host_call_handler: HostCallHandler | N
                                                 SERVER_OPTIONS)
     return App(config, server, _bound_address(config.listen, port), sessions, pool, provider, health, inflight, ca,
                names, storage, providers, deps, identity, metrics=metrics, readiness=readiness,
-               health_listener=health_listener)
+               health_listener=health_listener, cluster=cluster)
 
 
 def _readiness(config: ServerConfig, health: HealthServicer, names: list[str], storage: StorageServices,
@@ -321,6 +339,8 @@ async def start(app: App) -> None:
             _log.info("removed %d sandboxes left by a previous run", removed)
     app.metrics.start()  # a taken --metrics-listen port fails the start here
     await app.server.start()
+    if app.cluster is not None:
+        await app.cluster.start()
     if app.health_listener is not None:
         await app.health_listener.start()
     app.identity.start()
@@ -344,10 +364,14 @@ async def shutdown(app: App) -> None:
         # Each ends with SERVER_SHUTTING_DOWN while the server can still write statuses.
         await app.inflight.cancel_for_shutdown(_STOP_AFTER_GRACE_SECONDS)
     await app.server.stop(_STOP_AFTER_GRACE_SECONDS)
+    if app.cluster is not None:
+        await app.cluster.stop_serving(0)
     if app.health_listener is not None:  # answered NOT_SERVING until the API port closed
         await app.health_listener.stop(0)
     await app.identity.close()
-    await app.sessions.close()
+    await app.sessions.close()  # removes their registry records too
+    if app.cluster is not None:
+        await app.cluster.close()
     await app.pool.close()
     await app.providers.close()
     await app.storage.close()

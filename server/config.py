@@ -229,6 +229,12 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("redis_url", "--redis-url", "CODEMODE_REDIS_URL", "redis://127.0.0.1:6379/0", str, "Redis URL (storage=redis)"),
     _Option("redis_prefix", "--redis-prefix", "CODEMODE_REDIS_PREFIX", "codemode", str, "Redis key prefix"),
     _Option("redis_cluster", "--redis-cluster", "CODEMODE_REDIS_CLUSTER", "false", parse_bool, "the Redis URL names a node of a Redis Cluster (the client discovers the others)", True),
+    _Option("session_registry", "--session-registry", "CODEMODE_SESSION_REGISTRY", "local", _choice("local", "redis"), "where sessions are registered: local (this process; the embedded default) or redis (shared by every instance, so any instance serves any session; needs --ca-cert/--ca-key shared by the instances; docs/scale-out.md)"),
+    _Option("registry_redis_url", "--registry-redis-url", "CODEMODE_REGISTRY_REDIS_URL", "", str, "Redis URL of the session registry (empty = --redis-url; --redis-cluster and --redis-prefix apply to it too)"),
+    _Option("instance_id", "--instance-id", "CODEMODE_INSTANCE_ID", "", str, "this instance's id in the session registry, [a-z0-9-]{1,63} (empty = a fresh random id per start)"),
+    _Option("internal_listen", "--internal-listen", "CODEMODE_INTERNAL_LISTEN", "127.0.0.1:0", str, "HOST:PORT of the instance-to-instance listener (mTLS with certificates from the shared CA only; session-registry=redis); port 0 picks one, printed as internal_address in the ready line"),
+    _Option("internal_advertise", "--internal-advertise", "CODEMODE_INTERNAL_ADVERTISE", "", str, "HOST:PORT other instances dial to reach this one's internal listener (empty = the bound --internal-listen address)"),
+    _Option("session_lease", "--session-lease", "CODEMODE_SESSION_LEASE", "10s", _positive(parse_duration), "how long a session's ownership lasts without renewal (renewed every third of it); after an instance dies, its sessions are reported FAILED once their leases lapse"),
     _Option("search_ranker", "--search-ranker", "CODEMODE_SEARCH_RANKER", "auto", _choice("auto", "bm25", "embedding"), "skill search ranker: auto (embedding model when installed, else BM25), bm25 or embedding"),
     _Option("metrics_listen", "--metrics-listen", "CODEMODE_METRICS_LISTEN", None, parse_metrics_listen, "serve Prometheus metrics over HTTP on HOST:PORT (a bare PORT or :PORT binds 127.0.0.1; port 0 picks one, printed as metrics_address in the ready line); unauthenticated (default: no endpoint; OTLP push follows the OTEL_* variables)"),
     _Option("metrics_status_attribute", "--metrics-status-attribute", "CODEMODE_METRICS_STATUS_ATTRIBUTE", "rpc.grpc.status_code", _choice("rpc.grpc.status_code", "rpc.response.status_code"), "attribute carrying the gRPC status on rpc.server.duration: rpc.grpc.status_code (the number, older semantic conventions) or rpc.response.status_code (the name, e.g. DEADLINE_EXCEEDED)"),
@@ -310,6 +316,12 @@ class ServerConfig:
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "codemode"
     redis_cluster: bool = False
+    session_registry: str = "local"
+    registry_redis_url: str = ""
+    instance_id: str = ""
+    internal_listen: str = "127.0.0.1:0"
+    internal_advertise: str = ""
+    session_lease: float = 10.0
     search_ranker: str = "auto"
     metrics_listen: str | None = None
     metrics_status_attribute: str = "rpc.grpc.status_code"
@@ -364,6 +376,16 @@ def validate(config: ServerConfig) -> None:
         raise ConfigError(f"--health-listen {config.health_listen!r}: expected HOST:PORT")
     if config.heartbeat_interval <= 0:
         raise ConfigError("--heartbeat-interval must be positive")
+    if config.session_registry == "redis":
+        if not (config.ca_cert and config.ca_key):
+            raise ConfigError(
+                "--session-registry redis needs --ca-cert and --ca-key: every instance must trust the same CA "
+                "to reach the others and their sessions"
+            )
+        if not re.fullmatch(r".+:\d+", config.internal_listen):
+            raise ConfigError(f"--internal-listen {config.internal_listen!r}: expected HOST:PORT")
+        if config.instance_id and not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", config.instance_id):
+            raise ConfigError(f"--instance-id {config.instance_id!r} must match [a-z0-9][a-z0-9-]{{0,62}}")
     if config.sandbox_start_timeout <= 0:
         raise ConfigError("--sandbox-start-timeout must be positive")
     if config.deps_install_timeout <= 0:

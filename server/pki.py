@@ -27,6 +27,19 @@ def sandbox_dns_name(sandbox_id: str) -> str:
     return f"sandbox-{sandbox_id}.{SANDBOX_DNS_SUFFIX}"
 
 
+INSTANCE_PREFIX = "instance-"
+
+
+def instance_dns_name(instance_id: str) -> str:
+    """The name one control-plane instance presents to the others (server/cluster/), in a
+    namespace no sandbox certificate can have: an agent's key never passes as an instance."""
+    return f"{INSTANCE_PREFIX}{instance_id}.{SANDBOX_DNS_SUFFIX}"
+
+
+def is_instance_identity(identity: str | None) -> bool:
+    return bool(identity) and identity.startswith(INSTANCE_PREFIX) and identity.endswith("." + SANDBOX_DNS_SUFFIX)  # type: ignore[union-attr]
+
+
 @dataclasses.dataclass(frozen=True)
 class KeyPair:
     cert_pem: bytes
@@ -107,7 +120,9 @@ class CertificateAuthority:
         with open(cert_path, "rb") as cert_file, open(key_path, "rb") as key_file:
             return cls.load(cert_file.read(), key_file.read())
 
-    def _issue(self, common_name: str, sans: list[x509.GeneralName], usage: x509.ObjectIdentifier) -> KeyPair:
+    def _issue(
+        self, common_name: str, sans: list[x509.GeneralName], usage: x509.ObjectIdentifier | list[x509.ObjectIdentifier]
+    ) -> KeyPair:
         key = _new_key()
         now = _now()
         not_after = min(now + LEAF_VALIDITY, self._cert.not_valid_after_utc)
@@ -121,7 +136,7 @@ class CertificateAuthority:
             .not_valid_after(not_after)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage(usage if isinstance(usage, list) else [usage]), critical=False)
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()), critical=False
             )
@@ -149,3 +164,10 @@ class CertificateAuthority:
     def issue_client_cert(self, identity: str = CONTROL_PLANE_IDENTITY) -> KeyPair:
         """The control plane's client certificate; agents check its CN."""
         return self._issue(identity, [x509.DNSName(identity)], ExtendedKeyUsageOID.CLIENT_AUTH)
+
+    def issue_instance_cert(self, instance_id: str) -> KeyPair:
+        """One instance's certificate for the instance-to-instance listener: server and
+        client at once (it answers forwarded calls and forwards its own), named only by
+        its instance DNS name, which the dialling side checks as the target name."""
+        dns = instance_dns_name(instance_id)
+        return self._issue(dns, [x509.DNSName(dns)], [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH])

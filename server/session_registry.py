@@ -85,7 +85,7 @@ class SessionRegistry:
         page_size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         after: tuple[float, str] | None = None
         if page_token:
-            after = _decode_page_token(page_token, tenant)
+            after = decode_page_token(page_token, tenant)
         sessions = sorted(
             (s for s in self._sessions.values() if not tenant or s.tenant == tenant),
             key=lambda s: (s.create_time, s.id),
@@ -97,16 +97,16 @@ class SessionRegistry:
         next_token = ""
         if more:
             last = page[-1]
-            next_token = _encode_page_token(last.create_time, last.id, tenant)
+            next_token = encode_page_token(last.create_time, last.id, tenant)
         return page, next_token
 
 
-def _encode_page_token(create_time: float, session_id: str, tenant: str) -> str:
+def encode_page_token(create_time: float, session_id: str, tenant: str) -> str:
     raw = json.dumps({"t": create_time, "id": session_id, "tenant": tenant}).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode_page_token(token: str, tenant: str) -> tuple[float, str]:
+def decode_page_token(token: str, tenant: str) -> tuple[float, str]:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         data = json.loads(raw)

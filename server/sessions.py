@@ -16,6 +16,7 @@ import contextlib
 import logging
 import secrets
 import time
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -48,6 +49,10 @@ from server.session_model import (
     shutting_down_error,
 )
 from server.session_registry import SessionRegistry
+
+if TYPE_CHECKING:
+    from server.cluster.node import ClusterNode
+    from server.cluster.records import SessionRecord
 from server.storage.records import validate_tenant
 from server.warm_pool import WarmPool
 
@@ -57,6 +62,15 @@ _log = logging.getLogger(__name__)
 WAIT_DEFAULT_SECONDS = 30.0
 WAIT_MAX_SECONDS = 60.0
 _AGENT_CALL_TIMEOUT = 30.0
+
+
+class CreatedElsewhere(Exception):
+    """A create retry whose request_id another instance's create already used: the
+    answer is that session, as the registry shows it (server/cluster/)."""
+
+    def __init__(self, record: SessionRecord) -> None:
+        super().__init__(record.id)
+        self.record = record
 
 
 class SessionManager:
@@ -76,6 +90,9 @@ class SessionManager:
         self.quotas = QuotaTable.from_config(config)
         self.executions = ExecutionQuotas(self.quotas)
         self.shutting_down = False
+        #: With `--session-registry redis`: this instance's records in the shared
+        #: registry (claimed on create, removed on delete); None on one machine.
+        self.node: ClusterNode | None = None
 
     # ---- limits -------------------------------------------------------------------
 
@@ -186,11 +203,20 @@ class SessionManager:
             created_by=created_by,
             capabilities=capabilities,
         )
+        if self.node is not None:
+            earlier = await self.node.claim(session, request.request_id)  # ALREADY_EXISTS for a taken id
+            if earlier is not None:  # a retry of a create that won elsewhere (or here, a moment ago)
+                local = self._registry.get(earlier.id)
+                if local is not None:
+                    return local
+                raise CreatedElsewhere(earlier)
         self._registry.add(session, request.request_id)
         try:
             sandbox = await self._pool.take_warm(sandbox_kind, config.limits)
         except BaseException:
             self._registry.forget(session)
+            if self.node is not None:
+                await self.node.withdraw(session)
             raise
         if sandbox is not None:
             if session.state == State.STATE_CLOSED:  # deleted during the pooled sandbox's health check
@@ -287,6 +313,16 @@ class SessionManager:
         self.refresh_health(session)
         return session
 
+    def is_local(self, session_id: str) -> bool:
+        """This instance runs the session (server/cluster/routing.py forwards the others)."""
+        return self._registry.get(session_id) is not None
+
+    def local(self, session_id: str) -> Session | None:
+        session = self._registry.get(session_id)
+        if session is not None:
+            self.refresh_health(session)
+        return session
+
     def find(self, session_id: str) -> Session:
         """The session without a health check, for callers that check it next anyway
         (Execute: begin_execution does), so the hot path reads /proc once, not twice."""
@@ -370,6 +406,8 @@ class SessionManager:
         everything it started, so nothing outlives the session."""
         self._registry.forget(session)
         session.state = State.STATE_CLOSED
+        if self.node is not None:
+            await self.node.withdraw(session)
         task, session.background = session.background, None
         if task is not None and not task.done():
             task.cancel()

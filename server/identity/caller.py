@@ -96,10 +96,16 @@ def session_list_tenant(requested: str) -> str:
 
 def visible_session(session: "Session") -> "Session":
     """The session if the caller may use it, else the same NOT_FOUND a missing one gives."""
+    check_visible(session.id, session.tenant)
+    return session
+
+
+def check_visible(session_id: str, tenant: str) -> None:
+    """visible_session for a session known only by its id and tenant (another instance's)."""
     from server.session_model import session_not_found
 
     caller = current()
-    if caller.principal.is_operator or session.tenant == caller.principal.tenant:
-        caller.tenant = session.tenant
-        return session
-    raise session_not_found(session.id)
+    if caller.principal.is_operator or tenant == caller.principal.tenant:
+        caller.tenant = tenant
+        return
+    raise session_not_found(session_id)

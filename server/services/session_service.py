@@ -12,10 +12,11 @@ import time
 import grpc
 
 from codemode_protos.v1 import session_pb2, session_pb2_grpc
+from server.cluster.node import list_sessions, rendering
 from server.errors import invalid_argument
 from server.identity import caller
 from server.session_model import Session, State
-from server.sessions import WAIT_DEFAULT_SECONDS, SessionManager
+from server.sessions import WAIT_DEFAULT_SECONDS, CreatedElsewhere, SessionManager
 
 _log = logging.getLogger(__name__)
 # WaitSession answers this long before the caller's deadline, so the answer arrives in time.
@@ -33,7 +34,10 @@ class SessionService(session_pb2_grpc.SessionServiceServicer):
     async def CreateSession(self, request: session_pb2.CreateSessionRequest, context: grpc.aio.ServicerContext) -> session_pb2.CreateSessionResponse:
         started = time.monotonic()
         tenant = caller.tenant_for(request.session.tenant)
-        session = await self._sessions.create(request, tenant=tenant, created_by=caller.principal().id)
+        try:
+            session = await self._sessions.create(request, tenant=tenant, created_by=caller.principal().id)
+        except CreatedElsewhere as retry:  # a retried request_id another instance created
+            return session_pb2.CreateSessionResponse(session=rendering(retry.record))
         _log.info(
             "session %s created: %s sandbox, tenant %s, principal %s, %s after %.2fs", session.name,
             session_pb2.SandboxKind.Name(session.sandbox_kind).removeprefix("SANDBOX_KIND_").lower(),
@@ -62,6 +66,11 @@ class SessionService(session_pb2_grpc.SessionServiceServicer):
 
     async def ListSessions(self, request: session_pb2.ListSessionsRequest, context: grpc.aio.ServicerContext) -> session_pb2.ListSessionsResponse:
         tenant = caller.session_list_tenant(request.tenant)
+        node = self._sessions.node
+        if node is not None:  # every instance's sessions (server/cluster/)
+            messages, token = await list_sessions(node, request.page_size, request.page_token, tenant,
+                                                  self._sessions.local)
+            return session_pb2.ListSessionsResponse(sessions=messages, next_page_token=token)
         page, next_token = self._sessions.list_page(request.page_size, request.page_token, tenant)
         return session_pb2.ListSessionsResponse(sessions=[s.to_proto() for s in page], next_page_token=next_token)
 

@@ -1,0 +1,258 @@
+"""This instance's membership of a cluster that shares one session registry in Redis.
+
+It owns the records of the sessions this instance runs: it claims each new session in
+the directory (compare-and-set, so an id or a create request_id is won by exactly one
+instance), keeps the record's rendering of the session current, renews the leases, and
+removes the record when the session ends. Other instances read these records to list
+sessions and to find a session's owner (server/cluster/routing.py).
+
+Why renewals carry the rendering: a session's state changes in many places (starts,
+executions, installs, failures), and one writer per session (its owner) refreshing
+changed renderings on the renewal tick keeps every change path free of Redis calls; a
+listing elsewhere is at most a third of a lease behind, while GetSession, forwarded to
+the owner, is exact. A session whose lease lapsed has lost its owner (killed, or cut
+off from Redis): process sandboxes die with their instance, so every instance reports
+such a session FAILED, naming the instance that held it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import secrets
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import grpc
+
+from codemode_protos.v1 import error_reason_pb2 as reasons
+from codemode_protos.v1 import session_pb2
+from server.cluster.directory import (
+    DirectoryUnavailable,
+    RedisSessionDirectory,
+    SessionIdTaken,
+)
+from server.cluster.records import InstanceRecord, SessionRecord
+from server.errors import ServiceError, invalid_argument
+from server.pages import fit_page
+from server.session_model import Session, State
+from server.session_registry import (
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    decode_page_token,
+    encode_page_token,
+)
+
+_log = logging.getLogger(__name__)
+
+
+def registry_unavailable(exc: BaseException) -> ServiceError:
+    return ServiceError(
+        grpc.StatusCode.UNAVAILABLE, reasons.ERROR_REASON_STORAGE_UNAVAILABLE,
+        f"the session registry (Redis) cannot be reached: {exc}; retry",
+    )
+
+
+@dataclasses.dataclass
+class _Owned:
+    session: Session
+    incarnation: str
+    published: bytes
+    request_id: str
+
+
+class ClusterNode:
+    def __init__(self, directory: RedisSessionDirectory, instance_id: str, address: str, lease_seconds: float) -> None:
+        self.directory = directory
+        self.instance_id = instance_id
+        self.address = address
+        self.lease_seconds = lease_seconds
+        self._owned: dict[str, _Owned] = {}
+        self._task: asyncio.Task | None = None
+        #: Ends a session whose record this instance lost (set by the SessionManager).
+        self.on_lost: Callable[[Session], Coroutine[Any, Any, None]] | None = None
+        self._ending: set[asyncio.Task] = set()
+
+    # ---- records of this instance's sessions ----------------------------------------
+
+    def _record(self, owned: _Owned, rendering: bytes) -> SessionRecord:
+        session = owned.session
+        return SessionRecord(
+            id=session.id, tenant=session.tenant, created_by=session.created_by, owner=self.instance_id,
+            owner_address=self.address, incarnation=owned.incarnation,
+            lease_expires=time.time() + self.lease_seconds, create_time=session.create_time,
+            sandbox_kind=int(session.sandbox_kind), sandbox_endpoint="", session=rendering,
+            request_id=owned.request_id,
+        )
+
+    async def claim(self, session: Session, request_id: str) -> SessionRecord | None:
+        """Registers a new session as this instance's. Returns None when it is ours now,
+        or the record an earlier create with this tenant's request_id made (a retry)."""
+        owned = _Owned(session, secrets.token_hex(8), session.to_proto().SerializeToString(), request_id)
+        try:
+            existing = await self.directory.insert(self._record(owned, owned.published))
+        except SessionIdTaken:
+            raise ServiceError(
+                grpc.StatusCode.ALREADY_EXISTS, reasons.ERROR_REASON_SESSION_ALREADY_EXISTS,
+                f"session '{session.name}' already exists", {"session": session.name, "field": "session_id"},
+            ) from None
+        except DirectoryUnavailable as exc:
+            raise registry_unavailable(exc) from None
+        if existing is None:
+            self._owned[session.id] = owned
+        return existing
+
+    async def withdraw(self, session: Session) -> None:
+        """The session ended here: its record goes (compare-and-delete on the incarnation,
+        so a successor's record is never removed). Unreachable Redis: the lease lapses."""
+        owned = self._owned.get(session.id)
+        if owned is None or owned.session is not session:
+            return
+        del self._owned[session.id]
+        try:
+            await self.directory.remove(session.id, owned.incarnation)
+        except DirectoryUnavailable as exc:
+            _log.warning("could not remove the record of %s from the session registry: %s", session.name, exc)
+
+    def owns(self, session_id: str) -> bool:
+        return session_id in self._owned
+
+    # ---- what other instances ask -------------------------------------------------------
+
+    async def locate(self, session_id: str) -> SessionRecord | None:
+        try:
+            return await self.directory.get(session_id)
+        except DirectoryUnavailable as exc:
+            raise registry_unavailable(exc) from None
+
+    async def by_request(self, tenant: str, request_id: str) -> SessionRecord | None:
+        try:
+            return await self.directory.by_request(tenant, request_id)
+        except DirectoryUnavailable as exc:
+            raise registry_unavailable(exc) from None
+
+    async def list_page(self, tenant: str, page_size: int, after: tuple[float, str] | None) -> list[SessionRecord]:
+        try:
+            return await self.directory.list_page(tenant, page_size, after)
+        except DirectoryUnavailable as exc:
+            raise registry_unavailable(exc) from None
+
+    async def forget_lapsed(self, record: SessionRecord) -> bool:
+        """DeleteSession of a session whose owner is gone: take the record over (so no
+        other instance does at the same time) and remove it."""
+        try:
+            adopted = await self.directory.adopt(record.id, record.incarnation, self.instance_id, self.address, 1.0)
+            if adopted is None:
+                return False
+            return await self.directory.remove(record.id, adopted.incarnation)
+        except DirectoryUnavailable as exc:
+            raise registry_unavailable(exc) from None
+
+    # ---- membership and leases ---------------------------------------------------------
+
+    async def start(self) -> None:
+        try:
+            await self.directory.register_instance(
+                InstanceRecord(self.instance_id, self.address, time.time() + self.lease_seconds)
+            )
+        except DirectoryUnavailable as exc:
+            _log.warning("could not register instance %s in the session registry yet: %s", self.instance_id, exc)
+        self._task = asyncio.get_running_loop().create_task(self._renew_loop(), name="cluster-renewals")
+
+    async def _renew_loop(self) -> None:
+        interval = self.lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.renew_once()
+            except DirectoryUnavailable as exc:
+                _log.warning("session registry unreachable, leases not renewed: %s", exc)
+            except Exception:  # noqa: BLE001 - the loop must survive; the next tick retries
+                _log.exception("renewing session leases failed")
+
+    async def renew_once(self) -> None:
+        """Renews this instance and its sessions; refreshes renderings that changed."""
+        if not await self.directory.renew_instance(self.instance_id, self.lease_seconds):
+            await self.directory.register_instance(  # its entry lapsed (e.g. Redis was away): join again
+                InstanceRecord(self.instance_id, self.address, time.time() + self.lease_seconds)
+            )
+        unchanged: dict[str, str] = {}
+        for session_id, owned in list(self._owned.items()):
+            rendering = owned.session.to_proto().SerializeToString()
+            if rendering == owned.published:
+                unchanged[session_id] = owned.incarnation
+                continue
+            if await self.directory.update(self._record(owned, rendering)):
+                owned.published = rendering
+            else:
+                self._lost(session_id)
+        if unchanged:
+            for session_id in await self.directory.renew(self.instance_id, unchanged, self.lease_seconds):
+                self._lost(session_id)
+
+    def _lost(self, session_id: str) -> None:
+        """The record is gone or another's: the cluster deleted the session (a DeleteSession
+        elsewhere after this instance's lease lapsed, e.g. while it was cut off from Redis),
+        so it ends here too rather than run on unreachable."""
+        owned = self._owned.pop(session_id, None)
+        if owned is None:
+            return
+        _log.error("%s: this instance lost its registry record (its lease lapsed and the session was deleted or "
+                   "taken over elsewhere); ending it here", owned.session.name)
+        if self.on_lost is not None:
+            task = asyncio.get_running_loop().create_task(self.on_lost(owned.session), name=f"lost-{session_id}")
+            self._ending.add(task)
+            task.add_done_callback(self._ending.discard)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        with contextlib.suppress(DirectoryUnavailable):
+            await self.directory.remove_instance(self.instance_id)
+
+
+async def list_sessions(
+    node: ClusterNode, page_size: int, page_token: str, tenant: str, local: Callable[[str], Session | None]
+) -> tuple[list[session_pb2.Session], str]:
+    """ListSessions over every instance's sessions, from the registry, oldest first.
+
+    Same page sizes and tokens as one instance's listing (server/session_registry.py);
+    a session this instance runs is rendered live, others as their owner last
+    published them (at most a third of a lease old)."""
+    if page_size < 0:
+        raise invalid_argument("page_size must not be negative", field="page_size")
+    page_size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+    after = decode_page_token(page_token, tenant) if page_token else None
+    records = await node.list_page(tenant, page_size + 1, after)  # one more: is there a next page?
+    now = time.time()
+    rendered: list[tuple[SessionRecord, session_pb2.Session]] = []
+    for record in records:
+        session = local(record.id)
+        rendered.append((record, session.to_proto() if session is not None else rendering(record, now)))
+    page, more = fit_page(rendered, page_size, lambda pair: pair[1].ByteSize())
+    token = encode_page_token(page[-1][0].create_time, page[-1][0].id, tenant) if more and page else ""
+    return [message for _, message in page], token
+
+
+def lapsed(record: SessionRecord, now: float | None = None) -> bool:
+    return record.lease_expires <= (time.time() if now is None else now)
+
+
+def rendering(record: SessionRecord, now: float | None = None) -> session_pb2.Session:
+    """The session as the record shows it; FAILED, naming the owner, once its lease lapsed."""
+    message = session_pb2.Session.FromString(record.session)
+    if lapsed(record, now) and message.state != State.STATE_CLOSED:
+        message.state = State.STATE_FAILED
+        message.state_message = (
+            f"the instance {record.owner!r} that ran this session stopped renewing its lease (it was killed or cut "
+            "off from the registry) and its sandbox ended with it; delete the session and create a new one"
+        )
+    return message
+
+
+__all__ = ["ClusterNode", "lapsed", "list_sessions", "registry_unavailable", "rendering"]
