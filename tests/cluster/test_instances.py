@@ -490,3 +490,54 @@ def _record_owner(redis: RedisServer, prefix: str, name: str) -> str:
         return (client.hget(key, "owner") or b"").decode()
     finally:
         client.close()
+
+
+async def test_two_instances_on_a_real_redis_cluster_share_sessions(redis_cluster):
+    """The same registry on a three-master Redis Cluster (`--redis-cluster`): create on one
+    instance, run, list (paged) and delete through the other."""
+    group = Cluster(redis_cluster)  # type: ignore[arg-type]  # only .url is used
+    try:
+        first = group.start("--redis-cluster")
+        second = group.start("--redis-cluster")
+        async with grpc.aio.insecure_channel(first.address) as a_channel, \
+                grpc.aio.insecure_channel(second.address) as b_channel:
+            a, b = stubs(a_channel), stubs(b_channel)
+            names = [(await create_ready_session(a.sessions, metadata=auth(group.alice))).name for _ in range(3)]
+            for name in names:
+                assert _result(await _run(b, name, "6 * 7", group.alice)) == "42"
+            listed = await b.sessions.ListSessions(session_pb2.ListSessionsRequest(page_size=2),
+                                                   metadata=auth(group.alice))
+            rest = await b.sessions.ListSessions(
+                session_pb2.ListSessionsRequest(page_size=2, page_token=listed.next_page_token),
+                metadata=auth(group.alice))
+            assert sorted(s.name for s in [*listed.sessions, *rest.sessions]) == sorted(names)
+            for name in names:
+                await b.sessions.DeleteSession(session_pb2.DeleteSessionRequest(name=name), metadata=auth(group.alice))
+            listed = await a.sessions.ListSessions(session_pb2.ListSessionsRequest(), metadata=auth(group.alice))
+            assert list(listed.sessions) == []
+    finally:
+        group.close()
+
+
+async def test_a_client_alternating_instances_through_nginx_runs_a_sessions_whole_life(cluster):
+    """Real nginx (deploy/nginx/codemode.conf) with every instance in both upstreams: the
+    calls of one session land on different instances, and the session behaves as one."""
+    from tests.lb.nginx import Nginx
+
+    addresses = [instance.address for instance in cluster.instances[:3]]
+    with Nginx(addresses, session_upstreams=addresses) as proxy:
+        async with grpc.aio.insecure_channel(proxy.address) as channel:
+            stub = stubs(channel)
+            session = await create_ready_session(stub.sessions, metadata=auth(cluster.alice))
+            await _run(stub, session.name, "total = 0", cluster.alice)
+            for i in range(1, 13):
+                assert _result(await _run(stub, session.name, f"total += {i}; total", cluster.alice)) == str(
+                    sum(range(1, i + 1)))
+            got = await stub.sessions.GetSession(session_pb2.GetSessionRequest(name=session.name),
+                                                 metadata=auth(cluster.alice))
+            assert got.session.state == State.STATE_READY
+            await stub.sessions.DeleteSession(session_pb2.DeleteSessionRequest(name=session.name),
+                                              metadata=auth(cluster.alice))
+        lines = proxy.wait_access_log('"POST /codemode.v1.ExecuteService/Execute ', at_least=13)
+    upstreams = {line.split(" upstream=", 1)[1].split()[0] for line in lines if " upstream=" in line}
+    assert len(upstreams) >= 2, f"nginx sent every Execute to one instance: {upstreams}"
