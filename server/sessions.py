@@ -204,7 +204,8 @@ class SessionManager:
             capabilities=capabilities,
         )
         if self.node is not None:
-            earlier = await self.node.claim(session, request.request_id)  # ALREADY_EXISTS for a taken id
+            # ALREADY_EXISTS for a taken id; the tenant's quota counted over every instance
+            earlier = await self.node.claim(session, request.request_id, self.quotas)
             if earlier is not None:  # a retry of a create that won elsewhere (or here, a moment ago)
                 local = self._registry.get(earlier.id)
                 if local is not None:

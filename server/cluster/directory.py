@@ -63,6 +63,7 @@ reconnects on the next call, so callers recover by themselves once Redis is back
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import secrets
@@ -95,6 +96,16 @@ FENCE_KEEP_SECONDS = 86400.0
 
 class DirectoryUnavailable(Exception):
     """Redis cannot be reached (or failed): the caller may retry the same call later."""
+
+
+class TenantSessionLimit(Exception):
+    """The tenant holds its quota of live sessions across every instance."""
+
+    def __init__(self, count: int, expire_times: list[float | None]) -> None:
+        super().__init__(f"{count} live sessions")
+        self.count = count
+        #: Idle expiries of the tenant's sessions (from their renderings), for RetryInfo.
+        self.expire_times = expire_times
 
 
 class RequestInFlight(DirectoryUnavailable):
@@ -176,6 +187,21 @@ return cur[3]
 """
 
 # KEYS: zset; ARGV: member, score. Removes a stale index entry only if it was not re-scored.
+#: The tenant index is the arbiter of the per-tenant live-session quota: one script in
+#: the tenant's slot adds the session only while the tenant holds fewer than the limit.
+#: KEYS: tenant index. ARGV: create_time score, session id, limit (0 = none).
+#: Returns -1 when added (or already there), else the tenant's count.
+_RESERVE = """
+if redis.call('ZSCORE', KEYS[1], ARGV[2]) then return -1 end
+local limit = tonumber(ARGV[3])
+if limit > 0 then
+  local n = redis.call('ZCARD', KEYS[1])
+  if n >= limit then return n end
+end
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+return -1
+"""
+
 _ZREM_IF_SCORE = """
 local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if s and tonumber(s) == tonumber(ARGV[2]) then return redis.call('ZREM', KEYS[1], ARGV[1]) end
@@ -275,6 +301,14 @@ return out
 _RECORD_FIELDS = ("doc", "owner", "addr", "inc", "lease")
 
 
+def _expire_time(record: SessionRecord) -> float | None:
+    """The idle expiry the owner last rendered (None without one)."""
+    from codemode_protos.v1 import session_pb2
+
+    message = session_pb2.Session.FromString(record.session)
+    return message.expire_time.ToNanoseconds() / 1e9 if message.HasField("expire_time") else None
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -312,6 +346,7 @@ class RedisSessionDirectory:
         self._remove = reg(_REMOVE)
         self._adopt = reg(_ADOPT)
         self._zrem_if_score = reg(_ZREM_IF_SCORE)
+        self._reserve = reg(_RESERVE)
         self._page = reg(_PAGE)
         self._acquire = reg(_ACQUIRE)
         self._exec_token = reg(_EXEC_TOKEN)
@@ -453,11 +488,13 @@ class RedisSessionDirectory:
 
     # Sessions ---------------------------------------------------------------
 
-    async def insert(self, record: SessionRecord) -> SessionRecord | None:
+    async def insert(self, record: SessionRecord, tenant_limit: int = 0) -> SessionRecord | None:
         """None when inserted; the existing record for a retried (tenant, request_id).
 
         Raises SessionIdTaken if the id belongs to another record, RequestInFlight if the
-        request's inserter did not finish within RETRY_WAIT_SECONDS."""
+        request's inserter did not finish within RETRY_WAIT_SECONDS, TenantSessionLimit
+        when `tenant_limit` > 0 and the tenant already holds that many sessions (the
+        record is then removed again: the tenant index, not the record, is the arbiter)."""
         rec_key = self.record_key(record.id)
         validate_tenant(record.tenant)
         if not record.owner or not record.incarnation:
@@ -492,8 +529,33 @@ class RedisSessionDirectory:
             if winner is None:
                 raise RequestInFlight(f"request {record.request_id!r} is being created elsewhere; retry")
             return winner
+        try:
+            await self._reserve_tenant_slot(record, tenant_limit)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.remove(record.id, record.incarnation)
+            raise
         await self._index(record)
         return None
+
+    async def _reserve_tenant_slot(self, record: SessionRecord, limit: int) -> None:
+        """Adds the record to its tenant's index within the quota; raises TenantSessionLimit.
+        Entries whose record is gone (an instance died between two writes) are dropped
+        first, so they never count against the tenant."""
+        index = self._tenant_index(record.tenant)
+        args = [_score(record.create_time), record.id, limit]
+        count = await self._call(self._reserve(keys=[index], args=args))
+        if count < 0:
+            return
+        members = [_text(m) for m in await self._call(self._redis.zrange(index, 0, -1))]
+        records = await self._records(members)
+        stale = [member for member, found in zip(members, records, strict=True) if found is None]
+        if stale:
+            await self._call(self._redis.zrem(index, *stale))
+            count = await self._call(self._reserve(keys=[index], args=args))
+            if count < 0:
+                return
+        raise TenantSessionLimit(count, [_expire_time(found) for found in records if found is not None])
 
     async def _claim_request(self, claim_key: str, record: SessionRecord) -> SessionRecord | None:
         """Claims the request for `record.id`: None if claimed, else the request's record."""

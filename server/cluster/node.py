@@ -34,10 +34,12 @@ from server.cluster.directory import (
     DirectoryUnavailable,
     RedisSessionDirectory,
     SessionIdTaken,
+    TenantSessionLimit,
 )
 from server.cluster.records import InstanceRecord, SessionRecord
 from server.errors import ServiceError, invalid_argument
 from server.pages import fit_page
+from server.quotas import QuotaTable
 from server.session_model import Session, State
 from server.session_registry import (
     DEFAULT_PAGE_SIZE,
@@ -88,12 +90,22 @@ class ClusterNode:
             request_id=owned.request_id,
         )
 
-    async def claim(self, session: Session, request_id: str) -> SessionRecord | None:
+    async def claim(self, session: Session, request_id: str, quotas: QuotaTable | None = None) -> SessionRecord | None:
         """Registers a new session as this instance's. Returns None when it is ours now,
-        or the record an earlier create with this tenant's request_id made (a retry)."""
+        or the record an earlier create with this tenant's request_id made (a retry).
+
+        The tenant's live-session quota (`quotas`) is checked here, across every instance,
+        in the same step that admits the session to the tenant's index: two instances
+        creating the tenant's last allowed session at once admit one."""
         owned = _Owned(session, secrets.token_hex(8), session.to_proto().SerializeToString(), request_id)
+        limit = quotas.for_tenant(session.tenant).live_sessions if quotas is not None else 0
         try:
-            existing = await self.directory.insert(self._record(owned, owned.published))
+            existing = await self.directory.insert(self._record(owned, owned.published), tenant_limit=limit)
+        except TenantSessionLimit as full:
+            assert quotas is not None
+            padding: list[float | None] = [None] * max(0, limit - len(full.expire_times))
+            quotas.check_live_sessions(session.tenant, [*full.expire_times, *padding])
+            raise  # not reached: the check above raises QUOTA_EXCEEDED
         except SessionIdTaken:
             raise ServiceError(
                 grpc.StatusCode.ALREADY_EXISTS, reasons.ERROR_REASON_SESSION_ALREADY_EXISTS,

@@ -541,3 +541,38 @@ async def test_a_client_alternating_instances_through_nginx_runs_a_sessions_whol
         lines = proxy.wait_access_log('"POST /codemode.v1.ExecuteService/Execute ', at_least=13)
     upstreams = {line.split(" upstream=", 1)[1].split()[0] for line in lines if " upstream=" in line}
     assert len(upstreams) >= 2, f"nginx sent every Execute to one instance: {upstreams}"
+
+
+async def test_a_tenants_live_session_quota_counts_every_instance(cluster):
+    """`--quota-live-sessions 2` on two instances: the quota is the tenant's across the
+    service, not per instance; two instances creating the last allowed session at once
+    admit exactly one, and a delete anywhere frees the slot everywhere."""
+    group = Cluster(cluster.redis)
+    try:
+        first = group.start("--quota-live-sessions", "2", "--warm-pool-size", "0")
+        second = group.start("--quota-live-sessions", "2", "--warm-pool-size", "0")
+        async with grpc.aio.insecure_channel(first.address) as a_channel, \
+                grpc.aio.insecure_channel(second.address) as b_channel:
+            a, b = stubs(a_channel), stubs(b_channel)
+            create = session_pb2.CreateSessionRequest()
+            held = [(await a.sessions.CreateSession(create, metadata=auth(group.alice), timeout=60)).session.name]
+            outcomes = await asyncio.gather(
+                a.sessions.CreateSession(create, metadata=auth(group.alice), timeout=60),
+                b.sessions.CreateSession(create, metadata=auth(group.alice), timeout=60),
+                return_exceptions=True,
+            )
+            created = [o.session.name for o in outcomes if isinstance(o, session_pb2.CreateSessionResponse)]
+            refused = [o for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
+            assert len(created) == 1 and len(refused) == 1, outcomes
+            assert refused[0].code() == grpc.StatusCode.RESOURCE_EXHAUSTED and _reason(refused[0]) == "QUOTA_EXCEEDED"
+            held += created
+            listed = await a.sessions.ListSessions(session_pb2.ListSessionsRequest(), metadata=auth(group.alice))
+            assert sorted(s.name for s in listed.sessions) == sorted(held)  # the refused one left no record
+            bobs = await b.sessions.CreateSession(create, metadata=auth(group.bob), timeout=60)  # bob's own quota
+            await b.sessions.DeleteSession(session_pb2.DeleteSessionRequest(name=held.pop()), metadata=auth(group.alice))
+            again = await a.sessions.CreateSession(create, metadata=auth(group.alice), timeout=60)
+            for name, token in ((again.session.name, group.alice), (held[0], group.alice),
+                                (bobs.session.name, group.bob)):
+                await b.sessions.DeleteSession(session_pb2.DeleteSessionRequest(name=name), metadata=auth(token))
+    finally:
+        group.close()
