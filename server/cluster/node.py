@@ -204,6 +204,25 @@ class ClusterNode:
         if unchanged:
             for session_id in await self.directory.renew(self.instance_id, unchanged, self.lease_seconds):
                 self._lost(session_id)
+        await self.sweep_lapsed()
+
+    async def sweep_lapsed(self, now: float | None = None) -> int:
+        """Removes the records of dead owners' sessions once they would have expired idle
+        anyway (their last use plus idle TTL, and never before the lease lapsed): until
+        then every instance shows them FAILED, afterwards they are gone, as an idle
+        session would be. Any instance may sweep; the takeover (adopt) lets one win."""
+        now = time.time() if now is None else now
+        removed = 0
+        for record in await self.directory.lapsed(now):
+            message = session_pb2.Session.FromString(record.session)
+            expire = message.expire_time.ToNanoseconds() / 1e9 if message.HasField("expire_time") else None
+            if expire is None or now < expire:
+                continue  # no idle TTL, or not idle long enough: shown FAILED until deleted or expired
+            if await self.forget_lapsed(record):
+                removed += 1
+                _log.info("sessions/%s of instance %s expired after its owner stopped renewing; record removed",
+                          record.id, record.owner)
+        return removed
 
     def _lost(self, session_id: str) -> None:
         """The record is gone or another's: the cluster deleted the session (a DeleteSession

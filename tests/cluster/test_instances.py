@@ -576,3 +576,30 @@ async def test_a_tenants_live_session_quota_counts_every_instance(cluster):
                 await b.sessions.DeleteSession(session_pb2.DeleteSessionRequest(name=name), metadata=auth(token))
     finally:
         group.close()
+
+
+async def test_a_dead_instances_session_is_swept_once_it_would_have_expired_idle(cluster):
+    """No record outlives its session forever: a dead owner's session (idle TTL 2 s) shows
+    FAILED until its idle expiry, then a surviving instance removes its record."""
+    from google.protobuf import duration_pb2
+
+    doomed = cluster.start("--session-lease", "1s")
+    survivor = cluster.instances[1]
+    request = session_pb2.CreateSessionRequest(
+        session=session_pb2.Session(config=session_pb2.SessionConfig(idle_ttl=duration_pb2.Duration(seconds=2))))
+    async with grpc.aio.insecure_channel(doomed.address) as channel:
+        session = await create_ready_session(stubs(channel).sessions, request, metadata=auth(cluster.alice))
+    os.killpg(doomed.pid, signal.SIGKILL)
+    killed = time.monotonic()
+    async with grpc.aio.insecure_channel(survivor.address) as channel:
+        stub = stubs(channel)
+        seen_failed = False
+        while True:
+            listed = await stub.sessions.ListSessions(session_pb2.ListSessionsRequest(), metadata=auth(cluster.alice))
+            states = [s.state for s in listed.sessions if s.name == session.name]
+            if not states:
+                break
+            seen_failed = seen_failed or states[0] == State.STATE_FAILED
+            assert time.monotonic() - killed < 20, "the dead instance's session was never swept"
+            await asyncio.sleep(0.2)
+    assert seen_failed, "the session should show FAILED between its owner's death and its expiry"
