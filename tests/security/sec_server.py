@@ -36,6 +36,7 @@ class SecServer:
         self.extra_args = list(extra_args)
         self.address = ""
         self.port = 0
+        self.ready: dict = {}
         self.proc: subprocess.Popen[str] | None = None
         self._stderr: list[str] = []
 
@@ -78,6 +79,7 @@ class SecServer:
             raise RuntimeError(f"server did not start (stdout {line!r}); stderr:\n{self.stderr_tail()}")
         self.address = ready["address"]
         self.port = int(self.address.rsplit(":", 1)[1])
+        self.ready = ready  # the whole ready line (internal_address with --session-registry redis)
         threading.Thread(target=self._drain_stdout, daemon=True).start()
         return self
 
