@@ -603,3 +603,42 @@ async def test_a_dead_instances_session_is_swept_once_it_would_have_expired_idle
             assert time.monotonic() - killed < 20, "the dead instance's session was never swept"
             await asyncio.sleep(0.2)
     assert seen_failed, "the session should show FAILED between its owner's death and its expiry"
+
+
+async def test_cancels_cross_instances_a_client_cancel_and_cancel_execution_stop_the_code_on_the_owner(cluster):
+    """A client cancelling a forwarded Execute cancels it on the owner (the code stops and
+    the session frees), and CancelExecution through a third instance stops an execution
+    started through a second."""
+    a, b, c = (stubs(channel) for channel in _channels(cluster))
+    try:
+        session = await create_ready_session(a.sessions, metadata=auth(cluster.alice))
+        loop_code = "import time\nn = 0\nwhile True:\n    n += 1\n    time.sleep(0.01)"
+        call = b.execute.Execute(execute_pb2.ExecuteRequest(session=session.name, code=loop_code),
+                                 metadata=auth(cluster.alice), timeout=60)
+        assert (await call.read()).WhichOneof("event") == "started"
+        call.cancel()
+        deadline = time.monotonic() + 15
+        while True:  # SESSION_BUSY while the owner winds the cancelled execution down
+            try:
+                first = _result(await _run(c, session.name, "n", cluster.alice))
+                break
+            except grpc.aio.AioRpcError as exc:
+                assert exc.code() == grpc.StatusCode.FAILED_PRECONDITION and _reason(exc) == "SESSION_BUSY", exc
+                assert time.monotonic() < deadline, "the cancelled execution never stopped"
+                await asyncio.sleep(0.1)
+        await asyncio.sleep(0.3)
+        assert _result(await _run(c, session.name, "n", cluster.alice)) == first  # the loop is not running
+        call = b.execute.Execute(execute_pb2.ExecuteRequest(session=session.name, code=loop_code),
+                                 metadata=auth(cluster.alice), timeout=60)
+        execution = (await call.read()).started.execution
+        cancelled = await c.execute.CancelExecution(execute_pb2.CancelExecutionRequest(execution=execution),
+                                                    metadata=auth(cluster.alice), timeout=30)
+        assert cancelled.cancelled
+        events = []
+        while (event := await call.read()) is not grpc.aio.EOF:
+            events.append(event)
+        assert events[-1].finished.status == execute_pb2.EXECUTION_STATUS_CANCELLED
+        await a.sessions.DeleteSession(session_pb2.DeleteSessionRequest(name=session.name), metadata=auth(cluster.alice))
+    finally:
+        for stub in (a, b, c):
+            await stub.channel.close()
