@@ -26,12 +26,17 @@ import grpc
 
 from server.errors import ServiceError
 from server.identity import policy
-from server.identity.audit import AuditLog
+from server.identity.audit import AuditLog, note_forwarded_by
 from server.identity.caller import Caller
 from server.identity.credentials import unauthenticated
 from server.identity.interceptor import AuthInterceptor, Refusal
 from server.identity.principals import Principal
-from server.pki import LEAF_VALIDITY, CertificateAuthority, is_instance_identity
+from server.pki import (
+    INSTANCE_PREFIX,
+    LEAF_VALIDITY,
+    CertificateAuthority,
+    is_instance_identity,
+)
 
 FORWARDED_PRINCIPAL_KEY = "x-codemode-forwarded-principal"
 FORWARDED_BY_KEY = "x-codemode-forwarded-by"
@@ -68,6 +73,7 @@ class ForwardedCallerInterceptor(AuthInterceptor):
             if principal is None:
                 raise unauthenticated(f"forwarded principal {principal_id!r} is not a principal of this instance")
             policy.authorize(principal, method, action)
+            note_forwarded_by(identity.removeprefix(INSTANCE_PREFIX).split(".", 1)[0])  # type: ignore[union-attr]
         except ServiceError as error:
             raise Refusal(error) from None
         return Caller(principal, self._default_tenant)

@@ -58,6 +58,8 @@ class AuditEntry:
     status: str = ""  # set when the call was cancelled, which its context does not report
     execution: str = ""
     execution_status: str = ""
+    #: The instance that forwarded this call here (server/cluster/), if one did.
+    forwarded_by: str = ""
 
     def fields(self, status: str, include_code: bool) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -72,6 +74,8 @@ class AuditEntry:
             "trace_id": self.trace_id,
             "span_id": self.span_id,
         }
+        if self.forwarded_by:
+            doc["forwarded_by"] = self.forwarded_by
         if self.execution:
             doc["execution"] = self.execution
             doc["execution_status"] = self.execution_status
@@ -166,6 +170,13 @@ _CURRENT: contextvars.ContextVar[tuple[AuditEntry, AuditLog] | None] = contextva
 
 def bind_entry(entry: AuditEntry, log: AuditLog) -> None:
     _CURRENT.set((entry, log))
+
+
+def note_forwarded_by(instance: str) -> None:
+    """Names the instance that forwarded the call: the peer is that instance, not the caller."""
+    current = _CURRENT.get()
+    if current is not None:
+        current[0].forwarded_by = instance
 
 
 def note_execution(name: str, status: str = "") -> None:

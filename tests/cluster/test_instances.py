@@ -12,6 +12,7 @@ creates and deletes); the kill -9 test starts a fourth of its own.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import tempfile
@@ -83,6 +84,20 @@ def cluster():
     redis.close()
 
 
+def _forwarded_executes(instance: ServerProcess) -> set[tuple[str, str]]:
+    """(principal, forwarded_by) of the Execute audit lines in the instance's recent log."""
+    entries = [json.loads(line) for line in instance.stderr_tail().splitlines()
+               if '"codemode.audit"' in line and '"forwarded_by"' in line]
+    return {(e["principal"], e["forwarded_by"]) for e in entries if e["method"].endswith("/Execute")}
+
+
+async def _wait_for(check, what: str, seconds: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"{what} never appeared"
+        await asyncio.sleep(0.05)
+
+
 def _channels(cluster: Cluster):
     return [grpc.aio.insecure_channel(instance.address) for instance in cluster.instances[:3]]
 
@@ -117,6 +132,9 @@ async def test_a_session_created_on_one_instance_lives_its_whole_life_through_th
         session = await create_ready_session(a.sessions, metadata=auth(cluster.alice))
         await _run(b, session.name, "x = 41", cluster.alice)
         assert _result(await _run(c, session.name, "x + 1", cluster.alice)) == "42"
+        # The owner's audit lines name the caller and the instance that forwarded the call.
+        wanted = {("alice", cluster.instances[i].ready["instance_id"]) for i in (1, 2)}
+        await _wait_for(lambda: wanted <= _forwarded_executes(cluster.instances[0]), "the owner's audit lines")
         for stub in (b, c):
             got = await stub.sessions.GetSession(session_pb2.GetSessionRequest(name=session.name),
                                                  metadata=auth(cluster.alice))
