@@ -17,6 +17,8 @@ unchanged; the caller's deadline and trace context go with the call.
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -30,6 +32,7 @@ from server.identity import caller
 from server.pki import CertificateAuthority, instance_dns_name
 
 _log = logging.getLogger(__name__)
+_MAX_CHANNELS = 64
 _PASSED_TRAILERS = frozenset({"grpc-status-details-bin"})
 _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
@@ -42,18 +45,30 @@ class Forwarder:
     def __init__(self, ca: CertificateAuthority, instance_id: str) -> None:
         self._ca = ca
         self._instance_id = instance_id
-        self._channels: dict[tuple[str, str], grpc.aio.Channel] = {}
+        self._channels: collections.OrderedDict[tuple[str, str], grpc.aio.Channel] = collections.OrderedDict()
+        self._closing: set[asyncio.Task] = set()
 
     def _channel(self, record: SessionRecord) -> grpc.aio.Channel:
-        """One channel per (owner, address); the owner's certificate must name the owner."""
+        """One channel per (owner, address); the owner's certificate must name the owner.
+
+        Least recently used first out past _MAX_CHANNELS: instances come and go (a
+        rolling restart gives every pod a new address), and a channel to a gone one
+        would otherwise stay open, retrying its connection, for the server's life."""
         key = (record.owner, record.owner_address)
         channel = self._channels.get(key)
-        if channel is None:
+        if channel is not None:
+            self._channels.move_to_end(key)
+        else:
             pair = self._ca.issue_instance_cert(self._instance_id)
             credentials = grpc.ssl_channel_credentials(self._ca.cert_pem, pair.key_pem, pair.cert_pem)
             options = [*_CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", instance_dns_name(record.owner))]
             channel = grpc.aio.secure_channel(record.owner_address, credentials, options=options)
             self._channels[key] = channel
+            while len(self._channels) > _MAX_CHANNELS:
+                _, evicted = self._channels.popitem(last=False)
+                task = asyncio.get_running_loop().create_task(evicted.close(grace=5.0))  # calls on it may finish
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
         return channel
 
     def _metadata(self) -> tuple[tuple[str, str], ...]:
@@ -85,7 +100,7 @@ class Forwarder:
             stream.cancel()  # the caller went away: the owner sees the cancel, as a direct caller's would
 
     async def close(self) -> None:
-        channels, self._channels = list(self._channels.values()), {}
+        channels, self._channels = list(self._channels.values()), collections.OrderedDict()
         for channel in channels:
             await channel.close(grace=None)
 
