@@ -56,6 +56,13 @@ class HelpFormatter(argparse.HelpFormatter):
             return "".join(indent + line for line in text.splitlines(keepends=True))
         return super()._fill_text(text, width, indent)
 
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        """Never breaks a line inside a flag name such as --redis-url (argparse's
+        default wraps on hyphens, which turns it into "--redis- url")."""
+        import textwrap
+
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
 
 # --- argument types ---------------------------------------------------------
 

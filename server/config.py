@@ -142,9 +142,21 @@ def parse_metrics_listen(text: str) -> str:
     return f"{match.group(1) or '127.0.0.1'}:{int(match.group(2))}"
 
 
+def _positive_port(text: str) -> int:
+    """A TCP port, 1-65535 (a pod port the server dials; 0 would mean nothing there)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(f"invalid value {text!r}: expected a port number") from None
+    if not 0 < value < 65536:
+        raise ConfigError(f"invalid value {text!r}: a port is 1-65535")
+    return value
+
+
 _METAVARS.update({
     parse_duration: "DURATION", parse_size: "SIZE", parse_bool: "BOOL", int: "N", float: "NUMBER",
     _parse_deps: "SPEC[,SPEC...]", _parse_uid_range: "FIRST-LAST", parse_metrics_listen: "HOST:PORT",
+    _positive_port: "PORT",
 })
 
 
@@ -162,7 +174,7 @@ class _Option:
 _OPTIONS: tuple[_Option, ...] = (
     _Option("listen", "--listen", "CODEMODE_LISTEN", "127.0.0.1:50051", str, "host:port (or unix:/path) to serve on"),
     _Option("data_dir", "--data-dir", "CODEMODE_DATA_DIR", "~/.local/share/codemode", str, "sandbox working dirs and file storage"),
-    _Option("sandbox", "--sandbox", "CODEMODE_SANDBOX", "process", _choice("process", "docker"), "sandbox provider: process or docker"),
+    _Option("sandbox", "--sandbox", "CODEMODE_SANDBOX", "process", _choice("process", "docker", "kubernetes"), "sandbox provider: process, docker or kubernetes (serves the docker kind through agent sandbox claims, see docs/kubernetes.md)"),
     _Option("timeout", "--timeout", "CODEMODE_TIMEOUT", "30s", _non_negative(parse_duration), "default execution timeout"),
     _Option("memory_limit", "--memory-limit", "CODEMODE_MEMORY_LIMIT", "1g", _non_negative(parse_size), "interpreter memory limit (0 = none)"),
     _Option("cpu_quota", "--cpu-quota", "CODEMODE_CPU_QUOTA", "0", _non_negative(float), "CPUs per sandbox, e.g. 0.5 (docker; 0 = none)"),
@@ -224,13 +236,18 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("sandbox_start_timeout", "--sandbox-start-timeout", "CODEMODE_SANDBOX_START_TIMEOUT", "30s", parse_duration, "how long a sandbox may take to become ready"),
     _Option("image", "--image", "CODEMODE_IMAGE", "", str, "container image (docker sandboxes)"),
     _Option("docker_runtime", "--docker-runtime", "CODEMODE_DOCKER_RUNTIME", "", str, "OCI runtime for docker sandboxes, e.g. runsc (gVisor) or kata-runtime (empty = the engine's default)"),
+    _Option("kubernetes_namespace", "--kubernetes-namespace", "CODEMODE_KUBERNETES_NAMESPACE", "", str, "kubernetes sandboxes: namespace of the SandboxClaims (empty = the kubeconfig context's, else the service account's)"),
+    _Option("kubernetes_warm_pool", "--kubernetes-warm-pool", "CODEMODE_KUBERNETES_WARM_POOL", "codemode", str, "kubernetes sandboxes: the SandboxWarmPool every claim checks out from (its SandboxTemplate decides the pod)"),
+    _Option("kubernetes_kubeconfig", "--kubernetes-kubeconfig", "CODEMODE_KUBERNETES_KUBECONFIG", "", str, "kubernetes sandboxes: kubeconfig file (empty = the service account of the pod the server runs in)"),
+    _Option("kubernetes_bootstrap_port", "--kubernetes-bootstrap-port", "CODEMODE_KUBERNETES_BOOTSTRAP_PORT", "8080", _positive_port, "kubernetes sandboxes: the pod port the credentials are POSTed to (sandbox_agent/pod_bootstrap.py)"),
+    _Option("kubernetes_agent_port", "--kubernetes-agent-port", "CODEMODE_KUBERNETES_AGENT_PORT", "50052", _positive_port, "kubernetes sandboxes: the agent's port in the pod, when its ready line names none"),
     _Option("tenant", "--tenant", "CODEMODE_TENANT", "default", str, "default tenant"),
     _Option("storage", "--storage", "CODEMODE_STORAGE", "file", _choice("file", "redis"), "skill/artifact storage: file or redis"),
     _Option("redis_url", "--redis-url", "CODEMODE_REDIS_URL", "redis://127.0.0.1:6379/0", str, "Redis URL (storage=redis)"),
     _Option("redis_prefix", "--redis-prefix", "CODEMODE_REDIS_PREFIX", "codemode", str, "Redis key prefix"),
     _Option("redis_cluster", "--redis-cluster", "CODEMODE_REDIS_CLUSTER", "false", parse_bool, "the Redis URL names a node of a Redis Cluster (the client discovers the others)", True),
     _Option("session_registry", "--session-registry", "CODEMODE_SESSION_REGISTRY", "local", _choice("local", "redis"), "where sessions are registered: local (this process; the embedded default) or redis (shared by every instance, so any instance serves any session; needs --ca-cert/--ca-key shared by the instances; docs/scale-out.md)"),
-    _Option("registry_redis_url", "--registry-redis-url", "CODEMODE_REGISTRY_REDIS_URL", "", str, "Redis URL of the session registry (empty = --redis-url; --redis-cluster and --redis-prefix apply to it too)"),
+    _Option("registry_redis_url", "--registry-redis-url", "CODEMODE_REGISTRY_REDIS_URL", "", str, "Redis URL of the session registry (empty: the storage Redis URL; the Redis cluster and prefix settings apply to it too)"),
     _Option("instance_id", "--instance-id", "CODEMODE_INSTANCE_ID", "", str, "this instance's id in the session registry, [a-z0-9-]{1,63} (empty = a fresh random id per start)"),
     _Option("internal_listen", "--internal-listen", "CODEMODE_INTERNAL_LISTEN", "127.0.0.1:0", str, "HOST:PORT of the instance-to-instance listener (mTLS with certificates from the shared CA only; session-registry=redis); port 0 picks one, printed as internal_address in the ready line"),
     _Option("internal_advertise", "--internal-advertise", "CODEMODE_INTERNAL_ADVERTISE", "", str, "HOST:PORT other instances dial to reach this one's internal listener (empty = the bound --internal-listen address)"),
@@ -311,6 +328,11 @@ class ServerConfig:
     sandbox_start_timeout: float = 30.0
     image: str = ""
     docker_runtime: str = ""
+    kubernetes_namespace: str = ""
+    kubernetes_warm_pool: str = "codemode"
+    kubernetes_kubeconfig: str = ""
+    kubernetes_bootstrap_port: int = 8080
+    kubernetes_agent_port: int = 50052
     tenant: str = "default"
     storage: str = "file"
     redis_url: str = "redis://127.0.0.1:6379/0"
