@@ -29,7 +29,7 @@ from server.config import ConfigError, ServerConfig
 from server.deps.provisioner import DepsProvisioner
 from server.errors import hide_path
 from server.health import HealthServicer
-from server.health_checks import SandboxProbe, storage_check
+from server.health_checks import Check, RegistryCheck, SandboxProbe, storage_check
 from server.health_listener import HealthListener, build_health_listener
 from server.host_call_handler import HostCallHandler, NotImplementedHostCallHandler
 from server.identity.bootstrap import Identity, build_identity
@@ -335,10 +335,14 @@ def _readiness(config: ServerConfig, health: HealthServicer, names: list[str], s
     # The cheapest sandbox of the default configuration: no packages to install.
     limits = dataclasses.replace(default_limits(config), deps=(), sync_deps_on_start=False, allow_runtime_deps=False)
     probe = SandboxProbe(providers.default, limits, config.sandbox_start_timeout)
-    return Readiness(health, names, [
+    checks: list[tuple[Check, float]] = [
         (storage_check(storage.storage, remember_memory), config.health_storage_interval),
         (probe, config.health_probe_interval),
-    ], metrics)
+    ]
+    if config.session_registry == "redis":
+        checks.append((RegistryCheck(config.registry_redis_url or config.redis_url, cluster=config.redis_cluster),
+                       config.health_storage_interval))
+    return Readiness(health, names, checks, metrics)
 
 
 async def _set_health(app: App, status: int) -> None:

@@ -26,7 +26,7 @@ from codemode_protos.sandbox.v1 import agent_pb2
 from codemode_protos.v1 import execute_pb2
 from server.providers.base import SandboxLimits, SandboxProvider
 
-STORAGE, SANDBOX = "storage", "sandbox"
+STORAGE, SANDBOX, REGISTRY = "storage", "sandbox", "registry"
 STORAGE_TIMEOUT_SECONDS = 2.0
 PROBE_RUN_TIMEOUT_SECONDS = 15.0
 
@@ -99,6 +99,17 @@ class RedisCheck:
 
     async def close(self) -> None:
         await self._reset()
+
+
+class RegistryCheck(RedisCheck):
+    """The session registry's Redis (`--session-registry redis`), checked like storage's:
+    an instance that cannot reach it can neither create sessions nor forward calls, so
+    it is not ready (its own sessions keep running, and so do streams already open)."""
+
+    name = REGISTRY
+
+    def __init__(self, url: str, *, cluster: bool = False) -> None:
+        super().__init__(url, lambda memory: None, cluster=cluster)
 
 
 class FileStorageCheck:

@@ -98,6 +98,20 @@ async def _wait_for(check, what: str, seconds: float = 5.0) -> None:  # type: ig
         await asyncio.sleep(0.05)
 
 
+async def _readiness(channel: grpc.aio.Channel) -> str:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="readiness"), timeout=5)
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+
+async def _wait_for_async(probe, wanted: str, what: str, seconds: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while (seen := await probe()) != wanted:
+        assert time.monotonic() < deadline, f"{what}: still {seen}"
+        await asyncio.sleep(0.1)
+
+
 def _channels(cluster: Cluster):
     return [grpc.aio.insecure_channel(instance.address) for instance in cluster.instances[:3]]
 
@@ -456,14 +470,16 @@ async def test_redis_gone_for_five_seconds_is_a_clear_unavailable_then_everythin
     redis.start()
     group = Cluster(redis)
     try:
-        owner, other = group.start(), group.start()
+        owner, other = group.start("--health-storage-interval", "0.5s"), group.start()
         async with grpc.aio.insecure_channel(owner.address) as a_channel, \
                 grpc.aio.insecure_channel(other.address) as b_channel:
             a, b = stubs(a_channel), stubs(b_channel)
             session = await create_ready_session(a.sessions, metadata=auth(group.alice))
             await _run(b, session.name, "n = 1", group.alice)
+            assert await _readiness(a_channel) == "SERVING"
             redis.stop()
             stopped = time.monotonic()
+            await _wait_for_async(lambda: _readiness(a_channel), "NOT_SERVING", "readiness NOT_SERVING without the registry")
             with pytest.raises(grpc.aio.AioRpcError) as create:
                 await a.sessions.CreateSession(session_pb2.CreateSessionRequest(), metadata=auth(group.alice),
                                                timeout=30)
@@ -484,6 +500,7 @@ async def test_redis_gone_for_five_seconds_is_a_clear_unavailable_then_everythin
                     assert time.monotonic() < deadline, "the registry never recovered"
                     await asyncio.sleep(0.2)
             assert value == "3"
+            await _wait_for_async(lambda: _readiness(a_channel), "SERVING", "readiness SERVING again")
             got = await b.sessions.GetSession(session_pb2.GetSessionRequest(name=session.name),
                                               metadata=auth(group.alice))
             assert got.session.state == State.STATE_READY
