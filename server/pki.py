@@ -120,6 +120,15 @@ class CertificateAuthority:
         with open(cert_path, "rb") as cert_file, open(key_path, "rb") as key_file:
             return cls.load(cert_file.read(), key_file.read())
 
+    def _authority_key_id(self) -> x509.AuthorityKeyIdentifier:
+        # The CA's own SKI when it has one (Go 1.25+ tools such as Helm's genCA use a
+        # truncated SHA-256, not the SHA-1 of the key): TLS stacks match AKI to SKI.
+        try:
+            ski = self._cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        except x509.ExtensionNotFound:
+            return x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key())
+        return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+
     def _issue(
         self, common_name: str, sans: list[x509.GeneralName], usage: x509.ObjectIdentifier | list[x509.ObjectIdentifier]
     ) -> KeyPair:
@@ -137,9 +146,7 @@ class CertificateAuthority:
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.SubjectAlternativeName(sans), critical=False)
             .add_extension(x509.ExtendedKeyUsage(usage if isinstance(usage, list) else [usage]), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()), critical=False
-            )
+            .add_extension(self._authority_key_id(), critical=False)
             .sign(self._key, hashes.SHA256())
         )
         return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
