@@ -15,6 +15,8 @@ import secrets
 from collections.abc import Callable, Sequence
 
 import grpc
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 from server.cluster.directory import RedisSessionDirectory
 from server.cluster.forwarding import Forwarder
@@ -78,8 +80,11 @@ def build_cluster(
     and after it (the RPC cap), as on the public port."""
     instance_id = config.instance_id or secrets.token_hex(6)
     url = config.registry_redis_url or config.redis_url
+    # As the storage's client: a pooled connection left stale by a Redis restart fails
+    # once, and one quick retry on a fresh connection hides that without a long hang.
     client = redis_client.connect(url, cluster=config.redis_cluster, socket_timeout=_REGISTRY_SOCKET_TIMEOUT,
-                                  socket_connect_timeout=_REGISTRY_SOCKET_TIMEOUT)
+                                  socket_connect_timeout=_REGISTRY_SOCKET_TIMEOUT,
+                                  retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1), health_check_interval=10)
     directory = RedisSessionDirectory(client, prefix=config.redis_prefix)
     forwarded = ForwardedCallerInterceptor(_principal_lookup(identity), default_tenant=config.tenant,
                                            audit=identity.audit, anonymous=ANONYMOUS)
