@@ -7,6 +7,10 @@
 #                         api/ is mounted read-only into both servers (a directory,
 #                         so edits to principals.json reach them: reloaded on change)
 #   ca.crt, ca.key        the internal CA; nginx gets ca.crt to verify the servers
+#   cluster/ca.crt, .key  the servers' shared CA (--ca-cert/--ca-key): their
+#                         instance-to-instance mTLS (the shared session registry)
+#                         and their sandbox agents; cluster/ is mounted read-only
+#                         into both servers, nowhere else
 #   operator.token        that operator's bearer token, for you (never mounted)
 #   redis.conf            `requirepass` for Redis (mounted into Redis only)
 #   server.env            CODEMODE_REDIS_URL with that password (read by compose)
@@ -60,6 +64,19 @@ if [ ! -s "$DIR/ca.crt" ] || [ ! -s "$DIR/ca.key" ]; then
     -subj "/CN=codemode compose internal CA" -keyout "$DIR/ca.key" -out "$DIR/ca.crt" 2>/dev/null
   chmod 0400 "$DIR/ca.key"
   chmod 0444 "$DIR/ca.crt"
+fi
+mkdir -p "$DIR/cluster"
+if [ ! -s "$DIR/cluster/ca.crt" ] || [ ! -s "$DIR/cluster/ca.key" ]; then
+  command -v openssl >/dev/null 2>&1 || { log "openssl is needed to make the cluster CA"; exit 1; }
+  # An EC P-256 key (what the server loads), and a subject key identifier that
+  # is the SHA-1 of the key, like the leaf certificates the servers issue from it.
+  log "creating the servers' shared CA ($DIR/cluster/ca.crt)"
+  openssl req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -sha256 -days 3650 \
+    -subj "/CN=codemode compose cluster CA" -addext "basicConstraints=critical,CA:TRUE" \
+    -addext "keyUsage=critical,keyCertSign,cRLSign" -addext "subjectKeyIdentifier=hash" \
+    -keyout "$DIR/cluster/ca.key" -out "$DIR/cluster/ca.crt" 2>/dev/null
+  chmod 0400 "$DIR/cluster/ca.key"
+  chmod 0444 "$DIR/cluster/ca.crt"
 fi
 if [ ! -s "$DIR/api/server.crt" ] || [ ! -s "$DIR/api/server.key" ]; then
   log "creating the servers' TLS key pair ($DIR/api/server.crt)"

@@ -9,14 +9,17 @@ what a user of the deployment relies on:
 2. a session on server-1 (chosen with the :authority nginx routes on) runs
    `1+1` in a Docker sandbox on the host's engine, and sandboxed code saves a
    skill there;
-3. server-2 is another process (it does not know server-1's session) that
-   reads the skill from the shared Redis, through the API and from a sandbox;
-4. without pinning, nginx keeps each token on one instance: a session created
-   on one connection is used from new connections;
+3. the session registry is shared: server-2 (another process, with sandbox
+   containers of its own) serves server-1's session, forwarding to server-1,
+   whose interpreter keeps its state across the two; server-2 reads the skill
+   from the shared Redis, through the API and from a sandbox;
+4. without pinning, nginx spreads calls over both instances (round robin) and
+   a session is used from new connections whichever instance answers;
 5. Redis appends to its AOF on the volume: after `docker compose restart redis`
    the skill is still there;
-6. with server-1 stopped, nginx sends every token to server-2 (calls with 8
-   made-up tokens are all answered, UNAUTHENTICATED, none UNAVAILABLE).
+6. with server-1 stopped, nginx sends every call to server-2 (calls with 8
+   made-up tokens are all answered, UNAUTHENTICATED, none UNAVAILABLE), and a
+   session server-2 runs is still served through nginx.
 
 Fails with a message naming the step; prints one line per passed step.
 """
@@ -108,12 +111,17 @@ def check_instances(target: str, token: str, skill: str, instance_labels: dict[s
             expect(result.error is None, f"skills.create failed on server-1: {result.error}")
             ok(f"server-1: sandboxed code saved skill {skill!r}")
 
+            # The shared registry: server-2 forwards calls for server-1's session to
+            # server-1, so the state set through one is there through the other.
+            expect(run_value(first, "shared_value = 20\nshared_value") == "20", "setting a value failed on server-1")
             try:
-                two.get_session(first.id)
+                through_two = two.get_session(first.id)
             except NotFoundError:
-                ok("server-2 is a separate instance: it does not know server-1's session")
-            else:
-                raise CheckFailed("server-2 knows server-1's session: the :authority pin did not reach two instances")
+                raise CheckFailed(f"server-2 does not know server-1's session {first.id}: "
+                                  "the session registry is not shared") from None
+            expect(run_value(through_two, "shared_value + 22") == "42",
+                   "server-2 did not reach server-1's interpreter for its session")
+            ok(f"server-2 serves server-1's session {first.id} (forwarded: its state is there, shared_value + 22 = 42)")
 
             stored = two.skills.get(skill)
             expect(stored.source == SKILL_SOURCE, f"server-2 read another source for {skill!r}: {stored.source!r}")
@@ -131,12 +139,13 @@ def check_affinity(target: str, token: str) -> None:
     with client(target, token) as creator:
         session = creator.create_session()
     try:
-        for attempt in range(3):
-            # A new Client is a new channel: a new connection to nginx.
+        for attempt in range(4):
+            # A new Client is a new channel: a new connection to nginx, whose calls
+            # nginx spreads over both instances.
             with client(target, token) as again:
                 value = run_value(again.get_session(session.id), f"{attempt}+1")
                 expect(value == str(attempt + 1), f"wrong result {value!r} on connection {attempt}")
-        ok(f"unpinned calls of one token reach session {session.id} from 3 new connections")
+        ok(f"unpinned calls (round robin over both instances) reach session {session.id} from 4 new connections")
     finally:
         with client(target, token) as cleanup:
             cleanup.delete_session(session.id)
@@ -172,10 +181,12 @@ def check_persistence(target: str, token: str, skill: str, compose: list[str]) -
         one.skills.delete(skill)
 
 
-def check_failover(target: str, compose: list[str]) -> None:
+def check_failover(target: str, token: str, compose: list[str]) -> None:
+    with client(target, token, "server-2") as two:
+        survivor = two.create_session()
     subprocess.run([*compose, "stop", "-t", "15", "server-1"], check=True, capture_output=True)
     for _ in range(8):
-        # Unknown tokens hash to both servers; server-2 refuses each, which proves it answered.
+        # Calls go to both servers in turn; server-2 refuses each, which proves it answered.
         with client(target, "cm_" + uuid.uuid4().hex) as anyone:
             try:
                 anyone.get_session("000000000000")
@@ -185,6 +196,12 @@ def check_failover(target: str, compose: list[str]) -> None:
                 raise CheckFailed(f"with server-1 stopped a call was not served by server-2: {exc!r}") from None
         raise CheckFailed("a call with a made-up token succeeded")
     ok("with server-1 stopped, calls of every token reach server-2")
+    with client(target, token) as anyone:
+        try:
+            expect(run_value(anyone.get_session(survivor.id), "6*7") == "42", "6*7 did not give 42 on server-2")
+        finally:
+            anyone.delete_session(survivor.id)
+    ok(f"with server-1 stopped, server-2's session {survivor.id} is served through nginx")
 
 
 def main() -> int:
@@ -211,7 +228,7 @@ def main() -> int:
         check_instances(args.target, token, skill, labels)
         check_affinity(args.target, token)
         check_persistence(args.target, token, skill, compose)
-        check_failover(args.target, compose)
+        check_failover(args.target, token, compose)
     except (CheckFailed, CodemodeError, grpc.RpcError, subprocess.CalledProcessError) as exc:
         detail = getattr(exc, "stderr", "") or ""
         print(f"compose-check: FAILED: {exc} {detail}".rstrip(), file=sys.stderr)

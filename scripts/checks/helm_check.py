@@ -14,16 +14,22 @@ Run by scripts/checks/70-helm.sh after `helm lint` (HELM names the binary). Offl
    are grpc on the health port the server is told to serve, liveness on "" and
    readiness on the chosen service; selectors match the pods; every Secret and ConfigMap
    a pod uses is rendered or named as an existing one in the values; the rendered
-   principals file and sandbox CA load with the server's own loaders.
+   principals file and sandbox CA load with the server's own loaders; with the shared session
+   registry (sessionRegistry redis) the pod advertises $(POD_IP) (defined before it) on the
+   `internal` port, names itself by the pod name, loads a CA, and the NetworkPolicy admits
+   the internal port from the release's server pods only.
 4. The default rendering started for real, without Kubernetes: the rendered redis.conf
    runs a real redis-server, and `codemode serve` gets nothing but the rendered
    environment and the rendered Secret files (addresses moved to loopback, paths into a
-   temp dir), as root bounded to exactly the capabilities the chart's securityContext adds
+   temp dir, the downward API's pod IP as 127.0.0.1), as root bounded to exactly the capabilities the chart's securityContext adds
    (`setpriv --bounding-set`). The kubelet's probe (plaintext Check of "readiness" on the
    health port) answers SERVING; a client trusting the chart-generated CA, naming the
    Service's DNS name and holding the generated operator token, creates a session, runs
    code, stores a skill (which lands in Redis under the rendered prefix) and deletes the
-   session, after which none of its sandbox's processes may be left.
+   session, after which none of its sandbox's processes may be left. The default is the
+   shared session registry: the internal listener must come up (an mTLS handshake with an
+   instance certificate from the chart-generated CA) and the session must be registered in
+   Redis.
 
 Any failure prints what and where, and the script exits 1.
 """
@@ -31,7 +37,9 @@ Any failure prints what and where, and the script exits 1.
 from __future__ import annotations
 
 import base64
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -223,6 +231,8 @@ def check_semantics(scenario: str, docs: list[dict[str, Any]], values: dict[str,
             if kind == "Secret" and key is not None and key not in (secret_data(docs, name) or {}):
                 fail(scenario, f"{workload['metadata']['name']} uses key {key!r} of Secret {name}, which it lacks")
 
+    check_registry(scenario, config_map, container, pod_labels, policies, values)
+
     # The server's own validation of the rendered settings (files it reads at parse time materialized).
     with tempfile.TemporaryDirectory(prefix="cmh-") as root:
         env = server_env(docs, root)
@@ -242,7 +252,65 @@ def check_semantics(scenario: str, docs: list[dict[str, Any]], values: dict[str,
         if [p.id for p in loaded.principals] != want:
             fail(scenario, f"the rendered principals file holds {[p.id for p in loaded.principals]}, not {want}")
     if "sandbox-ca.crt" in data:
-        CertificateAuthority.load(data["sandbox-ca.crt"], data["sandbox-ca.key"]).issue_server_cert(["probe"])
+        leaf = CertificateAuthority.load(data["sandbox-ca.crt"], data["sandbox-ca.key"]).issue_server_cert(["probe"])
+        # What every TLS peer (agents, other replicas) does with the server's certificates.
+        with tempfile.TemporaryDirectory(prefix="cmh-") as root:
+            for name, pem in (("ca.crt", data["sandbox-ca.crt"]), ("leaf.crt", leaf.cert_pem)):
+                with open(os.path.join(root, name), "wb") as handle:
+                    handle.write(pem)
+            verify = subprocess.run(["openssl", "verify", "-CAfile", f"{root}/ca.crt", f"{root}/leaf.crt"],
+                                    capture_output=True, text=True, check=False)
+        if verify.returncode != 0:
+            fail(scenario, "a certificate the server issues from the rendered sandbox CA does not verify against it "
+                           f"(openssl verify: {(verify.stdout + verify.stderr).strip()})")
+
+
+def check_registry(scenario: str, config_map: dict[str, Any], container: dict[str, Any], pod_labels: dict[str, str],
+                   policies: dict[str, dict[str, Any]], values: dict[str, Any]) -> None:
+    """sessionRegistry: redis (the default) shares sessions; local keeps them in the pod."""
+    data = config_map["data"]
+    registry = values.get("sessionRegistry", "redis")
+    if data.get("CODEMODE_SESSION_REGISTRY") != registry:
+        fail(scenario, f"CODEMODE_SESSION_REGISTRY is {data.get('CODEMODE_SESSION_REGISTRY')!r}, not {registry!r}")
+    env = container.get("env", [])
+    names = [e["name"] for e in env]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    if registry == "local":
+        if "internal" in ports or {"CODEMODE_INTERNAL_LISTEN", "CODEMODE_INTERNAL_ADVERTISE"} & (set(data) | set(names)):
+            fail(scenario, "sessionRegistry local renders the internal listener")
+        return
+    internal = values.get("server", {}).get("internalPort", 50053)
+    if ports.get("internal") != internal:
+        fail(scenario, f"no containerPort `internal` {internal}: {ports}")
+    if data.get("CODEMODE_INTERNAL_LISTEN", "").rsplit(":", 1)[-1] != str(internal):
+        fail(scenario, f"CODEMODE_INTERNAL_LISTEN {data.get('CODEMODE_INTERNAL_LISTEN')!r} is not on port {internal}")
+    if not (data.get("CODEMODE_CA_CERT") and data.get("CODEMODE_CA_KEY")):
+        fail(scenario, "the shared session registry needs --ca-cert/--ca-key: no CA is mounted")
+    by_name = {e["name"]: e for e in env}
+    field = {n: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for n, e in by_name.items()}
+    if field.get("POD_IP") != "status.podIP" or field.get("CODEMODE_INSTANCE_ID") != "metadata.name":
+        fail(scenario, "POD_IP must come from status.podIP and CODEMODE_INSTANCE_ID from metadata.name")
+    advertise = by_name.get("CODEMODE_INTERNAL_ADVERTISE", {}).get("value", "")
+    if "$(POD_IP)" not in advertise or not advertise.endswith(f":{internal}"):
+        fail(scenario, f"CODEMODE_INTERNAL_ADVERTISE {advertise!r} is not $(POD_IP):{internal}")
+    if names.index("POD_IP") > names.index("CODEMODE_INTERNAL_ADVERTISE"):
+        fail(scenario, "POD_IP must be defined before CODEMODE_INTERNAL_ADVERTISE, which refers to it")
+    if values.get("networkPolicy", {}).get("enabled", True):
+        policy = next(p for p in policies.values() if p["spec"]["podSelector"]["matchLabels"] == pod_labels)
+        rules = [r for r in policy["spec"]["ingress"] if any(port["port"] in ("internal", internal) for port in r["ports"])]
+        if len(rules) != 1 or [f.get("podSelector", {}).get("matchLabels") for f in rules[0].get("from", [])] != [pod_labels]:
+            fail(scenario, f"the internal port must be admitted from this release's server pods only: {rules}")
+        out = [r for r in policy["spec"]["egress"] if any(port["port"] == internal for port in r.get("ports", []))]
+        if not out or [t.get("podSelector", {}).get("matchLabels") for t in out[0].get("to", [])] != [pod_labels]:
+            fail(scenario, "the server pods must be allowed out to each other's internal port (and nowhere else by it)")
+
+
+POD_IP = "127.0.0.1"  # the downward API's status.podIP, for a run without Kubernetes
+
+
+def pod_name(docs: list[dict[str, Any]]) -> str:
+    """A pod name as a Deployment makes them: <name>-<replicaset hash>-<5 characters>."""
+    return f"{one(docs, 'Deployment', 'env')['metadata']['name']}-5d8f7c9b4-x2x4z"
 
 
 def server_env(docs: list[dict[str, Any]], root: str) -> dict[str, str]:
@@ -262,14 +330,22 @@ def server_env(docs: list[dict[str, Any]], root: str) -> dict[str, str]:
                     with open(os.path.join(target, item["path"]), "wb") as handle:
                         handle.write(data[item["key"]])
     env = dict(one(docs, "ConfigMap", "env")["data"])
+    fields = {"status.podIP": POD_IP, "metadata.name": pod_name(docs)}
     for entry in container.get("env", []):
         ref = entry.get("valueFrom", {}).get("secretKeyRef")
+        field = entry.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
         if ref:
             value = (secret_data(docs, ref["name"]) or {}).get(ref["key"])
             if value is not None:
                 env[entry["name"]] = value.decode()
+        elif field:
+            if field not in fields:
+                raise CheckFailed(f"[env] {entry['name']}: no local value for the downward API's {field}")
+            env[entry["name"]] = fields[field]
         elif "value" in entry:
-            env[entry["name"]] = entry["value"]
+            # $(NAME) expands to a variable defined before it, as the kubelet does.
+            env[entry["name"]] = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
+                                        lambda m: env.get(m.group(1), m.group(0)), entry["value"])
     for name, value in env.items():
         if value.startswith(("/etc/codemode", "/var/lib/codemode")):
             env[name] = root + value
@@ -355,6 +431,17 @@ def run_default(docs: list[dict[str, Any]]) -> None:
         ports = {name: free_port() for name in ("CODEMODE_LISTEN", "CODEMODE_HEALTH_LISTEN", "CODEMODE_METRICS_LISTEN")}
         for name, port in ports.items():
             env[name] = f"127.0.0.1:{port}"
+        shared = env.get("CODEMODE_SESSION_REGISTRY") == "redis"
+        if shared:
+            # The internal listener on loopback too; the advertised address is the pod IP
+            # (POD_IP, here 127.0.0.1) on the same port, as the pod spec renders it.
+            rendered_port = env["CODEMODE_INTERNAL_LISTEN"].rsplit(":", 1)[1]
+            if env.get("CODEMODE_INTERNAL_ADVERTISE") != f"{POD_IP}:{rendered_port}":
+                raise CheckFailed(f"[run] CODEMODE_INTERNAL_ADVERTISE is {env.get('CODEMODE_INTERNAL_ADVERTISE')!r} "
+                                  f"with POD_IP={POD_IP}, not {POD_IP}:{rendered_port}")
+            ports["CODEMODE_INTERNAL_LISTEN"] = free_port()
+            env["CODEMODE_INTERNAL_LISTEN"] = f"127.0.0.1:{ports['CODEMODE_INTERNAL_LISTEN']}"
+            env["CODEMODE_INTERNAL_ADVERTISE"] = f"{POD_IP}:{ports['CODEMODE_INTERNAL_LISTEN']}"
         # No warm pool, so after DeleteSession no sandbox of this server may run at all.
         env["CODEMODE_WARM_POOL_SIZE"] = "0"
         base = {k: v for k, v in os.environ.items() if not k.startswith("CODEMODE_")}
@@ -376,6 +463,24 @@ def run_default(docs: list[dict[str, Any]]) -> None:
         line = server.stdout.readline()  # the ready line; the server exits (EOF) on a bad setting
         if not line.startswith(b"{"):
             raise CheckFailed(f"[run] `codemode serve` did not start:\n{open(f'{root}/server.log').read()[-3000:]}")
+        ready = json.loads(line)
+        if shared:
+            if ready.get("instance_id") != env["CODEMODE_INSTANCE_ID"] or not ready.get("internal_address"):
+                raise CheckFailed(f"[run] the ready line names no internal listener for instance "
+                                  f"{env['CODEMODE_INSTANCE_ID']}: {ready}")
+            # What another replica does: an mTLS handshake with an instance certificate from the
+            # shared CA, checking the listener's certificate names this instance.
+            ca = CertificateAuthority.load_files(env["CODEMODE_CA_CERT"], env["CODEMODE_CA_KEY"])
+            peer = ca.issue_instance_cert("helm-check-peer")
+            internal_credentials = grpc.ssl_channel_credentials(ca.cert_pem, peer.key_pem, peer.cert_pem)
+            name = f"instance-{env['CODEMODE_INSTANCE_ID']}.codemode.internal"
+            with grpc.secure_channel(env["CODEMODE_INTERNAL_ADVERTISE"], internal_credentials,
+                                     options=[("grpc.ssl_target_name_override", name)]) as channel:
+                try:
+                    grpc.channel_ready_future(channel).result(timeout=20)
+                except grpc.FutureTimeoutError:
+                    raise CheckFailed(f"[run] no mTLS connection to the internal listener "
+                                      f"{env['CODEMODE_INTERNAL_ADVERTISE']} as {name}") from None
 
         health_address = f"127.0.0.1:{ports['CODEMODE_HEALTH_LISTEN']}"
         with grpc.insecure_channel(health_address) as channel:  # what the kubelet's grpc probe does
@@ -399,6 +504,8 @@ def run_default(docs: list[dict[str, Any]]) -> None:
                 raise CheckFailed(f"[run] Execute did not print 42: {events[-1]}")
             skill_pb2_grpc.SkillStoreServiceStub(channel).CreateSkill(skill_pb2.CreateSkillRequest(
                 skill=skill_pb2.Skill(name="skills/add_one", source=SKILL)), timeout=30, metadata=metadata)
+            session_id = session.name.rsplit("/", 1)[-1]
+            registered = any(f"{{s:{session_id}}}" in key.decode() for key in direct.keys("*"))
             session_pb2_grpc.SessionServiceStub(channel).DeleteSession(
                 session_pb2.DeleteSessionRequest(name=session.name), timeout=60, metadata=metadata)
         first, last = (int(n) for n in env["CODEMODE_SANDBOX_UID_RANGE"].split("-"))
@@ -408,9 +515,13 @@ def run_default(docs: list[dict[str, Any]]) -> None:
         keys = [key.decode() for key in direct.keys(f"{prefix}:*")]
         if not any("add_one" in key for key in keys):
             raise CheckFailed(f"[run] the skill is not in Redis under {prefix}: (keys: {keys[:20]})")
+        if shared and not registered:
+            raise CheckFailed(f"[run] the session was not in the shared registry in Redis (keys: {keys[:20]})")
         direct.close()
         print(f"70-helm: the default rendering runs: redis-server from redis.conf, `codemode serve` from the "
-              f"ConfigMap and Secrets; probes SERVING, TLS + operator token accepted, {len(keys)} Redis keys")
+              f"ConfigMap and Secrets; probes SERVING, TLS + operator token accepted, {len(keys)} Redis keys"
+              + (f"; session registry redis: internal listener up (mTLS as {env['CODEMODE_INSTANCE_ID']}), "
+                 "session registered in Redis" if shared else ""))
     except CheckFailed as exc:
         log = f"{root}/server.log"
         tail = open(log, errors="replace").read()[-3000:] if os.path.exists(log) else "(no server log)"
@@ -445,6 +556,9 @@ def scenarios(tmp: str) -> Iterator[tuple[str, list[str], dict[str, Any], set[st
     path = os.path.join(CHART, "ci", "insecure-sandbox-values.yaml")
     values = yaml.safe_load(open(path))
     yield "insecure-sandbox", ["-f", path], values, {values["tls"]["existingSecret"]}
+    yield "replicas-3-redis", ["--set", "replicaCount=3", "--set", "sessionRegistry=redis"], \
+        {"replicaCount": 3, "sessionRegistry": "redis"}, set()
+    yield "registry-local", ["--set", "sessionRegistry=local"], {"sessionRegistry": "local"}, set()
 
 
 REFUSED = {
@@ -454,6 +568,9 @@ REFUSED = {
     "an operator with a tenant": ["--set", "auth.principals[0].id=ops", "--set", "auth.principals[0].role=operator",
                                   "--set", "auth.principals[0].tenant=acme"],
     "no Redis at all": ["--set", "redis.enabled=false"],
+    "an unknown session registry": ["--set", "sessionRegistry=foo"],
+    "a chart-managed registry flag in settings": ["--set", "server.settings.internal-listen=0.0.0.0:1"],
+    "the internal port on the health port": ["--set", "server.internalPort=50052"],
     "no principals at all": ["--set", "auth.operatorToken.enabled=false"],
     "a token that is not a sha256 digest": ["--set", "auth.principals[0].id=a", "--set", "auth.principals[0].role=tenant",
                                             "--set", "auth.principals[0].tenant=t", "--set", "auth.principals[0].tokens[0].sha256=abc"],

@@ -75,6 +75,26 @@ redis-url
 {{- end -}}
 {{- end -}}
 
+{{/* "true" when the sessions are shared through Redis (sessionRegistry redis). */}}
+{{- define "codemode.sharedSessions" -}}
+{{- if eq .Values.sessionRegistry "redis" -}}true{{- end -}}
+{{- end -}}
+
+{{/* "true" when the server loads a CA from files (--ca-cert/--ca-key): one given in
+sandboxCA, or, with shared sessions, the one the chart generates into its Secret. */}}
+{{- define "codemode.sandboxCA.mounted" -}}
+{{- if or .Values.sandboxCA.existingSecret .Values.sandboxCA.cert (include "codemode.sharedSessions" .) -}}true{{- end -}}
+{{- end -}}
+
+{{/* The pod IP as --internal-advertise's host: in brackets on IPv6 (listenHost "[::]"). */}}
+{{- define "codemode.internalAdvertise" -}}
+{{- if hasPrefix "[" .Values.server.listenHost -}}
+{{- printf "[$(POD_IP)]:%d" (int .Values.server.internalPort) -}}
+{{- else -}}
+{{- printf "$(POD_IP):%d" (int .Values.server.internalPort) -}}
+{{- end -}}
+{{- end -}}
+
 {{/* Mount points of the files the server reads (env CODEMODE_*_FILE / _CERT / _KEY). */}}
 {{- define "codemode.paths.secrets" -}}/etc/codemode/secrets{{- end -}}
 {{- define "codemode.paths.principals" -}}/etc/codemode/principals{{- end -}}
@@ -99,5 +119,11 @@ redis-url
 {{- end -}}
 {{- if eq (int .Values.server.port) (int .Values.server.healthPort) -}}
 {{- fail "server.port and server.healthPort must differ" -}}
+{{- end -}}
+{{- if include "codemode.sharedSessions" . -}}
+{{- $internal := int .Values.server.internalPort -}}
+{{- if or (eq $internal (int .Values.server.port)) (eq $internal (int .Values.server.healthPort)) (and .Values.metrics.enabled (eq $internal (int .Values.metrics.port))) -}}
+{{- fail "server.internalPort must differ from server.port, server.healthPort and metrics.port" -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
