@@ -18,9 +18,11 @@ from sandbox_agent.errors import abort
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, token: str, client_identity: str) -> None:
+    def __init__(self, token: str, client_identity: str, on_authorized: Callable[[], None] | None = None) -> None:
         self._token = token.encode()
         self._identity = client_identity.encode()
+        #: Called after each call that passed both checks (the first-contact watchdog).
+        self._on_authorized = on_authorized
 
     async def intercept_service(
         self,
@@ -49,6 +51,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 reasons.ERROR_REASON_UNAUTHENTICATED,
                 "the client certificate does not carry the control plane's identity",
             )
+        if self._on_authorized is not None:
+            self._on_authorized()
 
 
 def _guarded(handler: grpc.RpcMethodHandler, authorize: Callable[[Any], Awaitable[None]]) -> grpc.RpcMethodHandler:

@@ -20,6 +20,8 @@ from sandbox_agent.replay_limits import (
 
 EXIT_REFUSED = 2
 PR_SET_DUMPABLE = 4
+#: Every control plane calls GetInfo within a second or so of the ready line.
+DEFAULT_FIRST_CONTACT_SECONDS = 60.0
 
 
 @dataclasses.dataclass
@@ -64,6 +66,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--replay-executions", type=_positive(int), default=DEFAULT_REPLAY_EXECUTIONS,
         help="how many ended executions stay attachable",
+    )  # fmt: skip
+    parser.add_argument(
+        "--first-contact-timeout", type=_positive(float), default=DEFAULT_FIRST_CONTACT_SECONDS,
+        help="with credentials: exit when no authenticated call arrived this many seconds after ready (a control "
+        "plane that died while starting the sandbox never comes; the kernel's parent-death signal does not always "
+        "reach a sandbox that far into its start)",
     )  # fmt: skip
     return parser.parse_args(argv)
 

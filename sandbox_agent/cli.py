@@ -41,8 +41,9 @@ async def serve(boot: Bootstrap) -> int:
         return 1
     # Tracing first, so even calls the auth interceptor rejects are traced.
     interceptors = telemetry.server_interceptors()
+    contacted = asyncio.Event()
     if creds:
-        interceptors.append(AuthInterceptor(creds.token, creds.client_identity))
+        interceptors.append(AuthInterceptor(creds.token, creds.client_identity, on_authorized=contacted.set))
     server = grpc.aio.server(
         interceptors=interceptors,
         options=[
@@ -69,11 +70,26 @@ async def serve(boot: Bootstrap) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    watchdog = loop.create_task(_first_contact(contacted, stop, args.first_contact_timeout)) if creds else None
     await stop.wait()
+    if watchdog is not None:
+        watchdog.cancel()
     await server.stop(grace=1.0)
     await host.close()
     telemetry.shutdown()
     return 0
+
+
+async def _first_contact(contacted: asyncio.Event, stop: asyncio.Event, seconds: float) -> None:
+    """Stops the agent when its control plane never calls: one that died while starting
+    the sandbox (killed between spawning it and the sandbox's parent-death signal taking
+    hold) would otherwise leave it running with nobody to end it."""
+    try:
+        await asyncio.wait_for(contacted.wait(), seconds)
+    except asyncio.TimeoutError:
+        print(f"codemode-agent: no control plane called within {seconds:g}s of ready; exiting",
+              file=sys.stderr, flush=True)
+        stop.set()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,12 +17,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import logging
 import os
 import pwd
 import random
 import stat
 from collections.abc import Iterator
 
+_log = logging.getLogger(__name__)
 #: Root-only, host-wide: leases must be visible to every server on the host.
 ROOT_LOCK_DIR = "/run/codemode/sandbox-uids"
 
@@ -73,8 +75,36 @@ class UidPool:
             except BlockingIOError:
                 os.close(fd)
                 continue
+            if os.geteuid() == 0:
+                kill_leftovers(uid)
             return UidLease(uid, fd)
         raise UidRangeExhausted(f"all {self.last - self.first + 1} sandbox uids ({self.first}-{self.last}) are in use")
+
+
+def kill_leftovers(uid: int) -> list[int]:
+    """SIGKILLs every process running as `uid`, whose lease nobody holds: what a dead
+    server's sandbox left. Seen: bubblewrap's pid 1, blocked for good on its setup
+    eventfd because its parent was killed mid-start, before the parent-death signal
+    covered it. A new sandbox must never share a uid with such a process (the uid is
+    the separation left after a namespace escape), so the lease is only handed out
+    once they are gone. Returns the pids signalled."""
+    killed = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status", encoding="ascii", errors="replace") as status:
+                uids = next((line.split()[1:] for line in status if line.startswith("Uid:")), [])
+        except OSError:
+            continue
+        if str(uid) in uids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(entry), 9)
+                killed.append(int(entry))
+    if killed:
+        _log.warning(
+            "sandbox uid %d was free but still ran %d process(es) a dead server left; killed them", uid, len(killed))
+    return killed
 
 
 @dataclasses.dataclass(frozen=True)
