@@ -10,7 +10,11 @@ Four arms rotate round by round, so load from elsewhere on the machine hits all 
 - `raw floor`: a bare grpcio unary echo through one relay (bench/grpc_floor.py), the 2-hop floor.
 
 Then AttachExecution to first event (the `started` replayed from the owner's buffer), directly
-on the owner and through the other instance, after an Execute finished.
+on the owner and through the other instance, after an Execute finished. Last, throughput: 24
+clients, each looping Execute `1+1` on a session of its own for a few seconds, against one
+cluster instance, against three (each client on its session's owner), and against three with
+each call sent to a random instance (two in three forwarded). On 2 cores three instances share
+the same CPUs, so this shows the cost of spreading, not a gain.
 
     .venv/bin/python bench/cluster.py            # about a minute on 2 cores
     .venv/bin/python bench/cluster.py --quick    # smoke run
@@ -111,6 +115,42 @@ async def measure(addresses: dict[str, str], floor_address: str, rounds: int, wa
             await channel.close()
 
 
+async def _rate(instances: list[str], spread: bool, clients: int, seconds: float) -> float:
+    """Executes per second: sessions created round robin on `instances`; each call goes to
+    the session's owner, or (`spread`) to the next instance in turn."""
+    channels = {address: grpc.aio.insecure_channel(address) for address in instances}
+    stubs = {address: execute_pb2_grpc.ExecuteServiceStub(channel) for address, channel in channels.items()}
+    try:
+        owners = [instances[i % len(instances)] for i in range(clients)]
+        sessions = [await _session(channels[owner]) for owner in owners]
+        done = 0
+        stop_at = time.perf_counter() + seconds
+
+        async def loop(index: int) -> None:
+            nonlocal done
+            turn = index
+            while time.perf_counter() < stop_at:
+                address = instances[turn % len(instances)] if spread else owners[index]
+                turn += 1
+                await _execute(stubs[address], sessions[index])
+                done += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(loop(i) for i in range(clients)))
+        rate = done / (time.perf_counter() - started)
+        for owner, name in zip(owners, sessions, strict=True):
+            await session_pb2_grpc.SessionServiceStub(channels[owner]).DeleteSession(
+                session_pb2.DeleteSessionRequest(name=name), timeout=30)
+        return rate
+    finally:
+        for channel in channels.values():
+            await channel.close()
+
+
+async def throughput(arms: dict[str, tuple[list[str], bool]], clients: int, seconds: float) -> dict[str, float]:
+    return {arm: await _rate(instances, spread, clients, seconds) for arm, (instances, spread) in arms.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run with few rounds")
@@ -134,6 +174,8 @@ def main() -> None:
         processes.append(owner)
         other = cb.Server(*cluster_args)
         processes.append(other)
+        third = cb.Server(*cluster_args)
+        processes.append(third)
         backend = ReadyProcess([sys.executable, os.path.join(BENCH_DIR, "grpc_floor.py"), "backend"], timeout=30)
         processes.append(backend)
         relay = ReadyProcess([sys.executable, os.path.join(BENCH_DIR, "grpc_floor.py"), "relay", backend.address],
@@ -141,6 +183,12 @@ def main() -> None:
         processes.append(relay)
         addresses = {"local": local.address, "owner": owner.address, "forwarded": other.address}
         samples = asyncio.run(measure(addresses, relay.address, rounds, warmup))
+        cluster3 = [owner.address, other.address, third.address]
+        rates = asyncio.run(throughput({
+            "one instance": ([owner.address], False),
+            "three instances, each call to the owner": (cluster3, False),
+            "three instances, calls spread (2/3 forwarded)": (cluster3, True),
+        }, clients=24, seconds=2.0 if args.quick else 6.0))
     finally:
         for process in reversed(processes):
             process.stop()
@@ -156,9 +204,11 @@ def main() -> None:
     print(f"forwarding cost: {summary['forwarded'].p50_ms - summary['owner'].p50_ms:+.3f} ms p50 "
           f"(forwarded/owner {summary['forwarded'].p50_ms / summary['owner'].p50_ms:.2f}x); "
           f"owner/raw floor {summary['owner'].p50_ms / summary['raw floor'].p50_ms:.2f}x")
+    for arm, rate in rates.items():
+        print(f"throughput, {arm}: {rate:.0f} Execute/s")
     os.makedirs(os.path.join(BENCH_DIR, "results"), exist_ok=True)
     with open(os.path.join(BENCH_DIR, "results", "cluster.json"), "w", encoding="utf-8") as out:
-        json.dump({"samples_s": samples, "quick": args.quick}, out)
+        json.dump({"samples_s": samples, "throughput_per_s": rates, "quick": args.quick}, out)
 
 
 if __name__ == "__main__":
