@@ -11,9 +11,21 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
+import time
 
 from server.providers.sandbox_uids import UidPool
 from tests.conftest import require
+
+
+def _running_as(proc: subprocess.Popen, uid: int) -> None:
+    """Waits until setpriv has switched to `uid` (Popen returns before it does)."""
+    deadline = time.monotonic() + 10
+    while True:
+        with open(f"/proc/{proc.pid}/status", encoding="ascii") as status:
+            if any(line.startswith("Uid:") and line.split()[1] == str(uid) for line in status):
+                return
+        assert time.monotonic() < deadline, "setpriv never switched uid"
+        time.sleep(0.01)
 
 
 def test_leasing_a_free_uid_kills_what_still_runs_as_it() -> None:
@@ -22,6 +34,7 @@ def test_leasing_a_free_uid_kills_what_still_runs_as_it() -> None:
     leftover = subprocess.Popen(["setpriv", "--reuid", str(uid), "--regid", str(uid), "--clear-groups", "--",
                                  "sleep", "300"])
     try:
+        _running_as(leftover, uid)
         pool = UidPool(uid, uid, tempfile.mkdtemp(prefix="cm-uids-"))
         lease = pool.lease()
         try:
@@ -43,6 +56,7 @@ def test_a_held_uid_is_skipped_and_its_processes_are_left_alone() -> None:
     running = subprocess.Popen(["setpriv", "--reuid", str(first), "--regid", str(first), "--clear-groups", "--",
                                 "sleep", "300"])
     try:
+        _running_as(running, first)
         other = UidPool(first, first + 1, lock_dir).lease()
         try:
             assert other.uid == first + 1
