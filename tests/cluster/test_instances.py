@@ -33,6 +33,7 @@ from tests.identity.identity_helpers import (
     stubs,
     write_principals,
 )
+from tests.security import host_probe
 from tests.storage.redis_server import RedisServer
 
 State = session_pb2.Session.State
@@ -385,7 +386,7 @@ async def test_a_killed_instances_sessions_are_failed_on_every_instance_and_its_
     survivor = cluster.instances[1]
     async with grpc.aio.insecure_channel(doomed.address) as channel:
         session = await create_ready_session(stubs(channel).sessions, metadata=auth(cluster.alice))
-    sandbox_pids = _descendants(doomed.pid)
+    sandbox_pids = host_probe.descendants(doomed.pid) - {doomed.pid}
     assert sandbox_pids, "the session's sandbox should run below the doomed instance"
     os.killpg(doomed.pid, signal.SIGKILL)
     async with grpc.aio.insecure_channel(survivor.address) as channel:
@@ -415,7 +416,7 @@ async def test_a_killed_instances_sessions_are_failed_on_every_instance_and_its_
                                            metadata=auth(cluster.alice))
         assert missing.value.code() == grpc.StatusCode.NOT_FOUND
     deadline = time.monotonic() + 10
-    while (left := [pid for pid in sandbox_pids if _alive(pid)]):
+    while (left := [pid for pid in sandbox_pids if host_probe.is_live(pid)]):
         assert time.monotonic() < deadline, f"sandbox processes outlived their instance: {left}"
         await asyncio.sleep(0.1)
 
@@ -429,34 +430,6 @@ async def _delete(cluster: Cluster, instance: ServerProcess, name: str) -> None:
     async with grpc.aio.insecure_channel(instance.address) as channel:
         await stubs(channel).sessions.DeleteSession(session_pb2.DeleteSessionRequest(name=name),
                                                     metadata=auth(cluster.alice))
-
-
-def _descendants(root: int) -> list[int]:
-    """Every process below `root` (its sandboxes: bwrap, agent, interpreter)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
-                parent = int(handle.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(parent, []).append(int(entry))
-    found, queue = [], [root]
-    while queue:
-        for child in children.get(queue.pop(), []):
-            found.append(child)
-            queue.append(child)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
-            return handle.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 

@@ -12,7 +12,6 @@ import itertools
 import json
 import os
 import random
-import selectors
 import shutil
 import signal
 import socket
@@ -26,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from tests.agent.conftest import _read_line as read_line
 from tests.kubernetes.fake_apiserver import FakeApiServer, kubeconfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -39,26 +39,6 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> bytes:
-    assert proc.stdout is not None
-    selector = selectors.DefaultSelector()
-    selector.register(proc.stdout, selectors.EVENT_READ)
-    deadline = time.monotonic() + timeout
-    buffer = b""
-    try:
-        while b"\n" not in buffer:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not selector.select(remaining):
-                raise TimeoutError("the pod printed no bootstrap line")
-            data = os.read(proc.stdout.fileno(), 4096)
-            if not data:
-                raise EOFError(f"the pod exited: {proc.wait()}")
-            buffer += data
-    finally:
-        selector.close()
-    return buffer.split(b"\n", 1)[0]
 
 
 @dataclasses.dataclass
@@ -89,7 +69,7 @@ class Pods:
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=self.workdir,
         )  # fmt: skip
         try:
-            json.loads(_read_line(proc, 30))
+            json.loads(read_line(proc, 30))
         except Exception:
             proc.kill()
             proc.wait()
