@@ -8,6 +8,17 @@ Run by scripts/checks/50-prometheus.sh (which installs Debian's `prometheus` fir
 4. PromQL through Prometheus' HTTP API on loopback: the target is up, the counters equal
    what the workload counted, and rate(), the success ratio and histogram_quantile()
    give what the workload did. Any mismatch prints the query and its answer, then exits 1.
+5. The alert rules shipped in deploy/prometheus/codemode-rules.yaml:
+   - `promtool check rules` passes on the file as shipped, and `promtool test rules` runs
+     unit tests (synthetic series, the shipped `for:` durations): each tested alert stays
+     pending until its `for:` has passed, then fires, and calm or quiet series never fire;
+   - the Prometheus of step 2 loads the file with every `for:` shortened to FOR_IN_CHECK
+     (expressions unchanged): every rule evaluates without error, every series the rules
+     name is one the server exports (the Redis gauges excepted: file storage here, the
+     unit tests cover them), CodemodeExecutionFailureRatioHigh fires from the workload's
+     25 % errors and CodemodeSandboxFailures does not;
+   - the file storage is broken (its directory replaced by a file): CodemodeNotReady
+     fires for the storage check of this instance, and resolves once it is repaired.
 
 Everything on loopback; every loop is bounded; both processes are stopped at the end.
 """
@@ -17,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -31,6 +43,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path[:0] = [REPO, os.path.join(REPO, "clients", "python", "src")]
 
 import grpc  # noqa: E402
+import yaml  # noqa: E402
 
 from codemode_protos.v1 import (  # noqa: E402
     execute_pb2,
@@ -42,6 +55,8 @@ from codemode_protos.v1 import (  # noqa: E402
 )
 from tests.helpers.sessions import create_ready_session  # noqa: E402
 
+RULES_FILE = os.path.join(REPO, "deploy", "prometheus", "codemode-rules.yaml")
+FOR_IN_CHECK = "2s"  # every rule's `for:` in the live Prometheus (the unit tests use the shipped ones)
 WORKLOAD_SECONDS = 15.0
 ERROR_EVERY = 4  # every 4th execution raises
 SKILL = '"""Adds one."""\n\nasync def run(x: int = 0) -> int:\n    return x + 1\n'
@@ -130,6 +145,203 @@ async def _workload(address: str) -> dict[str, int]:
     return counts
 
 
+# `promtool test rules` input: series at 1-minute steps, alerts asked at chosen times. Only
+# firing alerts are listed (pending ones are not), so "[]" before `for:` has passed and the
+# alert after it prove the shipped `for:`; the calm/quiet series prove the thresholds. Each
+# expected alert's annotations are the shipped templates rendered with its labels and
+# `value` (what `{{ $value | humanizePercentage }}` must print), see _expected_annotations.
+PROMTOOL_TESTS = {
+    "evaluation_interval": "1m",
+    "tests": [
+        {"interval": "1m", "input_series": [
+            {"series": 'codemode_health_ready{job="codemode",instance="a:9464",codemode_health_check="storage"}',
+             "values": "1 1 0 0 0 0 0 0"},
+            {"series": 'codemode_health_ready{job="codemode",instance="b:9464",codemode_health_check="storage"}',
+             "values": "1x8"},
+        ], "alert_rule_test": [
+            {"eval_time": "3m", "alertname": "CodemodeNotReady", "exp_alerts": []},
+            {"eval_time": "4m", "alertname": "CodemodeNotReady", "exp_alerts": [{"exp_labels": {
+                "severity": "critical", "job": "codemode", "instance": "a:9464", "codemode_health_check": "storage"}}]},
+        ]},
+        {"interval": "1m", "input_series": [
+            # busy: 25 % errors (fires); calm: 1 in 7 (does not); quiet: only errors, but 5 in 5 min.
+            {"series": 'codemode_executions_total{job="busy",codemode_execution_status="ok"}', "values": "0+30x30"},
+            {"series": 'codemode_executions_total{job="busy",codemode_execution_status="error"}', "values": "0+10x30"},
+            {"series": 'codemode_executions_total{job="calm",codemode_execution_status="ok"}', "values": "0+30x30"},
+            {"series": 'codemode_executions_total{job="calm",codemode_execution_status="error"}', "values": "0+5x30"},
+            {"series": 'codemode_executions_total{job="quiet",codemode_execution_status="error"}', "values": "0+1x30"},
+            # sick: 10 % sandbox_died, under the 20 % of the failure ratio, over the 5 % of this one.
+            {"series": 'codemode_executions_total{job="sick",codemode_execution_status="ok"}', "values": "0+90x30"},
+            {"series": 'codemode_executions_total{job="sick",codemode_execution_status="sandbox_died"}',
+             "values": "0+10x30"},
+        ], "alert_rule_test": [
+            {"eval_time": "10m", "alertname": "CodemodeExecutionFailureRatioHigh", "exp_alerts": []},
+            {"eval_time": "12m", "alertname": "CodemodeExecutionFailureRatioHigh",
+             "exp_alerts": [{"exp_labels": {"severity": "warning", "job": "busy"}, "value": "25%"}]},
+            {"eval_time": "5m", "alertname": "CodemodeSandboxFailures", "exp_alerts": []},
+            {"eval_time": "7m", "alertname": "CodemodeSandboxFailures",
+             "exp_alerts": [{"exp_labels": {"severity": "critical", "job": "sick"}, "value": "10%"}]},
+        ]},
+        {"interval": "1m", "input_series": [
+            # Two instances report one Redis: one alert per job. full: 97 %, half: 50 %.
+            {"series": 'codemode_redis_memory_used_bytes{job="full",instance="a:9464"}', "values": "97x20"},
+            {"series": 'codemode_redis_memory_max_bytes{job="full",instance="a:9464"}', "values": "100x20"},
+            {"series": 'codemode_redis_memory_used_bytes{job="full",instance="b:9464"}', "values": "97x20"},
+            {"series": 'codemode_redis_memory_max_bytes{job="full",instance="b:9464"}', "values": "100x20"},
+            {"series": 'codemode_redis_memory_used_bytes{job="half",instance="c:9464"}', "values": "50x20"},
+            {"series": 'codemode_redis_memory_max_bytes{job="half",instance="c:9464"}', "values": "100x20"},
+        ], "alert_rule_test": [
+            {"eval_time": "1m", "alertname": "CodemodeRedisMemoryCritical", "exp_alerts": []},
+            {"eval_time": "2m", "alertname": "CodemodeRedisMemoryCritical",
+             "exp_alerts": [{"exp_labels": {"severity": "critical", "job": "full"}, "value": "97%"}]},
+            {"eval_time": "9m", "alertname": "CodemodeRedisMemoryHigh", "exp_alerts": []},
+            {"eval_time": "10m", "alertname": "CodemodeRedisMemoryHigh",
+             "exp_alerts": [{"exp_labels": {"severity": "warning", "job": "full"}, "value": "97%"}]},
+        ]},
+    ],
+}
+
+
+def _expected_annotations(templates: dict[str, str], labels: dict[str, str], value: str | None) -> dict[str, str]:
+    """The shipped annotation templates with `{{ $labels.NAME }}` and `{{ $value | ... }}` filled in."""
+    def fill(match: re.Match) -> str:
+        if match.group(1) is not None:
+            return labels[match.group(1)]
+        if value is None:
+            raise CheckFailed(f"a unit test case of {labels} needs the expected value text")
+        return value
+
+    pattern = re.compile(r"\{\{\s*(?:\$labels\.(\w+)|\$value[^}]*)\s*\}\}")
+    return {key: pattern.sub(fill, text) for key, text in templates.items()}
+
+
+def _promtool(work: str) -> None:
+    """`promtool check rules` and `promtool test rules` on the shipped file."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            raise CheckFailed("promtool is missing (Debian's prometheus package installs it)")
+        print("prometheus: SKIPPED promtool checks: no promtool (Debian's prometheus package installs it)")
+        return
+    checked = subprocess.run([promtool, "check", "rules", RULES_FILE], capture_output=True, text=True, timeout=60)
+    if checked.returncode != 0:
+        raise CheckFailed(f"promtool check rules {RULES_FILE}: {checked.stdout}{checked.stderr}")
+    print(f"prometheus: ok  promtool check rules: {checked.stdout.strip().splitlines()[-1].strip()}")
+    with open(RULES_FILE, encoding="utf-8") as handle:
+        templates = {rule["alert"]: rule.get("annotations", {})
+                     for group in yaml.safe_load(handle)["groups"] for rule in group["rules"]}
+    unit_tests = json.loads(json.dumps(PROMTOOL_TESTS))
+    for test in unit_tests["tests"]:
+        for case in test["alert_rule_test"]:
+            for alert in case["exp_alerts"]:
+                alert["exp_annotations"] = _expected_annotations(
+                    templates[case["alertname"]], alert["exp_labels"], alert.pop("value", None))
+    tests = os.path.join(work, "codemode-rules.test.yaml")
+    with open(tests, "w") as handle:
+        yaml.safe_dump({"rule_files": [RULES_FILE], **unit_tests}, handle, sort_keys=False)
+    tested = subprocess.run([promtool, "test", "rules", tests], capture_output=True, text=True, timeout=60)
+    if tested.returncode != 0:
+        raise CheckFailed(f"promtool test rules: {tested.stdout}{tested.stderr}")
+    cases = sum(len(test["alert_rule_test"]) for test in PROMTOOL_TESTS["tests"])
+    print(f"prometheus: ok  promtool test rules: {cases} alert cases (the shipped for: durations) pass")
+
+
+def _rules_for_check(work: str) -> tuple[str, list[str]]:
+    """The shipped rules with every `for:` set to FOR_IN_CHECK, and the alert names."""
+    with open(RULES_FILE, encoding="utf-8") as handle:
+        rules = yaml.safe_load(handle)
+    names = []
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            names.append(rule["alert"])
+            if "for" in rule:
+                rule["for"] = FOR_IN_CHECK
+    path = os.path.join(work, "codemode-rules.yaml")
+    with open(path, "w") as handle:
+        yaml.safe_dump(rules, handle, sort_keys=False)
+    return path, names
+
+
+def _alerts(prometheus: str) -> list[dict]:
+    answer = json.loads(_get(f"http://{prometheus}/api/v1/alerts"))
+    if answer.get("status") != "success":
+        raise CheckFailed(f"/api/v1/alerts failed: {answer}")
+    return answer["data"]["alerts"]
+
+
+def _wait_alert(prometheus: str, name: str, labels: dict[str, str], firing: bool, timeout: float = 60.0) -> dict | None:
+    """Waits until alert `name` with `labels` fires (firing=True) or is gone or pending (False)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        matching = [a for a in _alerts(prometheus) if a["labels"].get("alertname") == name
+                    and all(a["labels"].get(k) == v for k, v in labels.items())]
+        fired = [a for a in matching if a["state"] == "firing"]
+        if firing and fired:
+            return fired[0]
+        if not firing and not fired:
+            return None
+        if time.monotonic() > deadline:
+            raise CheckFailed(f"alert {name}{labels} is {'not firing' if firing else 'still firing'} "
+                              f"after {timeout:.0f} s: {matching}")
+        time.sleep(0.5)
+
+
+def _check_alerts(prometheus: str, names: list[str], job: str, instance: str, storage: str) -> None:
+    answer = json.loads(_get(f"http://{prometheus}/api/v1/rules?type=alert"))
+    loaded = [rule for group in answer["data"]["groups"] for rule in group["rules"]]
+    if sorted(rule["name"] for rule in loaded) != sorted(names):
+        raise CheckFailed(f"prometheus loaded {[r['name'] for r in loaded]}, the file has {names}")
+    deadline = time.monotonic() + 30
+    while any(rule.get("health") != "ok" for rule in loaded):  # "unknown" until the first evaluation
+        bad = [(r["name"], r.get("health"), r.get("lastError")) for r in loaded if r.get("health") != "ok"]
+        if time.monotonic() > deadline or any(health == "err" for _, health, _ in bad):
+            raise CheckFailed(f"rules that do not evaluate: {bad}")
+        time.sleep(0.5)
+        answer = json.loads(_get(f"http://{prometheus}/api/v1/rules?type=alert"))
+        loaded = [rule for group in answer["data"]["groups"] for rule in group["rules"]]
+    print(f"prometheus: ok  {len(loaded)} alert rules of {os.path.relpath(RULES_FILE, REPO)} loaded and evaluate")
+    exported = set(json.loads(_get(f"http://{prometheus}/api/v1/label/__name__/values"))["data"])
+    named = set()
+    for rule in loaded:
+        # Metric names only: label matchers and by/on (...) label lists removed first.
+        query = re.sub(r"\{[^}]*\}", "", rule["query"])
+        query = re.sub(r"\b(?:by|without|on|ignoring)\s*\([^)]*\)", "", query)
+        named.update(re.findall(r"\b(?:codemode|rpc_server)_[a-z_]+\b", query))
+    only_with_redis = {"codemode_redis_memory_used_bytes", "codemode_redis_memory_max_bytes"}
+    unknown = sorted(named - exported - only_with_redis)
+    if unknown:
+        raise CheckFailed(f"the rules name series the server does not export: {unknown}")
+    print(f"prometheus: ok  the {len(named)} series the rules name are exported ({len(named & only_with_redis)} "
+          "only with --storage redis)")
+
+    fired = _wait_alert(prometheus, "CodemodeExecutionFailureRatioHigh", {"job": job}, firing=True)
+    print(f"prometheus: ok  CodemodeExecutionFailureRatioHigh fires from the workload's errors "
+          f"(value {float(fired['value']):.2f}, severity {fired['labels'].get('severity')})")
+    firing = sorted({a["labels"]["alertname"] for a in _alerts(prometheus) if a["state"] == "firing"})
+    if firing != ["CodemodeExecutionFailureRatioHigh"]:
+        raise CheckFailed(f"alerts firing with storage and sandboxes healthy: {firing}")
+    print("prometheus: ok  no other alert fires (CodemodeSandboxFailures, CodemodeNotReady... stay quiet)")
+
+    # Readiness: the file storage's directory replaced by a file fails the storage check.
+    moved = storage + ".away"
+    os.rename(storage, moved)
+    with open(storage, "w") as blocker:
+        blocker.write("not a directory")
+    try:
+        labels = {"job": job, "instance": instance, "codemode_health_check": "storage"}
+        started = time.monotonic()
+        fired = _wait_alert(prometheus, "CodemodeNotReady", labels, firing=True)
+        print(f"prometheus: ok  storage broken: CodemodeNotReady fires for {instance} after "
+              f"{time.monotonic() - started:.1f} s (severity {fired['labels'].get('severity')}, "
+              f"summary {fired['annotations'].get('summary')!r})")
+    finally:
+        os.remove(storage)
+        os.rename(moved, storage)
+    started = time.monotonic()
+    _wait_alert(prometheus, "CodemodeNotReady", labels, firing=False)
+    print(f"prometheus: ok  storage repaired: CodemodeNotReady resolves after {time.monotonic() - started:.1f} s")
+
+
 def _stop(proc: subprocess.Popen | None) -> None:
     if proc is None or proc.poll() is not None:
         return
@@ -142,6 +354,7 @@ def _stop(proc: subprocess.Popen | None) -> None:
 
 
 def main() -> int:
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # in order with stderr
     binary = shutil.which("prometheus")
     if binary is None:
         print("prometheus: the prometheus binary is missing (apt-get install prometheus)", file=sys.stderr)
@@ -154,16 +367,19 @@ def main() -> int:
         server = subprocess.Popen(
             [sys.executable, "-m", "server", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
              "--no-auth", "--data-dir", os.path.join(work, "data"), "--warm-pool-size", "1",
-             "--health-probe-interval", "0"],
+             "--health-probe-interval", "0", "--health-storage-interval", "1s"],
             cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=open(os.path.join(work, "server.log"), "wb"), start_new_session=True,
         )
         ready = _ready_line(server, 120)
         target = ready["metrics_address"]
         web = f"127.0.0.1:{_free_port()}"
+        _promtool(work)
+        rules, alert_names = _rules_for_check(work)
         config = os.path.join(work, "prometheus.yml")
         with open(config, "w") as handle:
             handle.write("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+                         f"rule_files: ['{rules}']\n"
                          f"scrape_configs:\n  - job_name: codemode\n    static_configs:\n      - targets: ['{target}']\n")
         prometheus = subprocess.Popen(
             [binary, f"--config.file={config}", f"--storage.tsdb.path={os.path.join(work, 'tsdb')}",
@@ -213,6 +429,8 @@ def main() -> int:
                 lambda v: v == 1, "one sandbox start for the one session (pool hit or cold)")
         _expect(web, 'codemode_health_ready{codemode_health_check="storage"}', lambda v: v == 1, "storage ready")
         print("prometheus: every query answered as the workload predicts")
+        _check_alerts(web, alert_names, "codemode", target, os.path.join(work, "data", "storage"))
+        print("prometheus: the shipped alert rules load, evaluate and fire as documented")
         return 0
     except Exception as failure:  # noqa: BLE001 - any failure is reported with the logs
         print(f"prometheus: FAILED: {failure}", file=sys.stderr)

@@ -141,9 +141,12 @@ async def test_redis_down_makes_storage_services_not_ready_and_they_recover(redi
 
 
 async def test_a_provider_that_cannot_start_sandboxes_makes_sandbox_services_not_ready():
-    args = ["--api-token", TEST_API_TOKEN, "--warm-pool-size", "0", "--health-probe-interval", "300ms",
+    interval = 0.3
+    args = ["--api-token", TEST_API_TOKEN, "--warm-pool-size", "0", "--health-probe-interval", f"{interval * 1000:.0f}ms",
             "--metrics-listen", "127.0.0.1:0"]
+    failed_probes = 'codemode_health_checks_total{codemode_health_check="sandbox",codemode_health_result="fail"}'
     with ServerProcess(args) as server:
+        metrics = server.ready["metrics_address"]
         await wait_for(server.address, {"readiness": SERVING}, "the first probe")
         sandboxes = os.path.join(server.data_dir, "sandboxes")
         moved = sandboxes + ".away"
@@ -157,14 +160,25 @@ async def test_a_provider_that_cannot_start_sandboxes_makes_sandbox_services_not
             assert down["codemode.v1.SkillStoreService"] == down["codemode.v1.ArtifactService"] == SERVING
             shown = cli_health(server.address, "--json")
             assert shown.returncode == 1 and '"codemode.v1.SessionService": "NOT_SERVING"' in shown.stdout
+
+            # The failing probe is rate limited: it fails at once (mkdir on a file), so only the
+            # interval paces it. Over a window of `elapsed` seconds at most elapsed/interval + 1
+            # runs can finish; it keeps being retried (at least one more failure) meanwhile.
+            window_start = time.monotonic()
+            failures_before = sample(scrape(metrics), failed_probes)
+            await asyncio.sleep(3.0)
+            failures_after = sample(scrape(metrics), failed_probes)
+            elapsed = time.monotonic() - window_start
+            grown = failures_after - failures_before
+            assert 1 <= grown <= elapsed / interval + 1, (
+                f"{grown:g} failed probes in {elapsed:.2f} s at a {interval} s interval")
         finally:
             os.remove(sandboxes)
             os.rename(moved, sandboxes)
         await wait_for(server.address, {name: SERVING for name in (*SANDBOX_SERVICES, "readiness")}, "recovery")
         assert "the sandbox check fails: a probe sandbox could not be started" in server.stderr_tail()
         assert "the sandbox check passes again" in server.stderr_tail()
-        text = scrape(server.ready["metrics_address"])
-        assert 'codemode_health_checks_total{codemode_health_check="sandbox",codemode_health_result="fail"}' in text
+        assert failed_probes in scrape(metrics)
 
 
 async def test_the_probe_takes_nothing_from_the_warm_pool_or_the_session_limits():
