@@ -1,12 +1,14 @@
 """What the shared session registry costs: Execute `1+1` on one instance against a cluster.
 
-Four arms rotate round by round, so load from elsewhere on the machine hits all alike:
+Five arms rotate round by round, so load from elsewhere on the machine hits all alike:
 
 - `local`: a server with the embedded registry (`--session-registry local`), the floor;
 - `owner`: a cluster instance (`--session-registry redis`, a real redis-server) executing in
   a session it owns: what the registry adds to an Execute on the right instance;
 - `forwarded`: the same session through the cluster's other instance, which looks the owner up
   in Redis and forwards over internal mTLS: what landing on the wrong instance costs;
+- `nginx`: the same session through real nginx (deploy/nginx/codemode.conf, the owner as its
+  only upstream): what the documented balancer adds;
 - `raw floor`: a bare grpcio unary echo through one relay (bench/grpc_floor.py), the 2-hop floor.
 
 Then AttachExecution to first event (the `started` replayed from the owner's buffer), directly
@@ -51,6 +53,7 @@ from codemode_protos.v1 import (  # noqa: E402
     session_pb2_grpc,
 )
 from server.pki import CertificateAuthority  # noqa: E402
+from tests.lb.nginx import Nginx  # noqa: E402
 from tests.storage.redis_server import RedisServer  # noqa: E402
 
 
@@ -90,10 +93,11 @@ async def measure(addresses: dict[str, str], floor_address: str, rounds: int, wa
         local_session = await _session(channels["local"])
         cluster_session = await _session(channels["owner"])
         stubs = {arm: execute_pb2_grpc.ExecuteServiceStub(channel) for arm, channel in channels.items()}
-        targets = {"local": local_session, "owner": cluster_session, "forwarded": cluster_session}
-        samples: dict[str, list[float]] = {arm: [] for arm in ["local", "owner", "forwarded", "raw floor"]}
+        targets = {"local": local_session, "owner": cluster_session, "forwarded": cluster_session,
+                   "nginx": cluster_session}
+        samples: dict[str, list[float]] = {arm: [] for arm in ["local", "owner", "forwarded", "nginx", "raw floor"]}
         for index in range(warmup + rounds):
-            for arm in ("local", "owner", "forwarded"):
+            for arm in ("local", "owner", "forwarded", "nginx"):
                 elapsed = await _execute(stubs[arm], targets[arm])
                 if index >= warmup:
                     samples[arm].append(elapsed)
@@ -181,7 +185,10 @@ def main() -> None:
         relay = ReadyProcess([sys.executable, os.path.join(BENCH_DIR, "grpc_floor.py"), "relay", backend.address],
                              timeout=30)
         processes.append(relay)
-        addresses = {"local": local.address, "owner": owner.address, "forwarded": other.address}
+        proxy = Nginx([owner.address], session_upstreams=[owner.address]).start()
+        processes.append(proxy)
+        addresses = {"local": local.address, "owner": owner.address, "forwarded": other.address,
+                     "nginx": proxy.address}
         samples = asyncio.run(measure(addresses, relay.address, rounds, warmup))
         cluster3 = [owner.address, other.address, third.address]
         rates = asyncio.run(throughput({
@@ -204,6 +211,8 @@ def main() -> None:
     print(f"forwarding cost: {summary['forwarded'].p50_ms - summary['owner'].p50_ms:+.3f} ms p50 "
           f"(forwarded/owner {summary['forwarded'].p50_ms / summary['owner'].p50_ms:.2f}x); "
           f"owner/raw floor {summary['owner'].p50_ms / summary['raw floor'].p50_ms:.2f}x")
+    print(f"nginx cost: {summary['nginx'].p50_ms - summary['owner'].p50_ms:+.3f} ms p50 "
+          f"(nginx/direct {summary['nginx'].p50_ms / summary['owner'].p50_ms:.2f}x)")
     for arm, rate in rates.items():
         print(f"throughput, {arm}: {rate:.0f} Execute/s")
     os.makedirs(os.path.join(BENCH_DIR, "results"), exist_ok=True)

@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import logging
 import os
+import secrets
 import signal
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -136,11 +138,25 @@ def _docker_provider(config: ServerConfig, ca: CertificateAuthority, deps: DepsP
     overrides = {"auth_token": config.auth_token, "interrupt_grace_seconds": config.interrupt_grace,
                  "start_timeout_seconds": config.sandbox_start_timeout,
                  "network": config.sandbox_network, "runtime": config.docker_runtime,
-                 "sandbox_uid_range": config.sandbox_uid_range}
+                 "sandbox_uid_range": config.sandbox_uid_range,
+                 "cluster_instance_id": config.instance_id if config.session_registry == "redis" else "",
+                 "cluster_name": cluster_name(config)}
     if config.image:
         overrides["image"] = config.image
     docker_config = DockerProviderConfig.for_data_dir(config.data_dir, **overrides)
     return DockerSandboxProvider(ca, docker_config, deps)
+
+
+def cluster_name(config: ServerConfig) -> str:
+    """The cluster's identity: its registry (Redis address and key prefix), never a
+    password; "" without a shared registry."""
+    if config.session_registry != "redis":
+        return ""
+    from urllib.parse import urlsplit
+
+    url = urlsplit(config.registry_redis_url or config.redis_url)
+    where = f"{url.hostname}:{url.port}{url.path}|{config.redis_prefix}"
+    return hashlib.sha256(where.encode()).hexdigest()[:16]
 
 
 def _kubernetes_provider(config: ServerConfig, ca: CertificateAuthority, deps: DepsProvisioner) -> SandboxProvider:
@@ -253,6 +269,10 @@ async def build_app(config: ServerConfig, host_call_handler: HostCallHandler | N
     hide_path(config.data_dir, "<data-dir>")
     hide_path(config.deps_wheelhouse, "<wheelhouse>")
     identity = build_identity(config)  # first: a bad principals file fails before anything starts
+    if config.session_registry == "redis" and not config.instance_id:
+        # Fixed before the providers exist: containers are labelled with it, so that other
+        # instances can tell a dead instance's leftovers from a live one's (adoption).
+        config = dataclasses.replace(config, instance_id=secrets.token_hex(6))
     ca = _load_ca(config)
     deps = DepsProvisioner.from_config(config)
     providers = _make_providers(config, ca, deps)
@@ -286,18 +306,23 @@ async def build_app(config: ServerConfig, host_call_handler: HostCallHandler | N
         cluster = build_cluster(config, ca, identity, sessions.is_local, [telemetry.server_interceptor(), limiter],
                                 SERVER_OPTIONS)
         sessions.node = cluster.node
-        cluster.node.on_lost = sessions.delete
         interceptors.append(cluster.routing)  # last: it sees the authenticated caller, inside the cap
     server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
     inflight = execute_service.InflightTracker()
     storage = _register_storage_services(server, config, sessions.quotas, metrics)
     handler = metrics.host_calls(host_call_handler or _host_call_handler(storage))
 
+    executions = execute_service.ExecuteService(config, sessions, handler, inflight, metrics)
     session_servicers = [
         (session_service.register, session_service.SessionService(sessions)),
-        (execute_service.register, execute_service.ExecuteService(config, sessions, handler, inflight, metrics)),
+        (execute_service.register, executions),
         (dependency_service.register, dependency_service.DependencyService(sessions)),
     ]
+    if cluster is not None:
+        from server.cluster.adoption import wire_adoption
+
+        wire_adoption(cluster, sessions, providers, executions.resume)
+        executions.forwarder_left = cluster.node.instance_left
     names = [register(server, servicer) for register, servicer in session_servicers]  # type: ignore[operator]
     if cluster is not None:  # the same servicers answer calls forwarded by other instances
         for register, servicer in session_servicers:
@@ -380,12 +405,18 @@ async def shutdown(app: App) -> None:
     """Graceful stop; safe to call once the server was started."""
     _log.info("shutting down: draining %d in-flight executions", app.inflight.count)
     app.sessions.shutting_down = True
+    if app.cluster is not None:
+        await app.cluster.node.set_draining()
     await app.readiness.stop()
     await _set_health(app, health_pb2.HealthCheckResponse.NOT_SERVING)
     if not await app.inflight.wait_idle(app.config.shutdown_grace):
         _log.warning("%d executions still running after %.1fs; cancelling them", app.inflight.count, app.config.shutdown_grace)
         # Each ends with SERVER_SHUTTING_DOWN while the server can still write statuses.
         await app.inflight.cancel_for_shutdown(_STOP_AFTER_GRACE_SECONDS)
+    if app.cluster is not None:
+        # Before the listeners close: a client cut off above reattaches through another
+        # instance, which adopts the handed-over session instead of waiting out a lease.
+        await app.sessions.hand_over()
     await app.server.stop(_STOP_AFTER_GRACE_SECONDS)
     if app.cluster is not None:
         await app.cluster.stop_serving(0)

@@ -67,6 +67,18 @@ def execution_not_found(name: str) -> ServiceError:
     )
 
 
+def session_moved(session: Session) -> ServiceError:
+    """The session was handed over to, or adopted by, another instance while this call
+    ran here; the execution goes on there, so the client reattaches (any instance)."""
+    return ServiceError(
+        grpc.StatusCode.UNAVAILABLE,
+        reasons.ERROR_REASON_SESSION_ELSEWHERE,
+        f"{session.name} moved to another instance while this call ran; AttachExecution with the last "
+        "sequence you received continues the stream there",
+        {"session": session.name},
+    )
+
+
 def events_expired(record: ExecutionRecord, after_sequence: int, first_available: int) -> ServiceError:
     return ServiceError(
         grpc.StatusCode.OUT_OF_RANGE,
@@ -151,6 +163,8 @@ class Relay:
         """Relays the execution's events after `after_sequence`: live, or from the agent's
         buffer once it ended, or (the agent no longer has it) from the record."""
         self.last_sent = self.last_received = after_sequence
+        if self._session.moved:
+            raise session_moved(self._session)
         sandbox = self._session.sandbox
         if sandbox is None or not sandbox.is_alive():
             await self._from_record(after_sequence)
@@ -181,6 +195,13 @@ class Relay:
                     message = None
                 except grpc.aio.AioRpcError as exc:
                     message, broken = None, exc
+                except asyncio.CancelledError:
+                    # The agent call, not this task, was cancelled: the channel closed
+                    # because the session was handed over while this call ran here.
+                    task = asyncio.current_task()
+                    if self._session.moved and task is not None and not task.cancelling():
+                        raise session_moved(self._session) from None
+                    raise
                 finally:
                     self._heartbeats.waiting = False
                 if message is None:
@@ -271,6 +292,8 @@ class Relay:
     # --- when the agent stream ends without finished ------------------------------
 
     async def _after_break(self, error: grpc.aio.AioRpcError | None, after_sequence: int) -> None:
+        if self._session.moved:
+            raise session_moved(self._session)
         finished = self._record.finished
         if error is None and finished is not None and max(after_sequence, self.last_received) >= finished.sequence:
             return  # an attach after the last event: nothing to send

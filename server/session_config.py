@@ -154,4 +154,24 @@ def to_proto(limits: SandboxLimits, sandbox_kind: session_pb2.SandboxKind, idle_
     )
 
 
-__all__ = ["EffectiveConfig", "PREFIX", "check_enforceable", "merge", "not_enforceable", "to_proto", "validated_deps"]
+def from_rendered(config: session_pb2.SessionConfig) -> tuple[SandboxLimits, float]:
+    """`to_proto`'s inverse: the limits and idle TTL a session was rendered with (a
+    rendering sets every field, zero meaning "not limited", so it is read as is rather
+    than merged as a request, which refuses zeros)."""
+    limits = SandboxLimits(
+        timeout_seconds=config.timeout.ToNanoseconds() / 1e9,
+        memory_limit_bytes=config.memory_limit_bytes,
+        cpu_quota=config.cpu_quota,
+        pids_limit=config.pids_limit,
+        network_disabled=config.network_disabled,
+        allow_runtime_deps=config.allow_runtime_deps,
+        deps=tuple(config.deps),
+        sync_deps_on_start=config.sync_deps_on_start,
+        output_budget_bytes=config.output_budget_bytes,
+        image=config.image,
+    )
+    return limits, config.idle_ttl.ToNanoseconds() / 1e9
+
+
+__all__ = ["EffectiveConfig", "PREFIX", "check_enforceable", "from_rendered", "merge", "not_enforceable", "to_proto",
+           "validated_deps"]

@@ -74,6 +74,13 @@ class Session:
     generation_offset: int = 0
     #: The execution lock's flag, taken and released by server/execution_lock.py.
     busy: bool = False
+    #: Another instance took the session over (drain hand-over, or adoption while this
+    #: one was cut off): calls still running here end with SESSION_ELSEWHERE, never
+    #: with a made-up end of an execution that goes on elsewhere.
+    moved: bool = False
+    #: Taken over from an instance that is gone: executions it started are looked up at
+    #: the agent, which still has their events, though this instance never saw them.
+    adopted: bool = False
     #: The latest package install (start-up deps, AddDependency, SyncDependencies, deps.*).
     last_install: InstallRecord | None = None
     #: The sandbox start or package install running for this session in the background;

@@ -93,6 +93,7 @@ class SessionManager:
         #: With `--session-registry redis`: this instance's records in the shared
         #: registry (claimed on create, removed on delete); None on one machine.
         self.node: ClusterNode | None = None
+        self._stopping: set[asyncio.Task] = set()
 
     # ---- limits -------------------------------------------------------------------
 
@@ -276,6 +277,10 @@ class SessionManager:
         session.state_message = ""
         session.state = State.STATE_READY
         session.touch()
+        if self.node is not None:  # adoptable from now on: say where the sandbox is
+            task = asyncio.get_running_loop().create_task(self.node.publish(session), name=f"publish-{session.id}")
+            self._stopping.add(task)
+            task.add_done_callback(self._stopping.discard)
 
     async def _attach_sandbox(self, session: Session) -> None:
         """ResetSession's restart of a dead sandbox (synchronous: the caller waits)."""
@@ -417,6 +422,77 @@ class SessionManager:
         if sandbox is not None:
             await sandbox.stop()
 
+    # ---- adoption (server/cluster/adoption.py) --------------------------------------
+
+    def restore(self, record: SessionRecord) -> Session:
+        """An adopted record as a local session (STARTING until its sandbox is attached),
+        with the owner's limits, labels and times, as the owner rendered them."""
+        assert self.node is not None
+        message = session_pb2.Session.FromString(record.session)
+        limits, idle_ttl = session_config.from_rendered(message.config)
+        session = Session(
+            id=record.id, tenant=record.tenant, labels=dict(message.labels), limits=limits,
+            idle_ttl=idle_ttl, sandbox_kind=message.config.sandbox_kind, created_by=record.created_by,
+            create_time=record.create_time,
+            last_use_time=message.last_use_time.ToNanoseconds() / 1e9 or time.time(),
+        )  # fmt: skip
+        session.state_message = f"being taken over from instance {record.owner!r}"
+        session.generation_offset = message.interpreter_generation
+        session.adopted = True
+        self.node.own_adopted(session, record)
+        return session
+
+    def attach_adopted(self, session: Session, sandbox: Sandbox, record: SessionRecord) -> None:
+        """READY with the adopted sandbox; the generation stays what the owner showed."""
+        if session.state == State.STATE_CLOSED:  # deleted while it was being taken over
+            task = asyncio.get_running_loop().create_task(sandbox.stop(), name=f"stop-{session.id}")
+            self._stopping.add(task)
+            task.add_done_callback(self._stopping.discard)
+            return
+        shown = session_pb2.Session.FromString(record.session).interpreter_generation
+        self._adopt(session, sandbox)
+        session.generation_offset = max(0, shown - session.agent_generation)
+        self._registry.add(session, record.request_id)  # only now: callers find it READY
+
+    def fail_adopted(self, session: Session, message: str, record: SessionRecord) -> None:
+        session.mark_failed(message)
+        self._registry.add(session, record.request_id)
+
+    async def lost(self, session: Session, taken_over: bool) -> None:
+        """The registry record went elsewhere (server/cluster/node.py): deleted, so the
+        session ends here; or adopted by another instance, so this one lets go of the
+        sandbox without stopping it."""
+        if not taken_over:
+            await self.delete(session)
+            return
+        await self._let_go(session)
+
+    async def _let_go(self, session: Session) -> None:
+        """The session is another instance's now: gone from here, its sandbox released."""
+        self._registry.forget(session)
+        session.moved = True
+        session.state = State.STATE_CLOSED
+        sandbox, session.sandbox = session.sandbox, None
+        if sandbox is not None:
+            await release_sandbox(sandbox)
+
+    async def hand_over(self) -> int:
+        """Drain: every session whose sandbox another instance can adopt is handed over
+        (its lease ends now) and let go of here; the rest are stopped at close."""
+        if self.node is None:
+            return 0
+        handed = 0
+        for session in self._registry.live_sessions():
+            details = self.node.handover(session) if session.sandbox is not None and not session.transient else {}
+            if not details:
+                continue
+            await self._let_go(session)  # first (its uid lease too), so a quick adopter finds it free
+            if await self.node.hand_over(session, details):
+                handed += 1
+        if handed:
+            _log.info("handed %d sessions over to the other instances", handed)
+        return handed
+
     # ---- idle expiry / shutdown -----------------------------------------------------
 
     def start_expiry(self) -> None:
@@ -444,3 +520,12 @@ class SessionManager:
                 await self._expiry_task
         sessions = self._registry.live_sessions()
         await asyncio.gather(*(self.delete(session) for session in sessions), return_exceptions=True)
+
+
+async def release_sandbox(sandbox: Sandbox) -> None:
+    """Lets go of a sandbox another instance now drives: its connection and local
+    bookkeeping go, the sandbox itself keeps running."""
+    release = getattr(sandbox, "release", None)
+    if release is not None:
+        with contextlib.suppress(Exception):
+            await release()

@@ -318,6 +318,10 @@ def _score(value: float) -> str:
     return repr(float(value))
 
 
+#: A lease "now" later than any lease: a forced adoption's comparison always passes.
+_FAR_FUTURE = 1e15
+
+
 def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
@@ -733,16 +737,22 @@ class RedisSessionDirectory:
         return out
 
     async def adopt(
-        self, session_id: str, old_incarnation: str, new_owner: str, new_address: str, lease_seconds: float
+        self, session_id: str, old_incarnation: str, new_owner: str, new_address: str, lease_seconds: float,
+        *, owner_gone: bool = False,
     ) -> SessionRecord | None:
-        """Takes over a session whose lease lapsed; None if it was renewed, adopted or removed."""
+        """Takes over a session whose lease lapsed; None if it was renewed, adopted or removed.
+
+        `owner_gone`: the caller has proof the owning process is gone (its listener
+        refuses connections, or it handed the session over), so the lease need not have
+        run out; the incarnation check still lets exactly one adopter win."""
         now = self._clock()
         incarnation = secrets.token_hex(12)
         expires = now + lease_seconds
         doc = await self._call(
             self._adopt(
                 keys=[self.record_key(session_id)],
-                args=[old_incarnation, _score(now), new_owner, new_address, incarnation, _score(expires)],
+                args=[old_incarnation, _score(_FAR_FUTURE if owner_gone else now), new_owner, new_address,
+                      incarnation, _score(expires)],
             )
         )
         if doc is None:
@@ -756,6 +766,34 @@ class RedisSessionDirectory:
         )
         await self._call(self._redis.zadd(self._lease_index, {session_id: expires}))
         return record
+
+    # Sandboxes a record holds -----------------------------------------------
+
+    def _sandbox_key(self, sandbox_id: str) -> str:
+        return f"{self.prefix}:{{x:{validate_session_id(sandbox_id)}}}:session"
+
+    async def note_sandbox(self, sandbox_id: str, session_id: str) -> None:
+        """Indexes which session's record holds a sandbox, so that the instance whose
+        label the container carries does not sweep it as an orphan after another
+        instance adopted it (labels cannot change). The index is only a pointer:
+        `claimed_sandboxes` trusts it only while that record still names the sandbox,
+        so a pointer left behind by a crash claims nothing."""
+        await self._call(self._redis.set(self._sandbox_key(sandbox_id), session_id))
+
+    async def forget_sandbox(self, sandbox_id: str) -> None:
+        await self._call(self._redis.delete(self._sandbox_key(sandbox_id)))
+
+    async def claimed_sandboxes(self, sandbox_ids: Sequence[str]) -> set[str]:
+        """The sandbox ids that a live session record names."""
+        claimed: set[str] = set()
+        for sandbox_id in sandbox_ids:
+            holder = await self._call(self._redis.get(self._sandbox_key(sandbox_id)))
+            if holder is None:
+                continue
+            record = await self.get(_text(holder))
+            if record is not None and record.sandbox.get("sandbox_id") == sandbox_id:
+                claimed.add(sandbox_id)
+        return claimed
 
     # Instances --------------------------------------------------------------
 

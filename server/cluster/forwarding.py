@@ -41,6 +41,26 @@ _CHANNEL_OPTIONS = [
 ]
 
 
+class OwnerUnreachable(Exception):
+    """The owner could not be reached before it answered anything: the caller may check
+    whether it is gone and adopt the session (server/cluster/adoption.py) instead of
+    failing the call; `answer` ends the call with the owner's error as before."""
+
+    def __init__(self, error: grpc.aio.AioRpcError, record: SessionRecord) -> None:
+        super().__init__(error.details())
+        self.error = error
+        self.record = record
+
+    async def answer(self, context: grpc.aio.ServicerContext) -> None:
+        await _abort_with(context, self.error, self.record)
+
+
+def _unreachable(error: grpc.aio.AioRpcError) -> bool:
+    """UNAVAILABLE from grpc itself (no rich status: the owner never answered)."""
+    trailers = error.trailing_metadata() or ()
+    return error.code() == grpc.StatusCode.UNAVAILABLE and not any(key in _PASSED_TRAILERS for key, _ in trailers)
+
+
 class Forwarder:
     def __init__(self, ca: CertificateAuthority, instance_id: str) -> None:
         self._ca = ca
@@ -83,6 +103,8 @@ class Forwarder:
         try:
             return await call(request, timeout=context.time_remaining(), metadata=self._metadata())
         except grpc.aio.AioRpcError as error:
+            if _unreachable(error):
+                raise OwnerUnreachable(error, record) from None
             await _abort_with(context, error, record)
             raise  # abort raised already; for type checkers
 
@@ -91,10 +113,14 @@ class Forwarder:
     ) -> AsyncIterator[bytes]:
         call: Any = self._channel(record).unary_stream(method, request_serializer=_serialize, response_deserializer=None)
         stream = call(request, timeout=context.time_remaining(), metadata=self._metadata())
+        received = False
         try:
             async for message in stream:
+                received = True
                 yield message
         except grpc.aio.AioRpcError as error:
+            if not received and _unreachable(error):
+                raise OwnerUnreachable(error, record) from None
             await _abort_with(context, error, record)
         finally:
             stream.cancel()  # the caller went away: the owner sees the cancel, as a direct caller's would
@@ -122,4 +148,4 @@ async def _abort_with(context: grpc.aio.ServicerContext, error: grpc.aio.AioRpcE
     await context.abort(code, details, trailing_metadata=trailers)
 
 
-__all__ = ["Forwarder"]
+__all__ = ["Forwarder", "OwnerUnreachable"]

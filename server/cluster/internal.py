@@ -73,10 +73,11 @@ class ForwardedCallerInterceptor(AuthInterceptor):
             if principal is None:
                 raise unauthenticated(f"forwarded principal {principal_id!r} is not a principal of this instance")
             policy.authorize(principal, method, action)
-            note_forwarded_by(identity.removeprefix(INSTANCE_PREFIX).split(".", 1)[0])  # type: ignore[union-attr]
+            forwarder = identity.removeprefix(INSTANCE_PREFIX).split(".", 1)[0]  # type: ignore[union-attr]
+            note_forwarded_by(forwarder)
         except ServiceError as error:
             raise Refusal(error) from None
-        return Caller(principal, self._default_tenant)
+        return Caller(principal, self._default_tenant, forwarded_by=forwarder)
 
 
 def server_credentials(ca: CertificateAuthority, instance_id: str) -> grpc.ServerCredentials:

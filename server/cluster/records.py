@@ -66,6 +66,10 @@ class SessionRecord:
     sandbox_endpoint: str  # agent address, "" if only the owner can reach it
     session: bytes  # serialized codemode.v1.Session proto as last rendered by the owner
     request_id: str = ""
+    #: What another instance needs to take the sandbox over once the owner is gone
+    #: (the provider's `handover`: container, agent address, dirs; never a secret);
+    #: empty for sandboxes that die with their instance (process).
+    sandbox: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready form (bytes as base64)."""
@@ -82,6 +86,7 @@ class SessionRecord:
             "sandbox_endpoint": self.sandbox_endpoint,
             "session": base64.b64encode(self.session).decode("ascii"),
             "request_id": self.request_id,
+            "sandbox": self.sandbox,
         }
 
     def encode(self) -> bytes:
@@ -97,6 +102,9 @@ class SessionRecord:
             session = base64.b64decode(_str(data, "session", ""), validate=True)
         except ValueError as exc:
             raise ValueError("session record field 'session' is not base64") from exc
+        sandbox = data.get("sandbox", {})
+        if not isinstance(sandbox, dict):
+            raise ValueError("session record field 'sandbox' must be an object")
         return cls(
             id=_str(data, "id"),
             tenant=_str(data, "tenant"),
@@ -110,6 +118,7 @@ class SessionRecord:
             sandbox_endpoint=_str(data, "sandbox_endpoint", ""),
             session=session,
             request_id=_str(data, "request_id", ""),
+            sandbox=sandbox,
         )
 
     @classmethod
@@ -148,6 +157,9 @@ class InstanceRecord:
             raise ValueError(f"instance record is not JSON: {exc}") from exc
         if not isinstance(data, dict):
             raise ValueError("instance record is not a JSON object")
+        sandbox = data.get("sandbox", {})
+        if not isinstance(sandbox, dict):
+            raise ValueError("session record field 'sandbox' must be an object")
         return cls(
             id=_str(data, "id"),
             address=_str(data, "address", ""),

@@ -26,11 +26,13 @@ import grpc
 
 from codemode_protos.v1 import error_reason_pb2 as reasons
 from codemode_protos.v1 import session_pb2
-from server.cluster.forwarding import Forwarder
+from server.cluster.adoption import SessionAdopter, owner_is_gone
+from server.cluster.forwarding import Forwarder, OwnerUnreachable
 from server.cluster.node import ClusterNode, lapsed, rendering
 from server.cluster.records import SessionRecord
 from server.errors import ServiceError, from_exception
 from server.identity import caller
+from server.session_model import shutting_down_error
 
 _SESSION_RE = re.compile(r"sessions/([a-z0-9][a-z0-9-]{0,62})(?:/|$)")
 _S = "/codemode.v1.SessionService/"
@@ -66,7 +68,7 @@ def _passthrough(serialize: Callable[[Any], bytes] | None) -> Callable[[Any], by
 def _not_ready(record: SessionRecord) -> ServiceError:
     return ServiceError(
         grpc.StatusCode.FAILED_PRECONDITION, reasons.ERROR_REASON_SESSION_NOT_READY,
-        f"sessions/{record.id} is FAILED: {rendering(record).state_message}",
+        f"sessions/{record.id} is FAILED: {rendering(record, dead=True).state_message}",
         {"session": f"sessions/{record.id}", "state": "STATE_FAILED", "instance": record.owner},
     )
 
@@ -76,6 +78,10 @@ class SessionRoutingInterceptor(grpc.aio.ServerInterceptor):
         self._node = node
         self._is_local = is_local
         self._forwarder = forwarder
+        #: Takes over sessions whose owner is gone (set once the services exist).
+        self.adopter: SessionAdopter | None = None
+        #: True while this instance shuts down (it adopts nothing then).
+        self.draining: Callable[[], bool] = lambda: False
 
     async def intercept_service(
         self,
@@ -105,13 +111,52 @@ class SessionRoutingInterceptor(grpc.aio.ServerInterceptor):
         """The owner's record when another instance has the session; None to answer here.
         A record of another tenant is answered NOT_FOUND, as the owner would."""
         session_id = session_of(request, field)
-        if session_id is None or self._is_local(session_id):
+        if session_id is None:
+            return None
+        if self.adopter is not None:
+            await self.adopter.settled(session_id)
+        if self._is_local(session_id):
             return None
         record = await self._node.locate(session_id)
-        if record is None or record.owner == self._node.instance_id:
-            return None  # unknown (the local handler says NOT_FOUND), or ours in a moment
+        if record is None:
+            return None  # unknown: the local handler says NOT_FOUND
         caller.check_visible(record.id, record.tenant)
+        if self._node.knows(record):
+            if self._node.owns(record.id):
+                raise moved_away(record.id)  # being handed over right now: the retry finds its new owner
+            return None  # being created here: ours in a moment
         return record
+
+    async def _adopted(self, record: SessionRecord, *, owner_gone: bool) -> bool:
+        """True when this instance took the session over and answers it locally now."""
+        if self.adopter is None:
+            return False
+        return await self.adopter.adopt(record, owner_gone=owner_gone) is not None
+
+    async def _orphaned(self, record: SessionRecord) -> bool:
+        """The owner's lease lapsed, or the record names this instance's previous life
+        (restarted with the same id): nobody runs the session. Adopted here if it can be."""
+        previous_life = record.owner == self._node.instance_id
+        if not (previous_life or lapsed(record)):
+            return False
+        if await self._adopted(record, owner_gone=previous_life):
+            return False
+        return True
+
+    async def _after_unreachable(self, unreachable: OwnerUnreachable) -> bool:
+        """The owner did not answer: if it is gone (its listener refuses connections),
+        adopt the session and answer here. False: the caller ends the call with the error."""
+        record = unreachable.record
+        if self.adopter is None or not self.adopter.adoptable(record):
+            return False
+        if not await owner_is_gone(record.owner_address):
+            return False
+        return await self._adopted(record, owner_gone=True)
+
+    def _dead_answer(self, record: SessionRecord) -> ServiceError:
+        if self.draining():
+            return shutting_down_error()  # a session being handed over: the client retries elsewhere
+        return _not_ready(record)
 
     def _unary(self, method: str, field: str, behavior: Callable) -> Callable:
         async def routed(request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -119,15 +164,24 @@ class SessionRoutingInterceptor(grpc.aio.ServerInterceptor):
                 record = await self._remote(method, request, field)
                 if record is None:
                     return await behavior(request, context)
-                if not lapsed(record):
-                    return await self._forwarder.unary(method, request, context, record)
+                if not await self._orphaned(record):
+                    if self._is_local(record.id):
+                        return await behavior(request, context)
+                    try:
+                        return await self._forwarder.unary(method, request, context, record)
+                    except OwnerUnreachable as unreachable:
+                        if await self._after_unreachable(unreachable):
+                            return await behavior(request, context)
+                        await unreachable.answer(context)
+                if self._is_local(record.id):  # adopted
+                    return await behavior(request, context)
                 response_type = _SHOWN_WHEN_LAPSED.get(method)
                 if response_type is not None:
-                    return response_type(session=rendering(record))
+                    return response_type(session=rendering(record, dead=True))
                 if method == _S + "DeleteSession":
                     await self._node.forget_lapsed(record)
                     return session_pb2.DeleteSessionResponse()
-                raise _not_ready(record)
+                raise self._dead_answer(record)
             except (grpc.aio.AbortError, asyncio.CancelledError):
                 raise
             except Exception as exc:  # noqa: BLE001 - mapped to its status, as registration.py does
@@ -136,21 +190,30 @@ class SessionRoutingInterceptor(grpc.aio.ServerInterceptor):
         return routed
 
     def _stream(self, method: str, field: str, behavior: Callable) -> Callable:
+        async def local(request: Any, context: grpc.aio.ServicerContext) -> None:
+            await _run_stream(behavior, request, context)
+
         async def routed(request: Any, context: grpc.aio.ServicerContext) -> None:
             try:
                 record = await self._remote(method, request, field)
                 if record is None:
-                    result = behavior(request, context)
-                    if inspect.isasyncgen(result):
-                        async for item in result:
-                            await context.write(item)
-                    else:
-                        await result
+                    await local(request, context)
                     return
-                if lapsed(record):
-                    raise _not_ready(record)
-                async for message in self._forwarder.stream(method, request, context, record):
-                    await context.write(message)
+                if await self._orphaned(record):
+                    if not self._is_local(record.id):
+                        raise self._dead_answer(record)
+                    await local(request, context)
+                    return
+                if self._is_local(record.id):
+                    await local(request, context)
+                    return
+                try:
+                    async for message in self._forwarder.stream(method, request, context, record):
+                        await context.write(message)
+                except OwnerUnreachable as unreachable:
+                    if not await self._after_unreachable(unreachable):
+                        await unreachable.answer(context)
+                    await local(request, context)
             except (grpc.aio.AbortError, asyncio.CancelledError):
                 raise
             except Exception as exc:  # noqa: BLE001
@@ -159,4 +222,73 @@ class SessionRoutingInterceptor(grpc.aio.ServerInterceptor):
         return routed
 
 
-__all__ = ["ROUTED", "SessionRoutingInterceptor", "session_of"]
+async def _run_stream(behavior: Callable[..., Any], request: Any, context: grpc.aio.ServicerContext) -> None:
+    """A server-streaming handler run as write-style, whether it is a generator or writes itself."""
+    result = behavior(request, context)
+    if inspect.isasyncgen(result):
+        async for item in result:
+            await context.write(item)
+    else:
+        await result
+
+
+def moved_away(session_id: str) -> ServiceError:
+    return ServiceError(
+        grpc.StatusCode.UNAVAILABLE, reasons.ERROR_REASON_SESSION_ELSEWHERE,
+        f"sessions/{session_id} is no longer served by this instance (it was handed over or taken over); retry",
+        {"session": f"sessions/{session_id}"},
+    )
+
+
+class ForwardedSessionCheck(grpc.aio.ServerInterceptor):
+    """On the internal listener: a call forwarded here names a session the sender's
+    registry read said this instance owns. If it is not here (handed over in a drain,
+    or adopted elsewhere since), the answer is a retryable UNAVAILABLE, so the caller's
+    retry reads the registry again, rather than a NOT_FOUND that would be wrong."""
+
+    def __init__(self, is_local: Callable[[str], bool]) -> None:
+        self._is_local = is_local
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(details)
+        field = ROUTED.get(details.method)
+        if handler is None or field is None:
+            return handler
+
+        def check(request: Any) -> None:
+            session_id = session_of(request, field)
+            if session_id is not None and not self._is_local(session_id):
+                raise moved_away(session_id)
+
+        if handler.unary_unary is not None:
+            unary: Callable[..., Any] = handler.unary_unary
+
+            async def checked_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                try:
+                    check(request)
+                except ServiceError as exc:
+                    await exc.abort(context)
+                return await unary(request, context)
+
+            return grpc.unary_unary_rpc_method_handler(checked_unary, request_deserializer=handler.request_deserializer,
+                                                       response_serializer=handler.response_serializer)
+        if handler.unary_stream is not None:
+            stream: Callable[..., Any] = handler.unary_stream
+
+            async def checked_stream(request: Any, context: grpc.aio.ServicerContext) -> None:
+                try:
+                    check(request)
+                except ServiceError as exc:
+                    await exc.abort(context)
+                await _run_stream(stream, request, context)
+
+            return grpc.unary_stream_rpc_method_handler(checked_stream, request_deserializer=handler.request_deserializer,
+                                                        response_serializer=handler.response_serializer)
+        return handler
+
+
+__all__ = ["ROUTED", "ForwardedSessionCheck", "SessionRoutingInterceptor", "session_of"]

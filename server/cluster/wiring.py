@@ -22,7 +22,7 @@ from server.cluster.directory import RedisSessionDirectory
 from server.cluster.forwarding import Forwarder
 from server.cluster.internal import ForwardedCallerInterceptor, server_credentials
 from server.cluster.node import ClusterNode
-from server.cluster.routing import SessionRoutingInterceptor
+from server.cluster.routing import ForwardedSessionCheck, SessionRoutingInterceptor
 from server.config import ServerConfig
 from server.identity.bootstrap import ANONYMOUS, Identity
 from server.identity.principals import Principal
@@ -89,7 +89,8 @@ def build_cluster(
     forwarded = ForwardedCallerInterceptor(_principal_lookup(identity), default_tenant=config.tenant,
                                            audit=identity.audit, anonymous=ANONYMOUS)
     before, after = list(interceptors[:1]), list(interceptors[1:])
-    internal = grpc.aio.server(interceptors=[*before, forwarded, *after], options=options)
+    internal = grpc.aio.server(interceptors=[*before, forwarded, *after, ForwardedSessionCheck(is_local)],
+                               options=options)
     try:
         port = internal.add_secure_port(config.internal_listen, server_credentials(ca, instance_id))
     except RuntimeError as exc:

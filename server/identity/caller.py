@@ -35,6 +35,7 @@ class Caller:
     principal: Principal
     default_tenant: str  # the server's --tenant: an operator's tenant when the request names none
     tenant: str = ""  # the tenant this call acted on, once a handler resolved it (for the audit line)
+    forwarded_by: str = ""  # the instance that forwarded the call (server/cluster/internal.py), if any
 
 
 _CALLER: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("codemode_caller", default=None)

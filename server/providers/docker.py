@@ -20,8 +20,12 @@ event stream to notice containers that die (killed, OOM, engine restart).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import dataclasses
 import fcntl
+import hashlib
+import hmac
 import logging
 import os
 import re
@@ -29,11 +33,13 @@ import secrets
 import signal
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import docker.errors
 import grpc
 import requests.exceptions
+from cryptography.hazmat.primitives import serialization
 
 import docker
 from codemode_protos.sandbox.v1 import agent_pb2
@@ -50,6 +56,8 @@ from server.providers.base import (
     SandboxStartError,
 )
 from server.providers.docker_config import (
+    CONTAINER_CREDS_DIR,
+    CONTAINER_SOCKET_DIR,
     CONTAINER_TCP_PORT,
     DEFAULT_SANDBOX_UID,
     DockerProviderConfig,
@@ -60,20 +68,25 @@ from server.providers.docker_deps import (
     IMAGE_DEPS_TARGET,
 )
 from server.providers.docker_spec import (
+    LABEL_CLUSTER,
+    LABEL_CLUSTER_INSTANCE,
     LABEL_HOST_UID,
     LABEL_INSTANCE,
     LABEL_MANAGED,
     LABEL_SANDBOX_ID,
 )
 from server.providers.docker_workdir import (
+    SandboxDir,
     SandboxFiles,
     container_user,
     create_sandbox_dir,
+    creds_dir,
     ensure_state_dir,
     lock_socket_dir,
     remove_sandbox_dir,
+    socket_dir,
 )
-from server.providers.sandbox_uids import UidLease, UidPool, UidRangeExhausted
+from server.providers.sandbox_uids import UidHeld, UidLease, UidPool, UidRangeExhausted
 
 _log = logging.getLogger(__name__)
 # docker-py would ask the engine for its version when the client is created;
@@ -83,6 +96,32 @@ _DOCKER_API_VERSION = "1.41"
 _ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
 # Entries of the state dir that belong to a sandbox: "<id>" and "<id>-deps".
 _SANDBOX_ENTRY_RE = re.compile(r"[0-9a-f]{12}(-deps)?")  # fullmatch
+_SANDBOX_ID_RE = re.compile(r"[0-9a-f]{12}")  # fullmatch; what start() makes
+# GetInfo of an agent that is up already (adoption) answers in milliseconds.
+_ADOPT_TIMEOUT_SECONDS = 5.0
+_TOKEN_KEY_DOMAIN = b"codemode agent token key v1\0"
+_TOKEN_MESSAGE_DOMAIN = b"codemode agent token v1\0"
+#: `DockerSandboxProvider.claimed`: of these sandbox ids, those a live session record holds.
+ClaimedCheck = Callable[[list[str]], Awaitable[set[str]]]
+
+
+def derive_agent_token(ca_key_pem: bytes, sandbox_id: str) -> str:
+    """The bearer token of one sandbox's agent, computed from the CA private key.
+
+    Why derived rather than random: in cluster mode every instance loads the same CA,
+    and an instance adopting a dead peer's sandbox must present that sandbox's token.
+    Deriving it means no token is ever stored in the shared registry (Redis holds no
+    credential), and the adopter needs nothing the dead instance knew but the CA. It
+    adds no power to the CA key, whose holder can mint control-plane certificates
+    anyway. HMAC-SHA256 keeps it one-way: a sandbox reads only its own token and
+    learns nothing of another sandbox's. The key is the CA key re-encoded as PKCS#8
+    DER, so every PEM encoding of the same key derives the same tokens.
+    """
+    key = serialization.load_pem_private_key(ca_key_pem, password=None)
+    der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    mac_key = hashlib.sha256(_TOKEN_KEY_DOMAIN + der).digest()
+    digest = hmac.new(mac_key, _TOKEN_MESSAGE_DOMAIN + sandbox_id.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 class DockerSandbox(Sandbox):
@@ -150,6 +189,21 @@ class DockerSandbox(Sandbox):
         await asyncio.to_thread(remove_sandbox_dir, self.deps_dir)
         self._provider.forget(self)
 
+    async def release(self) -> None:
+        """Lets go of a sandbox another instance now drives (drain hand-over, or it was
+        adopted while this instance was cut off): the container keeps running; this
+        instance drops its connection, its watch and the uid lease, so the adopter can
+        lease that uid. Never raises."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.deps.close()
+        self._provider.forget(self)
+        self._provider.release_uid(self.container_id)
+        # A close with the agent still up has hung in grpc's core (see stop): bounded.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.channel.close(grace=None), 2.0)
+
     # --- deps: thin wrappers over SessionDeps (the host-call handler and
     # DependencyService use `self.deps` directly) ---
 
@@ -205,6 +259,11 @@ class DockerSandboxProvider:
         # Whether the engine applies Docker's default seccomp profile (`docker info`); None = not asked yet.
         self._syscall_filter: bool | None = None
         self._deps = deps or DepsProvisioner(os.path.join(self._config.state_dir, CACHE_DIR_NAME))
+        self._ca_key_pem = ca.key_pem()
+        #: Cluster mode (set by the app): which sandbox ids a live session record holds.
+        #: Those containers carry our instance label but another instance adopted them,
+        #: so the label sweeps (remove_orphans, close, sweep_dead_instances) skip them.
+        self.claimed: ClaimedCheck | None = None
 
     @property
     def config(self) -> DockerProviderConfig:
@@ -241,14 +300,17 @@ class DockerSandboxProvider:
             all=True,
             filters={"label": [f"{LABEL_MANAGED}=true", f"{LABEL_INSTANCE}={self._config.instance_id}"]},
         )
-        removed = 0
-        for container in containers:
-            if container.id in live:
-                continue
-            await self.remove_container(container.id)
-            removed += 1
+        stale = [(str(c.id), c.labels.get(LABEL_SANDBOX_ID, "")) for c in containers if c.id not in live]
         live_dirs = {path for sandbox in self._sandboxes.values() for path in (sandbox.host_dir, sandbox.deps_dir)}
-        await asyncio.to_thread(self._remove_stale_dirs, live_dirs)
+        stale_dirs = await asyncio.to_thread(self._stale_dirs, live_dirs)
+        # Adopted by another instance since our predecessor died: not orphans.
+        claimed = await self._claimed_ids([sid for _, sid in stale] + [name[:12] for name in stale_dirs])
+        removed = 0
+        for container_id, sandbox_id in stale:
+            if sandbox_id not in claimed:
+                await self.remove_container(container_id)
+                removed += 1
+        await asyncio.to_thread(self._remove_stale_dirs, [name for name in stale_dirs if name[:12] not in claimed])
         if removed:
             _log.info("removed %d orphaned sandbox containers", removed)
         self._orphans_checked = True
@@ -276,10 +338,12 @@ class DockerSandboxProvider:
             ) from None
         self._lock_fd = fd
 
-    def _remove_stale_dirs(self, live_dirs: set[str]) -> None:
+    def _stale_dirs(self, live_dirs: set[str]) -> list[str]:
+        """Names of sandbox dirs ("<id>", "<id>-deps") in the state dir no live sandbox of ours uses."""
         state_dir = self._config.state_dir
         if not os.path.isdir(state_dir):
-            return
+            return []
+        stale = []
         for name in os.listdir(state_dir):
             path = os.path.join(state_dir, name)
             if (
@@ -288,7 +352,27 @@ class DockerSandboxProvider:
                 and os.path.isdir(path)
                 and not os.path.islink(path)
             ):
-                remove_sandbox_dir(path)
+                stale.append(name)
+        return stale
+
+    def _remove_stale_dirs(self, names: list[str]) -> None:
+        for name in names:
+            remove_sandbox_dir(os.path.join(self._config.state_dir, name))
+
+    async def _claimed_ids(self, sandbox_ids: list[str]) -> set[str]:
+        """Which of these ids `self.claimed` says a live session holds; none without a check.
+
+        A failing check (registry down) claims them all: a sweep that cannot tell
+        must not remove a sandbox another instance serves; a later sweep retries.
+        """
+        ids = sorted({sandbox_id for sandbox_id in sandbox_ids if sandbox_id})
+        if self.claimed is None or not ids:
+            return set()
+        try:
+            return set(await self.claimed(ids))
+        except Exception:  # noqa: BLE001 - see the docstring
+            _log.warning("cannot tell which sandboxes live sessions claim; sweeping none of %d", len(ids), exc_info=True)
+            return set(ids)
 
     def _remove_container_sync(self, container_id: str) -> None:
         try:
@@ -325,8 +409,9 @@ class DockerSandboxProvider:
                 return
 
     async def close(self) -> None:
-        """Stops every sandbox, then sweeps any container still carrying our instance label
-        (a start cut short by shutdown, a removal that failed during an outage)."""
+        """Stops every sandbox (our own and adopted ones), then sweeps any container still
+        carrying our instance label (a start cut short by shutdown, a removal that failed
+        during an outage) unless another instance adopted it (`claimed`)."""
         self._closing = True
         sandboxes = list(self._sandboxes.values())
         await asyncio.gather(*(sandbox.stop() for sandbox in sandboxes), return_exceptions=True)
@@ -337,11 +422,13 @@ class DockerSandboxProvider:
             leftovers = await asyncio.to_thread(
                 self._docker.api.containers,
                 all=True,
-                quiet=True,
                 filters={"label": [f"{LABEL_INSTANCE}={self._config.instance_id}"]},
             )
-            for entry in leftovers:
-                self._pending_removal.add(entry["Id"])
+            ids = {entry["Id"]: (entry.get("Labels") or {}).get(LABEL_SANDBOX_ID, "") for entry in leftovers}
+            claimed = await self._claimed_ids(list(ids.values()))
+            for container_id, sandbox_id in ids.items():
+                if sandbox_id not in claimed:
+                    self._pending_removal.add(container_id)
             await asyncio.to_thread(self._retry_pending_removals)
         except LookupError:
             pass
@@ -358,6 +445,12 @@ class DockerSandboxProvider:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+
+    def release_uid(self, container_id: str) -> None:
+        """The uid lease of a container this instance no longer drives (it still runs)."""
+        lease = self._uid_leases.pop(container_id, None)
+        if lease is not None:
+            lease.release()
 
     def forget(self, sandbox: Sandbox) -> None:
         self._sandboxes.pop(sandbox.sandbox_id, None)
@@ -442,22 +535,20 @@ class DockerSandboxProvider:
                 in_use.add(int(value))
         return in_use
 
-    def _lease_uid_sync(self, in_use: set[int]) -> UidLease:
-        """A uid no live sandbox of either kind holds and no container (`in_use`) runs as."""
+    def _pool(self) -> UidPool:
         first, last = self._config.sandbox_uid_range  # type: ignore[misc]
         with self._uid_pool_lock:
             if self._uid_pool is None:
                 self._uid_pool = UidPool(first, last, self._config.uid_lock_dir)
-        skipped: list[UidLease] = []
-        try:
-            while True:
-                lease = self._uid_pool.lease()  # raises UidRangeExhausted when all are held
-                if lease.uid not in in_use:
-                    return lease
-                skipped.append(lease)  # held until we return, so lease() moves on
-        finally:
-            for held in skipped:
-                held.release()
+            return self._uid_pool
+
+    def _lease_uid_sync(self, in_use: set[int]) -> UidLease:
+        """A uid no live sandbox of either kind holds and no container (`in_use`) runs as.
+
+        `in_use` is skipped before the lease file is locked: locking a free uid kills
+        its leftover processes, and a dead server's containers awaiting adoption are
+        exactly such processes."""
+        return self._pool().lease(skip=in_use)  # raises UidRangeExhausted when all are held
 
     async def _start_as(
         self,
@@ -467,7 +558,7 @@ class DockerSandboxProvider:
         lease: UidLease | None,
         prepared: PreparedDeps,
     ) -> DockerSandbox:
-        token = self._config.auth_token or secrets.token_urlsafe(32)
+        token = self._agent_token(sandbox_id)
         server_pair = self._ca.issue_sandbox_cert(sandbox_id)
         files = SandboxFiles(
             token=token,
@@ -577,15 +668,17 @@ class DockerSandboxProvider:
             self._uid_by_image[image] = int(labels.get("dev.codemode.sandbox-uid", DEFAULT_SANDBOX_UID))
         return self._uid_by_image[image]
 
+    def _agent_token(self, sandbox_id: str) -> str:
+        return self._config.auth_token or derive_agent_token(self._ca_key_pem, sandbox_id)
+
     async def _target(self, container_id: str, socket_path: str) -> str:
         if self._config.transport == "unix":
             return f"unix:{socket_path}"
         attrs = await asyncio.to_thread(self._docker.api.inspect_container, container_id)
-        bindings = ((attrs.get("NetworkSettings") or {}).get("Ports") or {}).get(f"{CONTAINER_TCP_PORT}/tcp") or []
-        for binding in bindings:
-            if binding.get("HostIp") == "127.0.0.1" and binding.get("HostPort"):
-                return f"127.0.0.1:{binding['HostPort']}"
-        raise SandboxStartError("docker did not publish the agent port on 127.0.0.1")
+        target = _published_target(attrs)
+        if target is None:
+            raise SandboxStartError("docker did not publish the agent port on 127.0.0.1")
+        return target
 
     def _connect(self, sandbox_id: str, target: str, token: str) -> tuple[grpc.aio.Channel, AgentStub]:
         tls = AgentTls(self._ca.cert_pem, self._client_pair.key_pem, self._client_pair.cert_pem)
@@ -647,6 +740,157 @@ class DockerSandboxProvider:
         text = raw.decode("utf-8", "replace").strip()
         return f"; container output: {text[-2000:]}" if text else ""
 
+    # --- adoption (cluster mode) ---------------------------------------------
+    #
+    # A kill -9'd instance's containers keep running. Another instance on the same
+    # host takes one over with adopt(handover()), where handover() was stored in
+    # the shared session record while the first instance lived; the token is
+    # derived from the shared CA (derive_agent_token), so none is stored.
+
+    def handover(self, sandbox: DockerSandbox) -> dict[str, object]:
+        """What another instance needs to adopt `sandbox`: JSON-safe, no secret in it."""
+        return {
+            "sandbox_id": sandbox.sandbox_id,
+            "container_id": sandbox.container_id,
+            "target": sandbox.target,
+            "host_dir": sandbox.host_dir,
+            "deps_dir": sandbox.deps_dir,
+            "uid": sandbox.uid,
+            "transport": "unix" if sandbox.target.startswith("unix:") else "tcp",
+        }
+
+    async def adopt(self, details: dict[str, object], limits: SandboxLimits) -> DockerSandbox:
+        """Takes over the still-running sandbox `details` (from `handover`) describes.
+
+        The engine is the authority, not the details (they come from a shared
+        registry): the container must be running, be a codemode container of that
+        sandbox id and uid, and mount exactly those directories; its agent must
+        accept our derived token and report that id. As root with the uid pool, the
+        lease of its uid is taken (UidHeld while its first server still lives).
+        On failure: SandboxStartError, nothing registered or leased, and the
+        container left as it is (the caller decides; see `remove_adoptable`).
+        """
+        handover = _Handover.parse(details)
+        sandbox_id, container_id = handover.sandbox_id, handover.container_id
+        if sandbox_id in self._sandboxes:
+            raise SandboxStartError(f"sandbox {sandbox_id} is already served by this instance")
+        try:
+            attrs = await asyncio.to_thread(self._docker.api.inspect_container, container_id)
+            await self._probe_engine()
+        except docker.errors.NotFound:
+            raise SandboxStartError(f"cannot adopt sandbox {sandbox_id}: its container no longer exists") from None
+        except _ENGINE_ERRORS as exc:
+            raise SandboxStartError(f"docker engine unavailable: {_engine_message(exc)}", summary="docker engine unavailable") from None
+        problem = handover.mismatch(attrs)
+        if problem:
+            raise SandboxStartError(f"cannot adopt sandbox {sandbox_id}: {problem}")
+        lease: UidLease | None = None
+        channel: grpc.aio.Channel | None = None
+        try:
+            if self._uses_uid_pool():
+                lease = await asyncio.to_thread(lambda: self._pool().lease_uid(handover.uid))
+            channel, stub = self._connect(sandbox_id, handover.target, self._agent_token(sandbox_id))
+            try:
+                info = await stub.GetInfo(agent_pb2.GetInfoRequest(), timeout=_ADOPT_TIMEOUT_SECONDS, wait_for_ready=True)
+            except grpc.aio.AioRpcError as exc:
+                raise SandboxStartError(
+                    f"cannot adopt sandbox {sandbox_id}: its agent did not answer ({exc.code().name}: {exc.details()})"
+                ) from None
+            if info.session_id != sandbox_id:
+                raise SandboxStartError(f"sandbox agent reports id {info.session_id!r}, expected {sandbox_id!r}")
+            # sync_on_start=False: no pip run; the base set, if the first server installed
+            # one, is whatever the container mounts (so deps.sync() does not reinstall it).
+            prepared = await self._deps.prepare(IMAGE_DEPS_TARGET, limits.deps, False)
+            if handover.base_dir(attrs):
+                prepared = dataclasses.replace(prepared, base_dir=handover.base_dir(attrs))
+            # What the container really has, should the first server's --sandbox-network differ.
+            network_mode = (attrs.get("HostConfig") or {}).get("NetworkMode")
+            capabilities = dataclasses.replace(self.capabilities(limits), network_isolation=network_mode == "none")
+            sandbox = DockerSandbox(
+                self, sandbox_id, container_id, handover.host_dir, channel, stub,
+                capabilities, info, handover.target, handover.deps_dir,
+                prepared.for_sandbox(handover.deps_dir, limits.allow_runtime_deps),
+                handover.uid,
+            )
+        except BaseException as exc:
+            if lease is not None:
+                lease.release()
+            if channel is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(channel.close(), 5)
+            if isinstance(exc, SandboxStartError) or not isinstance(exc, Exception):
+                raise
+            if isinstance(exc, UidHeld):
+                raise SandboxStartError(f"cannot adopt sandbox {sandbox_id}: {exc} (is its server still alive?)") from None
+            raise SandboxStartError(f"cannot adopt sandbox {sandbox_id}: {exc}") from exc
+        if lease is not None:
+            self._uid_leases[container_id] = lease  # released once the container is removed
+        self._sandboxes[sandbox_id] = sandbox
+        self._ensure_watcher()
+        return sandbox
+
+    async def remove_adoptable(self, details: dict[str, object]) -> None:
+        """Force-removes the container and both directories of a sandbox nobody serves
+        (its adoption failed, or its lapsed session is deleted), given `handover` details.
+
+        Only what the details plausibly name: a container that exists but belongs to
+        another sandbox id is left alone (SandboxStartError), and the directories must
+        be "<id>" and "<id>-deps" side by side. A missing container is fine.
+        """
+        handover = _Handover.parse(details)
+        if handover.sandbox_id in self._sandboxes:
+            raise SandboxStartError(f"sandbox {handover.sandbox_id} is served by this instance; stop it instead")
+        try:
+            attrs = await asyncio.to_thread(self._docker.api.inspect_container, handover.container_id)
+        except docker.errors.NotFound:
+            attrs = None
+        except _ENGINE_ERRORS as exc:
+            raise SandboxStartError(f"docker engine unavailable: {_engine_message(exc)}", summary="docker engine unavailable") from None
+        if attrs is not None:
+            labels = (attrs.get("Config") or {}).get("Labels") or {}
+            if labels.get(LABEL_MANAGED) != "true" or labels.get(LABEL_SANDBOX_ID) != handover.sandbox_id:
+                raise SandboxStartError(f"container {handover.container_id[:12]} is not sandbox {handover.sandbox_id}'s")
+            await self.remove_container(handover.container_id)
+        await asyncio.to_thread(remove_sandbox_dir, handover.host_dir)
+        await asyncio.to_thread(remove_sandbox_dir, handover.deps_dir)
+
+    async def sweep_dead_instances(self, live_instances: set[str], claimed: set[str] | None = None) -> int:
+        """Removes containers that dead cluster instances left and nobody adopted.
+
+        A kill -9'd instance's warm-pool containers (and sandboxes whose sessions
+        nobody adopts) would run forever: only a restart on its own data dir would
+        reap them. So any instance removes containers whose cluster-instance label is
+        set, is not ours, is not in `live_instances` (of our cluster: the cluster label
+        must be ours too, so another cluster's instances on this engine are never taken
+        for dead ones), and whose sandbox id is neither
+        ours nor `claimed` (None: ask `self.claimed`). Their directories stay for that
+        data dir's next server. Returns how many were removed; engine errors propagate.
+        """
+        if not self._config.cluster_name:
+            return 0  # not in a cluster: whose instance is alive cannot be told
+        entries = await asyncio.to_thread(
+            self._docker.api.containers, all=True,
+            filters={"label": [f"{LABEL_MANAGED}=true", LABEL_CLUSTER_INSTANCE,
+                               f"{LABEL_CLUSTER}={self._config.cluster_name}"]},
+        )
+        candidates: dict[str, str] = {}
+        for entry in entries:
+            labels = entry.get("Labels") or {}
+            owner = labels.get(LABEL_CLUSTER_INSTANCE, "")
+            sandbox_id = labels.get(LABEL_SANDBOX_ID, "")
+            if owner and owner != self._config.cluster_instance_id and owner not in live_instances and sandbox_id not in self._sandboxes:
+                candidates[entry["Id"]] = sandbox_id
+        if claimed is None:
+            claimed = await self._claimed_ids(list(candidates.values()))
+        removed = 0
+        for container_id, sandbox_id in candidates.items():
+            if sandbox_id not in claimed:
+                await self.remove_container(container_id)
+                removed += 1
+        if removed:
+            _log.info("removed %d sandbox containers of dead cluster instances", removed)
+        return removed
+
     # --- death detection ------------------------------------------------------
 
     def _ensure_watcher(self) -> None:
@@ -656,11 +900,9 @@ class DockerSandboxProvider:
 
     def _watch_events(self) -> None:
         """Marks sandboxes dead on `die` events; reconnects after engine restarts."""
-        filters = {
-            "type": "container",
-            "event": ["die", "oom"],
-            "label": [f"{LABEL_INSTANCE}={self._config.instance_id}"],
-        }
+        # Every codemode container, not only our instance's: adopted ones carry the
+        # label of the server that started them. Events of others are ignored below.
+        filters = {"type": "container", "event": ["die", "oom"], "label": [f"{LABEL_MANAGED}=true"]}
         oom: set[str] = set()
         while not self._closing:
             try:
@@ -699,6 +941,80 @@ class DockerSandboxProvider:
                 continue
             if (attrs.get("State") or {}).get("Status") != "running":
                 sandbox.mark_dead("the sandbox container is not running")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Handover:
+    """`DockerSandboxProvider.handover` details, type-checked."""
+
+    sandbox_id: str
+    container_id: str
+    target: str
+    host_dir: str
+    deps_dir: str
+    uid: int
+
+    @classmethod
+    def parse(cls, details: dict[str, object]) -> _Handover:
+        values = {field.name: details.get(field.name) for field in dataclasses.fields(cls)}
+        types_ok = all(isinstance(values[name], str) and values[name] for name in
+                       ("sandbox_id", "container_id", "target", "host_dir", "deps_dir"))  # fmt: skip
+        uid = values["uid"]
+        if not types_ok or not isinstance(uid, int) or isinstance(uid, bool) or uid < 0:
+            raise SandboxStartError(f"invalid sandbox handover details: {sorted(details)}")
+        handover = cls(**values)  # type: ignore[arg-type]
+        if (
+            not _SANDBOX_ID_RE.fullmatch(handover.sandbox_id)
+            or os.path.basename(handover.host_dir) != handover.sandbox_id
+            or handover.deps_dir != handover.host_dir + "-deps"
+            or not os.path.isabs(handover.host_dir)
+        ):
+            raise SandboxStartError(f"invalid sandbox handover details for {handover.sandbox_id!r}")
+        return handover
+
+    def mismatch(self, attrs: dict[str, Any]) -> str | None:
+        """Why `docker inspect` of the container disagrees with these details, if it does."""
+        labels = (attrs.get("Config") or {}).get("Labels") or {}
+        if labels.get(LABEL_MANAGED) != "true":
+            return "the container is not a codemode sandbox"
+        if labels.get(LABEL_SANDBOX_ID) != self.sandbox_id:
+            return f"the container belongs to sandbox {labels.get(LABEL_SANDBOX_ID)!r}"
+        if labels.get(LABEL_HOST_UID, str(self.uid)) != str(self.uid):
+            return f"the container runs as uid {labels.get(LABEL_HOST_UID)}, not {self.uid}"
+        status = (attrs.get("State") or {}).get("Status")
+        if status != "running":
+            return f"the container is {status}, not running"
+        mounts = {mount.get("Destination"): mount.get("Source") for mount in attrs.get("Mounts") or ()}
+        if mounts.get(CONTAINER_CREDS_DIR) != creds_dir(self.host_dir):
+            return "the container does not mount the sandbox directory named"
+        if mounts.get(CONTAINER_DEPS_RUNTIME) != self.deps_dir:
+            return "the container does not mount the deps directory named"
+        if self.target.startswith("unix:"):
+            expected: str | None = f"unix:{SandboxDir(self.host_dir).socket_path}"
+            if mounts.get(CONTAINER_SOCKET_DIR) != socket_dir(self.host_dir):
+                return "the container does not mount the socket directory named"
+        else:
+            expected = _published_target(attrs)  # loopback only, never the bridge address
+        if self.target != expected:
+            return f"the agent is reachable at {expected!r}, not {self.target!r}"
+        return None
+
+    @staticmethod
+    def base_dir(attrs: dict[str, Any]) -> str | None:
+        """The host dir of the preinstalled package set the container mounts, if any."""
+        for mount in attrs.get("Mounts") or ():
+            if mount.get("Destination") == CONTAINER_DEPS_BASE:
+                return str(mount.get("Source"))
+        return None
+
+
+def _published_target(attrs: dict[str, Any]) -> str | None:
+    """The agent's TCP address from `docker inspect`: its port published on loopback."""
+    bindings = ((attrs.get("NetworkSettings") or {}).get("Ports") or {}).get(f"{CONTAINER_TCP_PORT}/tcp") or []
+    for binding in bindings:
+        if binding.get("HostIp") == "127.0.0.1" and binding.get("HostPort"):
+            return f"127.0.0.1:{binding['HostPort']}"
+    return None
 
 
 def _release_leased(future: asyncio.Future) -> None:

@@ -64,6 +64,13 @@ class DockerProviderConfig:
     )
     # Label value identifying this server's containers; "" = derived from state_dir.
     instance_id: str = ""
+    # Cluster mode: this control-plane instance's id in the shared registry, put on
+    # every container (LABEL_CLUSTER_INSTANCE) so a live instance can sweep what a
+    # dead one left running (sweep_dead_instances); "" = not in a cluster.
+    cluster_instance_id: str = ""
+    # The cluster's identity (its registry), on every container (LABEL_CLUSTER): the
+    # sweep only ever considers containers of its own cluster.
+    cluster_name: str = ""
     # "unix": socket in the bind-mounted directory (works with network_mode=none).
     # "tcp": agent port published on 127.0.0.1 only (the container needs a
     # network, so it is refused unless `network` is "allow").
@@ -89,7 +96,8 @@ class DockerProviderConfig:
     default_pids_limit: int = 512
     start_timeout_seconds: float = 30.0
     interrupt_grace_seconds: float = 2.0
-    # A fixed agent token (from --auth-token/--auth-token-file); None = a fresh one per sandbox.
+    # A fixed agent token (from --auth-token/--auth-token-file); None = one derived per
+    # sandbox from the CA key (docker.derive_agent_token), so a peer can adopt it.
     auth_token: str | None = None
     # Extra environment for the sandbox (never secrets: sandboxed code can read it).
     environment: tuple[tuple[str, str], ...] = ()

@@ -33,6 +33,13 @@ LABEL_INSTANCE = "dev.codemode.server-instance"
 # The host uid the container runs as: a restarted server skips the uids of
 # containers a killed predecessor left running (its leases died with it).
 LABEL_HOST_UID = "dev.codemode.host-uid"
+# The cluster instance (config.cluster_instance_id) that started the container. The
+# server-instance label names a data dir, which a dead instance's peers cannot tell
+# is dead; this one is the registry's instance id, whose liveness they can check.
+LABEL_CLUSTER_INSTANCE = "dev.codemode.cluster-instance"
+# Which cluster (session registry) the instance belongs to: two clusters on one
+# engine must never take each other's instances for dead ones and sweep them.
+LABEL_CLUSTER = "dev.codemode.cluster"
 # OCI runtimes that apply the seccomp profile Docker hands them (gVisor's runsc,
 # for one, ignores it by default and filters syscalls its own way).
 _SECCOMP_RUNTIMES = ("runc", "crun")
@@ -181,6 +188,8 @@ def run_kwargs(
             LABEL_SANDBOX_ID: sandbox_id,
             LABEL_INSTANCE: config.instance_id,
             LABEL_HOST_UID: str(uid),
+            LABEL_CLUSTER_INSTANCE: config.cluster_instance_id,
+            LABEL_CLUSTER: config.cluster_name,
         },
         "mounts": mounts,
         "read_only": True,

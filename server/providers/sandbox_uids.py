@@ -33,6 +33,10 @@ class UidRangeExhausted(RuntimeError):
     """Every uid of the range is leased by a live sandbox."""
 
 
+class UidHeld(RuntimeError):
+    """The uid asked for by `lease_uid` is leased by a live sandbox (of some server on this host)."""
+
+
 class UidLease:
     """One uid held for the life of one sandbox; `release()` is idempotent."""
 
@@ -64,21 +68,50 @@ class UidPool:
         for offset in range(size):
             yield self.first + (start + offset) % size
 
-    def lease(self) -> UidLease:
+    def _try_lock(self, uid: int) -> int | None:
+        """The flocked lease file's fd, or None while another lease holds it."""
+        fd = os.open(os.path.join(self._lock_dir, str(uid)), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return fd
+
+    def lease(self, skip: set[int] | frozenset[int] = frozenset()) -> UidLease:
+        """A free uid of the range, its leftover processes killed first (kill_leftovers).
+
+        `skip`: uids known to be in use although nobody holds their lease, such as
+        those of a kill -9'd server's containers that are still running until another
+        server adopts or sweeps them. They are passed over before their file is even
+        locked, because kill_leftovers would otherwise SIGKILL those live sandboxes.
+        """
         server_uid = os.getuid()
         for uid in self._candidates():
-            if uid == server_uid:
+            if uid == server_uid or uid in skip:
                 continue
-            fd = os.open(os.path.join(self._lock_dir, str(uid)), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
+            fd = self._try_lock(uid)
+            if fd is None:
                 continue
             if os.geteuid() == 0:
                 kill_leftovers(uid)
             return UidLease(uid, fd)
         raise UidRangeExhausted(f"all {self.last - self.first + 1} sandbox uids ({self.first}-{self.last}) are in use")
+
+    def lease_uid(self, uid: int) -> UidLease:
+        """The lease of exactly `uid`, for adopting a sandbox that already runs as it.
+
+        Unlike `lease`, nothing is killed: the processes running as `uid` are the
+        adopted sandbox itself. The uid need not be in this pool's range (the dead
+        server may have had another); raises UidHeld while any live lease holds it,
+        e.g. while the server that started the sandbox is still alive.
+        """
+        if uid <= 0 or uid == os.getuid():
+            raise ValueError(f"refusing to lease uid {uid} for a sandbox")
+        fd = self._try_lock(uid)
+        if fd is None:
+            raise UidHeld(f"sandbox uid {uid} is leased by a live sandbox")
+        return UidLease(uid, fd)
 
 
 def kill_leftovers(uid: int) -> list[int]:

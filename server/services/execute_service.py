@@ -97,6 +97,9 @@ class ExecuteService(execute_pb2_grpc.ExecuteServiceServicer):
         self._maxima = Maxima.from_config(config)
         self._metrics = metrics if metrics is not None else Metrics.unexported()
         self._wind_downs: set[asyncio.Task] = set()
+        #: Cluster mode: whether an instance that forwarded calls here is shutting down
+        #: or gone, so its cut of a forwarded Execute is not taken for the client's cancel.
+        self.forwarder_left: Callable[[str], Awaitable[bool]] | None = None
 
     def _validate(self, request: execute_pb2.ExecuteRequest) -> float | None:
         """Checks the request before touching the session; returns the timeout, if any.
@@ -276,14 +279,22 @@ class ExecuteService(execute_pb2_grpc.ExecuteServiceServicer):
             return False
         record.cancelling = True
         audit_end = audit.follow_up()
+        forwarded_by = caller.current().forwarded_by
 
         async def drain() -> None:
             started = record.started_at
             finished = None
             self._inflight.enter()  # a graceful shutdown waits for the code to stop, too
             try:
-                with contextlib.suppress(grpc.aio.AioRpcError):
-                    await sandbox.stub.Cancel(agent_pb2.CancelRequest(execution_id=record.id), timeout=_AGENT_CALL_TIMEOUT)
+                if forwarded_by and self.forwarder_left is not None and await self.forwarder_left(forwarded_by):
+                    # Not the client's cancel: the instance relaying its call shut down. The
+                    # code runs on; the client reattaches through another instance.
+                    record.cancelling = False
+                    _log.info("%s: the forwarding instance %s left; the execution runs on", record.name, forwarded_by)
+                else:
+                    with contextlib.suppress(grpc.aio.AioRpcError):
+                        await sandbox.stub.Cancel(agent_pb2.CancelRequest(execution_id=record.id),
+                                                  timeout=_AGENT_CALL_TIMEOUT)
                 relay = Relay(session, record, discard, 0, self._host_calls, owner=True)
                 try:
                     await relay.attach(after)
@@ -306,6 +317,38 @@ class ExecuteService(execute_pb2_grpc.ExecuteServiceServicer):
         task.add_done_callback(self._wind_downs.discard)
         return True
 
+    def resume(self, session: Session, execution_id: str) -> None:
+        """An adopted session's execution still runs in its sandbox (its owner is gone):
+        drive it to its end here, as the owner's relay would have. It answers the code's
+        host calls, and keeps the session BUSY until `finished`, so AttachExecution from
+        any instance streams the rest and no second execution starts meanwhile. The
+        request_id and code of the original Execute went with the owner: a retry of it
+        gets SESSION_BUSY while it runs instead of a replay (docs/scale-out.md)."""
+        record = ExecutionRecord(id=execution_id, session_name=session.name, request_id="", code_sha256=b"")
+        record.accept()
+        session.executions.add(record)
+        self._sessions.begin_execution(session)
+
+        async def drive() -> None:
+            started = record.started_at
+            try:
+                await Relay(session, record, discard, 0, self._host_calls, owner=True).attach(0)
+            except ServiceError as exc:
+                _log.warning("adopted execution %s ended without finished: %s", record.name, exc.reason)
+            except Exception:  # noqa: BLE001 - the lock must be released whatever happened
+                _log.exception("driving adopted execution %s failed", record.name)
+            finally:
+                record.abandon()  # a no-op once `finished` was seen
+                self._sessions.end_execution(session)
+                finished = record.finished.finished if record.finished is not None else None
+                self._record(session, finished, "adopted", time.monotonic() - started)
+                _log.info("adopted execution %s ended: %s", record.name,
+                          execute_pb2.ExecutionStatus.Name(finished.status) if finished is not None else "no finished")
+
+        task = asyncio.get_running_loop().create_task(drive(), name=f"adopted-{record.id}")
+        self._wind_downs.add(task)
+        task.add_done_callback(self._wind_downs.discard)
+
     # --- AttachExecution ---------------------------------------------------------------
 
     async def _attach(self, request: execute_pb2.AttachExecutionRequest, write: ClientWrite) -> None:
@@ -324,6 +367,13 @@ class ExecuteService(execute_pb2_grpc.ExecuteServiceServicer):
         session_id, execution_id = parse_execution_name(name)
         session = caller.visible_session(self._sessions.find(session_id))
         record = session.executions.get(execution_id)
+        if record is None and session.adopted:
+            # Started under the instance this session was adopted from: the agent may still
+            # keep its events. A record for this call only, ended without a `finished`, so
+            # an agent that does not know the id answers NOT_FOUND (server/relay.py).
+            record = ExecutionRecord(id=execution_id, session_name=session.name, request_id="", code_sha256=b"")
+            record.accept()
+            record.abandon()
         if record is None:
             raise execution_not_found(name)
         return session, record
