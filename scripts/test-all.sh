@@ -20,7 +20,7 @@ CHECK_TIMEOUT="${CHECK_TIMEOUT:-1800}"            # each scripts/checks/*.sh, se
 # fails, the summary still prints.
 # Directories produced by scripts/generate.sh; any change there after
 # regenerating means checked-in code is stale or was edited by hand.
-GENERATED_DIRS=(clients/python/src/codemode/v1 clients/python/src/codemode/sandbox
+GENERATED_DIRS=(clients/python/src/codemode/v1
   clients/python/src/codemode/sync.py clients/python/src/codemode/_reasons.py gen/python/codemode_protos)
 
 LOG_DIR="$(mktemp -d "${TMPDIR:-/tmp}/codemode-test-all.XXXXXX")"

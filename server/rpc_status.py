@@ -32,10 +32,16 @@ def code_of(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
     return grpc.StatusCode.OK
 
 
+#: A client whose deadline passes cancels the stream itself, a moment before the
+#: server's copy of that deadline runs out (the clocks start at different instants), so
+#: a cancel this close to the deadline is the deadline's.
+DEADLINE_SLACK_SECONDS = 0.25
+
+
 def cancelled_code(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
     """The code of a call whose task was cancelled: the deadline's, or the client's cancel."""
     remaining = context.time_remaining()
-    if remaining is not None and remaining <= 0:
+    if remaining is not None and remaining <= DEADLINE_SLACK_SECONDS:
         return grpc.StatusCode.DEADLINE_EXCEEDED
     return grpc.StatusCode.CANCELLED
 

@@ -8,7 +8,8 @@ import asyncio
 import grpc
 import pytest
 
-from codemode_protos.v1 import execute_pb2
+from codemode_protos.v1 import execute_pb2, session_pb2
+from sandbox_agent.replay_limits import DEFAULT_REPLAY_EXECUTIONS
 from tests.server.helpers import (
     assert_stream_contract,
     connect,
@@ -19,7 +20,6 @@ from tests.server.helpers import (
 )
 
 _COUNT = "import time\nfor i in range(6):\n    print(i, flush=True)\n    time.sleep(0.15)\n'done'"
-
 
 
 async def _started(call) -> execute_pb2.ExecuteResponse:
@@ -86,17 +86,26 @@ async def test_cancel_execution_ends_it_cancelled_for_every_consumer(running_ser
     client = connect(server.address)
     async with client.channel:
         session = await client.create()
+        await client.run(session.name, "kept = 1")
         call = client.execute.Execute(
             execute_pb2.ExecuteRequest(session=session.name, code="import time\ntime.sleep(60)"), timeout=90)
-        name = (await _started(call)).started.execution
+        started = await _started(call)
+        name = started.started.execution
         reply = await client.execute.CancelExecution(execute_pb2.CancelExecutionRequest(execution=name), timeout=30)
         assert reply.cancelled is True
         rest = [e async for e in call]
         assert rest[-1].finished.status == execute_pb2.EXECUTION_STATUS_CANCELLED
+        # A cooperative cancel (the code took the SIGINT): the interpreter was kept.
+        assert rest[-1].finished.state_lost is False
         attached = [e async for e in client.execute.AttachExecution(
             execute_pb2.AttachExecutionRequest(execution=name), timeout=30)]
         assert attached[-1].finished.status == execute_pb2.EXECUTION_STATUS_CANCELLED
-        assert stdout(await client.run(session.name, "print('after')")) == b"after\n"
+        assert attached[-1].finished.state_lost is False
+        after = await client.run(session.name, "print('after')\nkept")
+        assert stdout(after) == b"after\n"
+        # ... and state_lost is true to its word: the state is still there, same generation.
+        assert [e.result.repr for e in after if e.HasField("result")] == ["1"]
+        assert after[0].started.interpreter_generation == started.started.interpreter_generation
 
 
 async def test_a_client_that_goes_away_cancels_its_execution_and_frees_the_session(running_server) -> None:
@@ -158,6 +167,9 @@ async def test_code_that_ignores_sigint_keeps_the_session_busy_until_it_is_kille
             await client.run(session.name, "kept")
         assert busy.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert error_info(busy.value).reason == "SESSION_BUSY"
+        # The session reports the wind-down: BUSY, not READY, until the kill (after the grace).
+        during = await client.sessions.GetSession(session_pb2.GetSessionRequest(name=session.name), timeout=10)
+        assert during.session.state == session_pb2.Session.STATE_BUSY
         attached = [e async for e in client.execute.AttachExecution(
             execute_pb2.AttachExecutionRequest(execution=name), timeout=60)]
         finished = attached[-1].finished
@@ -191,3 +203,32 @@ async def test_a_cancel_before_the_first_event_still_stops_the_code(running_serv
             else:
                 raise AssertionError("the session stayed busy")
             assert [e.result.repr for e in events if e.HasField("result")] == ["False"], attempt
+
+
+async def test_a_retry_after_the_agent_forgot_the_execution_is_expired_and_never_runs_twice(running_server) -> None:
+    """The agent keeps only the DEFAULT_REPLAY_EXECUTIONS most recent ended executions;
+    a retry of an older one, within the retention, is OUT_OF_RANGE / EVENTS_EXPIRED and
+    must not run its code again (the counter it increments stays as it was)."""
+    server = await running_server()
+    client = connect(server.address)
+    async with client.channel:
+        session = await client.create()
+        code = "n = globals().get('n', 0) + 1\nn"
+
+        def results(events: list[execute_pb2.ExecuteResponse]) -> list[str]:
+            return [e.result.repr for e in events if e.HasField("result")]
+
+        first = await client.run(session.name, code, request_id="counted")
+        assert results(first) == ["1"]
+        # While it is among the most recent ended executions, a retry replays its record.
+        for i in range(DEFAULT_REPLAY_EXECUTIONS - 1):
+            await client.run(session.name, f"{i}")
+        replayed = await client.run(session.name, code, request_id="counted")
+        assert replayed == first
+        # One more execution and it falls out of the agent's count bound.
+        await client.run(session.name, "'one more'")
+        with pytest.raises(grpc.aio.AioRpcError) as expired:
+            await client.run(session.name, code, request_id="counted")
+        assert expired.value.code() == grpc.StatusCode.OUT_OF_RANGE
+        assert error_info(expired.value).reason == "EVENTS_EXPIRED"
+        assert results(await client.run(session.name, "n")) == ["1"]  # the code never ran again

@@ -152,8 +152,14 @@ type ExecuteRequest struct {
 	// Optional idempotency key (unique per session): a retry with the same
 	// request_id never runs the code twice. While the first execution runs,
 	// the retry attaches to it; after it ended, the retry receives its
-	// recorded events from the start. A retry with different code is refused
-	// with ALREADY_EXISTS (DUPLICATE_REQUEST).
+	// recorded events from the start, within the bounds AttachExecution names
+	// (by default 10 minutes, the session's 16 most recent ended executions,
+	// 8 MiB of events). A retry after the execution left the count or byte
+	// bound, but within the 10 minutes, is OUT_OF_RANGE (EVENTS_EXPIRED) and
+	// still does not run the code. After the 10 minutes (or 1024 later
+	// executions of the session) the request_id is forgotten and a retry runs
+	// as a new Execute. A retry with different code is refused with
+	// ALREADY_EXISTS (DUPLICATE_REQUEST).
 	RequestId     string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

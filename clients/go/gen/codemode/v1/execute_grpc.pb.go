@@ -44,9 +44,13 @@ type ExecuteServiceClient interface {
 	// CANCELLED, which AttachExecution shows.
 	Execute(ctx context.Context, in *ExecuteRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExecuteResponse], error)
 	// Streams an execution's events after `after_sequence`, live while it runs
-	// and from its record after it ended (kept for the server's documented
-	// retention), with no gap and no duplicate. Any number of callers may
-	// attach to one execution. Detaching does not cancel it.
+	// and from its record after it ended, with no gap and no duplicate. Any
+	// number of callers may attach to one execution. Detaching does not cancel
+	// it. The sandbox keeps an ended execution's events within three bounds
+	// (defaults): 10 minutes after its end, the 16 most recent ended
+	// executions of the session, and 8 MiB of events over all of them (the
+	// oldest events go first; `finished` stays while the execution is kept).
+	// Past them: OUT_OF_RANGE (EVENTS_EXPIRED).
 	AttachExecution(ctx context.Context, in *AttachExecutionRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExecuteResponse], error)
 	// Asks a running execution to stop (SIGINT, then a kill after the grace
 	// period). Returns at once; the execution's stream ends with finished
@@ -130,9 +134,13 @@ type ExecuteServiceServer interface {
 	// CANCELLED, which AttachExecution shows.
 	Execute(*ExecuteRequest, grpc.ServerStreamingServer[ExecuteResponse]) error
 	// Streams an execution's events after `after_sequence`, live while it runs
-	// and from its record after it ended (kept for the server's documented
-	// retention), with no gap and no duplicate. Any number of callers may
-	// attach to one execution. Detaching does not cancel it.
+	// and from its record after it ended, with no gap and no duplicate. Any
+	// number of callers may attach to one execution. Detaching does not cancel
+	// it. The sandbox keeps an ended execution's events within three bounds
+	// (defaults): 10 minutes after its end, the 16 most recent ended
+	// executions of the session, and 8 MiB of events over all of them (the
+	// oldest events go first; `finished` stays while the execution is kept).
+	// Past them: OUT_OF_RANGE (EVENTS_EXPIRED).
 	AttachExecution(*AttachExecutionRequest, grpc.ServerStreamingServer[ExecuteResponse]) error
 	// Asks a running execution to stop (SIGINT, then a kill after the grace
 	// period). Returns at once; the execution's stream ends with finished

@@ -76,9 +76,13 @@ class ExecuteServiceServicer:
 
     def AttachExecution(self, request, context):
         """Streams an execution's events after `after_sequence`, live while it runs
-        and from its record after it ended (kept for the server's documented
-        retention), with no gap and no duplicate. Any number of callers may
-        attach to one execution. Detaching does not cancel it.
+        and from its record after it ended, with no gap and no duplicate. Any
+        number of callers may attach to one execution. Detaching does not cancel
+        it. The sandbox keeps an ended execution's events within three bounds
+        (defaults): 10 minutes after its end, the 16 most recent ended
+        executions of the session, and 8 MiB of events over all of them (the
+        oldest events go first; `finished` stays while the execution is kept).
+        Past them: OUT_OF_RANGE (EVENTS_EXPIRED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

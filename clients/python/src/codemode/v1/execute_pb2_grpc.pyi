@@ -49,9 +49,13 @@ class ExecuteServiceStub:
     """
     AttachExecution: _grpc.UnaryStreamMultiCallable[_execute_pb2.AttachExecutionRequest, _execute_pb2.ExecuteResponse]
     """Streams an execution's events after `after_sequence`, live while it runs
-    and from its record after it ended (kept for the server's documented
-    retention), with no gap and no duplicate. Any number of callers may
-    attach to one execution. Detaching does not cancel it.
+    and from its record after it ended, with no gap and no duplicate. Any
+    number of callers may attach to one execution. Detaching does not cancel
+    it. The sandbox keeps an ended execution's events within three bounds
+    (defaults): 10 minutes after its end, the 16 most recent ended
+    executions of the session, and 8 MiB of events over all of them (the
+    oldest events go first; `finished` stays while the execution is kept).
+    Past them: OUT_OF_RANGE (EVENTS_EXPIRED).
     """
     CancelExecution: _grpc.UnaryUnaryMultiCallable[_execute_pb2.CancelExecutionRequest, _execute_pb2.CancelExecutionResponse]
     """Asks a running execution to stop (SIGINT, then a kill after the grace
@@ -80,9 +84,13 @@ class ExecuteServiceAsyncStub(ExecuteServiceStub):
     """
     AttachExecution: _aio.UnaryStreamMultiCallable[_execute_pb2.AttachExecutionRequest, _execute_pb2.ExecuteResponse]  # type: ignore[assignment]
     """Streams an execution's events after `after_sequence`, live while it runs
-    and from its record after it ended (kept for the server's documented
-    retention), with no gap and no duplicate. Any number of callers may
-    attach to one execution. Detaching does not cancel it.
+    and from its record after it ended, with no gap and no duplicate. Any
+    number of callers may attach to one execution. Detaching does not cancel
+    it. The sandbox keeps an ended execution's events within three bounds
+    (defaults): 10 minutes after its end, the 16 most recent ended
+    executions of the session, and 8 MiB of events over all of them (the
+    oldest events go first; `finished` stays while the execution is kept).
+    Past them: OUT_OF_RANGE (EVENTS_EXPIRED).
     """
     CancelExecution: _aio.UnaryUnaryMultiCallable[_execute_pb2.CancelExecutionRequest, _execute_pb2.CancelExecutionResponse]  # type: ignore[assignment]
     """Asks a running execution to stop (SIGINT, then a kill after the grace
@@ -120,9 +128,13 @@ class ExecuteServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_execute_pb2.ExecuteResponse], _abc.AsyncIterator[_execute_pb2.ExecuteResponse]]:
         """Streams an execution's events after `after_sequence`, live while it runs
-        and from its record after it ended (kept for the server's documented
-        retention), with no gap and no duplicate. Any number of callers may
-        attach to one execution. Detaching does not cancel it.
+        and from its record after it ended, with no gap and no duplicate. Any
+        number of callers may attach to one execution. Detaching does not cancel
+        it. The sandbox keeps an ended execution's events within three bounds
+        (defaults): 10 minutes after its end, the 16 most recent ended
+        executions of the session, and 8 MiB of events over all of them (the
+        oldest events go first; `finished` stays while the execution is kept).
+        Past them: OUT_OF_RANGE (EVENTS_EXPIRED).
         """
 
     @_abc_1.abstractmethod

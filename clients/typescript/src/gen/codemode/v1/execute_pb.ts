@@ -47,8 +47,14 @@ export type ExecuteRequest = Message<"codemode.v1.ExecuteRequest"> & {
    * Optional idempotency key (unique per session): a retry with the same
    * request_id never runs the code twice. While the first execution runs,
    * the retry attaches to it; after it ended, the retry receives its
-   * recorded events from the start. A retry with different code is refused
-   * with ALREADY_EXISTS (DUPLICATE_REQUEST).
+   * recorded events from the start, within the bounds AttachExecution names
+   * (by default 10 minutes, the session's 16 most recent ended executions,
+   * 8 MiB of events). A retry after the execution left the count or byte
+   * bound, but within the 10 minutes, is OUT_OF_RANGE (EVENTS_EXPIRED) and
+   * still does not run the code. After the 10 minutes (or 1024 later
+   * executions of the session) the request_id is forgotten and a retry runs
+   * as a new Execute. A retry with different code is refused with
+   * ALREADY_EXISTS (DUPLICATE_REQUEST).
    *
    * @generated from field: string request_id = 4;
    */
@@ -532,9 +538,13 @@ export const ExecuteService: GenService<{
   },
   /**
    * Streams an execution's events after `after_sequence`, live while it runs
-   * and from its record after it ended (kept for the server's documented
-   * retention), with no gap and no duplicate. Any number of callers may
-   * attach to one execution. Detaching does not cancel it.
+   * and from its record after it ended, with no gap and no duplicate. Any
+   * number of callers may attach to one execution. Detaching does not cancel
+   * it. The sandbox keeps an ended execution's events within three bounds
+   * (defaults): 10 minutes after its end, the 16 most recent ended
+   * executions of the session, and 8 MiB of events over all of them (the
+   * oldest events go first; `finished` stays while the execution is kept).
+   * Past them: OUT_OF_RANGE (EVENTS_EXPIRED).
    *
    * @generated from rpc codemode.v1.ExecuteService.AttachExecution
    */
