@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import queue
 import re
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from server.cli_common import (
@@ -138,7 +141,7 @@ def _run_in(session: Any, code: str, timeout: float | None, *, kept: bool) -> in
     last_stdout = b"\n"
     execution = session.stream(code, timeout=timeout)
     try:
-        for event in execution:
+        for event in _interruptible(execution):
             if isinstance(event, Started):
                 started, generation = True, event.interpreter_generation
             elif isinstance(event, Output):
@@ -171,6 +174,33 @@ def _run_in(session: Any, code: str, timeout: float | None, *, kept: bool) -> in
     if kept and result.state_lost and result.status.name != "OK":
         note(f"the interpreter was replaced; the state of {session.name} (variables, imports) is lost")
     return _status_exit_codes().get(result.status, EXIT_CODE_ERROR)
+
+
+def _interruptible(stream: Any) -> Iterator[Any]:
+    """The stream's events, read by a thread of their own, so that Ctrl-C's
+    KeyboardInterrupt is raised here, between events, never inside grpc's blocking
+    iteration: raised there it could leave the channel's call state half-updated, and
+    the next call on it (the probe that reports what happened to the code) hung past its
+    deadline. The queue is small, so a slow terminal still holds the stream back."""
+    events: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=16)
+
+    def pump() -> None:
+        try:
+            for event in stream:
+                events.put(("event", event))
+        except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
+            events.put(("error", exc))
+        else:
+            events.put(("end", None))
+
+    threading.Thread(target=pump, name="codemode-run-stream", daemon=True).start()
+    while True:
+        kind, item = events.get()
+        if kind == "end":
+            return
+        if kind == "error":
+            raise item
+        yield item
 
 
 def _explain_broken_run(error: Any, started: bool) -> None:
