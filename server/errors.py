@@ -51,9 +51,7 @@ DEPRECATED_REASONS = frozenset({"EMPTY_CODE"})
 
 #: Reasons in the enum that this server does not produce (yet), and why. A test
 #: (tests/server/test_error_reasons.py) checks every other reason is raised somewhere.
-RESERVED_REASONS: Mapping[str, str] = {
-    "SESSION_ELSEWHERE": "for multi-instance deployments: a session held by another instance",
-}
+RESERVED_REASONS: Mapping[str, str] = {}
 
 #: RetryInfo delays, in seconds, for reasons where the same call can succeed later. A
 #: raise site that knows better (the earliest session expiry, a rate window) passes its
@@ -71,6 +69,9 @@ RETRY_SECONDS: Mapping[str, float] = {
     "SANDBOX_UNAVAILABLE": 1.0,
     # This instance stops; a restart or another instance behind the balancer takes over.
     "SERVER_SHUTTING_DOWN": 5.0,
+    # The session moved to another instance (a drain's hand-over, an adoption): the
+    # retry reads the registry again and reaches the new owner at once.
+    "SESSION_ELSEWHERE": 0.2,
 }
 #: SESSION_NOT_READY is retryable only while the session is on its way to READY
 #: (metadata "state"); a FAILED or CLOSED session needs ResetSession or a new session.

@@ -106,8 +106,9 @@ class ErrorReason:
 
     SESSION_ELSEWHERE: Final = "SESSION_ELSEWHERE"
     """
-    The session's sandbox is held by another server instance that this one cannot serve it
-    through; metadata "instance" names the owner.
+    The session moved to another server instance while this call ran or was routed (a
+    drained instance handed it over, or another adopted it): UNAVAILABLE; retry, or
+    AttachExecution after the last sequence received.
     """
 
     RUNTIME_DEPS_DISABLED: Final = "RUNTIME_DEPS_DISABLED"

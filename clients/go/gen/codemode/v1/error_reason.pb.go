@@ -96,8 +96,9 @@ const (
 	// The requested events are no longer kept (OUT_OF_RANGE); metadata
 	// "firstAvailableSequence" is the first that is.
 	ErrorReason_ERROR_REASON_EVENTS_EXPIRED ErrorReason = 28
-	// The session's sandbox is held by another server instance that this one
-	// cannot serve it through; metadata "instance" names the owner.
+	// The session moved to another server instance while this call ran or was
+	// routed (a drained instance handed it over, or another adopted it):
+	// UNAVAILABLE; retry, or AttachExecution after the last sequence received.
 	ErrorReason_ERROR_REASON_SESSION_ELSEWHERE ErrorReason = 29
 	// Runtime dependency changes are disabled for the session.
 	ErrorReason_ERROR_REASON_RUNTIME_DEPS_DISABLED ErrorReason = 30

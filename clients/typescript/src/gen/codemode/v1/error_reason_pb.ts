@@ -232,8 +232,9 @@ export enum ErrorReason {
   EVENTS_EXPIRED = 28,
 
   /**
-   * The session's sandbox is held by another server instance that this one
-   * cannot serve it through; metadata "instance" names the owner.
+   * The session moved to another server instance while this call ran or was
+   * routed (a drained instance handed it over, or another adopted it):
+   * UNAVAILABLE; retry, or AttachExecution after the last sequence received.
    *
    * @generated from enum value: ERROR_REASON_SESSION_ELSEWHERE = 29;
    */
