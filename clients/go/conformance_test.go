@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -200,8 +201,10 @@ type expectation struct {
 		TotalBytes int64  `json:"total_bytes"`
 	} `json:"truncated"`
 	ErrorStatus *struct {
-		Code   string  `json:"code"`
-		Reason *string `json:"reason"`
+		Code              string   `json:"code"`
+		Reason            *string  `json:"reason"`
+		RetryDelaySeconds *float64 `json:"retry_delay_seconds"`
+		FieldViolation    *string  `json:"field_violation"`
 	} `json:"error_status"`
 	Name                string  `json:"name"`
 	SourceContains      string  `json:"source_contains"`
@@ -668,6 +671,31 @@ func checkCallError(err error, want expectation) error {
 	}
 	if want.ErrorStatus.Reason != nil && reason(err) != *want.ErrorStatus.Reason {
 		return fmt.Errorf("reason %q, want %q (%v)", reason(err), *want.ErrorStatus.Reason, err)
+	}
+	if want.ErrorStatus.RetryDelaySeconds == nil && want.ErrorStatus.FieldViolation == nil {
+		return nil
+	}
+	// The client's typed error, not the raw status: RetryInfo and BadRequest as it decodes them.
+	var typed *codemode.Error
+	if !errors.As(err, &typed) {
+		return fmt.Errorf("%T is not a *codemode.Error (%v)", err, err)
+	}
+	if wantDelay := want.ErrorStatus.RetryDelaySeconds; wantDelay != nil {
+		if typed.RetryDelay == 0 {
+			return fmt.Errorf("no retry delay (RetryInfo) in %v", err)
+		}
+		if d := time.Duration(math.Round(*wantDelay * float64(time.Second))); typed.RetryDelay != d {
+			return fmt.Errorf("retry delay %s, want %s", typed.RetryDelay, d)
+		}
+	}
+	if wantField := want.ErrorStatus.FieldViolation; wantField != nil {
+		var fields []string
+		for _, violation := range typed.FieldViolations {
+			fields = append(fields, violation.GetField())
+		}
+		if !contains(fields, *wantField) {
+			return fmt.Errorf("field violations %q lack %q (%v)", fields, *wantField, err)
+		}
 	}
 	return nil
 }

@@ -381,6 +381,15 @@ def check_call_error(error: codemode.CodemodeError, expect: dict[str, Any]) -> N
     assert error.code.name == wanted["code"], f"status {error.code.name}, want {wanted['code']} ({error})"
     if "reason" in wanted:
         assert (error.reason or "") == wanted["reason"], f"reason {error.reason!r}, want {wanted['reason']!r}"
+    # The client's typed accessors, not the raw status: RetryInfo and BadRequest as it decodes them.
+    if "retry_delay_seconds" in wanted:
+        assert error.retry_delay is not None, f"no retry delay (RetryInfo) in {error!r}"
+        assert round(error.retry_delay * 1e9) == round(wanted["retry_delay_seconds"] * 1e9), (
+            f"retry delay {error.retry_delay}s, want {wanted['retry_delay_seconds']}s"
+        )
+    if "field_violation" in wanted:
+        fields = [violation.field for violation in error.field_violations]
+        assert wanted["field_violation"] in fields, f"field violations {fields} lack {wanted['field_violation']!r}"
 
 
 def check_names(names: list[str], expect: dict[str, Any], what: str) -> None:

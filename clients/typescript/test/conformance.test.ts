@@ -430,6 +430,19 @@ function checkCallError(error: CodemodeError, expect: Json): void {
   if (wanted.reason !== undefined && error.reason !== wanted.reason) {
     fail(`reason ${JSON.stringify(error.reason)}, want ${JSON.stringify(wanted.reason)}`);
   }
+  // The client's typed accessors, not the raw status: RetryInfo and BadRequest as it decodes them.
+  if (wanted.retry_delay_seconds !== undefined) {
+    if (error.retryDelayMs === undefined) fail(`no retry delay (RetryInfo) in ${error.message}`);
+    if (Math.round(error.retryDelayMs * 1e6) !== Math.round(wanted.retry_delay_seconds * 1e9)) {
+      fail(`retry delay ${error.retryDelayMs} ms, want ${wanted.retry_delay_seconds * 1000} ms`);
+    }
+  }
+  if (wanted.field_violation !== undefined) {
+    const fields = error.fieldViolations.map((violation) => violation.field);
+    if (!fields.includes(wanted.field_violation)) {
+      fail(`field violations ${JSON.stringify(fields)} lack ${JSON.stringify(wanted.field_violation)}`);
+    }
+  }
 }
 
 function checkArtifact(artifact: Artifact, expect: Json): void {

@@ -708,6 +708,23 @@ class ConformanceTest {
     if (wanted.has("reason") && !error.reason().equals(str(wanted, "reason"))) {
       fail("reason " + error.reason() + ", want " + str(wanted, "reason"));
     }
+    // The client's typed accessors, not the raw status: RetryInfo and BadRequest as it decodes them.
+    if (wanted.has("retry_delay_seconds")) {
+      Duration want = Duration.ofNanos(Math.round(wanted.get("retry_delay_seconds").getAsDouble() * 1e9));
+      Duration got = error.retryDelay().orElse(null);
+      if (got == null) {
+        fail("no retry delay (RetryInfo) in " + error.getMessage());
+      }
+      if (!got.equals(want)) {
+        fail("retry delay " + got + ", want " + want);
+      }
+    }
+    if (wanted.has("field_violation")) {
+      List<String> fields = error.fieldViolations().stream().map(violation -> violation.getField()).toList();
+      if (!fields.contains(str(wanted, "field_violation"))) {
+        fail("field violations " + fields + " lack " + str(wanted, "field_violation"));
+      }
+    }
   }
 
   private static String streamName(OutputStream stream) {
