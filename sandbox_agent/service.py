@@ -10,6 +10,11 @@ as running until just before its `finished` is logged, and the control plane hol
 session's lock until it has seen that `finished` (also after a client cancel), so a
 second Execute meanwhile is a real conflict and is refused at once with
 FAILED_PRECONDITION / SESSION_BUSY. Reset is refused the same way while one runs.
+
+Execute, Reset and Cancel are fenced by the caller's owner epoch: when another control
+plane instance adopted the session it presented a higher one, and the previous owner's
+calls are refused from then on (UNAVAILABLE / SESSION_ELSEWHERE), so two instances never
+both drive one sandbox, even one that was only cut off from the registry.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         self._store = store if store is not None else ReplayStore()
         self._running: ExecutionRun | None = None
         self._resetting = False
+        #: The highest owner epoch a control plane has presented (fencing).
+        self._epoch = 0
         self._tasks: set[asyncio.Task] = set()
 
     def _busy(self) -> bool:
@@ -50,9 +57,22 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             {"execution": running} if running else None,
         )
 
+    async def _fence(self, epoch: int, context: grpc.aio.ServicerContext) -> None:
+        """Refuses a control plane whose ownership was taken over: its epoch is lower than
+        one another has presented since (the adopter's GetInfo, or its first call)."""
+        if epoch < self._epoch:
+            await abort(
+                context, grpc.StatusCode.UNAVAILABLE, reasons.ERROR_REASON_SESSION_ELSEWHERE,
+                f"this sandbox is driven by a newer owner (epoch {self._epoch}, this call's {epoch}); "
+                "the session moved to another instance",
+                {"ownerEpoch": str(self._epoch)},
+            )  # fmt: skip
+        self._epoch = epoch
+
     # --- RPCs ------------------------------------------------------------------
 
     async def GetInfo(self, request: agent_pb2.GetInfoRequest, context: grpc.aio.ServicerContext) -> agent_pb2.GetInfoResponse:
+        self._epoch = max(self._epoch, request.owner_epoch)
         running = self._running
         return agent_pb2.GetInfoResponse(
             session_id=self._sandbox_id,
@@ -65,6 +85,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         )
 
     async def Reset(self, request: agent_pb2.ResetRequest, context: grpc.aio.ServicerContext) -> agent_pb2.ResetResponse:
+        await self._fence(request.owner_epoch, context)
         if self._busy():
             await self._reject_busy(context)
         self._resetting = True
@@ -84,6 +105,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                 context, grpc.StatusCode.INVALID_ARGUMENT, reasons.ERROR_REASON_INVALID_ARGUMENT,
                 "execution_id is required", {"field": "execution_id"},
             )  # fmt: skip
+        await self._fence(request.owner_epoch, context)
         if self._busy():
             await self._reject_busy(context)
         try:
@@ -147,6 +169,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             )  # fmt: skip
 
     async def Cancel(self, request: agent_pb2.CancelRequest, context: grpc.aio.ServicerContext) -> agent_pb2.CancelResponse:
+        await self._fence(request.owner_epoch, context)
         run = self._running
         if run is None or run.execution_id != request.execution_id:
             return agent_pb2.CancelResponse(cancelled=False)

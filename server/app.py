@@ -416,6 +416,7 @@ async def shutdown(app: App) -> None:
     if app.cluster is not None:
         # Before the listeners close: a client cut off above reattaches through another
         # instance, which adopts the handed-over session instead of waiting out a lease.
+        await app.cluster.routing.cut_streams()
         await app.sessions.hand_over()
     await app.server.stop(_STOP_AFTER_GRACE_SECONDS)
     if app.cluster is not None:

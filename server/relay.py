@@ -144,6 +144,7 @@ class Relay:
                     code=plan.code,
                     timeout=_duration(plan.timeout_seconds),
                     output_budget_bytes=plan.output_budget_bytes,
+                    owner_epoch=self._session.owner_epoch,
                 )
                 await self._relay(sandbox.stub.Execute(start), after_sequence=0)
         finally:

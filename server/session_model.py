@@ -81,6 +81,9 @@ class Session:
     #: Taken over from an instance that is gone: executions it started are looked up at
     #: the agent, which still has their events, though this instance never saw them.
     adopted: bool = False
+    #: This instance's fencing token toward the sandbox (server/cluster/records.py):
+    #: every Execute, Reset and Cancel carries it, and the agent refuses a lower one.
+    owner_epoch: int = 0
     #: The latest package install (start-up deps, AddDependency, SyncDependencies, deps.*).
     last_install: InstallRecord | None = None
     #: The sandbox start or package install running for this session in the background;

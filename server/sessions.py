@@ -379,7 +379,8 @@ class SessionManager:
             sandbox = session.sandbox
             if sandbox is not None and sandbox.is_alive():
                 try:
-                    reply = await sandbox.stub.Reset(agent_pb2.ResetRequest(), timeout=_AGENT_CALL_TIMEOUT)
+                    reply = await sandbox.stub.Reset(agent_pb2.ResetRequest(owner_epoch=session.owner_epoch),
+                                                     timeout=_AGENT_CALL_TIMEOUT)
                 except grpc.aio.AioRpcError as exc:
                     _log.warning("agent Reset of %s failed (%s); restarting its sandbox", session.name, exc.code())
                 else:
@@ -439,6 +440,7 @@ class SessionManager:
         session.state_message = f"being taken over from instance {record.owner!r}"
         session.generation_offset = message.interpreter_generation
         session.adopted = True
+        session.owner_epoch = record.owner_epoch
         self.node.own_adopted(session, record)
         return session
 

@@ -152,7 +152,7 @@ class SessionAdopter:
         session = self._restore(adopted)
         provider: Any = self._provider(adopted.sandbox_kind)
         try:
-            sandbox = await provider.adopt(adopted.sandbox, session.limits)
+            sandbox = await provider.adopt(adopted.sandbox, session.limits, owner_epoch=adopted.owner_epoch)
         except SandboxStartError as exc:
             _log.warning("sessions/%s: the sandbox of instance %s could not be taken over: %s",
                          record.id, record.owner, exc)

@@ -178,12 +178,15 @@ return {cur[2], cur[3]}
 """
 
 # KEYS: record; ARGV: old incarnation, now, owner, addr, new incarnation, lease. The doc, or nil.
+#: KEYS: record, fence counter (one slot). Returns {doc, owner epoch} or false. The epoch
+#: comes from the session's fence counter, so it only ever grows, adoption after adoption.
 _ADOPT = """
 local cur = redis.call('HMGET', KEYS[1], 'inc', 'lease', 'doc')
 if cur[1] ~= ARGV[1] or not cur[3] then return false end
 if tonumber(cur[2]) > tonumber(ARGV[2]) then return false end
-redis.call('HSET', KEYS[1], 'owner', ARGV[3], 'addr', ARGV[4], 'inc', ARGV[5], 'lease', ARGV[6])
-return cur[3]
+local epoch = redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[1], 'owner', ARGV[3], 'addr', ARGV[4], 'inc', ARGV[5], 'lease', ARGV[6], 'epoch', epoch)
+return {cur[3], epoch}
 """
 
 # KEYS: zset; ARGV: member, score. Removes a stale index entry only if it was not re-scored.
@@ -298,7 +301,7 @@ end
 return out
 """
 
-_RECORD_FIELDS = ("doc", "owner", "addr", "inc", "lease")
+_RECORD_FIELDS = ("doc", "owner", "addr", "inc", "lease", "epoch")
 
 
 def _expire_time(record: SessionRecord) -> float | None:
@@ -464,6 +467,7 @@ class RedisSessionDirectory:
             owner_address=_text(fields[2]),
             incarnation=_text(fields[3]),
             lease_expires=float(fields[4]),
+            owner_epoch=int(fields[5]) if len(fields) > 5 and fields[5] is not None else record.owner_epoch,
         )
 
     async def _records(self, session_ids: Sequence[str]) -> list[SessionRecord | None]:
@@ -741,6 +745,8 @@ class RedisSessionDirectory:
         *, owner_gone: bool = False,
     ) -> SessionRecord | None:
         """Takes over a session whose lease lapsed; None if it was renewed, adopted or removed.
+        The new record's `owner_epoch` is higher than any earlier owner's (the fencing
+        token its calls to the sandbox carry).
 
         `owner_gone`: the caller has proof the owning process is gone (its listener
         refuses connections, or it handed the session over), so the lease need not have
@@ -748,21 +754,23 @@ class RedisSessionDirectory:
         now = self._clock()
         incarnation = secrets.token_hex(12)
         expires = now + lease_seconds
-        doc = await self._call(
+        adopted = await self._call(
             self._adopt(
-                keys=[self.record_key(session_id)],
+                keys=[self.record_key(session_id), self._fence_key(session_id)],
                 args=[old_incarnation, _score(_FAR_FUTURE if owner_gone else now), new_owner, new_address,
                       incarnation, _score(expires)],
             )
         )
-        if doc is None:
+        if not adopted:
             return None
+        doc, epoch = adopted
         record = dataclasses.replace(
             SessionRecord.decode(doc),
             owner=new_owner,
             owner_address=new_address,
             incarnation=incarnation,
             lease_expires=expires,
+            owner_epoch=int(epoch),
         )
         await self._call(self._redis.zadd(self._lease_index, {session_id: expires}))
         return record

@@ -104,7 +104,7 @@ class ClusterNode:
             create_time=session.create_time, sandbox_kind=int(session.sandbox_kind),
             sandbox_endpoint=str((owned.sandbox if sandbox is None else sandbox).get("target", "")),
             session=rendering, request_id=owned.request_id,
-            sandbox=owned.sandbox if sandbox is None else sandbox,
+            sandbox=owned.sandbox if sandbox is None else sandbox, owner_epoch=session.owner_epoch,
         )
 
     async def claim(self, session: Session, request_id: str, quotas: QuotaTable | None = None) -> SessionRecord | None:

@@ -70,6 +70,10 @@ class SessionRecord:
     #: (the provider's `handover`: container, agent address, dirs; never a secret);
     #: empty for sandboxes that die with their instance (process).
     sandbox: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: The owner's fencing token toward the sandbox: 0 for the creator, raised by every
+    #: adoption (the directory's per-session counter), so the agent can refuse a
+    #: previous owner's calls (sandbox_agent/service.py).
+    owner_epoch: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready form (bytes as base64)."""
@@ -87,6 +91,7 @@ class SessionRecord:
             "session": base64.b64encode(self.session).decode("ascii"),
             "request_id": self.request_id,
             "sandbox": self.sandbox,
+            "owner_epoch": self.owner_epoch,
         }
 
     def encode(self) -> bytes:
@@ -105,6 +110,9 @@ class SessionRecord:
         sandbox = data.get("sandbox", {})
         if not isinstance(sandbox, dict):
             raise ValueError("session record field 'sandbox' must be an object")
+        epoch = data.get("owner_epoch", 0)
+        if isinstance(epoch, bool) or not isinstance(epoch, int):
+            raise ValueError("session record field 'owner_epoch' must be an integer")
         return cls(
             id=_str(data, "id"),
             tenant=_str(data, "tenant"),
@@ -119,6 +127,7 @@ class SessionRecord:
             session=session,
             request_id=_str(data, "request_id", ""),
             sandbox=sandbox,
+            owner_epoch=epoch,
         )
 
     @classmethod
@@ -160,6 +169,9 @@ class InstanceRecord:
         sandbox = data.get("sandbox", {})
         if not isinstance(sandbox, dict):
             raise ValueError("session record field 'sandbox' must be an object")
+        epoch = data.get("owner_epoch", 0)
+        if isinstance(epoch, bool) or not isinstance(epoch, int):
+            raise ValueError("session record field 'owner_epoch' must be an integer")
         return cls(
             id=_str(data, "id"),
             address=_str(data, "address", ""),

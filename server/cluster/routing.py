@@ -17,9 +17,10 @@ slot here as well as at the owner).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import grpc
@@ -82,6 +83,8 @@ class SessionRoutingInterceptor(grpc.aio.ServerInterceptor):
         self.adopter: SessionAdopter | None = None
         #: True while this instance shuts down (it adopts nothing then).
         self.draining: Callable[[], bool] = lambda: False
+        self._streams: set[asyncio.Task] = set()
+        self._cutting = False
 
     async def intercept_service(
         self,
@@ -106,6 +109,37 @@ class SessionRoutingInterceptor(grpc.aio.ServerInterceptor):
                 response_serializer=_passthrough(handler.response_serializer),
             )
         return handler
+
+    @contextlib.contextmanager
+    def _cuttable(self) -> Iterator[None]:
+        task = asyncio.current_task()
+        assert task is not None
+        self._streams.add(task)
+        try:
+            yield
+        finally:
+            self._streams.discard(task)
+
+    def _cut_now(self, context: grpc.aio.ServicerContext) -> bool:
+        """This stream was cancelled by cut_streams (not by its client going away): it
+        ends with a status the client reattaches on, rather than a bare CANCELLED."""
+        task = asyncio.current_task()
+        if not self._cutting or task is None or context.cancelled():
+            return False
+        task.uncancel()
+        return True
+
+    async def cut_streams(self) -> None:
+        """Shutdown: ends the attaches served here and the streams relayed to other owners
+        with UNAVAILABLE / SERVER_SHUTTING_DOWN while the server can still send a status
+        (cancelled by the server's stop, the client would see CANCELLED, no status at all,
+        and could not tell it from its own cancel)."""
+        self._cutting = True
+        tasks = list(self._streams)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=2.0)
 
     async def _remote(self, method: str, request: Any, field: str) -> SessionRecord | None:
         """The owner's record when another instance has the session; None to answer here.
@@ -190,8 +224,16 @@ class SessionRoutingInterceptor(grpc.aio.ServerInterceptor):
         return routed
 
     def _stream(self, method: str, field: str, behavior: Callable) -> Callable:
+        # An Execute running here ends at shutdown on its own terms (its handler's); an
+        # attach here, and any stream relayed to another owner, are cut by cut_streams.
+        attach = method == _E + "AttachExecution"
+
         async def local(request: Any, context: grpc.aio.ServicerContext) -> None:
-            await _run_stream(behavior, request, context)
+            if attach:
+                with self._cuttable():
+                    await _run_stream(behavior, request, context)
+            else:
+                await _run_stream(behavior, request, context)
 
         async def routed(request: Any, context: grpc.aio.ServicerContext) -> None:
             try:
@@ -208,14 +250,19 @@ class SessionRoutingInterceptor(grpc.aio.ServerInterceptor):
                     await local(request, context)
                     return
                 try:
-                    async for message in self._forwarder.stream(method, request, context, record):
-                        await context.write(message)
+                    with self._cuttable():
+                        async for message in self._forwarder.stream(method, request, context, record):
+                            await context.write(message)
                 except OwnerUnreachable as unreachable:
                     if not await self._after_unreachable(unreachable):
                         await unreachable.answer(context)
                     await local(request, context)
-            except (grpc.aio.AbortError, asyncio.CancelledError):
+            except grpc.aio.AbortError:
                 raise
+            except asyncio.CancelledError:
+                if not self._cut_now(context):
+                    raise
+                await shutting_down_error().abort(context)
             except Exception as exc:  # noqa: BLE001
                 await from_exception(exc, context, where="session routing").abort(context)
 

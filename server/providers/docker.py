@@ -759,8 +759,11 @@ class DockerSandboxProvider:
             "transport": "unix" if sandbox.target.startswith("unix:") else "tcp",
         }
 
-    async def adopt(self, details: dict[str, object], limits: SandboxLimits) -> DockerSandbox:
+    async def adopt(self, details: dict[str, object], limits: SandboxLimits, owner_epoch: int = 0) -> DockerSandbox:
         """Takes over the still-running sandbox `details` (from `handover`) describes.
+
+        `owner_epoch` is presented to the agent first thing (GetInfo), so from then on
+        it refuses the previous owner's Execute, Reset and Cancel (a fencing token).
 
         The engine is the authority, not the details (they come from a shared
         registry): the container must be running, be a codemode container of that
@@ -791,7 +794,8 @@ class DockerSandboxProvider:
                 lease = await asyncio.to_thread(lambda: self._pool().lease_uid(handover.uid))
             channel, stub = self._connect(sandbox_id, handover.target, self._agent_token(sandbox_id))
             try:
-                info = await stub.GetInfo(agent_pb2.GetInfoRequest(), timeout=_ADOPT_TIMEOUT_SECONDS, wait_for_ready=True)
+                info = await stub.GetInfo(agent_pb2.GetInfoRequest(owner_epoch=owner_epoch),
+                                          timeout=_ADOPT_TIMEOUT_SECONDS, wait_for_ready=True)
             except grpc.aio.AioRpcError as exc:
                 raise SandboxStartError(
                     f"cannot adopt sandbox {sandbox_id}: its agent did not answer ({exc.code().name}: {exc.details()})"

@@ -143,7 +143,8 @@ class ExecuteService(execute_pb2_grpc.ExecuteServiceServicer):
         record.cancelling = True
         try:
             reply = await session.sandbox.stub.Cancel(
-                agent_pb2.CancelRequest(execution_id=record.id), timeout=_AGENT_CALL_TIMEOUT
+                agent_pb2.CancelRequest(execution_id=record.id, owner_epoch=session.owner_epoch),
+                timeout=_AGENT_CALL_TIMEOUT,
             )
         except grpc.aio.AioRpcError as exc:
             _log.warning("cancel of %s failed: %s", record.name, exc.code().name)
@@ -293,7 +294,8 @@ class ExecuteService(execute_pb2_grpc.ExecuteServiceServicer):
                     _log.info("%s: the forwarding instance %s left; the execution runs on", record.name, forwarded_by)
                 else:
                     with contextlib.suppress(grpc.aio.AioRpcError):
-                        await sandbox.stub.Cancel(agent_pb2.CancelRequest(execution_id=record.id),
+                        await sandbox.stub.Cancel(agent_pb2.CancelRequest(execution_id=record.id,
+                                                                          owner_epoch=session.owner_epoch),
                                                   timeout=_AGENT_CALL_TIMEOUT)
                 relay = Relay(session, record, discard, 0, self._host_calls, owner=True)
                 try:

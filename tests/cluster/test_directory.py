@@ -377,6 +377,25 @@ async def test_lapsed_lists_expired_leases_and_adopt_has_exactly_one_winner(pair
     assert sorted(r.id for r in await pair.a.lapsed(pair.clock())) == sorted([live.id, extra.id])
 
 
+async def test_every_adoption_raises_the_owner_epoch_and_a_forced_one_needs_no_lapse(pair: Pair):
+    """The epoch is the fencing token an adopter presents to the agent: it must only grow,
+    adoption after adoption, and be what every later read of the record says."""
+    record = make(pair.clock, lease=5)
+    await pair.a.insert(record)
+    assert (await must_get(pair.a, record.id)).owner_epoch == 0
+    # The owner is known to be gone (its listener refuses): no lease needs to lapse.
+    first = await pair.b.adopt(record.id, record.incarnation, "inst-b", "b:1", 30, owner_gone=True)
+    assert first is not None and first.owner_epoch == 1
+    assert (await must_get(pair.a, record.id)).owner_epoch == 1
+    pair.clock.advance(31)
+    second = await pair.a.adopt(record.id, first.incarnation, "inst-c", "c:1", 30)
+    assert second is not None and second.owner_epoch == 2 and second.owner == "inst-c"
+    assert (await must_get(pair.b, record.id)).owner_epoch == 2
+    # A stale incarnation gets nothing, forced or not, and the epoch does not move.
+    assert await pair.b.adopt(record.id, first.incarnation, "inst-b", "b:1", 30, owner_gone=True) is None
+    assert (await must_get(pair.b, record.id)).owner_epoch == 2
+
+
 async def test_lapsed_skips_and_cleans_stale_lease_entries(pair: Pair):
     records = [make(pair.clock, lease=1) for _ in range(4)]
     for record in records:

@@ -67,19 +67,21 @@ class Outcome:
         return f"Outcome(stdout={self.stdout!r}, stderr={self.stderr[-500:]!r}, errors={self.errors}, finished={self.finished})"
 
 
-def _start_request(code: str, timeout: float) -> agent_pb2.ExecuteStart:
+def _start_request(code: str, timeout: float, owner_epoch: int = 0) -> agent_pb2.ExecuteStart:
     return agent_pb2.ExecuteStart(
         execution_id=uuid.uuid4().hex,
         code=code,
         timeout=duration_pb2.Duration(seconds=int(timeout)),
         output_budget_bytes=1 * MIB,
+        owner_epoch=owner_epoch,
     )
 
 
-async def execute(sandbox: Sandbox, code: str, timeout: float = 30.0) -> Outcome:
-    """Runs code through AgentService.Execute and waits for `finished`."""
+async def execute(sandbox: Sandbox, code: str, timeout: float = 30.0, owner_epoch: int = 0) -> Outcome:
+    """Runs code through AgentService.Execute and waits for `finished` (`owner_epoch`: the
+    caller's fencing token, as a control plane that adopted the sandbox sends it)."""
     outcome = Outcome()
-    call = sandbox.stub.Execute(_start_request(code, timeout), timeout=timeout + 30)
+    call = sandbox.stub.Execute(_start_request(code, timeout, owner_epoch), timeout=timeout + 30)
     try:
         async for response in call:
             kind = response.WhichOneof("event")

@@ -19,10 +19,12 @@ import tempfile
 import uuid
 
 import docker.errors
+import grpc
 import pytest
 from cryptography.hazmat.primitives import serialization
 
 import docker
+from codemode_protos.sandbox.v1 import agent_pb2
 from codemode_protos.v1 import execute_pb2
 from server.pki import CertificateAuthority
 from server.providers.base import SandboxStartError
@@ -423,3 +425,33 @@ async def test_a_tcp_sandbox_is_adopted_through_its_loopback_port(docker_ready, 
                 await channel_owner.channel.close()
         await adopter.close()
         await dead.close()
+
+
+async def test_the_previous_owner_is_fenced_off_an_adopted_sandbox(docker_ready, ca, dirs):
+    """An owner that was only cut off (its session adopted meanwhile) still holds a working
+    channel to the agent: the adopter's epoch, announced in its GetInfo, makes the agent
+    refuse that owner's Execute, so the sandbox has one driver."""
+    state_a, state_b = dirs
+    stale = DockerSandboxProvider(ca, _pool_config(state_a, _UID_BASE + 60))
+    adopter = DockerSandboxProvider(ca, _pool_config(state_b, _UID_BASE + 60))
+    sandbox = await stale.start(limits())
+    details = stale.handover(sandbox)
+    abandoned = _abandon(stale)
+    try:
+        await execute(sandbox, "owner = 'first'")
+        adopted = await adopter.adopt(details, limits(), owner_epoch=1)
+        start = agent_pb2.ExecuteStart(execution_id=uuid.uuid4().hex[:16], code="owner = 'stale'")  # epoch 0
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            async for _ in sandbox.stub.Execute(start, timeout=30):
+                pass
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "newer owner" in (refused.value.details() or "")
+        outcome = await execute(adopted, "print(owner)", owner_epoch=1)
+        assert outcome.text.strip() == "first", outcome
+    finally:
+        await _cleanup(adopter.docker_client, sandbox.container_id)
+        for channel_owner in abandoned:
+            with contextlib.suppress(Exception):
+                await channel_owner.channel.close()
+        await adopter.close()
+        await stale.close()

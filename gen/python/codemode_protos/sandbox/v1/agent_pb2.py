@@ -27,7 +27,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63odemode/sandbox/v1/agent.proto\x12\x13\x63odemode.sandbox.v1\x1a\x19\x63odemode/v1/execute.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"{\n\x0c\x45xecuteStart\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12*\n\x07timeout\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1b\n\x13output_budget_bytes\x18\x04 \x01(\x03\"\xd3\x02\n\x0f\x45xecuteResponse\x12\x10\n\x08sequence\x18\x07 \x01(\x03\x12/\n\x07started\x18\x01 \x01(\x0b\x32\x1c.codemode.sandbox.v1.StartedH\x00\x12.\n\x06output\x18\x02 \x01(\x0b\x32\x1c.codemode.v1.ExecutionOutputH\x00\x12.\n\x06result\x18\x03 \x01(\x0b\x32\x1c.codemode.v1.ExecutionResultH\x00\x12,\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x1b.codemode.v1.ExecutionErrorH\x00\x12\x32\n\x08\x66inished\x18\x05 \x01(\x0b\x32\x1e.codemode.v1.ExecutionFinishedH\x00\x12\x32\n\thost_call\x18\x06 \x01(\x0b\x32\x1d.codemode.sandbox.v1.HostCallH\x00\x42\x07\n\x05\x65vent\"Y\n\x07Started\x12\x1e\n\x16interpreter_generation\x18\x01 \x01(\x03\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Q\n\x08HostCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x03\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x13\n\x0bparams_json\x18\x03 \x01(\t\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\"\x90\x01\n\x0eHostCallResult\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x03\x12\x13\n\x0bresult_json\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x31\n\x05\x65rror\x18\x04 \x01(\x0b\x32\".codemode.sandbox.v1.HostCallError\x12\x14\n\x0c\x65xecution_id\x18\x05 \x01(\t\".\n\rHostCallError\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"Y\n\rAttachRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\x12\x1a\n\x12\x61nswers_host_calls\x18\x03 \x01(\x08\"%\n\rCancelRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\"#\n\x0e\x43\x61ncelResponse\x12\x11\n\tcancelled\x18\x01 \x01(\x08\"\x18\n\x16\x41nswerHostCallResponse\"\x0e\n\x0cResetRequest\"/\n\rResetResponse\x12\x1e\n\x16interpreter_generation\x18\x01 \x01(\x03\"\x10\n\x0eGetInfoRequest\"\xc2\x01\n\x0fGetInfoResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x1e\n\x16interpreter_generation\x18\x02 \x01(\x03\x12\x19\n\x11interpreter_alive\x18\x03 \x01(\x08\x12\x16\n\x0epython_version\x18\x04 \x01(\t\x12\x11\n\tagent_pid\x18\x05 \x01(\x03\x12\x17\n\x0finterpreter_pid\x18\x06 \x01(\x03\x12\x1c\n\x14running_execution_id\x18\x07 \x01(\t2\x97\x04\n\x0c\x41gentService\x12T\n\x07\x45xecute\x12!.codemode.sandbox.v1.ExecuteStart\x1a$.codemode.sandbox.v1.ExecuteResponse0\x01\x12T\n\x06\x41ttach\x12\".codemode.sandbox.v1.AttachRequest\x1a$.codemode.sandbox.v1.ExecuteResponse0\x01\x12Q\n\x06\x43\x61ncel\x12\".codemode.sandbox.v1.CancelRequest\x1a#.codemode.sandbox.v1.CancelResponse\x12\x62\n\x0e\x41nswerHostCall\x12#.codemode.sandbox.v1.HostCallResult\x1a+.codemode.sandbox.v1.AnswerHostCallResponse\x12N\n\x05Reset\x12!.codemode.sandbox.v1.ResetRequest\x1a\".codemode.sandbox.v1.ResetResponse\x12T\n\x07GetInfo\x12#.codemode.sandbox.v1.GetInfoRequest\x1a$.codemode.sandbox.v1.GetInfoResponseBj\n\x17\x64\x65v.codemode.sandbox.v1P\x01ZMgithub.com/codemode-dev/codemode/clients/go/gen/codemode/sandbox/v1;sandboxv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63odemode/sandbox/v1/agent.proto\x12\x13\x63odemode.sandbox.v1\x1a\x19\x63odemode/v1/execute.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x90\x01\n\x0c\x45xecuteStart\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12*\n\x07timeout\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1b\n\x13output_budget_bytes\x18\x04 \x01(\x03\x12\x13\n\x0bowner_epoch\x18\x05 \x01(\x03\"\xd3\x02\n\x0f\x45xecuteResponse\x12\x10\n\x08sequence\x18\x07 \x01(\x03\x12/\n\x07started\x18\x01 \x01(\x0b\x32\x1c.codemode.sandbox.v1.StartedH\x00\x12.\n\x06output\x18\x02 \x01(\x0b\x32\x1c.codemode.v1.ExecutionOutputH\x00\x12.\n\x06result\x18\x03 \x01(\x0b\x32\x1c.codemode.v1.ExecutionResultH\x00\x12,\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x1b.codemode.v1.ExecutionErrorH\x00\x12\x32\n\x08\x66inished\x18\x05 \x01(\x0b\x32\x1e.codemode.v1.ExecutionFinishedH\x00\x12\x32\n\thost_call\x18\x06 \x01(\x0b\x32\x1d.codemode.sandbox.v1.HostCallH\x00\x42\x07\n\x05\x65vent\"Y\n\x07Started\x12\x1e\n\x16interpreter_generation\x18\x01 \x01(\x03\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Q\n\x08HostCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x03\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x13\n\x0bparams_json\x18\x03 \x01(\t\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\"\x90\x01\n\x0eHostCallResult\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x03\x12\x13\n\x0bresult_json\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x31\n\x05\x65rror\x18\x04 \x01(\x0b\x32\".codemode.sandbox.v1.HostCallError\x12\x14\n\x0c\x65xecution_id\x18\x05 \x01(\t\".\n\rHostCallError\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"Y\n\rAttachRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\x12\x1a\n\x12\x61nswers_host_calls\x18\x03 \x01(\x08\":\n\rCancelRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x13\n\x0bowner_epoch\x18\x02 \x01(\x03\"#\n\x0e\x43\x61ncelResponse\x12\x11\n\tcancelled\x18\x01 \x01(\x08\"\x18\n\x16\x41nswerHostCallResponse\"#\n\x0cResetRequest\x12\x13\n\x0bowner_epoch\x18\x01 \x01(\x03\"/\n\rResetResponse\x12\x1e\n\x16interpreter_generation\x18\x01 \x01(\x03\"%\n\x0eGetInfoRequest\x12\x13\n\x0bowner_epoch\x18\x01 \x01(\x03\"\xc2\x01\n\x0fGetInfoResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x1e\n\x16interpreter_generation\x18\x02 \x01(\x03\x12\x19\n\x11interpreter_alive\x18\x03 \x01(\x08\x12\x16\n\x0epython_version\x18\x04 \x01(\t\x12\x11\n\tagent_pid\x18\x05 \x01(\x03\x12\x17\n\x0finterpreter_pid\x18\x06 \x01(\x03\x12\x1c\n\x14running_execution_id\x18\x07 \x01(\t2\x97\x04\n\x0c\x41gentService\x12T\n\x07\x45xecute\x12!.codemode.sandbox.v1.ExecuteStart\x1a$.codemode.sandbox.v1.ExecuteResponse0\x01\x12T\n\x06\x41ttach\x12\".codemode.sandbox.v1.AttachRequest\x1a$.codemode.sandbox.v1.ExecuteResponse0\x01\x12Q\n\x06\x43\x61ncel\x12\".codemode.sandbox.v1.CancelRequest\x1a#.codemode.sandbox.v1.CancelResponse\x12\x62\n\x0e\x41nswerHostCall\x12#.codemode.sandbox.v1.HostCallResult\x1a+.codemode.sandbox.v1.AnswerHostCallResponse\x12N\n\x05Reset\x12!.codemode.sandbox.v1.ResetRequest\x1a\".codemode.sandbox.v1.ResetResponse\x12T\n\x07GetInfo\x12#.codemode.sandbox.v1.GetInfoRequest\x1a$.codemode.sandbox.v1.GetInfoResponseBj\n\x17\x64\x65v.codemode.sandbox.v1P\x01ZMgithub.com/codemode-dev/codemode/clients/go/gen/codemode/sandbox/v1;sandboxv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,34 +35,34 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'codemode_protos.sandbox.v1.
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\027dev.codemode.sandbox.v1P\001ZMgithub.com/codemode-dev/codemode/clients/go/gen/codemode/sandbox/v1;sandboxv1'
-  _globals['_EXECUTESTART']._serialized_start=148
-  _globals['_EXECUTESTART']._serialized_end=271
-  _globals['_EXECUTERESPONSE']._serialized_start=274
-  _globals['_EXECUTERESPONSE']._serialized_end=613
-  _globals['_STARTED']._serialized_start=615
-  _globals['_STARTED']._serialized_end=704
-  _globals['_HOSTCALL']._serialized_start=706
-  _globals['_HOSTCALL']._serialized_end=787
-  _globals['_HOSTCALLRESULT']._serialized_start=790
-  _globals['_HOSTCALLRESULT']._serialized_end=934
-  _globals['_HOSTCALLERROR']._serialized_start=936
-  _globals['_HOSTCALLERROR']._serialized_end=982
-  _globals['_ATTACHREQUEST']._serialized_start=984
-  _globals['_ATTACHREQUEST']._serialized_end=1073
-  _globals['_CANCELREQUEST']._serialized_start=1075
-  _globals['_CANCELREQUEST']._serialized_end=1112
-  _globals['_CANCELRESPONSE']._serialized_start=1114
-  _globals['_CANCELRESPONSE']._serialized_end=1149
-  _globals['_ANSWERHOSTCALLRESPONSE']._serialized_start=1151
-  _globals['_ANSWERHOSTCALLRESPONSE']._serialized_end=1175
-  _globals['_RESETREQUEST']._serialized_start=1177
-  _globals['_RESETREQUEST']._serialized_end=1191
-  _globals['_RESETRESPONSE']._serialized_start=1193
-  _globals['_RESETRESPONSE']._serialized_end=1240
-  _globals['_GETINFOREQUEST']._serialized_start=1242
-  _globals['_GETINFOREQUEST']._serialized_end=1258
-  _globals['_GETINFORESPONSE']._serialized_start=1261
-  _globals['_GETINFORESPONSE']._serialized_end=1455
-  _globals['_AGENTSERVICE']._serialized_start=1458
-  _globals['_AGENTSERVICE']._serialized_end=1993
+  _globals['_EXECUTESTART']._serialized_start=149
+  _globals['_EXECUTESTART']._serialized_end=293
+  _globals['_EXECUTERESPONSE']._serialized_start=296
+  _globals['_EXECUTERESPONSE']._serialized_end=635
+  _globals['_STARTED']._serialized_start=637
+  _globals['_STARTED']._serialized_end=726
+  _globals['_HOSTCALL']._serialized_start=728
+  _globals['_HOSTCALL']._serialized_end=809
+  _globals['_HOSTCALLRESULT']._serialized_start=812
+  _globals['_HOSTCALLRESULT']._serialized_end=956
+  _globals['_HOSTCALLERROR']._serialized_start=958
+  _globals['_HOSTCALLERROR']._serialized_end=1004
+  _globals['_ATTACHREQUEST']._serialized_start=1006
+  _globals['_ATTACHREQUEST']._serialized_end=1095
+  _globals['_CANCELREQUEST']._serialized_start=1097
+  _globals['_CANCELREQUEST']._serialized_end=1155
+  _globals['_CANCELRESPONSE']._serialized_start=1157
+  _globals['_CANCELRESPONSE']._serialized_end=1192
+  _globals['_ANSWERHOSTCALLRESPONSE']._serialized_start=1194
+  _globals['_ANSWERHOSTCALLRESPONSE']._serialized_end=1218
+  _globals['_RESETREQUEST']._serialized_start=1220
+  _globals['_RESETREQUEST']._serialized_end=1255
+  _globals['_RESETRESPONSE']._serialized_start=1257
+  _globals['_RESETRESPONSE']._serialized_end=1304
+  _globals['_GETINFOREQUEST']._serialized_start=1306
+  _globals['_GETINFOREQUEST']._serialized_end=1343
+  _globals['_GETINFORESPONSE']._serialized_start=1346
+  _globals['_GETINFORESPONSE']._serialized_end=1540
+  _globals['_AGENTSERVICE']._serialized_start=1543
+  _globals['_AGENTSERVICE']._serialized_end=2078
 # @@protoc_insertion_point(module_scope)

@@ -11,16 +11,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ExecuteStart(_message.Message):
-    __slots__ = ("execution_id", "code", "timeout", "output_budget_bytes")
+    __slots__ = ("execution_id", "code", "timeout", "output_budget_bytes", "owner_epoch")
     EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
+    OWNER_EPOCH_FIELD_NUMBER: _ClassVar[int]
     execution_id: str
     code: str
     timeout: _duration_pb2.Duration
     output_budget_bytes: int
-    def __init__(self, execution_id: _Optional[str] = ..., code: _Optional[str] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., output_budget_bytes: _Optional[int] = ...) -> None: ...
+    owner_epoch: int
+    def __init__(self, execution_id: _Optional[str] = ..., code: _Optional[str] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., output_budget_bytes: _Optional[int] = ..., owner_epoch: _Optional[int] = ...) -> None: ...
 
 class ExecuteResponse(_message.Message):
     __slots__ = ("sequence", "started", "output", "result", "error", "finished", "host_call")
@@ -93,10 +95,12 @@ class AttachRequest(_message.Message):
     def __init__(self, execution_id: _Optional[str] = ..., after_sequence: _Optional[int] = ..., answers_host_calls: _Optional[bool] = ...) -> None: ...
 
 class CancelRequest(_message.Message):
-    __slots__ = ("execution_id",)
+    __slots__ = ("execution_id", "owner_epoch")
     EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
+    OWNER_EPOCH_FIELD_NUMBER: _ClassVar[int]
     execution_id: str
-    def __init__(self, execution_id: _Optional[str] = ...) -> None: ...
+    owner_epoch: int
+    def __init__(self, execution_id: _Optional[str] = ..., owner_epoch: _Optional[int] = ...) -> None: ...
 
 class CancelResponse(_message.Message):
     __slots__ = ("cancelled",)
@@ -109,8 +113,10 @@ class AnswerHostCallResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class ResetRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("owner_epoch",)
+    OWNER_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    owner_epoch: int
+    def __init__(self, owner_epoch: _Optional[int] = ...) -> None: ...
 
 class ResetResponse(_message.Message):
     __slots__ = ("interpreter_generation",)
@@ -119,8 +125,10 @@ class ResetResponse(_message.Message):
     def __init__(self, interpreter_generation: _Optional[int] = ...) -> None: ...
 
 class GetInfoRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("owner_epoch",)
+    OWNER_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    owner_epoch: int
+    def __init__(self, owner_epoch: _Optional[int] = ...) -> None: ...
 
 class GetInfoResponse(_message.Message):
     __slots__ = ("session_id", "interpreter_generation", "interpreter_alive", "python_version", "agent_pid", "interpreter_pid", "running_execution_id")
