@@ -42,6 +42,9 @@ _HEADS = 12
 _LAYERS = 6
 _EPS = 1e-12
 _DTYPES = {"F32": np.float32, "I64": np.int64}
+# Tokens per forward pass: enough to read the weights once for a batch of skills,
+# few enough that a pass's activations (tokens x 1536 floats) stay a few MB.
+_PASS_TOKENS = 2048
 
 
 class ModelNotInstalledError(RuntimeError):
@@ -82,10 +85,19 @@ def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarr
 
 
 def _gelu(x: np.ndarray) -> np.ndarray:
-    # tanh approximation of erf-GELU (numpy has no erf); differences are ~1e-3.
-    # x*x*x, not x**3: the power ufunc is ~10x slower on float32.
-    inner = np.tanh(x * (0.7978845608028654 + 0.035677408136300125 * x * x))
-    return 0.5 * x * (1.0 + inner)
+    """tanh approximation of erf-GELU (numpy has no erf); differences are ~1e-3.
+
+    In place on one temporary (x*x*x, not x**3: the power ufunc is ~10x slower on
+    float32): 4.7 -> 3.0 ms on a (530 x 1536) pass, a twelfth of an encode."""
+    t = x * x
+    t *= np.float32(0.035677408136300125)
+    t += np.float32(0.7978845608028654)
+    t *= x
+    np.tanh(t, out=t)
+    t += np.float32(1.0)
+    t *= x
+    t *= np.float32(0.5)
+    return t
 
 
 class MiniLMEncoder:
@@ -120,51 +132,75 @@ class MiniLMEncoder:
         self._lock = threading.Lock()
 
     def encode(self, texts: list[str], max_tokens: int = 128, batch_size: int = 32) -> np.ndarray:
-        """Unit-length float32 vectors, one row per text (mean pooling, as the model was trained)."""
-        if not texts:
+        """Unit-length float32 vectors, one row per text (mean pooling, as the model was trained).
+
+        `batch_size` is kept for callers; passes are sized by tokens (see `encode_mixed`)."""
+        return self.encode_mixed([(text, max_tokens) for text in texts])
+
+    def encode_mixed(self, items: list[tuple[str, int]], max_pass_tokens: int = _PASS_TOKENS) -> np.ndarray:
+        """`encode` of (text, max_tokens) pairs, texts of different windows in one pass.
+
+        The sequences of one pass are packed end to end, without padding: the dense
+        layers (almost all of the work) are one (tokens x 384) matrix product each, so
+        the 42 MB of layer weights are read once per pass instead of once per text,
+        and attention runs per sequence. A skill's description and source are one pass.
+        """
+        if not items:
             return np.zeros((0, DIMENSION), dtype=np.float32)
         with self._lock:
-            encodings = self._tokenizer.encode_batch(texts)
-        ids = [e.ids[: max_tokens - 1] + ([e.ids[-1]] if len(e.ids) > max_tokens else []) for e in encodings]
-        out = np.zeros((len(texts), DIMENSION), dtype=np.float32)
-        order = sorted(range(len(texts)), key=lambda i: len(ids[i]))  # less padding per batch
-        for start in range(0, len(order), batch_size):
-            batch = order[start : start + batch_size]
-            out[batch] = self._forward([ids[i] for i in batch])
+            encodings = self._tokenizer.encode_batch([text for text, _ in items])
+        ids = [
+            e.ids[: limit - 1] + ([e.ids[-1]] if len(e.ids) > limit else [])
+            for e, (_, limit) in zip(encodings, items, strict=True)
+        ]
+        out = np.zeros((len(items), DIMENSION), dtype=np.float32)
+        batch: list[int] = []
+        tokens = 0
+        for i in range(len(ids)):
+            if batch and tokens + len(ids[i]) > max_pass_tokens:
+                out[batch] = self._forward([ids[j] for j in batch])
+                batch, tokens = [], 0
+            batch.append(i)
+            tokens += len(ids[i])
+        out[batch] = self._forward([ids[j] for j in batch])
         return out
 
     def _forward(self, batch_ids: list[list[int]]) -> np.ndarray:
+        """One pass over the sequences packed end to end: (len(batch_ids), 384) unit vectors."""
         w = self._w
-        length = max(len(x) for x in batch_ids)
-        ids = np.zeros((len(batch_ids), length), dtype=np.int64)
-        mask = np.zeros((len(batch_ids), length), dtype=np.float32)
-        for row, seq in enumerate(batch_ids):
-            ids[row, : len(seq)] = seq
-            mask[row, : len(seq)] = 1.0
+        lengths = [len(seq) for seq in batch_ids]
+        starts = np.cumsum([0] + lengths[:-1])
+        ids = np.fromiter((t for seq in batch_ids for t in seq), dtype=np.int64, count=sum(lengths))
+        positions = np.concatenate([np.arange(n) for n in lengths])
         x = (
             w["embeddings.word_embeddings.weight"][ids]
-            + w["embeddings.position_embeddings.weight"][:length]
+            + w["embeddings.position_embeddings.weight"][positions]
             + w["embeddings.token_type_embeddings.weight"][0]
         )
         x = _layer_norm(x, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"])
-        bias = ((1.0 - mask) * -1e9)[:, None, None, :]
-        n, L, d = x.shape
+        d = x.shape[1]
         hd = d // _HEADS
+        # A float32 scale: np.sqrt(hd) is a float64 scalar, which (NEP 50) made every
+        # later op of the pass float64, three times slower, for no better vectors.
+        scale = np.float32(1.0 / np.sqrt(hd))
+        spans = [(int(s), int(s) + n) for s, n in zip(starts, lengths, strict=True)]
+        ctx = np.empty_like(x)
         for i in range(_LAYERS):
             p = f"encoder.layer.{i}."
 
             def dense(t: np.ndarray, name: str, p: str = p) -> np.ndarray:  # this layer's `p` (B023)
-                return t @ w[p + name + ".weight"] + w[p + name + ".bias"]
-
-            def heads(t: np.ndarray) -> np.ndarray:
-                return t.reshape(n, L, _HEADS, hd).transpose(0, 2, 1, 3)
+                out = t @ w[p + name + ".weight"]
+                out += w[p + name + ".bias"]
+                return out
 
             qkv = dense(x, "attention.self.qkv")
-            q, k, v = (heads(qkv[..., j * d : (j + 1) * d]) for j in range(3))
-            scores = q @ k.transpose(0, 1, 3, 2) / np.sqrt(hd) + bias
-            scores = np.exp(scores - scores.max(-1, keepdims=True))
-            scores /= scores.sum(-1, keepdims=True)
-            ctx = (scores @ v).transpose(0, 2, 1, 3).reshape(n, L, d)
+            for lo, hi in spans:  # attention within each sequence
+                n = hi - lo
+                q, k, v = (qkv[lo:hi, j * d : (j + 1) * d].reshape(n, _HEADS, hd).transpose(1, 0, 2) for j in range(3))
+                scores = (q @ k.transpose(0, 2, 1)) * scale
+                scores = np.exp(scores - scores.max(-1, keepdims=True))
+                scores /= scores.sum(-1, keepdims=True)
+                ctx[lo:hi] = (scores @ v).transpose(1, 0, 2).reshape(n, d)
             x = _layer_norm(
                 x + dense(ctx, "attention.output.dense"),
                 w[p + "attention.output.LayerNorm.weight"],
@@ -176,7 +212,7 @@ class MiniLMEncoder:
                 w[p + "output.LayerNorm.weight"],
                 w[p + "output.LayerNorm.bias"],
             )
-        pooled = (x * mask[:, :, None]).sum(1) / mask.sum(1, keepdims=True)
+        pooled = np.add.reduceat(x, starts, axis=0) / np.asarray(lengths, dtype=np.float32)[:, None]
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
 
@@ -199,25 +235,38 @@ def _limit_blas_threads() -> None:
     threadpool_limits(limits=1, user_api="blas")
 
 
-_executor: concurrent.futures.ThreadPoolExecutor | None = None
+_executors: dict[str, concurrent.futures.ThreadPoolExecutor] = {}
 
 
-def in_encoder_thread(fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
-    """Runs `fn(*args)` on the one thread that does all model work.
-
-    Measured here: after a batch of skills was embedded on one thread, query
-    encodes on another thread (asyncio's default executor) took 30 ms instead of
-    10 ms, with high system time (most likely that thread's malloc arena faulting
-    the model's buffers in again and again). Keeping every encode, at write and at
-    search time, on one thread avoids it; the model is serialized by its lock anyway.
-    """
-    global _executor
+def _on_thread(role: str, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
     with _load_lock:
-        if _executor is None:
-            _executor = concurrent.futures.ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="codemode-minilm", initializer=_limit_blas_threads
+        executor = _executors.get(role)
+        if executor is None:
+            executor = _executors[role] = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix=f"codemode-minilm-{role}", initializer=_limit_blas_threads
             )
-    return asyncio.get_running_loop().run_in_executor(_executor, functools.partial(fn, *args))
+    return asyncio.get_running_loop().run_in_executor(executor, functools.partial(fn, *args))
+
+
+def in_encoder_thread(fn: Callable[..., T], *args: Any, slot: int = 0) -> asyncio.Future[T]:
+    """Runs `fn(*args)` on a long-lived thread that embeds skills (slot 0 also loads the
+    model; a bulk load runs passes on slots 0 and 1 at once, one per core).
+
+    Skills are embedded on one long-lived thread and queries on another
+    (`in_query_thread`), never on asyncio's default executor: an earlier
+    measurement had query encodes at 30 ms instead of 10 ms on a pool thread
+    after skills were embedded elsewhere, with high system time (most likely
+    that thread's malloc arena faulting the model's buffers in again). With two
+    dedicated threads, a query encodes while a skill pass runs (two cores) at
+    its own speed (10.7 vs 9.4 ms measured), so a search right after a write
+    does not queue behind that write's embedding.
+    """
+    return _on_thread(f"documents{slot}", fn, *args)
+
+
+def in_query_thread(fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+    """Runs `fn(*args)` on the thread that encodes search queries (see `in_encoder_thread`)."""
+    return _on_thread("queries", fn, *args)
 
 
 def load() -> MiniLMEncoder:

@@ -290,11 +290,15 @@ class FileStorage(Storage):
 
     def _read_many(self, tenant: str, names: list[str]) -> list[SkillRecord]:
         tdir = self._tenant_dir(tenant)
+        # Plain strings, not a Path per file: pathlib's joins were a third of the time
+        # of reading a 100k-skill library.
+        directory = os.path.join(tdir, "skills")
         records = []
         for name in names:
             try:
-                records.append(self._read_skill(self._skill_path(tdir, name), name))
-            except SkillNotFoundError:
+                with open(os.path.join(directory, name + ".json"), "rb") as f:
+                    records.append(SkillRecord.from_json(f.read()))
+            except FileNotFoundError:
                 continue  # deleted between listdir and read
             except (ValueError, KeyError):
                 # One damaged file (e.g. edited by hand) must not hide the whole library.
@@ -374,9 +378,10 @@ class FileStorage(Storage):
         return self._tenant_dir(tenant) / "vectors" / digest
 
     @staticmethod
-    def _read_vector(path: Path) -> tuple[str, bytes] | None:
+    def _read_vector(path: str | os.PathLike[str]) -> tuple[str, bytes] | None:
         try:
-            data = path.read_bytes()
+            with open(path, "rb") as f:
+                data = f.read()
         except FileNotFoundError:
             return None
         content_hash, sep, vector = data.partition(b"\n")
@@ -419,8 +424,9 @@ class FileStorage(Storage):
             except FileNotFoundError:
                 return {}
         out = {}
+        base = str(directory)
         for name in names:
-            entry = self._read_vector(directory / f"{name}.vec")
+            entry = self._read_vector(os.path.join(base, name + ".vec"))
             if entry is not None:
                 out[name] = entry
         return out

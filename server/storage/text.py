@@ -15,7 +15,7 @@ from typing import Any
 from server.storage.errors import InvalidArgumentError
 
 
-def _is_valid(text: str) -> bool:
+def is_valid_text(text: str) -> bool:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -27,7 +27,7 @@ def require_valid_text(value: Any, field: str) -> None:
     """Raises INVALID_ARGUMENT if any string in `value` (keys of dicts included) has a
     lone surrogate; walks lists and dicts as JSON does."""
     if isinstance(value, str):
-        if not _is_valid(value):
+        if not is_valid_text(value):
             raise InvalidArgumentError(
                 f"{field} is not valid Unicode text (it has a lone surrogate, e.g. from '\\ud800' in JSON)",
                 field=field,
@@ -44,7 +44,7 @@ def require_valid_text(value: Any, field: str) -> None:
 def scrub(value: Any) -> Any:
     """`value` with every lone surrogate replaced by U+FFFD (valid pairs joined)."""
     if isinstance(value, str):
-        if _is_valid(value):
+        if is_valid_text(value):
             return value
         return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
     if isinstance(value, dict):
@@ -54,4 +54,4 @@ def scrub(value: Any) -> Any:
     return value
 
 
-__all__ = ["require_valid_text", "scrub"]
+__all__ = ["is_valid_text", "require_valid_text", "scrub"]

@@ -71,6 +71,7 @@ async def test_vectors_are_cached_with_content_hash_and_model_id(tmp_path):
     lib = SkillLibrary(storage, ranker)
     for name, description, source in SKILLS[:3]:
         await lib.create("acme", name, source, description)
+    await ranker.settle()  # CreateSkill queues the embedding and returns
     assert ranker.embedded_count == 6  # embedded when written, not at search time
     top, _ = (await lib.search("acme", "download data from an api", 3))[0][0]
     assert top.name == "fetch_json"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
 import pytest
@@ -225,3 +226,31 @@ async def test_cluster_memory_gauge_sums_the_primaries(redis_cluster):
     # INFO is read a moment apart from the check's, so allow for the nodes' own churn.
     assert sum(per_node) * 0.8 < used < sum(per_node) * 1.2, (used, per_node)
     assert used > max(per_node)
+
+
+@pytest.mark.parametrize("as_bytes", [False, True])
+def test_records_read_back_scrub_lone_surrogates_and_keep_valid_pairs(as_bytes):
+    """from_json skips the scrub walk unless a document can hold a lone surrogate; the
+    ones that can are still scrubbed, and valid pairs (escaped or raw) come back as is."""
+    from server.storage.records import ArtifactRecord, SkillRecord
+
+    def doc(description: str) -> str | bytes:
+        text = json.dumps({"name": "x", "description": description, "source": "s"})
+        return text.encode() if as_bytes else text
+
+    assert SkillRecord.from_json(doc("a\ud800b")).description == "a\ufffdb"
+    assert SkillRecord.from_json(doc("\udfff")).description == "\ufffd"
+    assert SkillRecord.from_json(doc("smile \U0001f600")).description == "smile \U0001f600"
+    assert SkillRecord.from_json(doc("plain \\ud800 text")).description == "plain \\ud800 text"
+    raw = '{"name": "x", "description": "smile \U0001f600 caf\u00e9"}'
+    assert SkillRecord.from_json(raw.encode() if as_bytes else raw).description == "smile \U0001f600 caf\u00e9"
+    artifact = json.dumps({"name": "a", "description": "\ud83d", "metadata": {"k\udc00": "v"}})
+    record = ArtifactRecord.from_json(artifact.encode() if as_bytes else artifact)
+    assert record.description == "\ufffd" and record.metadata == {"k\ufffd": "v"}
+
+
+def test_a_str_document_holding_a_raw_lone_surrogate_is_scrubbed():
+    from server.storage.records import SkillRecord
+
+    raw = '{"name": "x", "description": "a\ud800b"}'  # the character itself, not an escape
+    assert SkillRecord.from_json(raw).description == "a\ufffdb"
