@@ -12,8 +12,6 @@ import secrets
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from codemode_protos.sandbox.v1 import agent_pb2, agent_pb2_grpc
 from codemode_protos.v1 import execute_pb2
@@ -24,6 +22,7 @@ from tests.agent.conftest import (
     secure_channel,
     start_message,
 )
+from tests.identity.identity_helpers import reason
 
 
 @pytest.fixture(scope="module")
@@ -38,16 +37,6 @@ async def agent_stub(fenced_agent, pki):  # type: ignore[no-untyped-def]
     channel = secure_channel(fenced_agent, pki)
     yield agent_pb2_grpc.AgentServiceStub(channel)
     await channel.close()
-
-
-def _reason(error: grpc.aio.AioRpcError) -> str:
-    status = rpc_status.from_call(error)
-    for detail in status.details if status else ():
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info.reason
-    return ""
 
 
 async def _run(stub, code: str, epoch: int):  # type: ignore[no-untyped-def]
@@ -66,10 +55,10 @@ async def test_a_previous_owner_is_refused_once_an_adopter_announced_its_epoch(a
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await _run(agent_stub, "marker = 'stale owner'", 0)
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert _reason(refused.value) == "SESSION_ELSEWHERE"
+    assert reason(refused.value) == "SESSION_ELSEWHERE"
     with pytest.raises(grpc.aio.AioRpcError) as reset:
         await agent_stub.Reset(agent_pb2.ResetRequest(owner_epoch=0), timeout=10)
-    assert _reason(reset.value) == "SESSION_ELSEWHERE"
+    assert reason(reset.value) == "SESSION_ELSEWHERE"
 
     # The adopter drives it: the stale owner changed nothing, not even the interpreter.
     start = start_message("import time\nprint('go', flush=True)\ntime.sleep(1)\nmarker")
@@ -80,7 +69,7 @@ async def test_a_previous_owner_is_refused_once_an_adopter_announced_its_epoch(a
     assert first.started.interpreter_generation == info.interpreter_generation
     with pytest.raises(grpc.aio.AioRpcError) as cancel:
         await agent_stub.Cancel(agent_pb2.CancelRequest(execution_id=start.execution_id, owner_epoch=0), timeout=10)
-    assert _reason(cancel.value) == "SESSION_ELSEWHERE"
+    assert reason(cancel.value) == "SESSION_ELSEWHERE"
     rest = []
     while (event := await call.read()) is not grpc.aio.EOF:
         rest.append(event)
@@ -91,5 +80,5 @@ async def test_a_previous_owner_is_refused_once_an_adopter_announced_its_epoch(a
     await agent_stub.GetInfo(agent_pb2.GetInfoRequest(owner_epoch=2), timeout=10)
     with pytest.raises(grpc.aio.AioRpcError) as again:
         await _run(agent_stub, "1", 1)
-    assert _reason(again.value) == "SESSION_ELSEWHERE"
+    assert reason(again.value) == "SESSION_ELSEWHERE"
     assert (await _run(agent_stub, "marker", 2)).result.repr == "'first owner'"

@@ -19,8 +19,6 @@ import threading
 import time
 
 import grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 import docker
 from codemode_protos.v1 import execute_pb2, session_pb2
@@ -38,6 +36,7 @@ from tests.identity.identity_helpers import (
     auth,
     new_token,
     principal,
+    reason,
     stubs,
     write_principals,
 )
@@ -145,16 +144,6 @@ class Group:
         for instance in self.instances:
             instance.close()
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def reason(error: grpc.aio.AioRpcError) -> str:
-    status = rpc_status.from_call(error)
-    for detail in status.details if status else ():
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info.reason
-    return ""
 
 
 def _numbered(event: execute_pb2.ExecuteResponse) -> bool:
