@@ -599,16 +599,15 @@ async def test_a_cluster_node_down_is_directory_unavailable_for_its_sessions():
         for record in records:
             await directory.insert(record)
         cluster.nodes[2].stop()
-        started = time.monotonic()
         outcomes = []
         for record in records:
-            try:
+            try:  # each call answers or fails in bounded time: a TimeoutError here is a hang
                 outcomes.append(await asyncio.wait_for(directory.get(record.id), 20) == record)
             except DirectoryUnavailable as exc:
                 assert "unreachable" in str(exc), exc
                 outcomes.append(False)
         assert not all(outcomes), "some session must live on the stopped node"
-        assert time.monotonic() - started < 20
+        assert any(outcomes), "the other nodes' sessions must still be served"
     finally:
         if client is not None:
             await client.aclose()
