@@ -87,7 +87,7 @@ class SessionAdopter:
         self._provider = provider
         self._resume = resume_execution
         self._may_adopt = may_adopt
-        self._adopting: dict[str, asyncio.Future[Session | None]] = {}
+        self._adopting: dict[str, asyncio.Task[Session | None]] = {}
 
     def adoptable(self, record: SessionRecord) -> bool:
         if not record.sandbox or not self._may_adopt():
@@ -105,20 +105,19 @@ class SessionAdopter:
         if not self.adoptable(record):
             return None
         running = self._adopting.get(record.id)
-        if running is not None:
-            return await asyncio.shield(running)
-        future: asyncio.Future[Session | None] = asyncio.get_running_loop().create_future()
-        self._adopting[record.id] = future
-        try:
-            session = await self._adopt(record, owner_gone)
-            future.set_result(session)
-            return session
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: nobody else may be waiting
-            raise
-        finally:
-            del self._adopting[record.id]
+        if running is None:
+            # A task of its own, not the caller's: a client that goes away mid-adoption must
+            # not leave a record taken over in Redis with no session here to serve it.
+            running = asyncio.get_running_loop().create_task(self._adopt(record, owner_gone),
+                                                             name=f"adopt-{record.id}")
+            self._adopting[record.id] = running
+            running.add_done_callback(lambda task: self._adopted(record.id, task))
+        return await asyncio.shield(running)
+
+    def _adopted(self, session_id: str, task: asyncio.Task[Session | None]) -> None:
+        del self._adopting[session_id]
+        if not task.cancelled() and task.exception() is not None:  # retrieved: its callers may be gone
+            _log.warning("adopting sessions/%s failed: %r", session_id, task.exception())
 
     async def settled(self, session_id: str) -> None:
         """Waits for an adoption of the session in progress here, if any: until it ends,
