@@ -20,6 +20,7 @@ from server.skills.corpus import SKILLS
 from server.skills.library import SkillLibrary
 from server.skills.search import EmbeddingRanker, description_text
 from server.storage.file_storage import FileStorage
+from tests.conftest import require
 from tests.skills.test_incremental_index import FakeEncoder
 
 
@@ -107,8 +108,7 @@ async def test_a_failing_encoder_fails_no_write_and_the_search_embeds_again(tmp_
 
 
 def test_packed_passes_give_each_text_the_vector_it_has_alone():
-    if not minilm.available():
-        pytest.skip("the embedding model is not installed")
+    require(minilm.available(), "the embedding model (scripts/setup installs it)")
     encoder = minilm.load()
     items = [(description_text_of(i), 128) for i in range(len(SKILLS))] + [(s[2], 256) for s in SKILLS]
     together = encoder.encode_mixed(items)
