@@ -93,7 +93,9 @@ class SessionManager:
         #: With `--session-registry redis`: this instance's records in the shared
         #: registry (claimed on create, removed on delete); None on one machine.
         self.node: ClusterNode | None = None
-        self._stopping: set[asyncio.Task] = set()
+        #: Fire-and-forget work (registry publishes, stopping an orphaned sandbox), kept
+        #: referenced until done.
+        self._side_tasks: set[asyncio.Task] = set()
 
     # ---- limits -------------------------------------------------------------------
 
@@ -279,8 +281,8 @@ class SessionManager:
         session.touch()
         if self.node is not None:  # adoptable from now on: say where the sandbox is
             task = asyncio.get_running_loop().create_task(self.node.publish(session), name=f"publish-{session.id}")
-            self._stopping.add(task)
-            task.add_done_callback(self._stopping.discard)
+            self._side_tasks.add(task)
+            task.add_done_callback(self._side_tasks.discard)
 
     async def _attach_sandbox(self, session: Session) -> None:
         """ResetSession's restart of a dead sandbox (synchronous: the caller waits)."""
@@ -448,8 +450,8 @@ class SessionManager:
         """READY with the adopted sandbox; the generation stays what the owner showed."""
         if session.state == State.STATE_CLOSED:  # deleted while it was being taken over
             task = asyncio.get_running_loop().create_task(sandbox.stop(), name=f"stop-{session.id}")
-            self._stopping.add(task)
-            task.add_done_callback(self._stopping.discard)
+            self._side_tasks.add(task)
+            task.add_done_callback(self._side_tasks.discard)
             return
         shown = session_pb2.Session.FromString(record.session).interpreter_generation
         self._adopt(session, sandbox)

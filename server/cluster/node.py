@@ -172,15 +172,28 @@ class ClusterNode:
         except DirectoryUnavailable as exc:
             _log.warning("could not publish %s to the session registry (the renewal retries): %s", session.name, exc)
 
-    async def _publish(self, session_id: str, owned: _Owned) -> None:
-        if session_id in self._handing_over or self._owned.get(session_id) is not owned:
-            return  # handed over (or ended) meanwhile: its record is no longer ours to write
+    def _changes(self, owned: _Owned) -> tuple[bytes, dict[str, Any]] | None:
+        """The rendering and sandbox details to write, or None when neither changed."""
         rendering = owned.session.to_proto().SerializeToString()
         sandbox = self.handover(owned.session)
         if rendering == owned.published and sandbox == owned.sandbox:
-            return
+            return None
+        return rendering, sandbox
+
+    async def _note_sandbox(self, session_id: str, owned: _Owned, sandbox: dict[str, Any]) -> None:
+        """Indexes a sandbox the record is about to name for the first time."""
         if sandbox.get("sandbox_id") and sandbox.get("sandbox_id") != owned.sandbox.get("sandbox_id"):
-            await self.directory.note_sandbox(sandbox["sandbox_id"], session_id)  # before the record names it
+            await self.directory.note_sandbox(sandbox["sandbox_id"], session_id)
+
+    async def _publish(self, session_id: str, owned: _Owned) -> None:
+        if session_id in self._handing_over or self._owned.get(session_id) is not owned:
+            return  # handed over (or ended) meanwhile: its record is no longer ours to write
+        changes = self._changes(owned)
+        if changes is not None:
+            await self._write(session_id, owned, *changes)
+
+    async def _write(self, session_id: str, owned: _Owned, rendering: bytes, sandbox: dict[str, Any]) -> None:
+        await self._note_sandbox(session_id, owned, sandbox)  # before the record names it
         if await self.directory.update(self._record(owned, rendering, sandbox)):
             owned.published, owned.sandbox = rendering, sandbox
         else:
@@ -197,8 +210,7 @@ class ClusterNode:
         self._handing_over.add(session.id)  # no renewal may extend the lease from here on
         rendering = session.to_proto().SerializeToString()
         try:
-            if sandbox.get("sandbox_id") != owned.sandbox.get("sandbox_id"):
-                await self.directory.note_sandbox(sandbox["sandbox_id"], session.id)
+            await self._note_sandbox(session.id, owned, sandbox)
             handed = await self.directory.update(self._record(owned, rendering, sandbox, lease_expires=time.time()))
         except DirectoryUnavailable as exc:
             _log.warning("could not hand %s over (its lease lapses instead): %s", session.name, exc)
@@ -309,11 +321,13 @@ class ClusterNode:
             )
         unchanged: dict[str, str] = {}
         for session_id, owned in list(self._owned.items()):
-            if owned.session.to_proto().SerializeToString() == owned.published and \
-                    self.handover(owned.session) == owned.sandbox:
+            if session_id in self._handing_over or self._owned.get(session_id) is not owned:
+                continue  # handed over (or ended) since the loop began
+            changes = self._changes(owned)
+            if changes is None:
                 unchanged[session_id] = owned.incarnation
-                continue
-            await self._publish(session_id, owned)
+            else:
+                await self._write(session_id, owned, *changes)
         for session_id in self._handing_over:
             unchanged.pop(session_id, None)
         if unchanged:
